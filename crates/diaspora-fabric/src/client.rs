@@ -1,0 +1,300 @@
+//! Client connections to a node: a small pool of QUIC connections (so large
+//! items are not capped by one connection's crypto on one core), and
+//! [`Lane`]s — one bidirectional stream each — carrying pipelined
+//! request/response frames matched by id.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use diaspora_proto::v1::{self, frame::Body};
+use diaspora_proto::{encode_frame, PROTOCOL_VERSION};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{FabricError, Result};
+use crate::server::body_name;
+use crate::wire::read_frame;
+
+/// How to reach a node.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Data-plane address.
+    pub addr: SocketAddr,
+    /// CA certificate that signed the node's certificate.
+    pub ca_file: PathBuf,
+    /// Server name to verify in the node's certificate.
+    pub server_name: String,
+    /// QUIC connections to open; partitions are spread over them. Default: cores, 2..=4.
+    pub connections: usize,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Largest frame accepted from the node.
+    pub frame_bytes_max: u64,
+}
+
+impl ClientConfig {
+    /// Defaults for a node at `addr` whose CA is `ca_file`.
+    pub fn new(addr: SocketAddr, ca_file: impl Into<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        ClientConfig {
+            addr,
+            ca_file: ca_file.into(),
+            server_name: "localhost".into(),
+            connections: cores.clamp(2, 4),
+            connect_timeout: Duration::from_secs(5),
+            frame_bytes_max: crate::config::Limits::default().frame_bytes_max(),
+        }
+    }
+}
+
+struct ClientInner {
+    config: ClientConfig,
+    endpoint: quinn::Endpoint,
+    quic_config: quinn::ClientConfig,
+    connections: Mutex<Vec<Option<quinn::Connection>>>,
+    connect_lock: tokio::sync::Mutex<()>,
+}
+
+/// A handle to a node; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl Client {
+    /// Connects (eagerly, so an unreachable node is reported now).
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let rustls_cfg = crate::tls::client_config(&config.ca_file, diaspora_proto::ALPN)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_cfg)
+            .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?;
+        let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));
+        quic_config.transport_config(Arc::new(crate::node::transport_config()));
+        let bind: SocketAddr = if config.addr.is_ipv6() {
+            "[::]:0".parse().expect("literal")
+        } else {
+            "0.0.0.0:0".parse().expect("literal")
+        };
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| FabricError::Connection {
+            addr: config.addr.to_string(),
+            message: format!("cannot open a UDP socket: {e}"),
+        })?;
+        let n = config.connections.max(1);
+        let client = Client {
+            inner: Arc::new(ClientInner {
+                config,
+                endpoint,
+                quic_config,
+                connections: Mutex::new(vec![None; n]),
+                connect_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        client.connection(0).await?;
+        Ok(client)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Number of connections in the pool.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.lock().len()
+    }
+
+    /// Connection `i % n`, (re)connecting when it is absent or closed.
+    pub async fn connection(&self, i: usize) -> Result<quinn::Connection> {
+        let n = self.connection_count();
+        let slot = i % n;
+        if let Some(c) = &self.inner.connections.lock()[slot] {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let _g = self.inner.connect_lock.lock().await;
+        if let Some(c) = &self.inner.connections.lock()[slot] {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let cfg = &self.inner.config;
+        let addr = cfg.addr;
+        let err = |m: String| FabricError::Connection {
+            addr: addr.to_string(),
+            message: m,
+        };
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(self.inner.quic_config.clone(), addr, &cfg.server_name)
+            .map_err(|e| err(e.to_string()))?;
+        let conn = tokio::time::timeout(cfg.connect_timeout, connecting)
+            .await
+            .map_err(|_| err(format!("no answer within {:?} (is the node running?)", cfg.connect_timeout)))?
+            .map_err(|e| err(e.to_string()))?;
+        self.inner.connections.lock()[slot] = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Opens a new lane on connection `i % n`.
+    pub async fn lane(&self, i: usize) -> Result<Lane> {
+        let conn = self.connection(i).await?;
+        Lane::open(&conn, self.inner.config.frame_bytes_max).await
+    }
+
+    /// Sends one request on a fresh lane and waits for its answer.
+    pub async fn call(&self, body: Body) -> Result<Body> {
+        self.lane(0).await?.call(body).await
+    }
+
+    /// Says hello and returns the node's limits.
+    pub async fn hello(&self) -> Result<v1::HelloOk> {
+        match self
+            .call(Body::Hello(v1::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_id: format!("diaspora-rs/{}", env!("CARGO_PKG_VERSION")),
+            }))
+            .await?
+        {
+            Body::HelloOk(h) => Ok(h),
+            other => Err(unexpected("HelloOk", &other)),
+        }
+    }
+
+    /// Partition count and offsets of a topic.
+    pub async fn metadata(&self, topic: &str) -> Result<v1::MetadataResponse> {
+        match self
+            .call(Body::MetadataRequest(v1::MetadataRequest { topic: topic.into() }))
+            .await?
+        {
+            Body::MetadataResponse(m) => Ok(m),
+            other => Err(unexpected("MetadataResponse", &other)),
+        }
+    }
+
+    /// Closes every connection.
+    pub fn close(&self) {
+        for c in self.inner.connections.lock().iter().flatten() {
+            c.close(quinn::VarInt::from_u32(0), b"client closed");
+        }
+    }
+}
+
+pub(crate) fn unexpected(want: &str, got: &Body) -> FabricError {
+    FabricError::Invalid(format!("expected {want}, node sent {}", body_name(got)))
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Body>>>>>;
+
+/// One bidirectional stream with pipelined requests. Responses are matched
+/// to requests by frame id. When the stream fails, every pending request
+/// gets the error.
+pub struct Lane {
+    tx: mpsc::Sender<Bytes>,
+    pending: Pending,
+    next_id: AtomicU64,
+    remote: SocketAddr,
+}
+
+impl Lane {
+    async fn open(conn: &quinn::Connection, frame_bytes_max: u64) -> Result<Lane> {
+        let remote = conn.remote_address();
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| FabricError::Connection {
+            addr: remote.to_string(),
+            message: e.to_string(),
+        })?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let fail_all = move |pending: &Pending, msg: String| {
+            for (_, s) in pending.lock().drain() {
+                let _ = s.send(Err(FabricError::Connection {
+                    addr: remote.to_string(),
+                    message: msg.clone(),
+                }));
+            }
+        };
+        let p1 = pending.clone();
+        tokio::spawn(async move {
+            while let Some(wire) = rx.recv().await {
+                if let Err(e) = send.write_chunk(wire).await {
+                    fail_all(&p1, format!("write: {e}"));
+                    return;
+                }
+            }
+            let _ = send.finish();
+        });
+        let p2 = pending.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut recv, frame_bytes_max).await {
+                    Ok(Some(frame)) => {
+                        let body = frame.body.expect("decode_frame refuses empty bodies");
+                        let result = match body {
+                            Body::Error(e) => Err(FabricError::Remote {
+                                code: v1::ErrorCode::try_from(e.code).unwrap_or(v1::ErrorCode::Internal),
+                                message: e.message,
+                            }),
+                            b => Ok(b),
+                        };
+                        if frame.id == 0 {
+                            // A stream-level error (e.g. malformed frame): fails everyone.
+                            if let Err(e) = result {
+                                fail_all(&p2, e.to_string());
+                                return;
+                            }
+                            continue;
+                        }
+                        if let Some(s) = p2.lock().remove(&frame.id) {
+                            let _ = s.send(result);
+                        }
+                    }
+                    Ok(None) => {
+                        fail_all(&p2, "stream closed by node".into());
+                        return;
+                    }
+                    Err(e) => {
+                        fail_all(&p2, e.to_string());
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Lane {
+            tx,
+            pending,
+            next_id: AtomicU64::new(1),
+            remote,
+        })
+    }
+
+    /// Sends a request now; the returned receiver resolves with its answer.
+    /// Waits only if the lane's write queue is full.
+    pub async fn send(&self, body: Body) -> Result<oneshot::Receiver<Result<Body>>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (s, r) = oneshot::channel();
+        self.pending.lock().insert(id, s);
+        let wire = encode_frame(&v1::Frame { id, body: Some(body) });
+        if self.tx.send(wire).await.is_err() {
+            self.pending.lock().remove(&id);
+            return Err(FabricError::Connection {
+                addr: self.remote.to_string(),
+                message: "lane closed".into(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn call(&self, body: Body) -> Result<Body> {
+        let r = self.send(body).await?;
+        r.await.map_err(|_| FabricError::Connection {
+            addr: self.remote.to_string(),
+            message: "lane closed before the answer".into(),
+        })?
+    }
+}

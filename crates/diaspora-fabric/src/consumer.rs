@@ -1,0 +1,589 @@
+//! The consumer: assign partitions or subscribe as a member of a consumer
+//! group, seek, read with a bounded prefetch, and commit offsets durably.
+//!
+//! One fetcher task per assigned partition long-polls the node on its own
+//! lane and hands decoded items to the consumer through a channel; the
+//! fetchers together may hold at most `prefetch_bytes_max` of items not yet
+//! taken by the application.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diaspora_proto::v1::{self, frame::Body, ErrorCode};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::client::{unexpected, Client};
+use crate::error::{FabricError, Result};
+use crate::item::{decode_batch_items, ConsumedItem};
+
+/// Where to start reading a partition that has no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The first retained offset.
+    Earliest,
+    /// Only items appended from now on.
+    Latest,
+    /// A given offset.
+    Offset(u64),
+}
+
+impl std::str::FromStr for StartFrom {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "earliest" => Ok(StartFrom::Earliest),
+            "latest" => Ok(StartFrom::Latest),
+            n => n
+                .parse()
+                .map(StartFrom::Offset)
+                .map_err(|_| format!("'{s}' is not earliest, latest or an offset")),
+        }
+    }
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Topic to read.
+    pub topic: String,
+    /// Consumer group; committed offsets take precedence over `start`.
+    pub group: Option<String>,
+    /// Start position without a committed offset.
+    pub start: StartFrom,
+    /// Largest fetch response asked for, bytes.
+    pub fetch_bytes_max: u32,
+    /// Bytes of fetched items held before fetchers pause.
+    pub prefetch_bytes_max: usize,
+    /// Long-poll time of one fetch.
+    pub fetch_wait: Duration,
+    /// Group session timeout; heartbeats go every third of it.
+    pub session_timeout: Duration,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `topic`.
+    pub fn new(topic: impl Into<String>) -> Self {
+        ConsumerConfig {
+            topic: topic.into(),
+            group: None,
+            start: StartFrom::Earliest,
+            fetch_bytes_max: 4 << 20,
+            prefetch_bytes_max: 64 << 20,
+            fetch_wait: Duration::from_millis(500),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Sets the start position.
+    pub fn start(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+}
+
+struct Chunk {
+    partition: u32,
+    epoch: u64,
+    items: Result<Vec<ConsumedItem>>,
+    permits: u32,
+}
+
+struct Membership {
+    group: String,
+    member_id: String,
+    generation: u64,
+    rebalance: Arc<AtomicBool>,
+    heartbeat: JoinHandle<()>,
+}
+
+/// Counters of a consumer.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Items handed to the application.
+    pub consumed: AtomicU64,
+    /// Items skipped because retention removed them before they were read.
+    pub skipped_expired: AtomicU64,
+    /// Fetches retried after a connection failure.
+    pub fetch_retries: AtomicU64,
+}
+
+/// A consumer of one topic. See the module docs.
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    tx: mpsc::Sender<Chunk>,
+    rx: mpsc::Receiver<Chunk>,
+    budget: Arc<Semaphore>,
+    fetchers: HashMap<u32, (u64, JoinHandle<()>)>,
+    epoch: u64,
+    current: VecDeque<ConsumedItem>,
+    current_permits: u32,
+    positions: BTreeMap<u32, u64>,
+    committed: BTreeMap<u32, u64>,
+    membership: Option<Membership>,
+    stats: Arc<ConsumerStats>,
+}
+
+impl Consumer {
+    fn empty(client: &Client, config: ConsumerConfig) -> Consumer {
+        let (tx, rx) = mpsc::channel(256);
+        let budget = Arc::new(Semaphore::new(config.prefetch_bytes_max.clamp(1, Semaphore::MAX_PERMITS)));
+        Consumer {
+            client: client.clone(),
+            config,
+            tx,
+            rx,
+            budget,
+            fetchers: HashMap::new(),
+            epoch: 0,
+            current: VecDeque::new(),
+            current_permits: 0,
+            positions: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            membership: None,
+            stats: Arc::new(ConsumerStats::default()),
+        }
+    }
+
+    /// A consumer reading exactly `partitions` (empty = all partitions).
+    pub async fn assign(client: &Client, config: ConsumerConfig, partitions: &[u32]) -> Result<Consumer> {
+        let mut c = Consumer::empty(client, config);
+        let meta = client.metadata(&c.config.topic).await?;
+        let parts: Vec<u32> = if partitions.is_empty() {
+            (0..meta.partitions.len() as u32).collect()
+        } else {
+            partitions.to_vec()
+        };
+        c.start_partitions(&parts).await?;
+        Ok(c)
+    }
+
+    /// A consumer that joins `config.group` and reads the partitions the
+    /// group assigns it, rebalancing as members come and go.
+    pub async fn subscribe(client: &Client, config: ConsumerConfig) -> Result<Consumer> {
+        let group = config
+            .group
+            .clone()
+            .ok_or_else(|| FabricError::Invalid("subscribe needs a consumer group".into()))?;
+        let mut c = Consumer::empty(client, config);
+        c.join(&group, String::new()).await?;
+        Ok(c)
+    }
+
+    async fn join(&mut self, group: &str, member_id: String) -> Result<()> {
+        let resp = self
+            .client
+            .call(Body::JoinGroupRequest(v1::JoinGroupRequest {
+                group: group.into(),
+                topic: self.config.topic.clone(),
+                member_id,
+                session_timeout_ms: self.config.session_timeout.as_millis() as u32,
+            }))
+            .await?;
+        let Body::JoinGroupResponse(j) = resp else {
+            return Err(unexpected("JoinGroupResponse", &resp));
+        };
+        let rebalance = Arc::new(AtomicBool::new(false));
+        let hb = {
+            let client = self.client.clone();
+            let group = group.to_string();
+            let member_id = j.member_id.clone();
+            let generation = j.generation;
+            let flag = rebalance.clone();
+            let every = self.config.session_timeout / 3;
+            tokio::spawn(async move {
+                let Ok(lane) = client.lane(0).await else {
+                    flag.store(true, Ordering::Relaxed);
+                    return;
+                };
+                loop {
+                    tokio::time::sleep(every).await;
+                    let r = lane
+                        .call(Body::HeartbeatRequest(v1::HeartbeatRequest {
+                            group: group.clone(),
+                            member_id: member_id.clone(),
+                            generation,
+                        }))
+                        .await;
+                    match r {
+                        Ok(Body::HeartbeatResponse(h)) if h.generation == generation => {}
+                        _ => {
+                            flag.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        self.membership = Some(Membership {
+            group: group.into(),
+            member_id: j.member_id,
+            generation: j.generation,
+            rebalance,
+            heartbeat: hb,
+        });
+        self.start_partitions(&j.partitions).await
+    }
+
+    async fn rebalance(&mut self) -> Result<()> {
+        let Some(m) = self.membership.take() else {
+            return Ok(());
+        };
+        m.heartbeat.abort();
+        let _ = self.commit().await;
+        self.stop_all();
+        tracing::info!(group = %m.group, member = %m.member_id, generation = m.generation, "rebalancing");
+        self.join(&m.group, m.member_id).await
+    }
+
+    fn stop_all(&mut self) {
+        for (_, (_, h)) in self.fetchers.drain() {
+            h.abort();
+        }
+        self.current.clear();
+        self.budget.add_permits(self.current_permits as usize);
+        self.current_permits = 0;
+        self.positions.clear();
+        self.committed.clear();
+    }
+
+    async fn start_partitions(&mut self, partitions: &[u32]) -> Result<()> {
+        let meta = self.client.metadata(&self.config.topic).await?;
+        let committed: BTreeMap<u32, u64> = match &self.config.group {
+            Some(g) => match self
+                .client
+                .call(Body::OffsetFetchRequest(v1::OffsetFetchRequest {
+                    group: g.clone(),
+                    topic: self.config.topic.clone(),
+                }))
+                .await?
+            {
+                Body::OffsetFetchResponse(r) => r.offsets.into_iter().map(|o| (o.partition, o.offset)).collect(),
+                other => return Err(unexpected("OffsetFetchResponse", &other)),
+            },
+            None => BTreeMap::new(),
+        };
+        for &p in partitions {
+            let info = meta
+                .partitions
+                .get(p as usize)
+                .ok_or_else(|| FabricError::UnknownPartition {
+                    topic: self.config.topic.clone(),
+                    partition: p,
+                    partitions: meta.partitions.len() as u32,
+                })?;
+            let offset = match committed.get(&p) {
+                Some(&o) => {
+                    self.committed.insert(p, o);
+                    o
+                }
+                None => match self.config.start {
+                    StartFrom::Earliest => info.start_offset,
+                    StartFrom::Latest => info.next_offset,
+                    StartFrom::Offset(o) => o,
+                },
+            };
+            self.spawn_fetcher(p, offset);
+        }
+        Ok(())
+    }
+
+    fn spawn_fetcher(&mut self, partition: u32, offset: u64) {
+        if let Some((_, h)) = self.fetchers.remove(&partition) {
+            h.abort();
+        }
+        self.epoch += 1;
+        self.positions.insert(partition, offset);
+        let f = Fetcher {
+            client: self.client.clone(),
+            topic: self.config.topic.clone(),
+            partition,
+            epoch: self.epoch,
+            offset,
+            fetch_bytes_max: self.config.fetch_bytes_max,
+            wait_ms: self.config.fetch_wait.as_millis() as u32,
+            budget: self.budget.clone(),
+            budget_max: self.config.prefetch_bytes_max.clamp(1, Semaphore::MAX_PERMITS),
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+        };
+        self.fetchers.insert(partition, (self.epoch, tokio::spawn(f.run())));
+    }
+
+    /// Partitions currently read.
+    pub fn assignment(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.fetchers.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ConsumerStats {
+        &self.stats
+    }
+
+    /// Next offset to be returned per partition.
+    pub fn positions(&self) -> &BTreeMap<u32, u64> {
+        &self.positions
+    }
+
+    /// Moves a partition's position; items already prefetched for it are dropped.
+    pub fn seek(&mut self, partition: u32, offset: u64) -> Result<()> {
+        if !self.fetchers.contains_key(&partition) {
+            return Err(FabricError::Invalid(format!("partition {partition} is not assigned to this consumer")));
+        }
+        self.current.retain(|i| i.partition != partition);
+        self.spawn_fetcher(partition, offset);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the next item. `Ok(None)` on timeout.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Option<ConsumedItem>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self
+                .membership
+                .as_ref()
+                .is_some_and(|m| m.rebalance.load(Ordering::Relaxed))
+            {
+                self.rebalance().await?;
+            }
+            if let Some(item) = self.current.pop_front() {
+                if self.current.is_empty() {
+                    self.budget.add_permits(self.current_permits as usize);
+                    self.current_permits = 0;
+                }
+                self.positions.insert(item.partition, item.offset + 1);
+                self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(item));
+            }
+            let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
+            let chunk = match tokio::time::timeout_at(tick, self.rx.recv()).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Err(FabricError::Shutdown),
+                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
+                Err(_) => continue,
+            };
+            let live = self.fetchers.get(&chunk.partition).map(|(e, _)| *e) == Some(chunk.epoch);
+            if !live {
+                self.budget.add_permits(chunk.permits as usize);
+                continue;
+            }
+            match chunk.items {
+                Ok(items) => {
+                    self.current.extend(items);
+                    self.current_permits = chunk.permits;
+                }
+                Err(e) => {
+                    self.budget.add_permits(chunk.permits as usize);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Waits for the next item (no timeout).
+    pub async fn next(&mut self) -> Result<ConsumedItem> {
+        loop {
+            if let Some(i) = self.poll(Duration::from_secs(3600)).await? {
+                return Ok(i);
+            }
+        }
+    }
+
+    /// Commits the position of every partition that moved since the last
+    /// commit. The node fsyncs the offsets before answering.
+    pub async fn commit(&mut self) -> Result<()> {
+        let Some(group) = self.config.group.clone() else {
+            return Err(FabricError::Invalid("commit needs a consumer group".into()));
+        };
+        let lane = self.client.lane(0).await?;
+        let moved: Vec<(u32, u64)> = self
+            .positions
+            .iter()
+            .filter(|(p, o)| self.committed.get(p) != Some(o))
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        for (p, o) in moved {
+            match lane
+                .call(Body::OffsetCommitRequest(v1::OffsetCommitRequest {
+                    group: group.clone(),
+                    topic: self.config.topic.clone(),
+                    partition: p,
+                    offset: o,
+                }))
+                .await?
+            {
+                Body::OffsetCommitResponse(_) => {
+                    self.committed.insert(p, o);
+                }
+                other => return Err(unexpected("OffsetCommitResponse", &other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the group (if any) and stops the fetchers. Does not commit.
+    pub async fn close(mut self) {
+        if let Some(m) = self.membership.take() {
+            m.heartbeat.abort();
+            let _ = self
+                .client
+                .call(Body::LeaveGroupRequest(v1::LeaveGroupRequest {
+                    group: m.group,
+                    member_id: m.member_id,
+                }))
+                .await;
+        }
+        self.stop_all();
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for (_, (_, h)) in self.fetchers.drain() {
+            h.abort();
+        }
+        if let Some(m) = &self.membership {
+            m.heartbeat.abort();
+        }
+    }
+}
+
+struct Fetcher {
+    client: Client,
+    topic: String,
+    partition: u32,
+    epoch: u64,
+    offset: u64,
+    fetch_bytes_max: u32,
+    wait_ms: u32,
+    budget: Arc<Semaphore>,
+    budget_max: usize,
+    tx: mpsc::Sender<Chunk>,
+    stats: Arc<ConsumerStats>,
+}
+
+impl Fetcher {
+    async fn run(mut self) {
+        let mut lane = None;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            if lane.is_none() {
+                match self.client.lane(self.partition as usize).await {
+                    Ok(l) => lane = Some(l),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "fetch lane unavailable; retrying");
+                        self.stats.fetch_retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
+            let l = lane.as_ref().expect("lane set above");
+            let r = l
+                .call(Body::FetchRequest(v1::FetchRequest {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    offset: self.offset,
+                    max_bytes: self.fetch_bytes_max,
+                    max_wait_ms: self.wait_ms,
+                }))
+                .await;
+            let resp = match r {
+                Ok(Body::FetchResponse(f)) => f,
+                Ok(other) => {
+                    let _ = self.send(Err(unexpected("FetchResponse", &other)), 0).await;
+                    return;
+                }
+                Err(FabricError::Remote {
+                    code: ErrorCode::OffsetOutOfRange,
+                    message,
+                }) => {
+                    // Retention removed what we wanted: continue at the first retained offset.
+                    match self.client.metadata(&self.topic).await {
+                        Ok(m) => {
+                            let start = m.partitions.get(self.partition as usize).map_or(0, |p| p.start_offset);
+                            if start > self.offset {
+                                tracing::warn!(%message, skipped = start - self.offset, "items expired before they were read");
+                                self.stats.skipped_expired.fetch_add(start - self.offset, Ordering::Relaxed);
+                                self.offset = start;
+                                continue;
+                            }
+                            let _ = self.send(Err(FabricError::Remote { code: ErrorCode::OffsetOutOfRange, message }), 0).await;
+                            return;
+                        }
+                        Err(_) => {
+                            lane = None;
+                            continue;
+                        }
+                    }
+                }
+                Err(e @ FabricError::Remote { .. }) => {
+                    let _ = self.send(Err(e), 0).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "fetch failed; reconnecting");
+                    self.stats.fetch_retries.fetch_add(1, Ordering::Relaxed);
+                    lane = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(20);
+            let mut items = Vec::new();
+            for b in &resp.batches {
+                match decode_batch_items(&self.topic, self.partition, b, self.offset) {
+                    Ok(mut v) => items.append(&mut v),
+                    Err(e) => {
+                        let _ = self.send(Err(e), 0).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(last) = items.last() {
+                self.offset = last.offset + 1;
+            } else if !resp.batches.is_empty() {
+                // Batches entirely below our offset cannot come back; guard against a loop.
+                self.offset = self.offset.max(resp.next_offset.min(self.offset + 1));
+                continue;
+            }
+            if items.is_empty() {
+                continue;
+            }
+            let bytes: usize = items.iter().map(|i| i.record_bytes).sum();
+            let permits = bytes.clamp(1, self.budget_max) as u32;
+            let Ok(p) = self.budget.acquire_many(permits).await else {
+                return;
+            };
+            p.forget();
+            if self.send(Ok(items), permits).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, items: Result<Vec<ConsumedItem>>, permits: u32) -> std::result::Result<(), ()> {
+        self.tx
+            .send(Chunk {
+                partition: self.partition,
+                epoch: self.epoch,
+                items,
+                permits,
+            })
+            .await
+            .map_err(|_| ())
+    }
+}

@@ -1,0 +1,306 @@
+//! The QUIC data plane of a node: accepts connections, and on every
+//! bidirectional stream reads request frames, runs them against the
+//! [`Broker`] in order, and writes responses.
+//!
+//! Per stream there are three parts: a reader that decodes frames and queues
+//! them (at most `in_flight_max` waiting — one more is answered with
+//! `TOO_MANY_IN_FLIGHT`), a worker that executes them in order, and a writer.
+//! A malformed frame gets an `Error` frame with `MALFORMED_FRAME`, then that
+//! stream alone is closed; the connection and every other stream go on.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use diaspora_proto::v1::{self, frame::Body, ErrorCode};
+use diaspora_proto::{encode_frame, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
+use crate::error::FabricError;
+use crate::wire::{read_frame, ReadFrameError};
+
+/// QUIC application error code used when a stream is closed for a malformed frame.
+pub const STREAM_CLOSE_MALFORMED: u32 = 1;
+/// QUIC application error code used when the node shuts down.
+pub const CONN_CLOSE_SHUTDOWN: u32 = 0;
+
+pub(crate) fn error_body(err: &FabricError) -> Body {
+    Body::Error(v1::Error {
+        code: err.code() as i32,
+        message: err.to_string(),
+    })
+}
+
+/// Accepts connections until the endpoint is closed.
+pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, broker: Arc<Broker>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let open = broker.counters.connections_open.load(Ordering::Relaxed);
+        if open >= u64::from(broker.config().limits.connections_max) {
+            tracing::warn!(open, "refusing connection: connections_max reached");
+            incoming.refuse();
+            continue;
+        }
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => {
+                    broker.counters.connections_open.fetch_add(1, Ordering::Relaxed);
+                    broker.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+                    serve_connection(conn, broker.clone()).await;
+                    broker.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>) {
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(send, recv, broker.clone()));
+            }
+            Err(e) => {
+                tracing::debug!(remote = %conn.remote_address(), reason = %e, "connection ended");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, broker: Arc<Broker>) {
+    let limits = broker.config().limits.clone();
+    let frame_max = limits.frame_bytes_max();
+    let in_flight_max = limits.in_flight_max.max(1) as usize;
+    let (req_tx, mut req_rx) = mpsc::channel::<v1::Frame>(in_flight_max);
+    let (resp_tx, mut resp_rx) = mpsc::channel::<Bytes>(in_flight_max + 8);
+
+    let writer = tokio::spawn(async move {
+        while let Some(wire) = resp_rx.recv().await {
+            if send.write_chunk(wire).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish();
+        // Let the peer read the final frames before the stream is dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+    });
+
+    let worker_resp = resp_tx.clone();
+    let worker_broker = broker.clone();
+    let worker = tokio::spawn(async move {
+        while let Some(frame) = req_rx.recv().await {
+            let id = frame.id;
+            let body = handle(&worker_broker, frame).await;
+            let wire = encode_frame(&v1::Frame { id, body: Some(body) });
+            if worker_resp.send(wire).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    loop {
+        match read_frame(&mut recv, frame_max).await {
+            Ok(Some(frame)) => {
+                let id = frame.id;
+                if let Err(mpsc::error::TrySendError::Full(_)) = req_tx.try_send(frame) {
+                    let err = FabricError::Limit {
+                        what: "in-flight requests on this stream".into(),
+                        value: in_flight_max as u64 + 1,
+                        limit_name: "in_flight_max",
+                        limit: in_flight_max as u64,
+                    };
+                    let wire = encode_frame(&v1::Frame { id, body: Some(error_body(&err)) });
+                    if resp_tx.send(wire).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(ReadFrameError::Stream(e)) => {
+                tracing::debug!(error = %e, "stream read ended");
+                break;
+            }
+            Err(e) => {
+                broker.counters.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "closing stream: malformed frame");
+                // Requests already accepted are answered first, then the reason.
+                drop(req_tx);
+                let _ = worker.await;
+                let body = Body::Error(v1::Error {
+                    code: ErrorCode::MalformedFrame as i32,
+                    message: format!("{e}; closing this stream"),
+                });
+                let _ = resp_tx.send(encode_frame(&v1::Frame { id: 0, body: Some(body) })).await;
+                drop(resp_tx);
+                let _ = recv.stop(quinn::VarInt::from_u32(STREAM_CLOSE_MALFORMED));
+                let _ = writer.await;
+                return;
+            }
+        }
+    }
+    drop(req_tx);
+    let _ = worker.await;
+    drop(resp_tx);
+    let _ = writer.await;
+}
+
+/// Executes one request against the broker.
+pub(crate) async fn handle(broker: &Arc<Broker>, frame: v1::Frame) -> Body {
+    let result = handle_inner(broker, frame).await;
+    result.unwrap_or_else(|e| error_body(&e))
+}
+
+async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, FabricError> {
+    let limits = &broker.config().limits;
+    let body = frame.body.ok_or_else(|| FabricError::Invalid("frame without body".into()))?;
+    Ok(match body {
+        Body::Hello(h) => {
+            if h.protocol_version != PROTOCOL_VERSION {
+                return Ok(Body::Error(v1::Error {
+                    code: ErrorCode::UnsupportedVersion as i32,
+                    message: format!(
+                        "protocol version {} is not supported; this node speaks {PROTOCOL_VERSION}",
+                        h.protocol_version
+                    ),
+                }));
+            }
+            Body::HelloOk(v1::HelloOk {
+                protocol_version: PROTOCOL_VERSION,
+                node_id: broker.node_id().to_string(),
+                frame_bytes_max: limits.frame_bytes_max(),
+                item_bytes_max: limits.item_bytes_max,
+                batch_bytes_max: limits.batch_bytes_max,
+                in_flight_max: limits.in_flight_max,
+            })
+        }
+        Body::MetadataRequest(m) => {
+            let t = broker.topic(&m.topic)?;
+            Body::MetadataResponse(v1::MetadataResponse {
+                topic: m.topic,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| v1::PartitionInfo {
+                        partition: i as u32,
+                        start_offset: p.log.start_offset(),
+                        next_offset: p.log.next_offset(),
+                    })
+                    .collect(),
+            })
+        }
+        Body::ProduceRequest(p) => {
+            let big = p.batch.len() > (256 << 10)
+                || matches!(broker.config().fsync, diaspora_log::FsyncPolicy::Always);
+            let ack = if big {
+                // Writes that may block on the disk run on the blocking pool.
+                let b = broker.clone();
+                tokio::task::spawn_blocking(move || b.produce(&p.topic, p.partition, &p.batch))
+                    .await
+                    .map_err(|e| FabricError::Invalid(format!("append task: {e}")))??
+            } else {
+                broker.produce(&p.topic, p.partition, &p.batch)?
+            };
+            Body::ProduceResponse(v1::ProduceResponse {
+                base_offset: ack.base_offset,
+                last_offset: ack.last_offset,
+                duplicate: ack.duplicate,
+            })
+        }
+        Body::FetchRequest(f) => {
+            let r = broker
+                .fetch(
+                    &f.topic,
+                    f.partition,
+                    f.offset,
+                    f.max_bytes,
+                    Duration::from_millis(f.max_wait_ms.into()),
+                )
+                .await?;
+            Body::FetchResponse(v1::FetchResponse {
+                batches: r.batches,
+                start_offset: r.start_offset,
+                next_offset: r.next_offset,
+            })
+        }
+        Body::OffsetCommitRequest(c) => {
+            let b = broker.clone();
+            tokio::task::spawn_blocking(move || b.commit_offset(&c.group, &c.topic, c.partition, c.offset))
+                .await
+                .map_err(|e| FabricError::Invalid(format!("commit task: {e}")))??;
+            Body::OffsetCommitResponse(v1::OffsetCommitResponse {})
+        }
+        Body::OffsetFetchRequest(o) => {
+            broker.topic(&o.topic)?;
+            Body::OffsetFetchResponse(v1::OffsetFetchResponse {
+                offsets: broker
+                    .group_offsets(&o.group, &o.topic)
+                    .into_iter()
+                    .map(|(partition, offset)| v1::PartitionOffset { partition, offset })
+                    .collect(),
+            })
+        }
+        Body::JoinGroupRequest(j) => {
+            let timeout = Duration::from_millis(u64::from(j.session_timeout_ms.clamp(100, 300_000)));
+            let a = broker.join_group(&j.group, &j.topic, &j.member_id, timeout)?;
+            Body::JoinGroupResponse(v1::JoinGroupResponse {
+                member_id: a.member_id,
+                generation: a.generation,
+                partitions: a.partitions,
+            })
+        }
+        Body::HeartbeatRequest(h) => {
+            let topic = broker.member_topic(&h.group, &h.member_id).ok_or_else(|| {
+                FabricError::Group(format!(
+                    "member '{}' is not in group '{}' (expired or never joined)",
+                    h.member_id, h.group
+                ))
+            })?;
+            let generation = broker.heartbeat(&h.group, &topic, &h.member_id)?;
+            Body::HeartbeatResponse(v1::HeartbeatResponse { generation })
+        }
+        Body::LeaveGroupRequest(l) => {
+            if let Some(topic) = broker.member_topic(&l.group, &l.member_id) {
+                broker.leave_group(&l.group, &topic, &l.member_id);
+            }
+            Body::LeaveGroupResponse(v1::LeaveGroupResponse {})
+        }
+        other => {
+            return Err(FabricError::Invalid(format!(
+                "frame type {} is not a request",
+                body_name(&other)
+            )))
+        }
+    })
+}
+
+/// The name of a frame body, for messages.
+pub fn body_name(b: &Body) -> &'static str {
+    match b {
+        Body::Hello(_) => "Hello",
+        Body::HelloOk(_) => "HelloOk",
+        Body::Error(_) => "Error",
+        Body::MetadataRequest(_) => "MetadataRequest",
+        Body::MetadataResponse(_) => "MetadataResponse",
+        Body::ProduceRequest(_) => "ProduceRequest",
+        Body::ProduceResponse(_) => "ProduceResponse",
+        Body::FetchRequest(_) => "FetchRequest",
+        Body::FetchResponse(_) => "FetchResponse",
+        Body::OffsetCommitRequest(_) => "OffsetCommitRequest",
+        Body::OffsetCommitResponse(_) => "OffsetCommitResponse",
+        Body::OffsetFetchRequest(_) => "OffsetFetchRequest",
+        Body::OffsetFetchResponse(_) => "OffsetFetchResponse",
+        Body::JoinGroupRequest(_) => "JoinGroupRequest",
+        Body::JoinGroupResponse(_) => "JoinGroupResponse",
+        Body::HeartbeatRequest(_) => "HeartbeatRequest",
+        Body::HeartbeatResponse(_) => "HeartbeatResponse",
+        Body::LeaveGroupRequest(_) => "LeaveGroupRequest",
+        Body::LeaveGroupResponse(_) => "LeaveGroupResponse",
+    }
+}
+

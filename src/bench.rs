@@ -1,0 +1,343 @@
+//! `diaspora bench fabric`: producers → node → consumers over QUIC loopback,
+//! all in one process, with a plain-quinn transfer of the same bytes measured
+//! in the same run as the baseline.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use diaspora_fabric::item::payload_item;
+use diaspora_fabric::{
+    Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer, ProducerConfig,
+    TopicSettings,
+};
+use serde::Serialize;
+
+/// Arguments of `diaspora bench fabric`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FabricBenchArgs {
+    /// Payload bytes per item.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Items in total.
+    #[arg(long, default_value_t = 100_000)]
+    pub items: u64,
+    /// Producer clients (each with its own connections).
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumer clients; partitions are split between them.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Partitions of the benchmark topic (default: 2 × max(producers, consumers)).
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// QUIC connections per client (default: 2..=4 by cores).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Offered load in items/s over all producers (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// fsync policy of the node.
+    #[arg(long, default_value = "interval")]
+    pub fsync: FsyncPolicy,
+    /// Producer batch size, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub batch_bytes: usize,
+    /// Producer linger, microseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub linger_us: u64,
+    /// Skip the plain-quinn baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Default for FabricBenchArgs {
+    fn default() -> Self {
+        FabricBenchArgs {
+            size: 1024,
+            items: 100_000,
+            producers: 1,
+            consumers: 1,
+            partitions: None,
+            connections: None,
+            rate: 0.0,
+            fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+            batch_bytes: 1 << 20,
+            linger_us: 2000,
+            no_baseline: false,
+            json: false,
+        }
+    }
+}
+
+/// Results of `diaspora bench fabric`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FabricReport {
+    /// Payload bytes per item.
+    pub size: usize,
+    /// Items moved.
+    pub items: u64,
+    /// Producer clients.
+    pub producers: usize,
+    /// Consumer clients.
+    pub consumers: usize,
+    /// Partitions.
+    pub partitions: u32,
+    /// QUIC connections per client.
+    pub connections: usize,
+    /// fsync policy.
+    pub fsync: String,
+    /// Offered rate (0 = unlimited).
+    pub offered_items_per_s: f64,
+    /// End to end: items consumed per second.
+    pub items_per_s: f64,
+    /// End to end: payload MB (10^6 bytes) consumed per second.
+    pub mb_per_s: f64,
+    /// Items produced and acknowledged per second.
+    pub produce_items_per_s: f64,
+    /// Payload MB produced and acknowledged per second.
+    pub produce_mb_per_s: f64,
+    /// Producer send → consumer receive latency percentiles, µs.
+    pub latency_us_p50: u64,
+    /// 99th percentile.
+    pub latency_us_p99: u64,
+    /// 99.9th percentile.
+    pub latency_us_p999: u64,
+    /// Plain quinn: the same payload bytes over one connection, one stream, MB/s.
+    pub baseline_mb_per_s: Option<f64>,
+    /// `mb_per_s / baseline_mb_per_s`.
+    pub ratio_to_baseline: Option<f64>,
+    /// Wall time of the fabric run, s.
+    pub elapsed_s: f64,
+}
+
+impl std::fmt::Display for FabricReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "fabric: {} items × {} B, {} producer(s), {} consumer(s), {} partition(s), {} conn/client, fsync={}",
+            self.items, self.size, self.producers, self.consumers, self.partitions, self.connections, self.fsync
+        )?;
+        writeln!(
+            f,
+            "  end to end   {:>12.0} items/s {:>9.1} MB/s",
+            self.items_per_s, self.mb_per_s
+        )?;
+        writeln!(
+            f,
+            "  produce+ack  {:>12.0} items/s {:>9.1} MB/s",
+            self.produce_items_per_s, self.produce_mb_per_s
+        )?;
+        writeln!(
+            f,
+            "  latency µs   p50 {} p99 {} p999 {}",
+            self.latency_us_p50, self.latency_us_p99, self.latency_us_p999
+        )?;
+        if let (Some(b), Some(r)) = (self.baseline_mb_per_s, self.ratio_to_baseline) {
+            writeln!(f, "  baseline     plain quinn {b:.1} MB/s → ratio {r:.2}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A payload of `size` pseudo-random bytes (incompressible, like detector noise).
+pub fn synthetic_payload(size: usize) -> Bytes {
+    let mut v = vec![0u8; size];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+    Bytes::from(v)
+}
+
+/// Runs the end-to-end fabric benchmark.
+pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
+    anyhow::ensure!(args.items > 0 && args.producers > 0 && args.consumers > 0, "items, producers and consumers must be > 0");
+    let dir = tempfile::tempdir().context("temporary data directory")?;
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.fsync = args.fsync;
+    cfg.admin_listen = None;
+    let node = Node::start(cfg).await?;
+    let partitions = args
+        .partitions
+        .unwrap_or(2 * args.producers.max(args.consumers) as u32)
+        .max(1);
+    node.broker()
+        .create_topic("bench", TopicSettings::with_partitions(partitions))?;
+    let mut ccfg = ClientConfig::new(node.data_addr(), node.ca_file());
+    if let Some(c) = args.connections {
+        ccfg.connections = c.max(1);
+    }
+    let connections = ccfg.connections;
+
+    // Consumers first, so nothing is missed.
+    let consumed = Arc::new(AtomicU64::new(0));
+    let mut consumer_tasks = Vec::new();
+    for c in 0..args.consumers {
+        let client = Client::connect(ccfg.clone()).await?;
+        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % args.consumers == c).collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let mut consumer = Consumer::assign(&client, ConsumerConfig::new("bench"), &parts).await?;
+        let consumed = consumed.clone();
+        let total = args.items;
+        consumer_tasks.push(tokio::spawn(async move {
+            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            loop {
+                if consumed.load(Ordering::Relaxed) >= total {
+                    break;
+                }
+                match consumer.poll(Duration::from_millis(100)).await {
+                    Ok(Some(item)) => {
+                        let lat = (diaspora_fabric::broker::now_us() - item.item.timestamp_us).max(1) as u64;
+                        let _ = hist.record(lat.min(600_000_000));
+                        consumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(anyhow::anyhow!("consumer: {e}")),
+                }
+            }
+            let _ = client;
+            Ok(hist)
+        }));
+    }
+
+    let payload = synthetic_payload(args.size);
+    let started = Instant::now();
+    let mut producer_tasks = Vec::new();
+    for p in 0..args.producers {
+        let client = Client::connect(ccfg.clone()).await?;
+        let mut pc = ProducerConfig::new("bench");
+        pc.batch_bytes_max = args.batch_bytes;
+        pc.linger = Duration::from_micros(args.linger_us);
+        let producer = Producer::new(&client, pc).await?;
+        let n = args.items / args.producers as u64 + u64::from((p as u64) < args.items % args.producers as u64);
+        let payload = payload.clone();
+        let rate = if args.rate > 0.0 { args.rate / args.producers as f64 } else { 0.0 };
+        producer_tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            for i in 0..n {
+                if rate > 0.0 {
+                    let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
+                producer.send_unacked(None, payload_item(payload.clone())).await?;
+            }
+            producer.flush().await?;
+            let acked = producer.stats().acked.load(Ordering::Relaxed);
+            producer.close().await?;
+            let _ = client;
+            anyhow::Ok((acked, t0.elapsed()))
+        }));
+    }
+    let mut acked = 0;
+    let mut produce_elapsed = Duration::ZERO;
+    for t in producer_tasks {
+        let (a, e) = t.await??;
+        acked += a;
+        produce_elapsed = produce_elapsed.max(e);
+    }
+    anyhow::ensure!(acked == args.items, "only {acked} of {} items were acknowledged", args.items);
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    for t in consumer_tasks {
+        let h = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .context("consumers did not receive every item within 120 s")???;
+        hist.add(&h).expect("same bounds");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    node.shutdown().await;
+
+    let bytes = args.items as f64 * args.size as f64;
+    let mb_per_s = bytes / 1e6 / elapsed;
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        Some(quinn_baseline(args.size, args.items).await?)
+    };
+    Ok(FabricReport {
+        size: args.size,
+        items: args.items,
+        producers: args.producers,
+        consumers: args.consumers,
+        partitions,
+        connections,
+        fsync: args.fsync.to_string(),
+        offered_items_per_s: args.rate,
+        items_per_s: args.items as f64 / elapsed,
+        mb_per_s,
+        produce_items_per_s: args.items as f64 / produce_elapsed.as_secs_f64(),
+        produce_mb_per_s: bytes / 1e6 / produce_elapsed.as_secs_f64(),
+        latency_us_p50: hist.value_at_quantile(0.5),
+        latency_us_p99: hist.value_at_quantile(0.99),
+        latency_us_p999: hist.value_at_quantile(0.999),
+        baseline_mb_per_s: baseline,
+        ratio_to_baseline: baseline.map(|b| mb_per_s / b),
+        elapsed_s: elapsed,
+    })
+}
+
+/// Plain quinn: one connection, one unidirectional stream, the same payload
+/// bytes written item by item (coalesced to ≥ 64 KiB writes for small items),
+/// same TLS and transport settings as the fabric. Returns MB/s at the receiver.
+pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
+    use std::sync::Arc as A;
+    let dir = tempfile::tempdir()?;
+    let certs = diaspora_fabric::tls::generate_dev_certs(dir.path(), &[])?;
+    let alpn = b"diaspora-baseline";
+    let server_tls = diaspora_fabric::tls::server_config(&certs, alpn)?;
+    let mut server_cfg = quinn::ServerConfig::with_crypto(A::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).map_err(|e| anyhow::anyhow!("{e}"))?,
+    ));
+    server_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
+    let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse()?)?;
+    let addr = server.local_addr()?;
+    let total = size as u64 * items;
+    let recv_task = tokio::spawn(async move {
+        let conn = server.accept().await.context("no connection")?.await?;
+        let mut recv = conn.accept_uni().await?;
+        let mut got = 0u64;
+        while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+            got += chunk.bytes.len() as u64;
+        }
+        let done = Instant::now();
+        conn.close(0u32.into(), b"done");
+        anyhow::Ok((got, done))
+    });
+    let client_tls = diaspora_fabric::tls::client_config(&certs.ca, alpn)?;
+    let mut client_cfg = quinn::ClientConfig::new(A::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).map_err(|e| anyhow::anyhow!("{e}"))?,
+    ));
+    client_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    client.set_default_client_config(client_cfg);
+    let conn = client.connect(addr, "localhost")?.await?;
+    let mut send = conn.open_uni().await?;
+    let chunk_len = size.max(64 << 10);
+    let chunk = synthetic_payload(chunk_len);
+    let started = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk_len as u64) as usize;
+        send.write_chunk(chunk.slice(..n)).await?;
+        left -= n as u64;
+    }
+    send.finish()?;
+    let (got, done) = recv_task.await??;
+    anyhow::ensure!(got == total, "baseline received {got} of {total} bytes");
+    let secs = done.duration_since(started).as_secs_f64();
+    conn.close(0u32.into(), b"done");
+    Ok(total as f64 / 1e6 / secs)
+}

@@ -1,0 +1,21 @@
+//! # diaspora
+//!
+//! A resilient data-streaming runtime for real-time scientific workflows
+//! that link an instrument at the edge to HPC centres and the cloud.
+//!
+//! This facade re-exports the layers so applications depend on one crate:
+//! - [`log`]: the segmented, checksummed, crash-safe append-only log;
+//! - [`proto`]: wire types and the frame codec;
+//! - [`fabric`]: the node (QUIC data plane, gRPC admin plane), producer and consumer.
+//!
+//! It also holds the library side of the `diaspora` command-line tool:
+//! the end-to-end benchmark ([`bench`]) and the demo ([`demo`]).
+
+#![warn(missing_docs)]
+
+pub use diaspora_fabric as fabric;
+pub use diaspora_log as log;
+pub use diaspora_proto as proto;
+
+pub mod bench;
+pub mod demo;

@@ -1,0 +1,531 @@
+//! The `diaspora` command-line tool. Run `diaspora --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use diaspora::fabric::item::payload_item;
+use diaspora::fabric::{
+    AdminClient, Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer,
+    ProducerConfig, StartFrom,
+};
+use diaspora::proto::v1;
+
+const DEFAULT_DATA_DIR: &str = "diaspora-data";
+const DEFAULT_ADDR: &str = "127.0.0.1:7400";
+const DEFAULT_ADMIN: &str = "127.0.0.1:7401";
+const DEFAULT_CA: &str = "diaspora-data/certs/ca.pem";
+
+#[derive(Parser)]
+#[command(
+    name = "diaspora",
+    version,
+    about = "Resilient data streaming for real-time scientific workflows (edge ↔ HPC ↔ cloud)",
+    long_about = "diaspora streams items (metadata + large payloads) from instruments at the edge to HPC \
+and cloud consumers over QUIC, stores them in crash-safe partitioned logs, and keeps every \
+acknowledged item.\n\nStart with `diaspora demo` (no server needed), or run a node with \
+`diaspora serve` and talk to it with `topic`, `produce` and `consume`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: QUIC data plane, gRPC admin plane, durable partitioned logs.
+    Serve(ServeArgs),
+    /// Make a development CA and node certificate (ca.pem, node.pem, node.key).
+    Certs(CertsArgs),
+    /// Create, list, describe or delete topics (admin plane).
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Produce items: lines of a file or stdin, or synthetic payloads.
+    Produce(ProduceArgs),
+    /// Consume items, optionally as a consumer group with committed offsets.
+    Consume(ConsumeArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The main job on the embedded default: an in-process node, an edge
+    /// producer of diffraction frames and an HPC-side consumer.
+    Demo(diaspora::demo::DemoArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory for topics, group offsets and (by default) certificates.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// QUIC data-plane address.
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    listen: SocketAddr,
+    /// gRPC admin address.
+    #[arg(long, default_value = DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// Certificate directory made by `diaspora certs`; default DATA_DIR/certs, created on first start.
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// fsync policy: always (before every ack), interval[:MS] (default 100 ms), or never.
+    #[arg(long, default_value = "interval")]
+    fsync: FsyncPolicy,
+    /// Segment size before a new segment file starts, bytes.
+    #[arg(long, default_value_t = 128 << 20)]
+    segment_bytes: u64,
+    /// Default retention per partition by size, bytes (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    retention_bytes: u64,
+    /// Default retention by age, seconds (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    retention_s: u64,
+    /// Largest item accepted, bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    item_bytes_max: u64,
+    /// Largest batch accepted, bytes.
+    #[arg(long, default_value_t = 72 << 20)]
+    batch_bytes_max: u64,
+    /// Requests a client may have queued on one stream.
+    #[arg(long, default_value_t = 64)]
+    in_flight_max: u32,
+    /// Most topics on this node.
+    #[arg(long, default_value_t = 1024)]
+    topics_max: u32,
+    /// Most partitions per topic.
+    #[arg(long, default_value_t = 256)]
+    partitions_max: u32,
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Extra DNS names or IP addresses for the node certificate (localhost, 127.0.0.1 and ::1 are always in).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+struct AdminConn {
+    /// gRPC admin address of the node.
+    #[arg(long, default_value = DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// CA certificate to verify the node with.
+    #[arg(long, default_value = DEFAULT_CA)]
+    ca: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct DataConn {
+    /// QUIC data-plane address of the node.
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    addr: SocketAddr,
+    /// CA certificate to verify the node with.
+    #[arg(long, default_value = DEFAULT_CA)]
+    ca: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name ([A-Za-z0-9._-], 1-200 characters).
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Retention by size per partition, bytes (0 = node default).
+        #[arg(long, default_value_t = 0)]
+        retention_bytes: u64,
+        /// Retention by age, milliseconds (0 = node default).
+        #[arg(long, default_value_t = 0)]
+        retention_ms: u64,
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+    /// List topics.
+    List {
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+    /// Show a topic's partitions and offsets.
+    Describe {
+        /// Topic name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// Topic to produce to.
+    #[arg(long)]
+    topic: String,
+    /// Read items from this file, one per line (default: stdin lines).
+    #[arg(long, conflicts_with = "synthetic")]
+    file: Option<PathBuf>,
+    /// Produce N synthetic items of --size bytes instead of reading lines.
+    #[arg(long, value_name = "N")]
+    synthetic: Option<u64>,
+    /// Payload size of synthetic items, bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Send every item to this partition (default: spread over all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Compress batches with zstd.
+    #[arg(long)]
+    zstd: bool,
+    /// Print a JSON summary (with "acked") at the end.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: DataConn,
+}
+
+#[derive(Args)]
+struct ConsumeArgs {
+    /// Topic to consume.
+    #[arg(long)]
+    topic: String,
+    /// Consumer group: resume from its committed offsets and commit as items are read.
+    #[arg(long)]
+    group: Option<String>,
+    /// Where to start without a committed offset: earliest, latest, or an offset.
+    #[arg(long, default_value = "earliest")]
+    from: StartFrom,
+    /// Only this partition (default: all, or the group's assignment).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Stop after N items.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Give up when no item arrives for this long, milliseconds (default: 10000 with --count, else wait forever).
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// Print one JSON object per item.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: DataConn,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// End-to-end producer → node → consumer over QUIC loopback, with a plain-quinn baseline.
+    Fabric(diaspora::bench::FabricBenchArgs),
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(run(cli));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Certs(a) => {
+            init_tracing("warn");
+            let paths = diaspora::fabric::tls::generate_dev_certs(&a.out, &a.hosts)?;
+            println!("wrote {}, {}, {}", paths.ca.display(), paths.node_cert.display(), paths.node_key.display());
+            println!("start a node with: diaspora serve --certs {}", a.out.display());
+            Ok(())
+        }
+        Command::Topic(t) => {
+            init_tracing("warn");
+            topic(t).await
+        }
+        Command::Produce(a) => {
+            init_tracing("warn");
+            produce(a).await
+        }
+        Command::Consume(a) => {
+            init_tracing("warn");
+            consume(a).await
+        }
+        Command::Bench(BenchCommand::Fabric(a)) => {
+            init_tracing("warn");
+            let report = diaspora::bench::fabric(&a).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::Demo(a) => {
+            init_tracing("warn");
+            diaspora::demo::run(a).await
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    init_tracing("info");
+    let mut cfg = NodeConfig::new(&a.data_dir);
+    cfg.listen = a.listen;
+    cfg.admin_listen = Some(a.admin);
+    cfg.certs_dir = a.certs;
+    cfg.fsync = a.fsync;
+    cfg.segment_bytes_max = a.segment_bytes;
+    cfg.retention_bytes_max = (a.retention_bytes > 0).then_some(a.retention_bytes);
+    cfg.retention_age = (a.retention_s > 0).then(|| Duration::from_secs(a.retention_s));
+    cfg.limits.item_bytes_max = a.item_bytes_max;
+    cfg.limits.batch_bytes_max = a.batch_bytes_max.max(a.item_bytes_max + 4096);
+    cfg.limits.in_flight_max = a.in_flight_max;
+    cfg.limits.topics_max = a.topics_max;
+    cfg.limits.partitions_max = a.partitions_max;
+    let node = Node::start(cfg)
+        .await
+        .with_context(|| format!("starting node in {}", a.data_dir.display()))?;
+    eprintln!(
+        "diaspora node serving: data plane quic://{} admin https://{} fsync={} ca={}",
+        node.data_addr(),
+        node.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
+        a.fsync,
+        node.ca_file().display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn admin(conn: &AdminConn) -> Result<AdminClient> {
+    check_ca(&conn.ca)?;
+    Ok(AdminClient::connect(conn.admin, &conn.ca).await?)
+}
+
+fn check_ca(ca: &std::path::Path) -> Result<()> {
+    if !ca.exists() {
+        bail!(
+            "CA file {} not found: pass --ca (the node prints its CA path at start; `diaspora certs` writes DIR/ca.pem)",
+            ca.display()
+        );
+    }
+    Ok(())
+}
+
+async fn client(conn: &DataConn) -> Result<Client> {
+    check_ca(&conn.ca)?;
+    Ok(Client::connect(ClientConfig::new(conn.addr, &conn.ca)).await?)
+}
+
+async fn topic(t: TopicCommand) -> Result<()> {
+    match t {
+        TopicCommand::Create {
+            name,
+            partitions,
+            retention_bytes,
+            retention_ms,
+            conn,
+        } => {
+            admin(&conn)
+                .await?
+                .create_topic(
+                    &name,
+                    v1::TopicConfig {
+                        partitions,
+                        retention_bytes,
+                        retention_ms,
+                        compression: "none".into(),
+                    },
+                )
+                .await?;
+            println!("created topic {name} with {partitions} partition(s)");
+        }
+        TopicCommand::List { conn } => {
+            for n in admin(&conn).await?.list_topics().await? {
+                println!("{n}");
+            }
+        }
+        TopicCommand::Describe { name, json, conn } => {
+            let d = admin(&conn).await?.describe_topic(&name).await?;
+            if json {
+                let parts: Vec<_> = d
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({"partition": p.partition, "start_offset": p.start_offset,
+                        "next_offset": p.next_offset, "size_bytes": p.size_bytes, "segments": p.segments})
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({"name": d.name, "partitions": parts}));
+            } else {
+                let c = d.config.unwrap_or_default();
+                println!(
+                    "topic {} partitions={} retention_bytes={} retention_ms={}",
+                    d.name, c.partitions, c.retention_bytes, c.retention_ms
+                );
+                println!("{:>9} {:>12} {:>12} {:>12} {:>8}", "partition", "start", "next", "bytes", "segments");
+                for p in d.partitions {
+                    println!(
+                        "{:>9} {:>12} {:>12} {:>12} {:>8}",
+                        p.partition, p.start_offset, p.next_offset, p.size_bytes, p.segments
+                    );
+                }
+            }
+        }
+        TopicCommand::Delete { name, conn } => {
+            admin(&conn).await?.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn produce(a: ProduceArgs) -> Result<()> {
+    let client = client(&a.conn).await?;
+    let mut cfg = ProducerConfig::new(&a.topic);
+    if a.zstd {
+        cfg.compression = diaspora::log::Compression::Zstd { level: 3 };
+    }
+    let producer = Producer::new(&client, cfg).await?;
+    let started = Instant::now();
+    let mut items = 0u64;
+    let mut bytes = 0u64;
+    if let Some(n) = a.synthetic {
+        let payload = diaspora::bench::synthetic_payload(a.size);
+        for _ in 0..n {
+            producer.send_unacked(a.partition, payload_item(payload.clone())).await?;
+            items += 1;
+            bytes += a.size as u64;
+        }
+    } else {
+        use tokio::io::AsyncBufReadExt;
+        let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &a.file {
+            Some(f) => Box::new(
+                tokio::fs::File::open(f)
+                    .await
+                    .with_context(|| format!("open {}", f.display()))?,
+            ),
+            None => Box::new(tokio::io::stdin()),
+        };
+        let mut lines = tokio::io::BufReader::new(reader).lines();
+        while let Some(line) = lines.next_line().await? {
+            bytes += line.len() as u64;
+            producer
+                .send_unacked(a.partition, payload_item(bytes::Bytes::from(line)))
+                .await?;
+            items += 1;
+        }
+    }
+    let flushed = producer.flush().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = producer.stats();
+    let acked = stats.acked.load(std::sync::atomic::Ordering::Relaxed);
+    let failed = stats.failed.load(std::sync::atomic::Ordering::Relaxed);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "topic": a.topic, "items": items, "acked": acked, "failed": failed, "bytes": bytes,
+                "elapsed_s": elapsed, "items_per_s": items as f64 / elapsed.max(1e-9),
+                "mb_per_s": bytes as f64 / 1e6 / elapsed.max(1e-9),
+                "error": stats.first_error.lock().clone(),
+            })
+        );
+    } else {
+        eprintln!("produced {items} items ({bytes} bytes), {acked} acknowledged, {failed} failed in {elapsed:.2}s");
+    }
+    flushed?;
+    client.close();
+    Ok(())
+}
+
+async fn consume(a: ConsumeArgs) -> Result<()> {
+    let client = client(&a.conn).await?;
+    let mut cfg = ConsumerConfig::new(&a.topic).start(a.from);
+    cfg.group = a.group.clone();
+    let mut consumer = match (&a.group, a.partition) {
+        (Some(_), None) => Consumer::subscribe(&client, cfg).await?,
+        (_, p) => Consumer::assign(&client, cfg, &p.map(|p| vec![p]).unwrap_or_default()).await?,
+    };
+    let idle = match (a.idle_timeout_ms, a.count) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (None, Some(_)) => Duration::from_secs(10),
+        (None, None) => Duration::from_secs(u64::MAX / 4),
+    };
+    let mut seen = 0u64;
+    let mut last_commit = Instant::now();
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    while a.count.is_none_or(|n| seen < n) {
+        let Some(item) = consumer.poll(idle).await? else {
+            out.flush()?;
+            if a.group.is_some() {
+                consumer.commit().await?;
+            }
+            if let Some(n) = a.count {
+                bail!("only {seen} of {n} items arrived within the idle timeout of {idle:?}");
+            }
+            break;
+        };
+        seen += 1;
+        if a.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "topic": item.topic, "partition": item.partition, "offset": item.offset,
+                    "size": item.item.payload.len(), "timestamp_us": item.item.timestamp_us,
+                    "crc32c": crc32c_of(&item.item.payload),
+                })
+            )?;
+        } else {
+            let preview = String::from_utf8_lossy(&item.item.payload[..item.item.payload.len().min(80)]).into_owned();
+            writeln!(out, "{}/{}@{} {}B {}", item.topic, item.partition, item.offset, item.item.payload.len(), preview.escape_debug())?;
+        }
+        if a.group.is_some() && last_commit.elapsed() > Duration::from_secs(1) {
+            consumer.commit().await?;
+            last_commit = Instant::now();
+        }
+    }
+    out.flush()?;
+    drop(out);
+    if a.group.is_some() {
+        consumer.commit().await?;
+    }
+    consumer.close().await;
+    client.close();
+    Ok(())
+}
+
+fn crc32c_of(b: &[u8]) -> u32 {
+    crc32c::crc32c(b)
+}
