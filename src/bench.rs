@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use diaspora_fabric::item::payload_item;
 use diaspora_fabric::{
-    Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer, ProducerConfig,
-    TopicSettings,
+    Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer,
+    ProducerConfig, TopicSettings,
 };
 use serde::Serialize;
 
@@ -161,7 +161,10 @@ pub fn synthetic_payload(size: usize) -> Bytes {
 
 /// Runs the end-to-end fabric benchmark.
 pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
-    anyhow::ensure!(args.items > 0 && args.producers > 0 && args.consumers > 0, "items, producers and consumers must be > 0");
+    anyhow::ensure!(
+        args.items > 0 && args.producers > 0 && args.consumers > 0,
+        "items, producers and consumers must be > 0"
+    );
     let dir = tempfile::tempdir().context("temporary data directory")?;
     let mut cfg = NodeConfig::new(dir.path());
     cfg.fsync = args.fsync;
@@ -184,7 +187,9 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
     let mut consumer_tasks = Vec::new();
     for c in 0..args.consumers {
         let client = Client::connect(ccfg.clone()).await?;
-        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % args.consumers == c).collect();
+        let parts: Vec<u32> = (0..partitions)
+            .filter(|p| *p as usize % args.consumers == c)
+            .collect();
         if parts.is_empty() {
             continue;
         }
@@ -192,14 +197,16 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
         let consumed = consumed.clone();
         let total = args.items;
         consumer_tasks.push(tokio::spawn(async move {
-            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+                .expect("histogram bounds");
             loop {
                 if consumed.load(Ordering::Relaxed) >= total {
                     break;
                 }
                 match consumer.poll(Duration::from_millis(100)).await {
                     Ok(Some(item)) => {
-                        let lat = (diaspora_fabric::broker::now_us() - item.item.timestamp_us).max(1) as u64;
+                        let lat = (diaspora_fabric::broker::now_us() - item.item.timestamp_us)
+                            .max(1) as u64;
                         let _ = hist.record(lat.min(600_000_000));
                         consumed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -221,9 +228,14 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
         pc.batch_bytes_max = args.batch_bytes;
         pc.linger = Duration::from_micros(args.linger_us);
         let producer = Producer::new(&client, pc).await?;
-        let n = args.items / args.producers as u64 + u64::from((p as u64) < args.items % args.producers as u64);
+        let n = args.items / args.producers as u64
+            + u64::from((p as u64) < args.items % args.producers as u64);
         let payload = payload.clone();
-        let rate = if args.rate > 0.0 { args.rate / args.producers as f64 } else { 0.0 };
+        let rate = if args.rate > 0.0 {
+            args.rate / args.producers as f64
+        } else {
+            0.0
+        };
         producer_tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             for i in 0..n {
@@ -233,7 +245,9 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
                         tokio::time::sleep_until(due.into()).await;
                     }
                 }
-                producer.send_unacked(None, payload_item(payload.clone())).await?;
+                producer
+                    .send_unacked(None, payload_item(payload.clone()))
+                    .await?;
             }
             producer.flush().await?;
             let acked = producer.stats().acked.load(Ordering::Relaxed);
@@ -249,8 +263,13 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
         acked += a;
         produce_elapsed = produce_elapsed.max(e);
     }
-    anyhow::ensure!(acked == args.items, "only {acked} of {} items were acknowledged", args.items);
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    anyhow::ensure!(
+        acked == args.items,
+        "only {acked} of {} items were acknowledged",
+        args.items
+    );
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+        .expect("histogram bounds");
     for t in consumer_tasks {
         let h = tokio::time::timeout(Duration::from_secs(120), t)
             .await
@@ -299,7 +318,8 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
     let alpn = b"diaspora-baseline";
     let server_tls = diaspora_fabric::tls::server_config(&certs, alpn)?;
     let mut server_cfg = quinn::ServerConfig::with_crypto(A::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).map_err(|e| anyhow::anyhow!("{e}"))?,
+        quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
     server_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
     let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse()?)?;
@@ -318,7 +338,8 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
     });
     let client_tls = diaspora_fabric::tls::client_config(&certs.ca, alpn)?;
     let mut client_cfg = quinn::ClientConfig::new(A::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).map_err(|e| anyhow::anyhow!("{e}"))?,
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
     client_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;

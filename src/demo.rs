@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use diaspora_fabric::{
-    Client, ClientConfig, Consumer, ConsumerConfig, Node, NodeConfig, Producer, ProducerConfig, TopicSettings,
+    Client, ClientConfig, Consumer, ConsumerConfig, Node, NodeConfig, Producer, ProducerConfig,
+    TopicSettings,
 };
 use diaspora_proto::v1::{value::Kind, Item, Value};
 
@@ -46,7 +47,13 @@ pub struct DemoArgs {
 /// One synthetic far-field diffraction pattern: an Airy-like central disc and
 /// rings, modulated by the scan position, with shot-noise-like jitter,
 /// 12-bit counts in u16.
-pub fn diffraction_frame(width: usize, height: usize, scan_x: f32, scan_y: f32, seed: u64) -> Vec<u16> {
+pub fn diffraction_frame(
+    width: usize,
+    height: usize,
+    scan_x: f32,
+    scan_y: f32,
+    seed: u64,
+) -> Vec<u16> {
     let mut out = Vec::with_capacity(width * height);
     let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
     let mut x: u64 = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -98,10 +105,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     ensure!(args.frames > 0, "--frames must be > 0");
     ensure!(args.width * args.height > 0, "frame must have pixels");
     let tmp = tempfile::tempdir()?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let mut cfg = NodeConfig::new(&data_dir);
     cfg.admin_listen = None;
-    let node = Node::start(cfg).await.context("starting the embedded node")?;
+    let node = Node::start(cfg)
+        .await
+        .context("starting the embedded node")?;
     let broker = node.broker();
     if broker.topic("frames").is_err() {
         broker.create_topic("frames", TopicSettings::with_partitions(args.partitions))?;
@@ -120,7 +132,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // Precompute a handful of frames per scan row; the detector cycles through them.
     let variants: Vec<Bytes> = (0..8)
         .map(|k| {
-            let f = diffraction_frame(args.width, args.height, k as f32, (k * 3) as f32, k as u64 + 1);
+            let f = diffraction_frame(
+                args.width,
+                args.height,
+                k as f32,
+                (k * 3) as f32,
+                k as u64 + 1,
+            );
             let mut b = Vec::with_capacity(frame_bytes);
             for v in f {
                 b.extend_from_slice(&v.to_le_bytes());
@@ -138,7 +156,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
 
     // HPC side.
-    let mut consumer = Consumer::assign(&client, ConsumerConfig::new("frames").group("hpc-recon"), &[]).await?;
+    let mut consumer = Consumer::assign(
+        &client,
+        ConsumerConfig::new("frames").group("hpc-recon"),
+        &[],
+    )
+    .await?;
     let received = Arc::new(AtomicU64::new(0));
     let expected = args.frames;
     let (w, h) = (args.width, args.height);
@@ -146,17 +169,28 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let rx_bar = bar.clone();
     let hpc = tokio::spawn(async move {
         let mut s = FrameStats::default();
-        let mut lat = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
+        let mut lat =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
         let mut seen: HashMap<i64, u32> = HashMap::new();
         while s.frames < expected {
             let Some(it) = consumer.poll(Duration::from_secs(30)).await? else {
-                anyhow::bail!("no frame arrived for 30 s ({} of {expected} received)", s.frames);
+                anyhow::bail!(
+                    "no frame arrived for 30 s ({} of {expected} received)",
+                    s.frames
+                );
             };
             let item = &it.item;
             let frame_no = meta_i(item, "frame").context("frame metadata missing")?;
             let crc = meta_i(item, "crc32c").context("crc32c metadata missing")? as u32;
-            ensure!(crc32c::crc32c(&item.payload) == crc, "frame {frame_no}: payload checksum mismatch");
-            ensure!(item.payload.len() == w * h * 2, "frame {frame_no}: wrong size {}", item.payload.len());
+            ensure!(
+                crc32c::crc32c(&item.payload) == crc,
+                "frame {frame_no}: payload checksum mismatch"
+            );
+            ensure!(
+                item.payload.len() == w * h * 2,
+                "frame {frame_no}: wrong size {}",
+                item.payload.len()
+            );
             *seen.entry(frame_no).or_default() += 1;
             let (mut sum, mut sx, mut sy, mut peak) = (0f64, 0f64, 0f64, 0u16);
             for (k, px) in item.payload.chunks_exact(2).enumerate() {
@@ -173,14 +207,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             s.peak = s.peak.max(peak);
             s.com_x += sx / sum.max(1.0);
             s.com_y += sy / sum.max(1.0);
-            let _ = lat.record((diaspora_fabric::broker::now_us() - item.timestamp_us).max(1) as u64);
+            let _ =
+                lat.record((diaspora_fabric::broker::now_us() - item.timestamp_us).max(1) as u64);
             rx_count.fetch_add(1, Ordering::Relaxed);
             rx_bar.inc(1);
             let _ = meta_f(item, "scan_x");
         }
         consumer.commit().await?;
         let dupes = seen.values().filter(|c| **c > 1).count();
-        ensure!(seen.len() as u64 == expected && dupes == 0, "frames missing or duplicated");
+        ensure!(
+            seen.len() as u64 == expected && dupes == 0,
+            "frames missing or duplicated"
+        );
         Ok((s, lat))
     });
 
@@ -196,7 +234,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             }
         }
         let payload = variants[(n % variants.len() as u64) as usize].clone();
-        let (sx, sy) = ((n as i64 % side) as f64 * 0.5, (n as i64 / side) as f64 * 0.5);
+        let (sx, sy) = (
+            (n as i64 % side) as f64 * 0.5,
+            (n as i64 / side) as f64 * 0.5,
+        );
         let mut item = diaspora_fabric::item::payload_item(payload.clone());
         let mut put = |k: &str, v: Kind| {
             item.metadata.insert(k.to_string(), Value { kind: Some(v) });
@@ -238,12 +279,26 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("diaspora demo — edge detector → embedded node (QUIC, durable log) → HPC consumer");
+        println!(
+            "diaspora demo — edge detector → embedded node (QUIC, durable log) → HPC consumer"
+        );
         println!("  frames        {} produced, {} acknowledged, {} received (checksums verified, no duplicates)", args.frames, acked, stats.frames);
-        println!("  throughput    {:.0} frames/s, {:.1} MB/s over {:.2} s", n / elapsed, stats.bytes as f64 / 1e6 / elapsed, elapsed);
-        println!("  latency       p50 {} µs, p99 {} µs (detector → HPC)", lat.value_at_quantile(0.5), lat.value_at_quantile(0.99));
+        println!(
+            "  throughput    {:.0} frames/s, {:.1} MB/s over {:.2} s",
+            n / elapsed,
+            stats.bytes as f64 / 1e6 / elapsed,
+            elapsed
+        );
+        println!(
+            "  latency       p50 {} µs, p99 {} µs (detector → HPC)",
+            lat.value_at_quantile(0.5),
+            lat.value_at_quantile(0.99)
+        );
         println!("  per frame     mean total counts {:.3e}, peak {}, mean centre of mass ({:.1}, {:.1}) px", stats.total_counts / n, stats.peak, stats.com_x / n, stats.com_y / n);
     }
-    ensure!(acked == args.frames && stats.frames == args.frames, "not every frame made it");
+    ensure!(
+        acked == args.frames && stats.frames == args.frames,
+        "not every frame made it"
+    );
     Ok(())
 }

@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use diaspora::fabric::item::payload_item;
 use diaspora::fabric::{
-    AdminClient, Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer,
-    ProducerConfig, StartFrom,
+    AdminClient, Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig,
+    Producer, ProducerConfig, StartFrom,
 };
 use diaspora::proto::v1;
 
@@ -257,8 +257,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Certs(a) => {
             init_tracing("warn");
             let paths = diaspora::fabric::tls::generate_dev_certs(&a.out, &a.hosts)?;
-            println!("wrote {}, {}, {}", paths.ca.display(), paths.node_cert.display(), paths.node_key.display());
-            println!("start a node with: diaspora serve --certs {}", a.out.display());
+            println!(
+                "wrote {}, {}, {}",
+                paths.ca.display(),
+                paths.node_cert.display(),
+                paths.node_key.display()
+            );
+            println!(
+                "start a node with: diaspora serve --certs {}",
+                a.out.display()
+            );
             Ok(())
         }
         Command::Topic(t) => {
@@ -384,14 +392,20 @@ async fn topic(t: TopicCommand) -> Result<()> {
                         "next_offset": p.next_offset, "size_bytes": p.size_bytes, "segments": p.segments})
                     })
                     .collect();
-                println!("{}", serde_json::json!({"name": d.name, "partitions": parts}));
+                println!(
+                    "{}",
+                    serde_json::json!({"name": d.name, "partitions": parts})
+                );
             } else {
                 let c = d.config.unwrap_or_default();
                 println!(
                     "topic {} partitions={} retention_bytes={} retention_ms={}",
                     d.name, c.partitions, c.retention_bytes, c.retention_ms
                 );
-                println!("{:>9} {:>12} {:>12} {:>12} {:>8}", "partition", "start", "next", "bytes", "segments");
+                println!(
+                    "{:>9} {:>12} {:>12} {:>12} {:>8}",
+                    "partition", "start", "next", "bytes", "segments"
+                );
                 for p in d.partitions {
                     println!(
                         "{:>9} {:>12} {:>12} {:>12} {:>8}",
@@ -421,7 +435,9 @@ async fn produce(a: ProduceArgs) -> Result<()> {
     if let Some(n) = a.synthetic {
         let payload = diaspora::bench::synthetic_payload(a.size);
         for _ in 0..n {
-            producer.send_unacked(a.partition, payload_item(payload.clone())).await?;
+            producer
+                .send_unacked(a.partition, payload_item(payload.clone()))
+                .await?;
             items += 1;
             bytes += a.size as u64;
         }
@@ -508,8 +524,18 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
                 })
             )?;
         } else {
-            let preview = String::from_utf8_lossy(&item.item.payload[..item.item.payload.len().min(80)]).into_owned();
-            writeln!(out, "{}/{}@{} {}B {}", item.topic, item.partition, item.offset, item.item.payload.len(), preview.escape_debug())?;
+            let preview =
+                String::from_utf8_lossy(&item.item.payload[..item.item.payload.len().min(80)])
+                    .into_owned();
+            writeln!(
+                out,
+                "{}/{}@{} {}B {}",
+                item.topic,
+                item.partition,
+                item.offset,
+                item.item.payload.len(),
+                preview.escape_debug()
+            )?;
         }
         if a.group.is_some() && last_commit.elapsed() > Duration::from_secs(1) {
             consumer.commit().await?;

@@ -5,8 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY (of intent): build scripts are single-threaded; prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["item.proto", "data.proto", "admin.proto"]
-        .map(|f| root.join("diaspora/v1").join(f));
+    let files =
+        ["item.proto", "data.proto", "admin.proto"].map(|f| root.join("diaspora/v1").join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

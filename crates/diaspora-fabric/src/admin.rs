@@ -159,14 +159,19 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<v1::CommitGroupOffsetResponse>, Status> {
         let r = req.into_inner();
         let b = self.broker.clone();
-        tokio::task::spawn_blocking(move || b.commit_offset(&r.group, &r.topic, r.partition, r.offset))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(status)?;
+        tokio::task::spawn_blocking(move || {
+            b.commit_offset(&r.group, &r.topic, r.partition, r.offset)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status)?;
         Ok(Response::new(v1::CommitGroupOffsetResponse {}))
     }
 
-    async fn stats(&self, _req: Request<v1::StatsRequest>) -> Result<Response<v1::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        _req: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsResponse>, Status> {
         let b = &self.broker;
         let c = &b.counters;
         let topics = b.list_topics();
@@ -192,7 +197,10 @@ impl admin_server::Admin for AdminService {
         }))
     }
 
-    async fn health(&self, _req: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+    async fn health(
+        &self,
+        _req: Request<v1::HealthRequest>,
+    ) -> Result<Response<v1::HealthResponse>, Status> {
         Ok(Response::new(v1::HealthResponse {
             serving: true,
             node_id: self.broker.node_id().to_string(),
@@ -225,7 +233,8 @@ impl AdminClient {
     /// Connects over TLS to `addr`, trusting only the CA in `ca_file`.
     pub async fn connect(addr: SocketAddr, ca_file: &Path) -> Result<AdminClient, FabricError> {
         use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-        let ca = std::fs::read(ca_file).map_err(|e| FabricError::io(format!("read CA {}", ca_file.display()), e))?;
+        let ca = std::fs::read(ca_file)
+            .map_err(|e| FabricError::io(format!("read CA {}", ca_file.display()), e))?;
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .domain_name("localhost");
@@ -247,7 +256,11 @@ impl AdminClient {
     }
 
     /// Creates a topic.
-    pub async fn create_topic(&mut self, name: &str, config: v1::TopicConfig) -> Result<(), FabricError> {
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        config: v1::TopicConfig,
+    ) -> Result<(), FabricError> {
         self.inner
             .create_topic(v1::CreateTopicRequest {
                 name: name.into(),
@@ -270,7 +283,10 @@ impl AdminClient {
     }
 
     /// Describes a topic.
-    pub async fn describe_topic(&mut self, name: &str) -> Result<v1::DescribeTopicResponse, FabricError> {
+    pub async fn describe_topic(
+        &mut self,
+        name: &str,
+    ) -> Result<v1::DescribeTopicResponse, FabricError> {
         Ok(self
             .inner
             .describe_topic(v1::DescribeTopicRequest { name: name.into() })
@@ -289,7 +305,11 @@ impl AdminClient {
     }
 
     /// Committed offsets and lag of a group on a topic.
-    pub async fn group_offsets(&mut self, group: &str, topic: &str) -> Result<v1::GroupOffsetsResponse, FabricError> {
+    pub async fn group_offsets(
+        &mut self,
+        group: &str,
+        topic: &str,
+    ) -> Result<v1::GroupOffsetsResponse, FabricError> {
         Ok(self
             .inner
             .group_offsets(v1::GroupOffsetsRequest {
@@ -323,12 +343,22 @@ impl AdminClient {
 
     /// Node statistics.
     pub async fn stats(&mut self) -> Result<v1::StatsResponse, FabricError> {
-        Ok(self.inner.stats(v1::StatsRequest {}).await.map_err(remote)?.into_inner())
+        Ok(self
+            .inner
+            .stats(v1::StatsRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner())
     }
 
     /// Health check.
     pub async fn health(&mut self) -> Result<v1::HealthResponse, FabricError> {
-        Ok(self.inner.health(v1::HealthRequest {}).await.map_err(remote)?.into_inner())
+        Ok(self
+            .inner
+            .health(v1::HealthRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner())
     }
 }
 

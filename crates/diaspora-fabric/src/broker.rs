@@ -172,7 +172,8 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let ctx = |what: &str| format!("{what} {}", tmp.display());
     let mut f = std::fs::File::create(&tmp).map_err(|e| FabricError::io(ctx("create"), e))?;
-    f.write_all(data).map_err(|e| FabricError::io(ctx("write"), e))?;
+    f.write_all(data)
+        .map_err(|e| FabricError::io(ctx("write"), e))?;
     f.sync_all().map_err(|e| FabricError::io(ctx("fsync"), e))?;
     std::fs::rename(&tmp, path)
         .map_err(|e| FabricError::io(format!("rename to {}", path.display()), e))?;
@@ -190,12 +191,13 @@ impl Broker {
         let topics_dir = config.data_dir.join("topics");
         let groups_dir = config.data_dir.join("groups");
         for d in [&topics_dir, &groups_dir] {
-            std::fs::create_dir_all(d).map_err(|e| FabricError::io(format!("create {}", d.display()), e))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| FabricError::io(format!("create {}", d.display()), e))?;
         }
-        let node_id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("node-{}", std::process::id()));
+        let node_id = match config.node_id.clone() {
+            Some(id) => id,
+            None => stable_node_id(&config.data_dir)?,
+        };
         let broker = Broker {
             config,
             topics: RwLock::new(HashMap::new()),
@@ -217,7 +219,8 @@ impl Broker {
                 let _ = std::fs::remove_dir_all(&dir);
                 continue;
             }
-            let text = std::fs::read(&meta).map_err(|e| FabricError::io(format!("read {}", meta.display()), e))?;
+            let text = std::fs::read(&meta)
+                .map_err(|e| FabricError::io(format!("read {}", meta.display()), e))?;
             let settings: TopicSettings = serde_json::from_slice(&text)
                 .map_err(|e| FabricError::Invalid(format!("{}: {e}", meta.display())))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -232,10 +235,15 @@ impl Broker {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let text = std::fs::read(&path).map_err(|e| FabricError::io(format!("read {}", path.display()), e))?;
+            let text = std::fs::read(&path)
+                .map_err(|e| FabricError::io(format!("read {}", path.display()), e))?;
             let offsets: BTreeMap<String, BTreeMap<u32, u64>> = serde_json::from_slice(&text)
                 .map_err(|e| FabricError::Invalid(format!("{}: {e}", path.display())))?;
-            let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             broker.groups.lock().entry(name).or_default().offsets = offsets;
         }
         Ok(broker)
@@ -294,11 +302,14 @@ impl Broker {
         valid_name("topic", name)?;
         let limits = &self.config.limits;
         if settings.partitions == 0 {
-            return Err(FabricError::Invalid("a topic needs at least 1 partition".into()));
+            return Err(FabricError::Invalid(
+                "a topic needs at least 1 partition".into(),
+            ));
         }
         if settings.partitions > limits.partitions_max {
             return Err(FabricError::Limit {
                 what: "partition count".into(),
+                unit: "",
                 value: settings.partitions.into(),
                 limit_name: "partitions_max",
                 limit: limits.partitions_max.into(),
@@ -319,6 +330,7 @@ impl Broker {
             if topics.len() as u64 >= u64::from(limits.topics_max) {
                 return Err(FabricError::Limit {
                     what: "topic count".into(),
+                    unit: "",
                     value: topics.len() as u64 + 1,
                     limit_name: "topics_max",
                     limit: limits.topics_max.into(),
@@ -326,12 +338,15 @@ impl Broker {
             }
         }
         let dir = self.config.data_dir.join("topics").join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| FabricError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| FabricError::io(format!("create {}", dir.display()), e))?;
         let topic = self.open_topic(name, settings.clone(), dir.clone())?;
         // topic.json is written last: its presence marks a complete topic.
         let json = serde_json::to_vec_pretty(&settings).expect("settings serialise");
         write_atomic(&dir.join("topic.json"), &json)?;
-        self.topics.write().insert(name.to_string(), Arc::new(topic));
+        self.topics
+            .write()
+            .insert(name.to_string(), Arc::new(topic));
         Ok(())
     }
 
@@ -348,7 +363,8 @@ impl Broker {
             p.appended.notify_waiters();
         }
         let meta = topic.dir.join("topic.json");
-        std::fs::remove_file(&meta).map_err(|e| FabricError::io(format!("remove {}", meta.display()), e))?;
+        std::fs::remove_file(&meta)
+            .map_err(|e| FabricError::io(format!("remove {}", meta.display()), e))?;
         std::fs::remove_dir_all(&topic.dir)
             .map_err(|e| FabricError::io(format!("remove {}", topic.dir.display()), e))?;
         Ok(())
@@ -389,7 +405,8 @@ impl Broker {
         let limits = &self.config.limits;
         if batch.len() as u64 > limits.batch_bytes_max {
             return Err(FabricError::Limit {
-                what: "batch of bytes".into(),
+                what: "batch of".into(),
+                unit: " bytes",
                 value: batch.len() as u64,
                 limit_name: "batch_bytes_max",
                 limit: limits.batch_bytes_max,
@@ -419,7 +436,9 @@ impl Broker {
                 base_offset,
                 last_offset,
             } => {
-                self.counters.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .duplicate_batches
+                    .fetch_add(1, Ordering::Relaxed);
                 ProduceAck {
                     base_offset,
                     last_offset,
@@ -476,8 +495,12 @@ impl Broker {
                     .filter_map(|b| diaspora_log::decode_header(b).ok())
                     .map(|h| u64::from(h.record_count))
                     .sum();
-                self.counters.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
-                self.counters.items_fetched.fetch_add(items, Ordering::Relaxed);
+                self.counters
+                    .bytes_fetched
+                    .fetch_add(bytes, Ordering::Relaxed);
+                self.counters
+                    .items_fetched
+                    .fetch_add(items, Ordering::Relaxed);
                 return Ok(FetchResult {
                     batches,
                     start_offset: p.log.start_offset(),
@@ -497,7 +520,13 @@ impl Broker {
     }
 
     /// Commits a group's next offset for a partition, durably (fsync) before returning.
-    pub fn commit_offset(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<()> {
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<()> {
         valid_name("group", group)?;
         let part = self.partition(topic, partition)?;
         let next = part.log.next_offset();
@@ -513,7 +542,11 @@ impl Broker {
             .or_default()
             .insert(partition, offset);
         let json = serde_json::to_vec(&g.offsets).expect("offsets serialise");
-        let path = self.config.data_dir.join("groups").join(format!("{group}.json"));
+        let path = self
+            .config
+            .data_dir
+            .join("groups")
+            .join(format!("{group}.json"));
         write_atomic(&path, &json)
     }
 
@@ -552,6 +585,7 @@ impl Broker {
             if members.len() as u64 >= u64::from(self.config.limits.group_members_max) {
                 return Err(FabricError::Limit {
                     what: "group member count".into(),
+                    unit: "",
                     value: members.len() as u64 + 1,
                     limit_name: "group_members_max",
                     limit: self.config.limits.group_members_max.into(),
@@ -591,7 +625,9 @@ impl Broker {
         Assignment {
             member_id: member_id.to_string(),
             generation: g.generation.get(topic).copied().unwrap_or(0),
-            partitions: (0..partitions).filter(|p| *p as usize % count == index).collect(),
+            partitions: (0..partitions)
+                .filter(|p| *p as usize % count == index)
+                .collect(),
         }
     }
 
@@ -671,6 +707,19 @@ impl Broker {
             .flat_map(|t| t.partitions.iter())
             .map(|p| p.log.size_bytes())
             .sum()
+    }
+}
+
+/// The node id kept in `DATA_DIR/node_id`, made on first start.
+fn stable_node_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("node-{:016x}", rand::random::<u64>());
+            write_atomic(&path, id.as_bytes())?;
+            Ok(id)
+        }
     }
 }
 

@@ -40,7 +40,9 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Defaults for a node at `addr` whose CA is `ca_file`.
     pub fn new(addr: SocketAddr, ca_file: impl Into<PathBuf>) -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         ClientConfig {
             addr,
             ca_file: ca_file.into(),
@@ -135,7 +137,12 @@ impl Client {
             .map_err(|e| err(e.to_string()))?;
         let conn = tokio::time::timeout(cfg.connect_timeout, connecting)
             .await
-            .map_err(|_| err(format!("no answer within {:?} (is the node running?)", cfg.connect_timeout)))?
+            .map_err(|_| {
+                err(format!(
+                    "no answer within {:?} (is the node running?)",
+                    cfg.connect_timeout
+                ))
+            })?
             .map_err(|e| err(e.to_string()))?;
         self.inner.connections.lock()[slot] = Some(conn.clone());
         Ok(conn)
@@ -169,7 +176,9 @@ impl Client {
     /// Partition count and offsets of a topic.
     pub async fn metadata(&self, topic: &str) -> Result<v1::MetadataResponse> {
         match self
-            .call(Body::MetadataRequest(v1::MetadataRequest { topic: topic.into() }))
+            .call(Body::MetadataRequest(v1::MetadataRequest {
+                topic: topic.into(),
+            }))
             .await?
         {
             Body::MetadataResponse(m) => Ok(m),
@@ -236,7 +245,8 @@ impl Lane {
                         let body = frame.body.expect("decode_frame refuses empty bodies");
                         let result = match body {
                             Body::Error(e) => Err(FabricError::Remote {
-                                code: v1::ErrorCode::try_from(e.code).unwrap_or(v1::ErrorCode::Internal),
+                                code: v1::ErrorCode::try_from(e.code)
+                                    .unwrap_or(v1::ErrorCode::Internal),
                                 message: e.message,
                             }),
                             b => Ok(b),
@@ -278,7 +288,10 @@ impl Lane {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (s, r) = oneshot::channel();
         self.pending.lock().insert(id, s);
-        let wire = encode_frame(&v1::Frame { id, body: Some(body) });
+        let wire = encode_frame(&v1::Frame {
+            id,
+            body: Some(body),
+        });
         if self.tx.send(wire).await.is_err() {
             self.pending.lock().remove(&id);
             return Err(FabricError::Connection {

@@ -86,7 +86,7 @@ pub struct NodeConfig {
     pub housekeeping_interval: Duration,
     /// Limits.
     pub limits: Limits,
-    /// Node id reported to clients; default derived from the data directory.
+    /// Node id reported to clients; default: a random id kept in `DATA_DIR/node_id`.
     pub node_id: Option<String>,
 }
 

@@ -136,7 +136,9 @@ pub struct Consumer {
 impl Consumer {
     fn empty(client: &Client, config: ConsumerConfig) -> Consumer {
         let (tx, rx) = mpsc::channel(256);
-        let budget = Arc::new(Semaphore::new(config.prefetch_bytes_max.clamp(1, Semaphore::MAX_PERMITS)));
+        let budget = Arc::new(Semaphore::new(
+            config.prefetch_bytes_max.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         Consumer {
             client: client.clone(),
             config,
@@ -155,7 +157,11 @@ impl Consumer {
     }
 
     /// A consumer reading exactly `partitions` (empty = all partitions).
-    pub async fn assign(client: &Client, config: ConsumerConfig, partitions: &[u32]) -> Result<Consumer> {
+    pub async fn assign(
+        client: &Client,
+        config: ConsumerConfig,
+        partitions: &[u32],
+    ) -> Result<Consumer> {
         let mut c = Consumer::empty(client, config);
         let meta = client.metadata(&c.config.topic).await?;
         let parts: Vec<u32> = if partitions.is_empty() {
@@ -267,20 +273,24 @@ impl Consumer {
                 }))
                 .await?
             {
-                Body::OffsetFetchResponse(r) => r.offsets.into_iter().map(|o| (o.partition, o.offset)).collect(),
+                Body::OffsetFetchResponse(r) => r
+                    .offsets
+                    .into_iter()
+                    .map(|o| (o.partition, o.offset))
+                    .collect(),
                 other => return Err(unexpected("OffsetFetchResponse", &other)),
             },
             None => BTreeMap::new(),
         };
         for &p in partitions {
-            let info = meta
-                .partitions
-                .get(p as usize)
-                .ok_or_else(|| FabricError::UnknownPartition {
-                    topic: self.config.topic.clone(),
-                    partition: p,
-                    partitions: meta.partitions.len() as u32,
-                })?;
+            let info =
+                meta.partitions
+                    .get(p as usize)
+                    .ok_or_else(|| FabricError::UnknownPartition {
+                        topic: self.config.topic.clone(),
+                        partition: p,
+                        partitions: meta.partitions.len() as u32,
+                    })?;
             let offset = match committed.get(&p) {
                 Some(&o) => {
                     self.committed.insert(p, o);
@@ -312,11 +322,15 @@ impl Consumer {
             fetch_bytes_max: self.config.fetch_bytes_max,
             wait_ms: self.config.fetch_wait.as_millis() as u32,
             budget: self.budget.clone(),
-            budget_max: self.config.prefetch_bytes_max.clamp(1, Semaphore::MAX_PERMITS),
+            budget_max: self
+                .config
+                .prefetch_bytes_max
+                .clamp(1, Semaphore::MAX_PERMITS),
             tx: self.tx.clone(),
             stats: self.stats.clone(),
         };
-        self.fetchers.insert(partition, (self.epoch, tokio::spawn(f.run())));
+        self.fetchers
+            .insert(partition, (self.epoch, tokio::spawn(f.run())));
     }
 
     /// Partitions currently read.
@@ -339,7 +353,9 @@ impl Consumer {
     /// Moves a partition's position; items already prefetched for it are dropped.
     pub fn seek(&mut self, partition: u32, offset: u64) -> Result<()> {
         if !self.fetchers.contains_key(&partition) {
-            return Err(FabricError::Invalid(format!("partition {partition} is not assigned to this consumer")));
+            return Err(FabricError::Invalid(format!(
+                "partition {partition} is not assigned to this consumer"
+            )));
         }
         self.current.retain(|i| i.partition != partition);
         self.spawn_fetcher(partition, offset);
@@ -513,14 +529,27 @@ impl Fetcher {
                     // Retention removed what we wanted: continue at the first retained offset.
                     match self.client.metadata(&self.topic).await {
                         Ok(m) => {
-                            let start = m.partitions.get(self.partition as usize).map_or(0, |p| p.start_offset);
+                            let start = m
+                                .partitions
+                                .get(self.partition as usize)
+                                .map_or(0, |p| p.start_offset);
                             if start > self.offset {
                                 tracing::warn!(%message, skipped = start - self.offset, "items expired before they were read");
-                                self.stats.skipped_expired.fetch_add(start - self.offset, Ordering::Relaxed);
+                                self.stats
+                                    .skipped_expired
+                                    .fetch_add(start - self.offset, Ordering::Relaxed);
                                 self.offset = start;
                                 continue;
                             }
-                            let _ = self.send(Err(FabricError::Remote { code: ErrorCode::OffsetOutOfRange, message }), 0).await;
+                            let _ = self
+                                .send(
+                                    Err(FabricError::Remote {
+                                        code: ErrorCode::OffsetOutOfRange,
+                                        message,
+                                    }),
+                                    0,
+                                )
+                                .await;
                             return;
                         }
                         Err(_) => {
@@ -575,7 +604,11 @@ impl Fetcher {
         }
     }
 
-    async fn send(&self, items: Result<Vec<ConsumedItem>>, permits: u32) -> std::result::Result<(), ()> {
+    async fn send(
+        &self,
+        items: Result<Vec<ConsumedItem>>,
+        permits: u32,
+    ) -> std::result::Result<(), ()> {
         self.tx
             .send(Chunk {
                 partition: self.partition,

@@ -22,12 +22,14 @@ pub enum FabricError {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
     /// A configured limit was reached.
-    #[error("{what} {value} exceeds {limit_name} {limit}")]
+    #[error("{what} {value}{unit} exceeds {limit_name} {limit}")]
     Limit {
-        /// What was measured, e.g. "item of bytes".
+        /// What was measured, e.g. "item of".
         what: String,
         /// The value that was too large.
         value: u64,
+        /// Unit suffix of the value, e.g. " bytes" (or empty).
+        unit: &'static str,
         /// The name of the limit, e.g. `item_bytes_max`.
         limit_name: &'static str,
         /// The limit's value.
@@ -92,14 +94,19 @@ impl FabricError {
             FabricError::Log(e) => match e {
                 L::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
                 L::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+                L::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
                 L::Batch(b) => {
-                    let msg = b.to_string();
-                    if msg.contains("record_bytes_max") {
-                        ErrorCode::ItemTooLarge
-                    } else if msg.contains("batch_bytes_max") {
-                        ErrorCode::BatchTooLarge
-                    } else {
-                        ErrorCode::CorruptBatch
+                    use diaspora_log::BatchError as B;
+                    match b {
+                        B::RecordTooLarge { .. } => ErrorCode::ItemTooLarge,
+                        B::BatchTooLarge { .. } | B::RecordsTooLarge { .. } => {
+                            ErrorCode::BatchTooLarge
+                        }
+                        B::TooManyRecords { .. } => ErrorCode::LimitExceeded,
+                        B::OffsetOverflow { .. } | B::SequenceOverflow { .. } => {
+                            ErrorCode::InvalidRequest
+                        }
+                        _ => ErrorCode::CorruptBatch,
                     }
                 }
                 _ => ErrorCode::StorageError,

@@ -51,9 +51,16 @@ pub fn encode_item(item: &Item) -> Vec<u8> {
 }
 
 /// Decodes every record of a raw batch at or after `from_offset`.
-pub fn decode_batch_items(topic: &str, partition: u32, batch: &Bytes, from_offset: u64) -> Result<Vec<ConsumedItem>> {
-    let header = diaspora_log::decode_header(batch).map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
-    let records = diaspora_log::records(batch).map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
+pub fn decode_batch_items(
+    topic: &str,
+    partition: u32,
+    batch: &Bytes,
+    from_offset: u64,
+) -> Result<Vec<ConsumedItem>> {
+    let header = diaspora_log::decode_header(batch)
+        .map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
+    let records = diaspora_log::records(batch)
+        .map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         if r.offset < from_offset {
@@ -61,7 +68,10 @@ pub fn decode_batch_items(topic: &str, partition: u32, batch: &Bytes, from_offse
         }
         let record_bytes = r.data.len();
         let mut item = Item::decode(r.data).map_err(|e| {
-            FabricError::Invalid(format!("item at {topic}/{partition}@{} does not decode: {e}", r.offset))
+            FabricError::Invalid(format!(
+                "item at {topic}/{partition}@{} does not decode: {e}",
+                r.offset
+            ))
         })?;
         if item.producer_key.is_none() && header.producer_id != 0 {
             item.producer_key = Some(v1::ProducerKey {

@@ -26,7 +26,9 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(16))
         .keep_alive_interval(Some(Duration::from_secs(2)))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000))));
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            10_000,
+        ))));
     t
 }
 
@@ -79,9 +81,11 @@ impl Node {
             .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
         server_config.transport_config(Arc::new(transport_config()));
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|e| FabricError::Connection {
-            addr: config.listen.to_string(),
-            message: format!("cannot listen: {e}"),
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|e| {
+            FabricError::Connection {
+                addr: config.listen.to_string(),
+                message: format!("cannot listen: {e}"),
+            }
         })?;
         let data_addr = endpoint
             .local_addr()
@@ -89,22 +93,30 @@ impl Node {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(crate::server::accept_loop(endpoint.clone(), broker.clone())));
+        tasks.push(tokio::spawn(crate::server::accept_loop(
+            endpoint.clone(),
+            broker.clone(),
+        )));
 
         let mut admin_addr = None;
         if let Some(listen) = config.admin_listen {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| FabricError::Connection {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                FabricError::Connection {
                     addr: listen.to_string(),
                     message: format!("cannot listen (admin): {e}"),
-                })?;
-            admin_addr = Some(listener.local_addr().map_err(|e| FabricError::io("admin local address", e))?);
+                }
+            })?;
+            admin_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| FabricError::io("admin local address", e))?,
+            );
             let cert = std::fs::read(&certs.node_cert)
                 .map_err(|e| FabricError::io(format!("read {}", certs.node_cert.display()), e))?;
             let key = std::fs::read(&certs.node_key)
                 .map_err(|e| FabricError::io(format!("read {}", certs.node_key.display()), e))?;
-            let tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key));
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key));
             let mut rx = shutdown_rx.clone();
             let service = AdminService::new(broker.clone()).into_server();
             let server = tonic::transport::Server::builder()
@@ -178,8 +190,10 @@ impl Node {
 
     async fn stop(&mut self) {
         let _ = self.shutdown_tx.send(true);
-        self.endpoint
-            .close(quinn::VarInt::from_u32(crate::server::CONN_CLOSE_SHUTDOWN), b"node shutting down");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(crate::server::CONN_CLOSE_SHUTDOWN),
+            b"node shutting down",
+        );
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
@@ -191,7 +205,8 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"node dropped");
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"node dropped");
         for t in &self.tasks {
             t.abort();
         }

@@ -77,7 +77,10 @@ pub struct Delivery(oneshot::Receiver<Result<Delivered>>);
 
 impl std::future::Future for Delivery {
     type Output = Result<Delivered>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.0)
             .poll(cx)
             .map(|r| r.unwrap_or(Err(FabricError::Shutdown)))
@@ -128,11 +131,18 @@ impl Producer {
         let meta = client.metadata(&config.topic).await?;
         let n = meta.partitions.len();
         if config.buffer_bytes_max == 0 || config.batch_bytes_max == 0 {
-            return Err(FabricError::Invalid("buffer_bytes_max and batch_bytes_max must be > 0".into()));
+            return Err(FabricError::Invalid(
+                "buffer_bytes_max and batch_bytes_max must be > 0".into(),
+            ));
         }
         let mut config = config;
-        config.in_flight_max = config.in_flight_max.clamp(1, 8).min(hello.in_flight_max.max(1) as usize);
-        let budget = Arc::new(Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)));
+        config.in_flight_max = config
+            .in_flight_max
+            .clamp(1, 8)
+            .min(hello.in_flight_max.max(1) as usize);
+        let budget = Arc::new(Semaphore::new(
+            config.buffer_bytes_max.min(Semaphore::MAX_PERMITS),
+        ));
         let stats = Arc::new(ProducerStats::default());
         let mut partitions = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(n);
@@ -146,7 +156,11 @@ impl Producer {
                 config: config.clone(),
                 budget: budget.clone(),
                 stats: stats.clone(),
-                producer_id: if config.idempotent { new_producer_id() } else { 0 },
+                producer_id: if config.idempotent {
+                    new_producer_id()
+                } else {
+                    0
+                },
                 next_sequence: 0,
                 lane: None,
                 inflight: VecDeque::new(),
@@ -196,7 +210,12 @@ impl Producer {
         self.sticky.load(Ordering::Relaxed) % n
     }
 
-    async fn enqueue(&self, partition: Option<u32>, mut item: Item, ack: bool) -> Result<Option<Delivery>> {
+    async fn enqueue(
+        &self,
+        partition: Option<u32>,
+        mut item: Item,
+        ack: bool,
+    ) -> Result<Option<Delivery>> {
         if item.timestamp_us == 0 {
             item.timestamp_us = crate::broker::now_us();
         }
@@ -204,7 +223,8 @@ impl Producer {
         let len = record.len();
         if len as u64 > self.item_bytes_max {
             return Err(FabricError::Limit {
-                what: "item of bytes".into(),
+                what: "item of".into(),
+                unit: " bytes",
                 value: len as u64,
                 limit_name: "item_bytes_max",
                 limit: self.item_bytes_max,
@@ -212,7 +232,8 @@ impl Producer {
         }
         if len > self.config.buffer_bytes_max {
             return Err(FabricError::Limit {
-                what: "item of bytes".into(),
+                what: "item of".into(),
+                unit: " bytes",
                 value: len as u64,
                 limit_name: "buffer_bytes_max",
                 limit: self.config.buffer_bytes_max as u64,
@@ -253,12 +274,18 @@ impl Producer {
     /// Queues an item (partition by key, else sticky round-robin) and returns
     /// a future that resolves when it is acknowledged. Waits while the buffer is full.
     pub async fn send(&self, item: Item) -> Result<Delivery> {
-        Ok(self.enqueue(None, item, true).await?.expect("ack requested"))
+        Ok(self
+            .enqueue(None, item, true)
+            .await?
+            .expect("ack requested"))
     }
 
     /// Like [`Producer::send`] to a given partition.
     pub async fn send_to(&self, partition: u32, item: Item) -> Result<Delivery> {
-        Ok(self.enqueue(Some(partition), item, true).await?.expect("ack requested"))
+        Ok(self
+            .enqueue(Some(partition), item, true)
+            .await?
+            .expect("ack requested"))
     }
 
     /// Queues an item without a per-item acknowledgement future (cheaper at
@@ -344,7 +371,10 @@ fn retriable(e: &FabricError) -> bool {
         FabricError::Connection { .. } | FabricError::Shutdown => true,
         FabricError::Remote { code, .. } => matches!(
             code,
-            ErrorCode::TooManyInFlight | ErrorCode::StorageError | ErrorCode::Internal | ErrorCode::MalformedFrame
+            ErrorCode::TooManyInFlight
+                | ErrorCode::StorageError
+                | ErrorCode::Internal
+                | ErrorCode::MalformedFrame
         ),
         _ => false,
     }
@@ -476,14 +506,20 @@ impl PartitionTask {
     async fn on_answer(&mut self, answer: Result<Body>) {
         match answer {
             Ok(Body::ProduceResponse(r)) => {
-                let f = self.inflight.pop_front().expect("answer for the front batch");
+                let f = self
+                    .inflight
+                    .pop_front()
+                    .expect("answer for the front batch");
                 self.failing_since = None;
                 if r.duplicate {
                     self.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
                 }
                 self.complete(f, Ok(r.base_offset));
             }
-            Ok(other) => self.recover(Some(unexpected("ProduceResponse", &other))).await,
+            Ok(other) => {
+                self.recover(Some(unexpected("ProduceResponse", &other)))
+                    .await
+            }
             Err(e) => self.recover(Some(e)).await,
         }
     }
@@ -511,7 +547,8 @@ impl PartitionTask {
                 let _ = ack.send(r);
             }
         }
-        self.budget.add_permits(permits(f.bytes).min(Semaphore::MAX_PERMITS as u32) as usize);
+        self.budget
+            .add_permits(permits(f.bytes).min(Semaphore::MAX_PERMITS as u32) as usize);
         for done in f.flushes {
             let _ = done.send(());
         }
@@ -523,10 +560,13 @@ impl PartitionTask {
     async fn recover(&mut self, error: Option<FabricError>) {
         if let Some(e) = &error {
             if !retriable(e) {
+                // The front batch was refused for good. Later in-flight batches keep
+                // their own answers (stored, or refused for the sequence gap), so
+                // nothing stored is ever reported as failed. Batches sealed from now
+                // on use a fresh producer id, which the node accepts at any sequence.
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "batch failed");
-                let msg = e.to_string();
-                while let Some(f) = self.inflight.pop_front() {
-                    self.complete(f, Err(FabricError::Invalid(msg.clone())));
+                if let Some(f) = self.inflight.pop_front() {
+                    self.complete(f, Err(FabricError::Invalid(e.to_string())));
                 }
                 if self.producer_id != 0 {
                     self.producer_id = new_producer_id();
@@ -537,7 +577,9 @@ impl PartitionTask {
         }
         let started = *self.failing_since.get_or_insert_with(Instant::now);
         let mut backoff = Duration::from_millis(20);
-        let mut last = error.map(|e| e.to_string()).unwrap_or_else(|| "lane failed".into());
+        let mut last = error
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "lane failed".into());
         loop {
             self.lane = None;
             if started.elapsed() >= self.config.retry_for {

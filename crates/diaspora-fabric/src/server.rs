@@ -47,10 +47,19 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, broker: Arc<Broker>) 
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
-                    broker.counters.connections_open.fetch_add(1, Ordering::Relaxed);
-                    broker.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+                    broker
+                        .counters
+                        .connections_open
+                        .fetch_add(1, Ordering::Relaxed);
+                    broker
+                        .counters
+                        .connections_total
+                        .fetch_add(1, Ordering::Relaxed);
                     serve_connection(conn, broker.clone()).await;
-                    broker.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+                    broker
+                        .counters
+                        .connections_open
+                        .fetch_sub(1, Ordering::Relaxed);
                 }
                 Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
             }
@@ -72,7 +81,11 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>) {
     }
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, broker: Arc<Broker>) {
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    broker: Arc<Broker>,
+) {
     let limits = broker.config().limits.clone();
     let frame_max = limits.frame_bytes_max();
     let in_flight_max = limits.in_flight_max.max(1) as usize;
@@ -96,7 +109,10 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         while let Some(frame) = req_rx.recv().await {
             let id = frame.id;
             let body = handle(&worker_broker, frame).await;
-            let wire = encode_frame(&v1::Frame { id, body: Some(body) });
+            let wire = encode_frame(&v1::Frame {
+                id,
+                body: Some(body),
+            });
             if worker_resp.send(wire).await.is_err() {
                 return;
             }
@@ -110,11 +126,15 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
                 if let Err(mpsc::error::TrySendError::Full(_)) = req_tx.try_send(frame) {
                     let err = FabricError::Limit {
                         what: "in-flight requests on this stream".into(),
+                        unit: "",
                         value: in_flight_max as u64 + 1,
                         limit_name: "in_flight_max",
                         limit: in_flight_max as u64,
                     };
-                    let wire = encode_frame(&v1::Frame { id, body: Some(error_body(&err)) });
+                    let wire = encode_frame(&v1::Frame {
+                        id,
+                        body: Some(error_body(&err)),
+                    });
                     if resp_tx.send(wire).await.is_err() {
                         break;
                     }
@@ -126,16 +146,25 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
                 break;
             }
             Err(e) => {
-                broker.counters.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                broker
+                    .counters
+                    .malformed_frames
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "closing stream: malformed frame");
-                // Requests already accepted are answered first, then the reason.
+                // The reason goes out at once; requests still queued are dropped
+                // with the stream (the client sees the stream-level error).
                 drop(req_tx);
-                let _ = worker.await;
+                worker.abort();
                 let body = Body::Error(v1::Error {
                     code: ErrorCode::MalformedFrame as i32,
                     message: format!("{e}; closing this stream"),
                 });
-                let _ = resp_tx.send(encode_frame(&v1::Frame { id: 0, body: Some(body) })).await;
+                let _ = resp_tx
+                    .send(encode_frame(&v1::Frame {
+                        id: 0,
+                        body: Some(body),
+                    }))
+                    .await;
                 drop(resp_tx);
                 let _ = recv.stop(quinn::VarInt::from_u32(STREAM_CLOSE_MALFORMED));
                 let _ = writer.await;
@@ -157,7 +186,9 @@ pub(crate) async fn handle(broker: &Arc<Broker>, frame: v1::Frame) -> Body {
 
 async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, FabricError> {
     let limits = &broker.config().limits;
-    let body = frame.body.ok_or_else(|| FabricError::Invalid("frame without body".into()))?;
+    let body = frame
+        .body
+        .ok_or_else(|| FabricError::Invalid("frame without body".into()))?;
     Ok(match body {
         Body::Hello(h) => {
             if h.protocol_version != PROTOCOL_VERSION {
@@ -230,9 +261,11 @@ async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, Fa
         }
         Body::OffsetCommitRequest(c) => {
             let b = broker.clone();
-            tokio::task::spawn_blocking(move || b.commit_offset(&c.group, &c.topic, c.partition, c.offset))
-                .await
-                .map_err(|e| FabricError::Invalid(format!("commit task: {e}")))??;
+            tokio::task::spawn_blocking(move || {
+                b.commit_offset(&c.group, &c.topic, c.partition, c.offset)
+            })
+            .await
+            .map_err(|e| FabricError::Invalid(format!("commit task: {e}")))??;
             Body::OffsetCommitResponse(v1::OffsetCommitResponse {})
         }
         Body::OffsetFetchRequest(o) => {
@@ -246,7 +279,13 @@ async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, Fa
             })
         }
         Body::JoinGroupRequest(j) => {
-            let timeout = Duration::from_millis(u64::from(j.session_timeout_ms.clamp(100, 300_000)));
+            // 0 (the protobuf default) means the default session timeout of 10 s.
+            let ms = if j.session_timeout_ms == 0 {
+                10_000
+            } else {
+                j.session_timeout_ms.clamp(100, 300_000)
+            };
+            let timeout = Duration::from_millis(u64::from(ms));
             let a = broker.join_group(&j.group, &j.topic, &j.member_id, timeout)?;
             Body::JoinGroupResponse(v1::JoinGroupResponse {
                 member_id: a.member_id,
@@ -303,4 +342,3 @@ pub fn body_name(b: &Body) -> &'static str {
         Body::LeaveGroupResponse(_) => "LeaveGroupResponse",
     }
 }
-

@@ -55,7 +55,8 @@ impl CertPaths {
 /// ```
 pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<CertPaths> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    std::fs::create_dir_all(dir).map_err(|e| FabricError::io(format!("create {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| FabricError::io(format!("create {}", dir.display()), e))?;
     let tls_err = |e: rcgen::Error| FabricError::Invalid(format!("certificate generation: {e}"));
 
     let ca_key = KeyPair::generate().map_err(tls_err)?;

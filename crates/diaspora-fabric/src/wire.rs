@@ -25,7 +25,10 @@ pub enum ReadFrameError {
 }
 
 /// Reads exactly `len` bytes, zero-copy when quinn hands them over in one chunk.
-async fn read_bytes(recv: &mut quinn::RecvStream, len: usize) -> Result<Option<Bytes>, ReadFrameError> {
+async fn read_bytes(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<Option<Bytes>, ReadFrameError> {
     let mut first: Option<Bytes> = None;
     let mut buf: Option<BytesMut> = None;
     let mut got = 0usize;
@@ -80,6 +83,9 @@ pub async fn read_frame(
 }
 
 /// Writes an already-encoded frame (see [`diaspora_proto::encode_frame`]).
-pub async fn write_frame(send: &mut quinn::SendStream, wire: Bytes) -> Result<(), quinn::WriteError> {
+pub async fn write_frame(
+    send: &mut quinn::SendStream,
+    wire: Bytes,
+) -> Result<(), quinn::WriteError> {
     send.write_chunk(wire).await
 }

@@ -116,9 +116,8 @@ mod tests {
             let wire = encode_frame(&f);
             let body = wire.slice(FRAME_HEADER_BYTES..);
             let cut = cut.min(body.len() - 1);
-            match decode_frame(body.slice(..cut), u64::MAX) {
-                Ok(g) => prop_assert_ne!(g, f),
-                Err(_) => {}
+            if let Ok(g) = decode_frame(body.slice(..cut), u64::MAX) {
+                prop_assert_ne!(g, f);
             }
         }
     }

@@ -1,0 +1,496 @@
+//! Integration tests of an embedded node over real QUIC on loopback.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use diaspora_fabric::item::payload_item;
+use diaspora_fabric::{
+    Client, ClientConfig, Consumer, ConsumerConfig, FabricError, Node, NodeConfig, Producer,
+    ProducerConfig, StartFrom, TopicSettings,
+};
+use diaspora_log::{BatchBuilder, Compression};
+use diaspora_proto::v1::{self, frame::Body, ErrorCode};
+
+async fn node_with(dir: &std::path::Path, f: impl FnOnce(&mut NodeConfig)) -> Node {
+    let mut cfg = NodeConfig::new(dir);
+    f(&mut cfg);
+    Node::start(cfg).await.expect("node starts")
+}
+
+async fn client(node: &Node) -> Client {
+    Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
+        .await
+        .expect("client connects")
+}
+
+fn remote_code(e: &FabricError) -> Option<ErrorCode> {
+    match e {
+        FabricError::Remote { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_then_consume_every_item_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |_| {}).await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(3))
+        .unwrap();
+    let c = client(&node).await;
+    let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..3000u32 {
+        let mut item = payload_item(Bytes::from(i.to_le_bytes().to_vec()));
+        item.key = Bytes::from(format!("k{}", i % 17));
+        deliveries.push(producer.send(item).await.unwrap());
+    }
+    let mut placed = Vec::new();
+    for d in deliveries {
+        placed.push(d.await.unwrap());
+    }
+    let mut consumer = Consumer::assign(&c, ConsumerConfig::new("t"), &[])
+        .await
+        .unwrap();
+    let mut got = std::collections::HashMap::new();
+    let mut last_offset = std::collections::HashMap::new();
+    while got.len() < 3000 {
+        let it = consumer
+            .poll(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("item arrives");
+        let i = u32::from_le_bytes(it.item.payload[..4].try_into().unwrap());
+        if let Some(prev) = last_offset.insert(it.partition, it.offset) {
+            assert!(it.offset > prev, "per-partition order holds");
+        }
+        assert!(it.item.producer_key.is_some(), "producer key is filled in");
+        assert!(
+            got.insert(i, (it.partition, it.offset)).is_none(),
+            "item {i} delivered twice"
+        );
+    }
+    for (i, d) in placed.iter().enumerate() {
+        assert_eq!(
+            got[&(i as u32)],
+            (d.partition, d.offset),
+            "ack offsets match the log"
+        );
+    }
+    // Same key → same partition.
+    let p0 = placed[0].partition;
+    assert!(placed.iter().step_by(17).all(|d| d.partition == p0));
+    // Nothing more.
+    assert!(consumer
+        .poll(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_batch_is_appended_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |_| {}).await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(1))
+        .unwrap();
+    let c = client(&node).await;
+    let lane = c.lane(0).await.unwrap();
+    let mut b = BatchBuilder::new(Compression::None).with_producer(42, 0);
+    b.push(b"a", 1);
+    b.push(b"b", 1);
+    let batch = b.finish();
+    let produce = |batch: Bytes| {
+        Body::ProduceRequest(v1::ProduceRequest {
+            topic: "t".into(),
+            partition: 0,
+            batch,
+        })
+    };
+    let first = lane.call(produce(batch.clone())).await.unwrap();
+    let again = lane.call(produce(batch.clone())).await.unwrap();
+    let (Body::ProduceResponse(first), Body::ProduceResponse(again)) = (first, again) else {
+        panic!("expected produce responses");
+    };
+    assert!(!first.duplicate);
+    assert!(again.duplicate, "the retry is recognised");
+    assert_eq!(
+        (first.base_offset, first.last_offset),
+        (again.base_offset, again.last_offset)
+    );
+    assert_eq!(
+        node.broker().partition("t", 0).unwrap().log.next_offset(),
+        2
+    );
+    // A gap in the sequence is refused with a clear code.
+    let mut gap = BatchBuilder::new(Compression::None).with_producer(42, 10);
+    gap.push(b"c", 1);
+    let e = lane.call(produce(gap.finish())).await.unwrap_err();
+    assert_eq!(remote_code(&e), Some(ErrorCode::OutOfOrderSequence), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_stream_closes_only_that_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |_| {}).await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(1))
+        .unwrap();
+    let c = client(&node).await;
+    // A healthy lane opened before the garbage.
+    let healthy = c.lane(0).await.unwrap();
+
+    // Raw quinn: a length prefix followed by bytes that are not a Frame.
+    let conn = c.connection(0).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let garbage = [0u8, 0, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    send.write_all(&garbage).await.unwrap();
+    let reply = diaspora_fabric::wire::read_frame(&mut recv, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    match reply.body {
+        Some(Body::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::MalformedFrame as i32);
+            assert!(e.message.contains("malformed frame"), "{}", e.message);
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    // The stream is closed after the reason...
+    let end = diaspora_fabric::wire::read_frame(&mut recv, 1 << 20).await;
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "stream ends after the error"
+    );
+
+    // A frame announcing more than frame_bytes_max is refused before allocation.
+    let (mut send2, mut recv2) = conn.open_bi().await.unwrap();
+    send2.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let reply = diaspora_fabric::wire::read_frame(&mut recv2, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(Body::Error(e)) = reply.body else {
+        panic!("expected error")
+    };
+    assert!(
+        e.message.contains("exceeds frame_bytes_max"),
+        "{}",
+        e.message
+    );
+
+    // ...while the connection, the earlier lane and new lanes keep working.
+    for lane in [healthy, c.lane(0).await.unwrap()] {
+        let r = lane
+            .call(Body::MetadataRequest(v1::MetadataRequest {
+                topic: "t".into(),
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(r, Body::MetadataResponse(_)));
+    }
+    assert!(conn.close_reason().is_none(), "connection survives");
+    assert_eq!(
+        node.broker()
+            .counters
+            .malformed_frames
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_item_and_unknown_topic_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |c| {
+        c.limits.item_bytes_max = 1000;
+        c.limits.batch_bytes_max = 64 << 10;
+    })
+    .await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(1))
+        .unwrap();
+    let c = client(&node).await;
+    let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
+    // Client-side check, from the limits the node announced.
+    let e = producer
+        .send(payload_item(Bytes::from(vec![0u8; 5000])))
+        .await
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert_eq!(msg, "item of 5012 bytes exceeds item_bytes_max 1000");
+    // Node-side check, for a client that does not look.
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(&[0u8; 4000], 1);
+    let lane = c.lane(0).await.unwrap();
+    let e = lane
+        .call(Body::ProduceRequest(v1::ProduceRequest {
+            topic: "t".into(),
+            partition: 0,
+            batch: b.finish(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(remote_code(&e), Some(ErrorCode::ItemTooLarge), "{e}");
+    assert!(e.to_string().contains("record_bytes_max 1000"), "{e}");
+    // Unknown topic.
+    let e = Producer::new(&c, ProducerConfig::new("nope"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(remote_code(&e), Some(ErrorCode::UnknownTopic));
+    assert!(e.to_string().contains("unknown topic 'nope'"), "{e}");
+    // The node keeps serving the same lane.
+    let d = producer
+        .send(payload_item(Bytes::from_static(b"ok")))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(d.offset, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_and_partition_limits_name_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |c| {
+        c.limits.topics_max = 2;
+        c.limits.partitions_max = 4;
+    })
+    .await;
+    let b = node.broker();
+    let e = b
+        .create_topic("big", TopicSettings::with_partitions(5))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "partition count 5 exceeds partitions_max 4");
+    b.create_topic("a", TopicSettings::with_partitions(1))
+        .unwrap();
+    b.create_topic("b", TopicSettings::with_partitions(1))
+        .unwrap();
+    let e = b
+        .create_topic("c", TopicSettings::with_partitions(1))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "topic count 3 exceeds topics_max 2");
+    assert!(matches!(
+        b.create_topic("a", TopicSettings::with_partitions(1)),
+        Err(FabricError::TopicExists(_))
+    ));
+    assert!(b
+        .create_topic("../escape", TopicSettings::with_partitions(1))
+        .is_err());
+    b.delete_topic("a").unwrap();
+    b.create_topic("c", TopicSettings::with_partitions(1))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_limit_is_enforced_by_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |c| {
+        c.limits.in_flight_max = 2;
+        c.fsync = diaspora_log::FsyncPolicy::Always;
+    })
+    .await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(1))
+        .unwrap();
+    let c = client(&node).await;
+    let lane = c.lane(0).await.unwrap();
+    // Fire many fetches that long-poll (each holds the worker) so requests queue up.
+    let mut answers = Vec::new();
+    for _ in 0..16 {
+        answers.push(
+            lane.send(Body::FetchRequest(v1::FetchRequest {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1024,
+                max_wait_ms: 300,
+            }))
+            .await
+            .unwrap(),
+        );
+    }
+    let mut refused = 0;
+    for a in answers {
+        match a.await.unwrap() {
+            Err(e) => {
+                assert_eq!(remote_code(&e), Some(ErrorCode::TooManyInFlight), "{e}");
+                assert!(e.to_string().contains("in_flight_max 2"), "{e}");
+                refused += 1;
+            }
+            Ok(Body::FetchResponse(_)) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(refused > 0, "some requests beyond the window are refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_survive_restart_and_members_share_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |_| {}).await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(4))
+        .unwrap();
+    let c = client(&node).await;
+    let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
+    for i in 0..400u32 {
+        producer
+            .send_to(i % 4, payload_item(Bytes::from(i.to_le_bytes().to_vec())))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+
+    let cfg = ConsumerConfig::new("t")
+        .group("g")
+        .start(StartFrom::Earliest);
+    let mut a = Consumer::subscribe(&c, cfg.clone()).await.unwrap();
+    assert_eq!(a.assignment(), vec![0, 1, 2, 3]);
+    for _ in 0..100 {
+        a.poll(Duration::from_secs(5)).await.unwrap().unwrap();
+    }
+    a.commit().await.unwrap();
+    let committed: u64 = node.broker().group_offsets("g", "t").values().sum();
+    assert_eq!(committed, 100);
+
+    // A second member joins: the first rebalances onto half of the partitions.
+    let mut short = cfg.clone();
+    short.session_timeout = Duration::from_millis(600);
+    let mut a = {
+        a.close().await;
+        Consumer::subscribe(&c, short.clone()).await.unwrap()
+    };
+    let b = Consumer::subscribe(&c, short.clone()).await.unwrap();
+    assert_eq!(b.assignment().len(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = a.poll(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(a.assignment().len(), 2, "rebalanced to half");
+    let mut all: Vec<u32> = a.assignment().into_iter().chain(b.assignment()).collect();
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2, 3]);
+    drop(a);
+    drop(b);
+
+    // Committed offsets are durable across a restart.
+    node.shutdown().await;
+    let node = node_with(dir.path(), |_| {}).await;
+    let committed: u64 = node.broker().group_offsets("g", "t").values().sum();
+    assert_eq!(committed, 100);
+    let c = client(&node).await;
+    let mut again = Consumer::subscribe(&c, cfg).await.unwrap();
+    let mut n = 0;
+    while again
+        .poll(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .is_some()
+    {
+        n += 1;
+    }
+    assert_eq!(n, 300, "resumes after the committed offsets");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_a_node_signed_by_another_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |_| {}).await;
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = diaspora_fabric::tls::generate_dev_certs(other.path(), &[])
+        .unwrap()
+        .ca;
+    let e = Client::connect(ClientConfig::new(node.data_addr(), other_ca))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, FabricError::Connection { .. }), "{e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_node_is_a_prompt_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = diaspora_fabric::tls::generate_dev_certs(dir.path(), &[]).unwrap();
+    let mut cfg = ClientConfig::new("127.0.0.1:9".parse().unwrap(), certs.ca);
+    cfg.connect_timeout = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let e = Client::connect(cfg).await.err().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(e, FabricError::Connection { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_plane_manages_topics_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |_| {}).await;
+    let mut admin =
+        diaspora_fabric::AdminClient::connect(node.admin_addr().unwrap(), &node.ca_file())
+            .await
+            .unwrap();
+    assert!(admin.health().await.unwrap().serving);
+    admin
+        .create_topic(
+            "x",
+            v1::TopicConfig {
+                partitions: 3,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(admin.list_topics().await.unwrap(), vec!["x".to_string()]);
+    let d = admin.describe_topic("x").await.unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    let e = admin.describe_topic("y").await.unwrap_err();
+    assert!(e.to_string().contains("unknown topic 'y'"), "{e}");
+    admin.commit_group_offset("g", "x", 1, 0).await.unwrap();
+    assert_eq!(
+        admin.group_offsets("g", "x").await.unwrap().offsets.len(),
+        1
+    );
+    let e = admin
+        .commit_group_offset("g", "x", 1, 99)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("beyond the end"), "{e}");
+    admin.delete_topic("x").await.unwrap();
+    assert!(admin.list_topics().await.unwrap().is_empty());
+    let stats = admin.stats().await.unwrap();
+    assert_eq!(stats.topics, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_batches_roundtrip_and_seek_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |_| {}).await;
+    node.broker()
+        .create_topic("z", TopicSettings::with_partitions(1))
+        .unwrap();
+    let c = client(&node).await;
+    let mut pc = ProducerConfig::new("z");
+    pc.compression = Compression::Zstd { level: 3 };
+    let producer = Producer::new(&c, pc).await.unwrap();
+    for i in 0..500u32 {
+        producer
+            .send_unacked(None, payload_item(Bytes::from(vec![(i % 251) as u8; 2048])))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let on_disk = node.broker().partition("z", 0).unwrap().log.size_bytes();
+    assert!(on_disk < 500 * 2048 / 4, "compressed on disk: {on_disk}");
+    let mut consumer = Consumer::assign(&c, ConsumerConfig::new("z"), &[0])
+        .await
+        .unwrap();
+    consumer.seek(0, 250).unwrap();
+    let first = consumer
+        .poll(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.offset, 250);
+    assert_eq!(first.item.payload[..], vec![250u8; 2048][..]);
+}

@@ -1,0 +1,335 @@
+//! Crash safety of a real `diaspora serve` process: SIGKILL mid-stream, restart,
+//! and check that every acknowledged item is there exactly once, intact, and
+//! that consumer groups resume from their committed offsets.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use diaspora::fabric::item::payload_item;
+use diaspora::fabric::{Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
+
+fn free_port() -> u16 {
+    // A port free for both UDP (data plane) and TCP (admin) right now.
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Served {
+    child: Child,
+    data: SocketAddr,
+    admin: SocketAddr,
+    ca: PathBuf,
+}
+
+fn serve(dir: &Path, data: SocketAddr, admin: SocketAddr, fsync: &str) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--listen",
+            &data.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--fsync",
+            fsync,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("diaspora node serving") {
+                let _ = tx.send(());
+            }
+            eprintln!("[node] {line}");
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("node did not report serving within 60 s");
+    Served {
+        child,
+        data,
+        admin,
+        ca: dir.join("certs/ca.pem"),
+    }
+}
+
+fn sigkill(s: &mut Served) {
+    s.child.kill().expect("SIGKILL");
+    s.child.wait().unwrap();
+}
+
+fn cli(s: &Served, args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--ca", s.ca.to_str().unwrap()])
+        .args(if args[0] == "topic" {
+            vec!["--admin".to_string(), s.admin.to_string()]
+        } else {
+            vec!["--addr".to_string(), s.data.to_string()]
+        })
+        .output()
+        .expect("run diaspora");
+    assert!(
+        out.status.success(),
+        "diaspora {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn item_payload(i: u64) -> Bytes {
+    // Index, then a body derived from it, then the body's checksum.
+    let mut v = i.to_le_bytes().to_vec();
+    v.extend((0..200u64).map(|k| (i.wrapping_mul(31).wrapping_add(k * 7) % 251) as u8));
+    let crc = crc32c::crc32c(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    Bytes::from(v)
+}
+
+fn check_payload(p: &[u8]) -> u64 {
+    let (body, crc) = p.split_at(p.len() - 4);
+    assert_eq!(
+        crc32c::crc32c(body),
+        u32::from_le_bytes(crc.try_into().unwrap()),
+        "payload intact"
+    );
+    u64::from_le_bytes(body[..8].try_into().unwrap())
+}
+
+async fn kill_mid_stream(fsync: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut node = serve(dir.path(), data, admin, fsync);
+    cli(&node, &["topic", "create", "frames", "--partitions", "2"]);
+
+    let client = Client::connect(ClientConfig::new(data, &node.ca))
+        .await
+        .unwrap();
+    let mut pc = ProducerConfig::new("frames");
+    pc.retry_for = Duration::from_secs(60);
+    pc.batch_bytes_max = 16 << 10;
+    let producer = Producer::new(&client, pc).await.unwrap();
+    const N: u64 = 20_000;
+    let sender = tokio::spawn(async move {
+        let mut deliveries = Vec::with_capacity(N as usize);
+        for i in 0..N {
+            deliveries.push(producer.send(payload_item(item_payload(i))).await.unwrap());
+            if i % 500 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let mut acked = Vec::new();
+        for (i, d) in deliveries.into_iter().enumerate() {
+            if let Ok(d) = d.await {
+                acked.push((i as u64, d));
+            }
+        }
+        let stats = producer.stats();
+        let retried = stats
+            .retried_batches
+            .load(std::sync::atomic::Ordering::Relaxed);
+        producer.close().await.ok();
+        (acked, retried)
+    });
+
+    // Kill the node while items are flowing, then bring it back on the same address.
+    let started = Instant::now();
+    loop {
+        let out = cli(&node, &["topic", "describe", "frames", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n: u64 = v["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["next_offset"].as_u64().unwrap())
+            .sum();
+        if n >= 3000 || started.elapsed() > Duration::from_secs(60) {
+            assert!(n < N, "the kill must happen mid-stream (already {n} items)");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigkill(&mut node);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut node = serve(dir.path(), data, admin, fsync);
+
+    let (acked, retried) = tokio::time::timeout(Duration::from_secs(120), sender)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        acked.len() as u64,
+        N,
+        "the producer recovers and every item is acknowledged"
+    );
+    assert!(retried > 0, "some batches were retried across the crash");
+
+    let mut consumer = Consumer::assign(&client, ConsumerConfig::new("frames"), &[])
+        .await
+        .unwrap();
+    let mut seen = vec![0u32; N as usize];
+    let mut place = std::collections::HashMap::new();
+    while let Some(it) = consumer.poll(Duration::from_secs(3)).await.unwrap() {
+        let i = check_payload(&it.item.payload);
+        seen[i as usize] += 1;
+        place.insert(i, (it.partition, it.offset));
+    }
+    let missing = seen.iter().filter(|c| **c == 0).count();
+    let dupes = seen.iter().filter(|c| **c > 1).count();
+    assert_eq!(
+        (missing, dupes),
+        (0, 0),
+        "every acknowledged item exactly once"
+    );
+    for (i, d) in &acked {
+        assert_eq!(
+            place[i],
+            (d.partition, d.offset),
+            "item {i} is where its ack said"
+        );
+    }
+    client.close();
+    sigkill(&mut node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_fsync_always() {
+    kill_mid_stream("always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_fsync_interval() {
+    kill_mid_stream("interval").await;
+}
+
+/// The acceptance sequence of the README, through the CLI only.
+#[test]
+fn cli_produce_kill_restart_consume_and_group_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut node = serve(dir.path(), data, admin, "interval");
+    cli(&node, &["topic", "create", "t"]);
+    let out = cli(
+        &node,
+        &[
+            "produce",
+            "--topic",
+            "t",
+            "--synthetic",
+            "20000",
+            "--size",
+            "1024",
+            "--json",
+        ],
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["acked"], 20000, "{summary}");
+
+    sigkill(&mut node);
+    let mut node = serve(dir.path(), data, admin, "interval");
+
+    let out = cli(
+        &node,
+        &[
+            "consume", "--topic", "t", "--from", "earliest", "--count", "20000", "--json",
+        ],
+    );
+    let items = json_lines(&out);
+    assert_eq!(items.len(), 20000);
+    for (i, it) in items.iter().enumerate() {
+        assert_eq!(it["offset"], i as u64);
+        assert_eq!(it["size"], 1024);
+        assert_eq!(it["topic"], "t");
+        assert_eq!(it["partition"], 0);
+    }
+    let crc = items[0]["crc32c"].clone();
+    assert!(
+        items.iter().all(|it| it["crc32c"] == crc),
+        "payloads intact"
+    );
+
+    let out = cli(
+        &node,
+        &[
+            "consume", "--topic", "t", "--group", "g", "--count", "5000", "--json",
+        ],
+    );
+    assert_eq!(json_lines(&out).last().unwrap()["offset"], 4999);
+    // The group's commit is durable: survive another SIGKILL.
+    sigkill(&mut node);
+    let mut node = serve(dir.path(), data, admin, "interval");
+    let out = cli(
+        &node,
+        &[
+            "consume", "--topic", "t", "--group", "g", "--count", "1", "--json",
+        ],
+    );
+    assert_eq!(
+        json_lines(&out)[0]["offset"],
+        5000,
+        "group resumes at its committed offset"
+    );
+
+    // Clear one-line errors for an unknown topic and an unreachable node.
+    let out = Command::new(BIN)
+        .args([
+            "consume",
+            "--topic",
+            "nope",
+            "--count",
+            "1",
+            "--ca",
+            node.ca.to_str().unwrap(),
+        ])
+        .args(["--addr", &data.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown topic 'nope'"), "{err}");
+    sigkill(&mut node);
+    let out = Command::new(BIN)
+        .args([
+            "produce",
+            "--topic",
+            "t",
+            "--synthetic",
+            "1",
+            "--ca",
+            node.ca.to_str().unwrap(),
+        ])
+        .args(["--addr", &data.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("is the node running?"), "{err}");
+}
