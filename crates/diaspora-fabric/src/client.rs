@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use diaspora_proto::frame::encode_frame_chunks;
 use diaspora_proto::v1::{self, frame::Body};
-use diaspora_proto::{encode_frame, PROTOCOL_VERSION};
+use diaspora_proto::PROTOCOL_VERSION;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -204,7 +205,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Body>>>>>;
 /// to requests by frame id. When the stream fails, every pending request
 /// gets the error.
 pub struct Lane {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     pending: Pending,
     next_id: AtomicU64,
     remote: SocketAddr,
@@ -217,7 +218,7 @@ impl Lane {
             addr: remote.to_string(),
             message: e.to_string(),
         })?;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(64);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let fail_all = move |pending: &Pending, msg: String| {
             for (_, s) in pending.lock().drain() {
@@ -229,8 +230,8 @@ impl Lane {
         };
         let p1 = pending.clone();
         tokio::spawn(async move {
-            while let Some(wire) = rx.recv().await {
-                if let Err(e) = send.write_chunk(wire).await {
+            while let Some(mut chunks) = rx.recv().await {
+                if let Err(e) = send.write_all_chunks(&mut chunks).await {
                     fail_all(&p1, format!("write: {e}"));
                     return;
                 }
@@ -288,7 +289,7 @@ impl Lane {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (s, r) = oneshot::channel();
         self.pending.lock().insert(id, s);
-        let wire = encode_frame(&v1::Frame {
+        let wire = encode_frame_chunks(&v1::Frame {
             id,
             body: Some(body),
         });

@@ -50,6 +50,34 @@ pub fn encode_item(item: &Item) -> Vec<u8> {
     item.encode_to_vec()
 }
 
+/// Payloads at least this large are not copied by [`encode_item_parts`].
+pub const PAYLOAD_ZERO_COPY_MIN_BYTES: usize = 4096;
+
+/// Encodes an item as `(head, payload)` whose concatenation is a valid
+/// encoding of the item: the payload field is moved to the end, so a large
+/// payload is copied only once, into the batch. (Protobuf decoders accept
+/// fields in any order.)
+///
+/// ```
+/// use prost::Message;
+/// let item = diaspora_fabric::item::payload_item(bytes::Bytes::from(vec![9u8; 10_000]));
+/// let (head, payload) = diaspora_fabric::item::encode_item_parts(item.clone());
+/// let joined = [head, payload.to_vec()].concat();
+/// assert_eq!(diaspora_fabric::item::Item::decode(&joined[..]).unwrap(), item);
+/// ```
+pub fn encode_item_parts(mut item: Item) -> (Vec<u8>, Bytes) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    if item.payload.len() < PAYLOAD_ZERO_COPY_MIN_BYTES {
+        return (item.encode_to_vec(), Bytes::new());
+    }
+    let payload = std::mem::take(&mut item.payload);
+    let mut head = Vec::with_capacity(item.encoded_len() + 16);
+    item.encode(&mut head).expect("Vec grows");
+    encode_key(3, WireType::LengthDelimited, &mut head);
+    encode_varint(payload.len() as u64, &mut head);
+    (head, payload)
+}
+
 /// Decodes every record of a raw batch at or after `from_offset`.
 pub fn decode_batch_items(
     topic: &str,

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::client::{unexpected, Client, Lane};
 use crate::error::{FabricError, Result};
-use crate::item::{encode_item, key_hash, Item};
+use crate::item::{encode_item_parts, key_hash, Item};
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -104,7 +104,8 @@ pub struct ProducerStats {
 
 enum Cmd {
     Item {
-        record: Vec<u8>,
+        head: Vec<u8>,
+        payload: Bytes,
         timestamp_us: i64,
         ack: Option<oneshot::Sender<Result<Delivered>>>,
     },
@@ -196,11 +197,8 @@ impl Producer {
         &self.stats
     }
 
-    fn pick_partition(&self, item: &Item, len: usize) -> usize {
+    fn pick_partition(&self, len: usize) -> usize {
         let n = self.partitions.len();
-        if !item.key.is_empty() {
-            return (key_hash(&item.key) % n as u64) as usize;
-        }
         // Sticky round-robin: fill a batch on one partition, then move on.
         let filled = self.sticky_bytes.fetch_add(len, Ordering::Relaxed) + len;
         if filled >= self.config.batch_bytes_max {
@@ -219,8 +217,11 @@ impl Producer {
         if item.timestamp_us == 0 {
             item.timestamp_us = crate::broker::now_us();
         }
-        let record = encode_item(&item);
-        let len = record.len();
+        let timestamp_us = item.timestamp_us;
+        let key_partition = (partition.is_none() && !item.key.is_empty())
+            .then(|| (key_hash(&item.key) % self.partitions.len() as u64) as usize);
+        let (head, payload) = encode_item_parts(item);
+        let len = head.len() + payload.len();
         if len as u64 > self.item_bytes_max {
             return Err(FabricError::Limit {
                 what: "item of".into(),
@@ -248,7 +249,7 @@ impl Producer {
                 })
             }
             Some(p) => p as usize,
-            None => self.pick_partition(&item, len),
+            None => key_partition.unwrap_or_else(|| self.pick_partition(len)),
         };
         self.budget
             .acquire_many(permits(len))
@@ -263,8 +264,9 @@ impl Producer {
         };
         self.partitions[p]
             .send(Cmd::Item {
-                record,
-                timestamp_us: item.timestamp_us,
+                head,
+                payload,
+                timestamp_us,
                 ack: ack_tx,
             })
             .map_err(|_| FabricError::Shutdown)?;
@@ -410,16 +412,20 @@ impl PartitionTask {
                     self.on_answer(answer).await;
                 }
                 cmd = rx.recv(), if can_take => match cmd {
-                    Some(Cmd::Item { record, timestamp_us, ack }) => {
+                    Some(Cmd::Item { head, payload, timestamp_us, ack }) => {
+                        let len = head.len() + payload.len();
                         let full = {
                             let o = open.get_or_insert_with(|| Open {
-                                builder: BatchBuilder::new(self.config.compression),
+                                builder: BatchBuilder::with_capacity(
+                                    self.config.compression,
+                                    len.max(self.config.batch_bytes_max.min(256 << 10)) + 64,
+                                ),
                                 bytes: 0,
                                 acks: Vec::new(),
                                 deadline: Instant::now() + self.config.linger,
                             });
-                            o.builder.push(&record, timestamp_us);
-                            o.bytes += record.len();
+                            o.builder.push_parts(&[&head, &payload], timestamp_us);
+                            o.bytes += len;
                             o.acks.push(ack);
                             o.bytes >= self.config.batch_bytes_max
                         };

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use diaspora_proto::frame::encode_frame_chunks;
 use diaspora_proto::v1::{self, frame::Body, ErrorCode};
 use diaspora_proto::{encode_frame, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
@@ -90,11 +91,11 @@ async fn serve_stream(
     let frame_max = limits.frame_bytes_max();
     let in_flight_max = limits.in_flight_max.max(1) as usize;
     let (req_tx, mut req_rx) = mpsc::channel::<v1::Frame>(in_flight_max);
-    let (resp_tx, mut resp_rx) = mpsc::channel::<Bytes>(in_flight_max + 8);
+    let (resp_tx, mut resp_rx) = mpsc::channel::<Vec<Bytes>>(in_flight_max + 8);
 
     let writer = tokio::spawn(async move {
-        while let Some(wire) = resp_rx.recv().await {
-            if send.write_chunk(wire).await.is_err() {
+        while let Some(mut chunks) = resp_rx.recv().await {
+            if send.write_all_chunks(&mut chunks).await.is_err() {
                 return;
             }
         }
@@ -109,7 +110,7 @@ async fn serve_stream(
         while let Some(frame) = req_rx.recv().await {
             let id = frame.id;
             let body = handle(&worker_broker, frame).await;
-            let wire = encode_frame(&v1::Frame {
+            let wire = encode_frame_chunks(&v1::Frame {
                 id,
                 body: Some(body),
             });
@@ -135,7 +136,7 @@ async fn serve_stream(
                         id,
                         body: Some(error_body(&err)),
                     });
-                    if resp_tx.send(wire).await.is_err() {
+                    if resp_tx.send(vec![wire]).await.is_err() {
                         break;
                     }
                 }
@@ -160,10 +161,10 @@ async fn serve_stream(
                     message: format!("{e}; closing this stream"),
                 });
                 let _ = resp_tx
-                    .send(encode_frame(&v1::Frame {
+                    .send(vec![encode_frame(&v1::Frame {
                         id: 0,
                         body: Some(body),
-                    }))
+                    })])
                     .await;
                 drop(resp_tx);
                 let _ = recv.stop(quinn::VarInt::from_u32(STREAM_CLOSE_MALFORMED));

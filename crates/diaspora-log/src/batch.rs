@@ -735,21 +735,43 @@ impl BatchBuilder {
     /// over 4 GiB, or a batch over ~4 GiB / u32::MAX records). Use
     /// [`BatchBuilder::try_push`] to handle that as an error.
     pub fn push(&mut self, record: &[u8], timestamp_us: i64) {
-        if let Err(e) = self.try_push(record, timestamp_us) {
+        self.push_parts(&[record], timestamp_us);
+    }
+
+    /// [`BatchBuilder::try_push_parts`] that panics on a record over 4 GiB
+    /// (callers bound records far below that).
+    pub fn push_parts(&mut self, parts: &[&[u8]], timestamp_us: i64) {
+        if let Err(e) = self.try_push_parts(parts, timestamp_us) {
             panic!("BatchBuilder::push: {e}");
         }
     }
 
     /// Appends one record, or explains why the format cannot hold it.
     pub fn try_push(&mut self, record: &[u8], timestamp_us: i64) -> Result<(), BuildError> {
+        self.try_push_parts(&[record], timestamp_us)
+    }
+
+    /// Appends one record made of the concatenation of `parts` — so a caller
+    /// with a small encoded header and a large payload copies each once,
+    /// straight into the batch.
+    ///
+    /// ```
+    /// use diaspora_log::{BatchBuilder, Compression, records};
+    /// let mut b = BatchBuilder::new(Compression::None);
+    /// b.try_push_parts(&[b"head-", b"payload"], 1).unwrap();
+    /// let batch = b.finish();
+    /// assert_eq!(&records(&batch).unwrap()[0].data[..], b"head-payload");
+    /// ```
+    pub fn try_push_parts(&mut self, parts: &[&[u8]], timestamp_us: i64) -> Result<(), BuildError> {
+        let record_len: usize = parts.iter().map(|p| p.len()).sum();
         let format_max = u64::from(u32::MAX);
-        if record.len() as u64 > format_max {
+        if record_len as u64 > format_max {
             return Err(BuildError::RecordTooLarge {
-                bytes: record.len() as u64,
+                bytes: record_len as u64,
                 limit: format_max,
             });
         }
-        let new_len = (self.buf.len() + RECORD_LEN_BYTES + record.len()) as u64;
+        let new_len = (self.buf.len() + RECORD_LEN_BYTES + record_len) as u64;
         // batch_length = total - 12 must fit in u32.
         if new_len - LENGTH_PREFIX_BYTES as u64 > format_max || self.record_count == u32::MAX {
             return Err(BuildError::BatchFull {
@@ -762,9 +784,12 @@ impl BatchBuilder {
             self.first_timestamp_us = timestamp_us;
         }
         self.max_timestamp_us = self.max_timestamp_us.max(timestamp_us);
+        self.buf.reserve(RECORD_LEN_BYTES + record_len);
         self.buf
-            .extend_from_slice(&(record.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(record);
+            .extend_from_slice(&(record_len as u32).to_le_bytes());
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
         self.record_count += 1;
         Ok(())
     }

@@ -22,6 +22,9 @@ use crate::BATCH_HEADER_BYTES;
 /// Most segments one [`Log::read`] call visits; callers loop for more.
 const READ_SEGMENTS_MAX: usize = 16;
 /// The append buffer is shrunk back to this after a larger batch.
+/// Batches above this size are written without being copied into the write buffer.
+const ZERO_COPY_WRITE_MIN_BYTES: usize = 64 << 10;
+
 const WRITE_BUFFER_RETAINED_BYTES: usize = 8 * 1024 * 1024;
 
 /// What [`Log::append`] did.
@@ -515,17 +518,29 @@ impl Log {
         }
         let active = w.active.clone();
         let position = active.size();
-        w.buf.clear();
-        w.buf.extend_from_slice(batch);
-        set_base_offset(&mut w.buf, base_offset);
         // Written at the committed size: a failed or torn write is simply
         // overwritten by the next append (or truncated by recovery).
-        active
-            .file
-            .write_all_at(&w.buf, position)
-            .map_err(LogError::io(&active.log_path))?;
-        if w.buf.capacity() > WRITE_BUFFER_RETAINED_BYTES {
-            w.buf = Vec::new();
+        if batch.len() > ZERO_COPY_WRITE_MIN_BYTES {
+            // Large batches are not copied: the stamped 8-byte base offset, then
+            // the caller's bytes as they are.
+            let mut head = [0u8; 8];
+            set_base_offset(&mut head, base_offset);
+            active
+                .file
+                .write_all_at(&head, position)
+                .and_then(|()| active.file.write_all_at(&batch[8..], position + 8))
+                .map_err(LogError::io(&active.log_path))?;
+        } else {
+            w.buf.clear();
+            w.buf.extend_from_slice(batch);
+            set_base_offset(&mut w.buf, base_offset);
+            active
+                .file
+                .write_all_at(&w.buf, position)
+                .map_err(LogError::io(&active.log_path))?;
+            if w.buf.capacity() > WRITE_BUFFER_RETAINED_BYTES {
+                w.buf = Vec::new();
+            }
         }
         if let Some(e) = w.index_builder.observe(
             base_offset - active.base_offset,
@@ -550,13 +565,16 @@ impl Log {
             );
         }
         w.dirty = true;
-        let due = match self.config.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval(d) => w.last_sync.elapsed() >= d,
-            FsyncPolicy::Never => false,
-        };
-        if due {
-            self.sync_locked(w)?;
+        match self.config.fsync {
+            FsyncPolicy::Always => self.sync_locked(w)?,
+            // The owner's ticker calls `sync_if_due` (outside the writer lock);
+            // this is only a backstop for a log nobody ticks, and it too syncs
+            // after releasing the lock so other appends and reads go on.
+            FsyncPolicy::Interval(d) if w.last_sync.elapsed() >= d * 2 => {
+                drop(guard);
+                self.sync()?;
+            }
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => {}
         }
         Ok(AppendOutcome::Appended {
             base_offset,
