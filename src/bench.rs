@@ -46,8 +46,12 @@ pub struct FabricBenchArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub batch_bytes: usize,
     /// Producer linger, microseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 200)]
     pub linger_us: u64,
+    /// Items sent during the first this-many milliseconds (connection set-up,
+    /// congestion-window growth) are left out of the latency percentiles.
+    #[arg(long, default_value_t = 500)]
+    pub warmup_ms: u64,
     /// Skip the plain-quinn baseline.
     #[arg(long)]
     pub no_baseline: bool,
@@ -68,7 +72,8 @@ impl Default for FabricBenchArgs {
             rate: 0.0,
             fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
             batch_bytes: 1 << 20,
-            linger_us: 2000,
+            linger_us: 200,
+            warmup_ms: 500,
             no_baseline: false,
             json: false,
         }
@@ -112,6 +117,8 @@ pub struct FabricReport {
     pub baseline_mb_per_s: Option<f64>,
     /// `mb_per_s / baseline_mb_per_s`.
     pub ratio_to_baseline: Option<f64>,
+    /// Items left out of the latency percentiles as warm-up.
+    pub latency_warmup_items: u64,
     /// Wall time of the fabric run, s.
     pub elapsed_s: f64,
 }
@@ -184,6 +191,10 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
 
     // Consumers first, so nothing is missed.
     let consumed = Arc::new(AtomicU64::new(0));
+    let warmup_items = Arc::new(AtomicU64::new(0));
+    // Producers start right after the consumers are up; items stamped before
+    // this instant are warm-up.
+    let warmup_end_us = Arc::new(AtomicU64::new(u64::MAX));
     let mut consumer_tasks = Vec::new();
     for c in 0..args.consumers {
         let client = Client::connect(ccfg.clone()).await?;
@@ -196,6 +207,8 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
         let mut consumer = Consumer::assign(&client, ConsumerConfig::new("bench"), &parts).await?;
         let consumed = consumed.clone();
         let total = args.items;
+        let warmup_items = warmup_items.clone();
+        let warmup_end_us = warmup_end_us.clone();
         consumer_tasks.push(tokio::spawn(async move {
             let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
                 .expect("histogram bounds");
@@ -207,7 +220,11 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
                     Ok(Some(item)) => {
                         let lat = (diaspora_fabric::broker::now_us() - item.item.timestamp_us)
                             .max(1) as u64;
-                        let _ = hist.record(lat.min(600_000_000));
+                        if (item.item.timestamp_us as u64) < warmup_end_us.load(Ordering::Relaxed) {
+                            warmup_items.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            let _ = hist.record(lat.min(600_000_000));
+                        }
                         consumed.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(None) => {}
@@ -221,6 +238,10 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
 
     let payload = synthetic_payload(args.size);
     let started = Instant::now();
+    warmup_end_us.store(
+        diaspora_fabric::broker::now_us() as u64 + args.warmup_ms * 1000,
+        Ordering::Relaxed,
+    );
     let mut producer_tasks = Vec::new();
     for p in 0..args.producers {
         let client = Client::connect(ccfg.clone()).await?;
@@ -302,6 +323,7 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
         latency_us_p50: hist.value_at_quantile(0.5),
         latency_us_p99: hist.value_at_quantile(0.99),
         latency_us_p999: hist.value_at_quantile(0.999),
+        latency_warmup_items: warmup_items.load(Ordering::Relaxed),
         baseline_mb_per_s: baseline,
         ratio_to_baseline: baseline.map(|b| mb_per_s / b),
         elapsed_s: elapsed,
@@ -310,7 +332,7 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
 
 /// Plain quinn: one connection, one unidirectional stream, the same payload
 /// bytes written item by item (coalesced to ≥ 64 KiB writes for small items),
-/// same TLS and transport settings as the fabric. Returns MB/s at the receiver.
+/// same TLS, transport settings and socket buffers as the fabric. Returns MB/s at the receiver.
 pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
     use std::sync::Arc as A;
     let dir = tempfile::tempdir()?;
@@ -322,7 +344,7 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
     server_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
-    let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse()?)?;
+    let server = diaspora_fabric::node::quic_endpoint("127.0.0.1:0".parse()?, Some(server_cfg))?;
     let addr = server.local_addr()?;
     let total = size as u64 * items;
     let recv_task = tokio::spawn(async move {
@@ -342,7 +364,7 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
     client_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let mut client = diaspora_fabric::node::quic_endpoint("127.0.0.1:0".parse()?, None)?;
     client.set_default_client_config(client_cfg);
     let conn = client.connect(addr, "localhost")?.await?;
     let mut send = conn.open_uni().await?;

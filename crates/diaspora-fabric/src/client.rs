@@ -82,10 +82,11 @@ impl Client {
         } else {
             "0.0.0.0:0".parse().expect("literal")
         };
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| FabricError::Connection {
-            addr: config.addr.to_string(),
-            message: format!("cannot open a UDP socket: {e}"),
-        })?;
+        let endpoint =
+            crate::node::quic_endpoint(bind, None).map_err(|e| FabricError::Connection {
+                addr: config.addr.to_string(),
+                message: format!("cannot open a UDP socket: {e}"),
+            })?;
         let n = config.connections.max(1);
         let client = Client {
             inner: Arc::new(ClientInner {

@@ -32,6 +32,57 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// UDP socket buffer size asked for, bytes. Bursts of large items on a fast
+/// path overflow the kernel default (~208 KiB) and every drop costs QUIC a
+/// loss-recovery round and a halved congestion window.
+pub const UDP_BUFFER_BYTES: usize = 16 << 20;
+
+/// Binds a UDP socket for QUIC with large send/receive buffers: forced past
+/// `net.core.{r,w}mem_max` where the process may (root), else as large as
+/// the system allows.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let size = UDP_BUFFER_BYTES as libc::c_int;
+        let set = |opt: libc::c_int| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid socket fd and a pointer to a live c_int of the given length.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(force) != 0 && set(plain) != 0 {
+            tracing::debug!(opt = plain, "could not enlarge UDP buffer");
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A quinn endpoint on a socket from [`bind_udp`].
+pub fn quic_endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = bind_udp(addr)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for quinn"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+}
+
 /// The transport settings the node and clients use (for baselines that must match them).
 pub fn transport_config_public() -> quinn::TransportConfig {
     transport_config()
@@ -81,7 +132,7 @@ impl Node {
             .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
         server_config.transport_config(Arc::new(transport_config()));
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|e| {
+        let endpoint = quic_endpoint(config.listen, Some(server_config)).map_err(|e| {
             FabricError::Connection {
                 addr: config.listen.to_string(),
                 message: format!("cannot listen: {e}"),

@@ -51,7 +51,7 @@ impl ProducerConfig {
     pub fn new(topic: impl Into<String>) -> Self {
         ProducerConfig {
             topic: topic.into(),
-            linger: Duration::from_millis(2),
+            linger: Duration::from_micros(200),
             batch_bytes_max: 1 << 20,
             in_flight_max: 5,
             buffer_bytes_max: 256 << 20,
