@@ -21,6 +21,7 @@ pub mod v1 {
 }
 
 pub mod frame;
+pub mod fuzzing;
 
 pub use frame::{decode_frame, encode_frame, FrameError, FRAME_HEADER_BYTES};
 
