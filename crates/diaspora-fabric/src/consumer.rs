@@ -205,6 +205,7 @@ impl Consumer {
             let member_id = j.member_id.clone();
             let generation = j.generation;
             let flag = rebalance.clone();
+            let topic = self.config.topic.clone();
             let every = self.config.session_timeout / 3;
             tokio::spawn(async move {
                 let Ok(lane) = client.lane(0).await else {
@@ -218,6 +219,7 @@ impl Consumer {
                             group: group.clone(),
                             member_id: member_id.clone(),
                             generation,
+                            topic: topic.clone(),
                         }))
                         .await;
                     match r {
@@ -457,6 +459,7 @@ impl Consumer {
                 .call(Body::LeaveGroupRequest(v1::LeaveGroupRequest {
                     group: m.group,
                     member_id: m.member_id,
+                    topic: self.config.topic.clone(),
                 }))
                 .await;
         }

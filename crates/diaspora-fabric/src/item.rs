@@ -87,8 +87,11 @@ pub fn decode_batch_items(
 ) -> Result<Vec<ConsumedItem>> {
     let header = diaspora_log::decode_header(batch)
         .map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
-    let records = diaspora_log::records(batch)
-        .map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
+    // The node validated the batch against its own limits; the client checks
+    // structure and CRC, and accepts any size the format allows.
+    let records =
+        diaspora_log::records_with_limits(batch, &diaspora_log::BatchLimits::format_max())
+            .map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         if r.offset < from_offset {

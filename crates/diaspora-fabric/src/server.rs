@@ -295,17 +295,26 @@ async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, Fa
             })
         }
         Body::HeartbeatRequest(h) => {
-            let topic = broker.member_topic(&h.group, &h.member_id).ok_or_else(|| {
-                FabricError::Group(format!(
-                    "member '{}' is not in group '{}' (expired or never joined)",
-                    h.member_id, h.group
-                ))
-            })?;
+            let topic = if h.topic.is_empty() {
+                broker.member_topic(&h.group, &h.member_id).ok_or_else(|| {
+                    FabricError::Group(format!(
+                        "member '{}' is not in group '{}' (expired or never joined)",
+                        h.member_id, h.group
+                    ))
+                })?
+            } else {
+                h.topic
+            };
             let generation = broker.heartbeat(&h.group, &topic, &h.member_id)?;
             Body::HeartbeatResponse(v1::HeartbeatResponse { generation })
         }
         Body::LeaveGroupRequest(l) => {
-            if let Some(topic) = broker.member_topic(&l.group, &l.member_id) {
+            let topic = if l.topic.is_empty() {
+                broker.member_topic(&l.group, &l.member_id)
+            } else {
+                Some(l.topic)
+            };
+            if let Some(topic) = topic {
                 broker.leave_group(&l.group, &topic, &l.member_id);
             }
             Body::LeaveGroupResponse(v1::LeaveGroupResponse {})
