@@ -518,7 +518,7 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
                 out,
                 "{}",
                 serde_json::json!({
-                    "topic": item.topic, "partition": item.partition, "offset": item.offset,
+                    "topic": &*item.topic, "partition": item.partition, "offset": item.offset,
                     "size": item.item.payload.len(), "timestamp_us": item.item.timestamp_us,
                     "crc32c": crc32c_of(&item.item.payload),
                 })

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::{unexpected, Client};
 use crate::error::{FabricError, Result};
-use crate::item::{decode_batch_items, ConsumedItem};
+use crate::item::{decode_batch_items_into, ConsumedItem};
 
 /// Where to start reading a partition that has no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,7 +366,8 @@ impl Consumer {
 
     /// Waits up to `timeout` for the next item. `Ok(None)` on timeout.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Option<ConsumedItem>> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // The clock is read only when the consumer has to wait.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if self
                 .membership
@@ -384,12 +385,22 @@ impl Consumer {
                 self.stats.consumed.fetch_add(1, Ordering::Relaxed);
                 return Ok(Some(item));
             }
-            let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
-            let chunk = match tokio::time::timeout_at(tick, self.rx.recv()).await {
-                Ok(Some(c)) => c,
-                Ok(None) => return Err(FabricError::Shutdown),
-                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
-                Err(_) => continue,
+            // Something may be ready already: no clock, no timer.
+            let chunk = match self.rx.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(FabricError::Shutdown),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let now = tokio::time::Instant::now();
+                    let deadline = *deadline.get_or_insert(now + timeout);
+                    // Wake at least every 200 ms to notice a rebalance.
+                    let tick = deadline.min(now + Duration::from_millis(200));
+                    match tokio::time::timeout_at(tick, self.rx.recv()).await {
+                        Ok(Some(c)) => c,
+                        Ok(None) => return Err(FabricError::Shutdown),
+                        Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
+                        Err(_) => continue,
+                    }
+                }
             };
             let live = self.fetchers.get(&chunk.partition).map(|(e, _)| *e) == Some(chunk.epoch);
             if !live {
@@ -398,7 +409,8 @@ impl Consumer {
             }
             match chunk.items {
                 Ok(items) => {
-                    self.current.extend(items);
+                    // `current` is empty here: take the Vec's buffer as it is.
+                    self.current = VecDeque::from(items);
                     self.current_permits = chunk.permits;
                 }
                 Err(e) => {
@@ -494,6 +506,7 @@ struct Fetcher {
 
 impl Fetcher {
     async fn run(mut self) {
+        let topic: Arc<str> = self.topic.as_str().into();
         let mut lane = None;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -577,12 +590,11 @@ impl Fetcher {
             backoff = Duration::from_millis(20);
             let mut items = Vec::new();
             for b in &resp.batches {
-                match decode_batch_items(&self.topic, self.partition, b, self.offset) {
-                    Ok(mut v) => items.append(&mut v),
-                    Err(e) => {
-                        let _ = self.send(Err(e), 0).await;
-                        return;
-                    }
+                if let Err(e) =
+                    decode_batch_items_into(&topic, self.partition, b, self.offset, &mut items)
+                {
+                    let _ = self.send(Err(e), 0).await;
+                    return;
                 }
             }
             if let Some(last) = items.last() {

@@ -12,8 +12,8 @@ pub use diaspora_proto::v1::Item;
 /// An item read from the fabric, with its place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumedItem {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared by every item of a fetch).
+    pub topic: std::sync::Arc<str>,
     /// Partition.
     pub partition: u32,
     /// Offset in the partition.
@@ -85,6 +85,20 @@ pub fn decode_batch_items(
     batch: &Bytes,
     from_offset: u64,
 ) -> Result<Vec<ConsumedItem>> {
+    let mut out = Vec::new();
+    decode_batch_items_into(&topic.into(), partition, batch, from_offset, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decode_batch_items`], appending to `out` (no intermediate vector
+/// per batch when a fetch returns several).
+pub fn decode_batch_items_into(
+    topic: &std::sync::Arc<str>,
+    partition: u32,
+    batch: &Bytes,
+    from_offset: u64,
+    out: &mut Vec<ConsumedItem>,
+) -> Result<()> {
     let header = diaspora_log::decode_header(batch)
         .map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
     // The node validated the batch against its own limits; the client checks
@@ -92,7 +106,7 @@ pub fn decode_batch_items(
     let records =
         diaspora_log::records_with_limits(batch, &diaspora_log::BatchLimits::format_max())
             .map_err(|e| FabricError::Invalid(format!("batch from node: {e}")))?;
-    let mut out = Vec::with_capacity(records.len());
+    out.reserve(records.len());
     for r in records {
         if r.offset < from_offset {
             continue;
@@ -111,14 +125,14 @@ pub fn decode_batch_items(
             });
         }
         out.push(ConsumedItem {
-            topic: topic.to_string(),
+            topic: topic.clone(),
             partition,
             offset: r.offset,
             item,
             record_bytes,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// FNV-1a, for stable key → partition mapping across processes and versions.

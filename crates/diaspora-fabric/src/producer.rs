@@ -418,7 +418,7 @@ impl PartitionTask {
                             let o = open.get_or_insert_with(|| Open {
                                 builder: BatchBuilder::with_capacity(
                                     self.config.compression,
-                                    len.max(self.config.batch_bytes_max.min(256 << 10)) + 64,
+                                    len.max(self.config.batch_bytes_max) + 64,
                                 ),
                                 bytes: 0,
                                 acks: Vec::new(),
