@@ -494,3 +494,68 @@ async fn zstd_batches_roundtrip_and_seek_works() {
     assert_eq!(first.offset, 250);
     assert_eq!(first.item.payload[..], vec![250u8; 2048][..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_old_segments_and_consumers_skip_them_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), |c| {
+        c.segment_bytes_max = 4096;
+        c.retention_bytes_max = Some(16 << 10);
+        c.housekeeping_interval = Duration::from_millis(20);
+    })
+    .await;
+    node.broker()
+        .create_topic("r", TopicSettings::with_partitions(1))
+        .unwrap();
+    let c = client(&node).await;
+    let mut pc = ProducerConfig::new("r");
+    pc.batch_bytes_max = 1024;
+    let producer = Producer::new(&c, pc).await.unwrap();
+    for i in 0..400u32 {
+        producer
+            .send_unacked(None, payload_item(Bytes::from(vec![(i % 256) as u8; 500])))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let part = node.broker().partition("r", 0).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Retained: at most the limit plus the active segment (a segment may
+    // overshoot its size by one batch).
+    let bound = (16 << 10) + 4096 + 1024;
+    while part.log.size_bytes() > bound && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        part.log.size_bytes() <= bound,
+        "size bounded: {}",
+        part.log.size_bytes()
+    );
+    let start = part.log.start_offset();
+    assert!(start > 0, "retention removed old segments");
+
+    let mut consumer = Consumer::assign(
+        &c,
+        ConsumerConfig::new("r").start(StartFrom::Offset(0)),
+        &[0],
+    )
+    .await
+    .unwrap();
+    let first = consumer
+        .poll(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.offset, start,
+        "continues at the first retained offset"
+    );
+    assert_eq!(
+        consumer
+            .stats()
+            .skipped_expired
+            .load(std::sync::atomic::Ordering::Relaxed),
+        start,
+        "skipped items are counted, not silent"
+    );
+}
