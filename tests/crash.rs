@@ -94,6 +94,22 @@ fn cli(s: &Served, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Runs a data-plane command that must fail; returns its stderr.
+fn cli_fails(s: &Served, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .args([
+            "--ca",
+            s.ca.to_str().unwrap(),
+            "--addr",
+            &s.data.to_string(),
+        ])
+        .output()
+        .expect("run diaspora");
+    assert!(!out.status.success(), "diaspora {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -298,38 +314,10 @@ fn cli_produce_kill_restart_consume_and_group_resume() {
     );
 
     // Clear one-line errors for an unknown topic and an unreachable node.
-    let out = Command::new(BIN)
-        .args([
-            "consume",
-            "--topic",
-            "nope",
-            "--count",
-            "1",
-            "--ca",
-            node.ca.to_str().unwrap(),
-        ])
-        .args(["--addr", &data.to_string()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = cli_fails(&node, &["consume", "--topic", "nope", "--count", "1"]);
     assert!(err.contains("unknown topic 'nope'"), "{err}");
     sigkill(&mut node);
-    let out = Command::new(BIN)
-        .args([
-            "produce",
-            "--topic",
-            "t",
-            "--synthetic",
-            "1",
-            "--ca",
-            node.ca.to_str().unwrap(),
-        ])
-        .args(["--addr", &data.to_string()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = cli_fails(&node, &["produce", "--topic", "t", "--synthetic", "1"]);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("is the node running?"), "{err}");
 }
