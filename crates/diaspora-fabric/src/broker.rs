@@ -639,8 +639,8 @@ impl Broker {
             .get_mut(group)
             .ok_or_else(|| FabricError::Group(format!("unknown group '{group}'")))?;
         Self::expire_members(g, topic, Instant::now());
-        let members = g.members.entry(topic.to_string()).or_default();
-        match members.get_mut(member_id) {
+        let member = g.members.get_mut(topic).and_then(|m| m.get_mut(member_id));
+        match member {
             Some(m) => m.last_seen = Instant::now(),
             None => {
                 return Err(FabricError::Group(format!(
@@ -715,11 +715,16 @@ fn stable_node_id(data_dir: &Path) -> Result<String> {
     let path = data_dir.join("node_id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
-        _ => {
+        Ok(_) => Err(FabricError::Invalid(format!(
+            "{} is empty: delete it to get a new node id",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = format!("node-{:016x}", rand::random::<u64>());
             write_atomic(&path, id.as_bytes())?;
             Ok(id)
         }
+        Err(e) => Err(FabricError::io(format!("read {}", path.display()), e)),
     }
 }
 

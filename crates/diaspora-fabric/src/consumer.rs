@@ -364,6 +364,30 @@ impl Consumer {
         Ok(())
     }
 
+    /// Moves a partition to its first retained offset, to the end (only new
+    /// items), or to a given offset.
+    pub async fn seek_to(&mut self, partition: u32, to: StartFrom) -> Result<()> {
+        let offset = match to {
+            StartFrom::Offset(o) => o,
+            edge => {
+                let meta = self.client.metadata(&self.config.topic).await?;
+                let info = meta.partitions.get(partition as usize).ok_or_else(|| {
+                    FabricError::UnknownPartition {
+                        topic: self.config.topic.clone(),
+                        partition,
+                        partitions: meta.partitions.len() as u32,
+                    }
+                })?;
+                if edge == StartFrom::Earliest {
+                    info.start_offset
+                } else {
+                    info.next_offset
+                }
+            }
+        };
+        self.seek(partition, offset)
+    }
+
     /// Waits up to `timeout` for the next item. `Ok(None)` on timeout.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Option<ConsumedItem>> {
         // The clock is read only when the consumer has to wait.

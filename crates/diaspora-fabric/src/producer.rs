@@ -339,6 +339,8 @@ fn new_producer_id() -> u64 {
 
 struct InFlight {
     batch: Bytes,
+    /// Sequence of the batch's first record under the producer id it carries.
+    base_sequence: u64,
     count: u64,
     bytes: usize,
     acks: Vec<Option<oneshot::Sender<Result<Delivered>>>>,
@@ -471,13 +473,15 @@ impl PartitionTask {
     async fn seal_and_send(&mut self, open: Open, flushes: Vec<oneshot::Sender<()>>) {
         let count = open.acks.len() as u64;
         let mut builder = open.builder;
+        let base_sequence = self.next_sequence;
         if self.producer_id != 0 {
-            builder = builder.with_producer(self.producer_id, self.next_sequence);
+            builder = builder.with_producer(self.producer_id, base_sequence);
             self.next_sequence += count;
         }
         let batch = builder.finish();
         let mut f = InFlight {
             batch,
+            base_sequence,
             count,
             bytes: open.bytes,
             acks: open.acks,
@@ -560,6 +564,37 @@ impl PartitionTask {
         }
     }
 
+    /// Continues under a fresh producer id (which the node accepts at any
+    /// sequence). When the node is known to hold batches of the old id — the
+    /// failed batch was not that id's first — every later in-flight batch of
+    /// the old id is certain to be refused for the sequence gap, so they are
+    /// re-stamped with the new id and re-sent now, in order. Otherwise they
+    /// keep awaiting their own answers (they may have been stored).
+    async fn restart_sequence(&mut self, resend_in_flight: bool) {
+        self.producer_id = new_producer_id();
+        self.next_sequence = 0;
+        if !resend_in_flight {
+            return;
+        }
+        for i in 0..self.inflight.len() {
+            let seq = self.next_sequence;
+            match diaspora_log::restamp_producer(&self.inflight[i].batch, self.producer_id, seq) {
+                Ok(batch) => {
+                    self.next_sequence += self.inflight[i].count;
+                    self.inflight[i].base_sequence = seq;
+                    self.inflight[i].batch = batch.clone();
+                    self.stats.retried_batches.fetch_add(1, Ordering::Relaxed);
+                    // The old answer (a refusal) is dropped with its receiver.
+                    self.inflight[i].answer = self.transmit(&batch).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot re-stamp an in-flight batch");
+                    self.inflight[i].answer = None;
+                }
+            }
+        }
+    }
+
     /// Resends every unacknowledged batch, in order, on a new lane; gives up
     /// after `retry_for`. Permanent errors fail the in-flight batches and start
     /// a new producer id so later batches are not refused for a sequence gap.
@@ -571,12 +606,13 @@ impl PartitionTask {
                 // nothing stored is ever reported as failed. Batches sealed from now
                 // on use a fresh producer id, which the node accepts at any sequence.
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "batch failed");
-                if let Some(f) = self.inflight.pop_front() {
-                    self.complete(f, Err(FabricError::Invalid(e.to_string())));
-                }
+                let Some(failed) = self.inflight.pop_front() else {
+                    return;
+                };
+                let node_knows_old_id = failed.base_sequence > 0;
+                self.complete(failed, Err(FabricError::Invalid(e.to_string())));
                 if self.producer_id != 0 {
-                    self.producer_id = new_producer_id();
-                    self.next_sequence = 0;
+                    self.restart_sequence(node_knows_old_id).await;
                 }
                 return;
             }
@@ -600,6 +636,11 @@ impl PartitionTask {
                     self.complete(f, Err(FabricError::Invalid(msg.clone())));
                 }
                 self.failing_since = None;
+                // Whether the abandoned batches were stored is unknown: a fresh
+                // id keeps later batches from being refused for a sequence gap.
+                if self.producer_id != 0 {
+                    self.restart_sequence(false).await;
+                }
                 return;
             }
             tokio::time::sleep(backoff).await;

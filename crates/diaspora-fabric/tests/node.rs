@@ -493,6 +493,31 @@ async fn zstd_batches_roundtrip_and_seek_works() {
         .unwrap();
     assert_eq!(first.offset, 250);
     assert_eq!(first.item.payload[..], vec![250u8; 2048][..]);
+    consumer.seek_to(0, StartFrom::Earliest).await.unwrap();
+    let first = consumer
+        .poll(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.offset, 0);
+    consumer.seek_to(0, StartFrom::Latest).await.unwrap();
+    assert!(consumer
+        .poll(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_none());
+    producer
+        .send_to(0, payload_item(Bytes::from_static(b"new")))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let next = consumer
+        .poll(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.offset, &next.item.payload[..]), (500, &b"new"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,4 +583,66 @@ async fn retention_expires_old_segments_and_consumers_skip_them_visibly() {
         start,
         "skipped items are counted, not silent"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_fails_alone_and_later_items_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // The node refuses batches over 6 KiB, so any batch holding the 7 KiB item.
+    let node = node_with(dir.path(), |c| {
+        c.limits.item_bytes_max = 10 << 10;
+        c.limits.batch_bytes_max = 6 << 10;
+    })
+    .await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(1))
+        .unwrap();
+    let c = client(&node).await;
+    let mut pc = ProducerConfig::new("t");
+    pc.batch_bytes_max = 4 << 10;
+    pc.linger = Duration::from_millis(50);
+    let producer = Producer::new(&c, pc).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..600u32 {
+        let size = if i == 300 { 7 << 10 } else { 100 };
+        let mut payload = vec![0u8; size];
+        payload[..4].copy_from_slice(&i.to_le_bytes());
+        deliveries.push(
+            producer
+                .send(payload_item(Bytes::from(payload)))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut failed = Vec::new();
+    let mut acked = Vec::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        match d.await {
+            Ok(d) => acked.push((i as u32, d.offset)),
+            Err(e) => {
+                assert!(e.to_string().contains("batch_bytes_max"), "{e}");
+                failed.push(i as u32);
+            }
+        }
+    }
+    assert!(failed.contains(&300), "the oversized batch is refused");
+    let (lo, hi) = (failed[0], *failed.last().unwrap());
+    assert_eq!(
+        failed.len() as u32,
+        hi - lo + 1,
+        "only one contiguous batch fails: {failed:?}"
+    );
+    // One batch is ~37 items; failing the batches in flight behind it too
+    // (instead of re-sending them under a fresh producer id) would exceed this.
+    assert!(failed.len() < 50, "{failed:?}");
+    // Everything else is stored exactly once, in send order, where its ack said.
+    let mut consumer = Consumer::assign(&c, ConsumerConfig::new("t"), &[0])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(it) = consumer.poll(Duration::from_millis(500)).await.unwrap() {
+        let i = u32::from_le_bytes(it.item.payload[..4].try_into().unwrap());
+        seen.push((i, it.offset));
+    }
+    assert_eq!(seen, acked, "acked items exactly once, in order");
 }

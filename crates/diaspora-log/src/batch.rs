@@ -431,6 +431,41 @@ fn compute_crc(buf: &[u8]) -> u32 {
     crc32c::crc32c(&buf[CRC_START..])
 }
 
+/// A copy of an intact batch with a new producer id and base sequence (and
+/// its CRC recomputed) — for a producer that must re-send batches the node
+/// refused under an abandoned producer id.
+///
+/// ```
+/// use diaspora_log::{restamp_producer, verify_batch, BatchBuilder, Compression};
+/// let mut b = BatchBuilder::new(Compression::None).with_producer(1, 10);
+/// b.push(b"x", 0);
+/// let again = restamp_producer(&b.finish(), 2, 0).unwrap();
+/// let h = verify_batch(&again).unwrap();
+/// assert_eq!((h.producer_id, h.base_sequence), (2, 0));
+/// ```
+pub fn restamp_producer(
+    batch: &[u8],
+    producer_id: u64,
+    base_sequence: u64,
+) -> Result<Bytes, BatchError> {
+    let h = verify_batch(batch)?;
+    if base_sequence
+        .checked_add(u64::from(h.record_count) - 1)
+        .is_none()
+    {
+        return Err(BatchError::SequenceOverflow {
+            base_sequence,
+            record_count: h.record_count,
+        });
+    }
+    let mut v = batch.to_vec();
+    v[40..48].copy_from_slice(&producer_id.to_le_bytes());
+    v[48..56].copy_from_slice(&base_sequence.to_le_bytes());
+    let crc = compute_crc(&v);
+    v[12..16].copy_from_slice(&crc.to_le_bytes());
+    Ok(Bytes::from(v))
+}
+
 /// Checks the integrity of one whole batch: header structure, exact length
 /// and CRC. It does not walk the records or apply limits. This is what the
 /// log runs on every batch it serves, so a corrupt record is never returned.

@@ -76,9 +76,9 @@ mod producer;
 mod scan;
 
 pub use batch::{
-    decode_header, records, records_with_limits, set_base_offset, validate_batch, verify_batch,
-    BatchBuilder, BatchError, BatchHeader, BatchLimits, BuildError, Compression, Record,
-    BATCH_HEADER_BYTES, BATCH_MAGIC,
+    decode_header, records, records_with_limits, restamp_producer, set_base_offset, validate_batch,
+    verify_batch, BatchBuilder, BatchError, BatchHeader, BatchLimits, BuildError, Compression,
+    Record, BATCH_HEADER_BYTES, BATCH_MAGIC,
 };
 pub use config::{
     ConfigError, FsyncPolicy, LogConfig, ParseFsyncPolicyError, FSYNC_INTERVAL_DEFAULT,

@@ -159,6 +159,9 @@ pub struct Log {
     segments: RwLock<Vec<Arc<Segment>>>,
     next_offset: AtomicU64,
     writer: Mutex<Writer>,
+    /// Serialises `sync`: a caller returns only once every append before its
+    /// call is on stable storage, even while another caller's fsync runs.
+    sync_lock: Mutex<()>,
 }
 
 fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
@@ -431,6 +434,7 @@ impl Log {
                 dirty: false,
                 failed: None,
             }),
+            sync_lock: Mutex::new(()),
         };
         Ok((log, report))
     }
@@ -634,6 +638,7 @@ impl Log {
     /// policy. The fsync runs outside the writer lock, so appends and reads
     /// continue meanwhile.
     pub fn sync(&self) -> Result<(), LogError> {
+        let _one_at_a_time = self.sync_lock.lock();
         let active = {
             let mut w = self.writer.lock();
             if let Some(reason) = &w.failed {
