@@ -365,9 +365,14 @@ impl AdminClient {
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = String::new();
     let mut cur = e.source();
+    let top = e.to_string();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        // Wrapped errors often repeat their source's message; say it once.
+        if !top.contains(&text) && !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod bridge;
 pub mod broker;
 pub mod client;
 pub mod config;
@@ -48,6 +49,7 @@ pub mod tls;
 pub mod wire;
 
 pub use admin::AdminClient;
+pub use bridge::{Bridge, BridgeConfig, BridgeStats};
 pub use broker::{Broker, TopicSettings};
 pub use client::{Client, ClientConfig, Lane};
 pub use config::{Limits, NodeConfig};

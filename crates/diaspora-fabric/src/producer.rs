@@ -370,7 +370,8 @@ struct PartitionTask {
     failing_since: Option<Instant>,
 }
 
-fn retriable(e: &FabricError) -> bool {
+/// Errors after which re-sending the same batch may succeed.
+pub(crate) fn retriable(e: &FabricError) -> bool {
     match e {
         FabricError::Connection { .. } | FabricError::Shutdown => true,
         FabricError::Remote { code, .. } => matches!(

@@ -1,0 +1,184 @@
+//! Helpers shared by the process-level tests: free ports, `diaspora serve`
+//! child processes, SIGKILL, CLI calls and self-checking payloads.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
+
+pub fn free_port() -> u16 {
+    // A port free for both UDP (data plane) and TCP (admin) right now.
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub struct Served {
+    pub child: Child,
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+    pub ca: PathBuf,
+}
+
+pub fn serve(dir: &Path, data: SocketAddr, admin: SocketAddr, fsync: &str) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--listen",
+            &data.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--fsync",
+            fsync,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("diaspora node serving") {
+                let _ = tx.send(());
+            }
+            eprintln!("[node] {line}");
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("node did not report serving within 60 s");
+    Served {
+        child,
+        data,
+        admin,
+        ca: dir.join("certs/ca.pem"),
+    }
+}
+
+pub fn sigkill(s: &mut Served) {
+    s.child.kill().expect("SIGKILL");
+    s.child.wait().unwrap();
+}
+
+pub fn cli(s: &Served, args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--ca", s.ca.to_str().unwrap()])
+        .args(if args[0] == "topic" {
+            vec!["--admin".to_string(), s.admin.to_string()]
+        } else {
+            vec!["--addr".to_string(), s.data.to_string()]
+        })
+        .output()
+        .expect("run diaspora");
+    assert!(
+        out.status.success(),
+        "diaspora {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a data-plane command that must fail; returns its stderr.
+pub fn cli_fails(s: &Served, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .args([
+            "--ca",
+            s.ca.to_str().unwrap(),
+            "--addr",
+            &s.data.to_string(),
+        ])
+        .output()
+        .expect("run diaspora");
+    assert!(!out.status.success(), "diaspora {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+pub fn item_payload(i: u64) -> Bytes {
+    // Index, then a body derived from it, then the body's checksum.
+    let mut v = i.to_le_bytes().to_vec();
+    v.extend((0..200u64).map(|k| (i.wrapping_mul(31).wrapping_add(k * 7) % 251) as u8));
+    let crc = crc32c::crc32c(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    Bytes::from(v)
+}
+
+pub fn check_payload(p: &[u8]) -> u64 {
+    let (body, crc) = p.split_at(p.len() - 4);
+    assert_eq!(
+        crc32c::crc32c(body),
+        u32::from_le_bytes(crc.try_into().unwrap()),
+        "payload intact"
+    );
+    u64::from_le_bytes(body[..8].try_into().unwrap())
+}
+
+/// A node on fresh loopback ports.
+pub fn start_node(dir: &Path, fsync: &str) -> Served {
+    let data: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    serve(dir, data, admin, fsync)
+}
+
+/// Starts `diaspora bridge` from `from/topic` to `to/topic`.
+pub fn start_bridge(from: &Served, to: &Served, topic: &str, name: &str) -> Child {
+    Command::new(BIN)
+        // A long commit interval makes a restarted bridge re-send many
+        // batches the target already holds: the dedupe path is exercised.
+        .args(["bridge", "--name", name, "--stats-interval-s", "0"])
+        .args(["--commit-interval-ms", "2000"])
+        .args(["--from", &format!("{}/{topic}", from.data)])
+        .args(["--to", &format!("{}/{topic}", to.data)])
+        .args(["--from-ca", from.ca.to_str().unwrap()])
+        .args(["--to-ca", to.ca.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora bridge")
+}
+
+/// Stops a bridge with SIGTERM (so it commits and reports) and returns the
+/// number of duplicate batches it says it absorbed.
+pub fn stop_bridge(bridge: Child) -> u64 {
+    let pid = bridge.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "SIGTERM to the bridge");
+    let out = bridge.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bridge exit: {err}");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.contains("duplicate batches absorbed"))
+        .unwrap_or_else(|| panic!("no final report from the bridge: {err}"));
+    line.split(", ")
+        .find_map(|part| part.strip_suffix(" duplicate batches absorbed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the report: {line}"))
+}
