@@ -191,6 +191,13 @@ struct ProduceArgs {
     /// Compress batches with zstd.
     #[arg(long)]
     zstd: bool,
+    /// Pace production at this many items per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Write one JSON line per acknowledged item to FILE: {"id","partition","offset"}.
+    /// Items carry their index as metadata "id", so a consumer can match them.
+    #[arg(long, value_name = "FILE")]
+    acks: Option<PathBuf>,
     /// Print a JSON summary (with "acked") at the end.
     #[arg(long)]
     json: bool,
@@ -535,12 +542,64 @@ async fn produce(a: ProduceArgs) -> Result<()> {
     let started = Instant::now();
     let mut items = 0u64;
     let mut bytes = 0u64;
+    // With --acks, every item gets a delivery future; a writer task records
+    // them in order as they resolve.
+    let (ack_tx, ack_writer) = match &a.acks {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("create {}", path.display()))?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<(u64, diaspora::fabric::Delivery)>(65_536);
+            (Some(tx), Some(tokio::spawn(write_acks(file, rx))))
+        }
+        None => (None, None),
+    };
+    let make_item = |i: u64, payload: bytes::Bytes| {
+        let mut item = payload_item(payload);
+        item.metadata.insert(
+            "id".into(),
+            v1::Value {
+                kind: Some(v1::value::Kind::I(i as i64)),
+            },
+        );
+        item
+    };
+    let pace = |i: u64| {
+        let due = (a.rate > 0.0).then(|| started + Duration::from_secs_f64(i as f64 / a.rate));
+        async move {
+            if let Some(due) = due {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+    };
+    let submit = |item: v1::Item| {
+        let ack_tx = ack_tx.clone();
+        let producer = &producer;
+        let partition = a.partition;
+        async move {
+            match ack_tx {
+                Some(tx) => {
+                    let id = match item.metadata.get("id").and_then(|v| v.kind.clone()) {
+                        Some(v1::value::Kind::I(i)) => i as u64,
+                        _ => 0,
+                    };
+                    let d = match partition {
+                        Some(p) => producer.send_to(p, item).await?,
+                        None => producer.send(item).await?,
+                    };
+                    tx.send((id, d))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("ack writer stopped"))?;
+                }
+                None => producer.send_unacked(partition, item).await?,
+            }
+            anyhow::Ok(())
+        }
+    };
     if let Some(n) = a.synthetic {
         let payload = diaspora::bench::synthetic_payload(a.size);
-        for _ in 0..n {
-            producer
-                .send_unacked(a.partition, payload_item(payload.clone()))
-                .await?;
+        for i in 0..n {
+            pace(i).await;
+            submit(make_item(i, payload.clone())).await?;
             items += 1;
             bytes += a.size as u64;
         }
@@ -556,14 +615,17 @@ async fn produce(a: ProduceArgs) -> Result<()> {
         };
         let mut lines = tokio::io::BufReader::new(reader).lines();
         while let Some(line) = lines.next_line().await? {
+            pace(items).await;
             bytes += line.len() as u64;
-            producer
-                .send_unacked(a.partition, payload_item(bytes::Bytes::from(line)))
-                .await?;
+            submit(make_item(items, bytes::Bytes::from(line))).await?;
             items += 1;
         }
     }
+    drop(ack_tx);
     let flushed = producer.flush().await;
+    if let Some(w) = ack_writer {
+        w.await.context("ack writer")??;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let stats = producer.stats();
     let acked = stats.acked.load(std::sync::atomic::Ordering::Relaxed);
@@ -623,6 +685,11 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
                 serde_json::json!({
                     "topic": &*item.topic, "partition": item.partition, "offset": item.offset,
                     "size": item.item.payload.len(), "timestamp_us": item.item.timestamp_us,
+                    "latency_us": diaspora::fabric::broker::now_us() - item.item.timestamp_us,
+                    "id": match item.item.metadata.get("id").and_then(|v| v.kind.as_ref()) {
+                        Some(v1::value::Kind::I(i)) => serde_json::json!(i),
+                        _ => serde_json::Value::Null,
+                    },
                     "crc32c": crc32c_of(&item.item.payload),
                 })
             )?;
@@ -652,6 +719,31 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
     }
     consumer.close().await;
     client.close();
+    Ok(())
+}
+
+/// Writes `{"id","partition","offset"}` for each acknowledged item, in send order.
+async fn write_acks(
+    file: std::fs::File,
+    mut rx: tokio::sync::mpsc::Receiver<(u64, diaspora::fabric::Delivery)>,
+) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(file);
+    let mut last_flush = Instant::now();
+    while let Some((id, delivery)) = rx.recv().await {
+        if let Ok(d) = delivery.await {
+            writeln!(
+                out,
+                r#"{{"id":{id},"partition":{},"offset":{}}}"#,
+                d.partition, d.offset
+            )?;
+        }
+        if last_flush.elapsed() > Duration::from_millis(100) {
+            out.flush()?;
+            last_flush = Instant::now();
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

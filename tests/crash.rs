@@ -196,3 +196,87 @@ fn cli_produce_kill_restart_consume_and_group_resume() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("is the node running?"), "{err}");
 }
+
+/// `produce --acks FILE --rate R` records where every item landed; `consume
+/// --json` reports each item's id and latency: the two agree item by item.
+#[test]
+fn cli_acks_file_matches_consumed_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_node(dir.path(), "interval");
+    cli(&node, &["topic", "create", "t", "--partitions", "3"]);
+    let acks = dir.path().join("acks.jsonl");
+    let started = std::time::Instant::now();
+    // A first run without --acks shares the topic (same ids, other places).
+    cli(
+        &node,
+        &[
+            "produce",
+            "--topic",
+            "t",
+            "--synthetic",
+            "600",
+            "--size",
+            "64",
+            "--rate",
+            "3000",
+        ],
+    );
+    let out = cli(
+        &node,
+        &[
+            "produce",
+            "--topic",
+            "t",
+            "--synthetic",
+            "600",
+            "--size",
+            "64",
+            "--rate",
+            "3000",
+            "--acks",
+            acks.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["acked"], 600);
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "--rate paces production"
+    );
+    let acked: Vec<serde_json::Value> = std::fs::read_to_string(&acks)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(acked.len(), 600);
+    let consumed = json_lines(&cli(
+        &node,
+        &["consume", "--topic", "t", "--count", "1200", "--json"],
+    ));
+    let place: std::collections::HashMap<(u64, u64), u64> = consumed
+        .iter()
+        .map(|c| {
+            assert!(c["latency_us"].as_i64().unwrap() >= 0);
+            (
+                (
+                    c["partition"].as_u64().unwrap(),
+                    c["offset"].as_u64().unwrap(),
+                ),
+                c["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (k, a) in acked.iter().enumerate() {
+        assert_eq!(a["id"], k as u64, "acks are written in send order");
+        let at = (
+            a["partition"].as_u64().unwrap(),
+            a["offset"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            place[&at], k as u64,
+            "the item at the acked place has the acked id"
+        );
+    }
+    sigkill(&mut node);
+}
