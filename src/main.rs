@@ -194,10 +194,14 @@ struct ProduceArgs {
     /// Pace production at this many items per second (0 = as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Write one JSON line per acknowledged item to FILE: {"id","partition","offset"}.
-    /// Items carry their index as metadata "id", so a consumer can match them.
+    /// Write one JSON line per acknowledged item to FILE:
+    /// {"id","partition","offset","acked_us"}. Items carry metadata "id"
+    /// (--id-start + their index), so a consumer can match them.
     #[arg(long, value_name = "FILE")]
     acks: Option<PathBuf>,
+    /// First item id (give producers sharing a topic disjoint ranges).
+    #[arg(long, default_value_t = 0)]
+    id_start: u64,
     /// Print a JSON summary (with "acked") at the end.
     #[arg(long)]
     json: bool,
@@ -558,7 +562,7 @@ async fn produce(a: ProduceArgs) -> Result<()> {
         item.metadata.insert(
             "id".into(),
             v1::Value {
-                kind: Some(v1::value::Kind::I(i as i64)),
+                kind: Some(v1::value::Kind::I((a.id_start + i) as i64)),
             },
         );
         item
@@ -722,7 +726,7 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes `{"id","partition","offset"}` for each acknowledged item, in send order.
+/// Writes `{"id","partition","offset","acked_us"}` for each acknowledged item, in send order.
 async fn write_acks(
     file: std::fs::File,
     mut rx: tokio::sync::mpsc::Receiver<(u64, diaspora::fabric::Delivery)>,
