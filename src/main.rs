@@ -670,9 +670,30 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    while a.count.is_none_or(|n| seen < n) {
-        let Some(item) = consumer.poll(idle).await? else {
+    // SIGTERM or Ctrl-C ends consumption cleanly: output flushed, offsets committed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let tick = Duration::from_millis(100);
+    let mut idle_for = Duration::ZERO;
+    let mut last_flush = Instant::now();
+    while a.count.is_none_or(|n| seen < n) && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Some(item) = consumer.poll(tick.min(idle)).await? else {
+            // Readers of the output (a twin runner, a pipe) see items promptly.
             out.flush()?;
+            idle_for += tick;
+            if idle_for < idle {
+                continue;
+            }
             if a.group.is_some() {
                 consumer.commit().await?;
             }
@@ -681,6 +702,11 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
             }
             break;
         };
+        idle_for = Duration::ZERO;
+        if last_flush.elapsed() >= tick {
+            out.flush()?;
+            last_flush = Instant::now();
+        }
         seen += 1;
         if a.json {
             writeln!(
