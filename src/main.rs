@@ -48,6 +48,9 @@ enum Command {
     Consume(ConsumeArgs),
     /// Mirror a topic from one node to another (store-and-forward, exactly once).
     Bridge(BridgeArgs),
+    /// Virtual infrastructure twins: run a scenario of real hosts over emulated links.
+    #[command(subcommand)]
+    Twin(TwinCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -282,6 +285,44 @@ fn parse_endpoint(s: &str) -> Result<(SocketAddr, String)> {
 }
 
 #[derive(Subcommand)]
+enum TwinCommand {
+    /// Run a scenario file (twins/*.toml): hosts as real processes, links as
+    /// user-space relays, faults on a schedule; check its assertions.
+    Run {
+        /// Scenario file.
+        file: PathBuf,
+        /// Print the results as JSON (passed, produced, acked, consumed, lost,
+        /// duplicated, latency_us_p99, recovery_s, timeline, …).
+        #[arg(long)]
+        json: bool,
+        /// Write results.json and report.html (with the hosts' data and logs) here.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Seed of the links' randomness (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Multiply every time in the scenario by X (e.g. 0.2 to shorten it for CI).
+        #[arg(long, default_value_t = 1.0)]
+        duration_scale: f64,
+    },
+    /// Measure a relay's real delay, throughput and loss against configured values.
+    Calibrate {
+        /// One-way delay to configure, ms.
+        #[arg(long, default_value_t = 20.0)]
+        delay_ms: f64,
+        /// Bandwidth to configure, Mbit/s.
+        #[arg(long, default_value_t = 100.0)]
+        bandwidth_mbit: f64,
+        /// Random loss to configure, as a fraction (0.01 = 1 %).
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// End-to-end producer → node → consumer over QUIC loopback, with a plain-quinn baseline.
     Fabric(diaspora::bench::FabricBenchArgs),
@@ -342,6 +383,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bridge(a) => {
             init_tracing("warn");
             bridge(a).await
+        }
+        Command::Twin(t) => {
+            init_tracing("warn");
+            twin(t).await
         }
         Command::Bench(BenchCommand::Fabric(a)) => {
             init_tracing("warn");
@@ -445,6 +490,112 @@ async fn bridge(a: BridgeArgs) -> Result<()> {
         bail!("partition {p} stopped: {e}");
     }
     Ok(())
+}
+
+async fn twin(t: TwinCommand) -> Result<()> {
+    match t {
+        TwinCommand::Run {
+            file,
+            json,
+            report,
+            seed,
+            duration_scale,
+        } => {
+            let scenario = diaspora_twin::Scenario::load(&file).map_err(anyhow::Error::msg)?;
+            let tmp = tempfile::tempdir()?;
+            let work_dir = match &report {
+                Some(dir) => dir.join("hosts"),
+                None => tmp.path().to_path_buf(),
+            };
+            let options = diaspora_twin::RunOptions {
+                binary: std::env::current_exe().context("locating the diaspora binary")?,
+                seed,
+                duration_scale,
+                work_dir,
+            };
+            let bar = indicatif::ProgressBar::new(1000);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:40}] {msg}")
+                    .expect("template"),
+            );
+            bar.set_prefix(scenario.name.clone());
+            let progress = |t: f64, total: f64, status: &str| {
+                bar.set_position(((t / total.max(1e-9)) * 1000.0).min(1000.0) as u64);
+                bar.set_message(format!("{t:.0}/{total:.0} s {status}"));
+            };
+            let results = diaspora_twin::run(scenario, &options, &progress)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            bar.finish_and_clear();
+            let text = serde_json::to_string_pretty(&results)?;
+            if let Some(dir) = &report {
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(dir.join("results.json"), &text)?;
+                let html = diaspora_twin::report::html_report(
+                    &results.scenario,
+                    &results.analysis(),
+                    &results.fault_windows(),
+                    &results.report_checks(),
+                    &text,
+                );
+                std::fs::write(dir.join("report.html"), html)?;
+                eprintln!("report: {}", dir.join("report.html").display());
+            }
+            if json {
+                println!("{text}");
+            } else {
+                println!(
+                    "{}: {} — produced {}, acked {}, consumed {}, lost {}, duplicated {}, latency p99 {:.1} ms, recovery {:.1} s",
+                    results.scenario,
+                    if results.passed { "PASSED" } else { "FAILED" },
+                    results.produced,
+                    results.acked,
+                    results.consumed,
+                    results.lost,
+                    results.duplicated,
+                    results.latency_us_p99 as f64 / 1000.0,
+                    results.recovery_s
+                );
+                for c in results.checks.iter().filter(|c| !c.passed) {
+                    println!("  failed: {} (measured {})", c.what, c.measured);
+                }
+            }
+            if !results.passed {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        TwinCommand::Calibrate {
+            delay_ms,
+            bandwidth_mbit,
+            loss,
+            json,
+        } => {
+            let report = diaspora_twin::calibrate(diaspora_twin::CalibrateConfig {
+                delay_ms,
+                bandwidth_mbit,
+                loss,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "delay {:.3} ms (configured {delay_ms}), throughput {:.2} Mbit/s (configured {bandwidth_mbit}), loss {:.4} (configured {loss}){}",
+                    report.delay_ms_measured,
+                    report.bandwidth_mbit_measured,
+                    report.loss_measured,
+                    if report.within_targets() { "" } else { " — outside the fidelity targets" }
+                );
+                for n in &report.notes {
+                    println!("  note: {n}");
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn admin(conn: &AdminConn) -> Result<AdminClient> {
@@ -738,7 +889,11 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
             )?;
         }
         if a.group.is_some() && last_commit.elapsed() > Duration::from_secs(1) {
-            consumer.commit().await?;
+            // A node that is down now is retried at the next commit; the
+            // items keep flowing when it returns.
+            if let Err(e) = consumer.commit().await {
+                tracing::warn!(error = %e, "commit failed; will retry");
+            }
             last_commit = Instant::now();
         }
     }
@@ -762,9 +917,10 @@ async fn write_acks(
     let mut last_flush = Instant::now();
     while let Some((id, delivery)) = rx.recv().await {
         if let Ok(d) = delivery.await {
+            let acked_us = diaspora::fabric::broker::now_us();
             writeln!(
                 out,
-                r#"{{"id":{id},"partition":{},"offset":{}}}"#,
+                r#"{{"id":{id},"partition":{},"offset":{},"acked_us":{acked_us}}}"#,
                 d.partition, d.offset
             )?;
         }

@@ -145,7 +145,10 @@ impl Client {
                     cfg.connect_timeout
                 ))
             })?
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| match e {
+                quinn::ConnectionError::TimedOut => err("timed out (is the node running?)".into()),
+                e => err(e.to_string()),
+            })?;
         self.inner.connections.lock()[slot] = Some(conn.clone());
         Ok(conn)
     }

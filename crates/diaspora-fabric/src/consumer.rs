@@ -130,6 +130,8 @@ pub struct Consumer {
     positions: BTreeMap<u32, u64>,
     committed: BTreeMap<u32, u64>,
     membership: Option<Membership>,
+    /// A re-join that failed (node unreachable), retried at the next poll.
+    rejoin: Option<(String, String)>,
     stats: Arc<ConsumerStats>,
 }
 
@@ -152,6 +154,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
             membership: None,
+            rejoin: None,
             stats: Arc::new(ConsumerStats::default()),
         }
     }
@@ -243,16 +246,29 @@ impl Consumer {
     }
 
     async fn rebalance(&mut self) -> Result<()> {
-        let Some(m) = self.membership.take() else {
-            return Ok(());
+        let (group, member_id) = match self.membership.take() {
+            Some(m) => {
+                m.heartbeat.abort();
+                let _ = self.commit().await;
+                self.stop_all();
+                tracing::info!(group = %m.group, member = %m.member_id, generation = m.generation, "rebalancing");
+                (m.group, m.member_id)
+            }
+            None => match self.rejoin.take() {
+                Some(r) => r,
+                None => return Ok(()),
+            },
         };
-        m.heartbeat.abort();
-        let _ = self.commit().await;
-        self.stop_all();
-        tracing::info!(group = %m.group, member = %m.member_id, generation = m.generation, "rebalancing");
-        self.join(&m.group, m.member_id).await
+        if let Err(e) = self.join(&group, member_id.clone()).await {
+            self.rejoin = Some((group, member_id));
+            return Err(e);
+        }
+        Ok(())
     }
 
+    /// Stops every fetcher and drops prefetched items. Positions are kept:
+    /// a partition this consumer gets back continues where it was, so a
+    /// reconnect does not re-deliver what was read since the last commit.
     fn stop_all(&mut self) {
         for (_, (_, h)) in self.fetchers.drain() {
             h.abort();
@@ -260,12 +276,11 @@ impl Consumer {
         self.current.clear();
         self.budget.add_permits(self.current_permits as usize);
         self.current_permits = 0;
-        self.positions.clear();
-        self.committed.clear();
     }
 
     async fn start_partitions(&mut self, partitions: &[u32]) -> Result<()> {
         let meta = self.client.metadata(&self.config.topic).await?;
+        let previous = std::mem::take(&mut self.positions);
         let committed: BTreeMap<u32, u64> = match &self.config.group {
             Some(g) => match self
                 .client
@@ -293,11 +308,11 @@ impl Consumer {
                         partition: p,
                         partitions: meta.partitions.len() as u32,
                     })?;
-            let offset = match committed.get(&p) {
-                Some(&o) => {
-                    self.committed.insert(p, o);
-                    o
-                }
+            if let Some(&o) = committed.get(&p) {
+                self.committed.insert(p, o);
+            }
+            let offset = match previous.get(&p).or(committed.get(&p)) {
+                Some(&o) => o,
                 None => match self.config.start {
                     StartFrom::Earliest => info.start_offset,
                     StartFrom::Latest => info.next_offset,
@@ -393,12 +408,28 @@ impl Consumer {
         // The clock is read only when the consumer has to wait.
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            if self
-                .membership
-                .as_ref()
-                .is_some_and(|m| m.rebalance.load(Ordering::Relaxed))
+            if self.rejoin.is_some()
+                || self
+                    .membership
+                    .as_ref()
+                    .is_some_and(|m| m.rebalance.load(Ordering::Relaxed))
             {
-                self.rebalance().await?;
+                match self.rebalance().await {
+                    Ok(()) => {}
+                    // The node is unreachable: keep trying at the next poll.
+                    Err(e @ (FabricError::Connection { .. } | FabricError::Shutdown)) => {
+                        tracing::warn!(error = %e, "rejoin failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if tokio::time::Instant::now()
+                            >= *deadline
+                                .get_or_insert_with(|| tokio::time::Instant::now() + timeout)
+                        {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if let Some(item) = self.current.pop_front() {
                 if self.current.is_empty() {

@@ -25,9 +25,9 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
         .send_window(128 << 20)
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(16))
-        .keep_alive_interval(Some(Duration::from_secs(2)))
+        .keep_alive_interval(Some(Duration::from_secs(1)))
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            10_000,
+            3_000,
         ))));
     t
 }
@@ -77,10 +77,58 @@ pub fn quic_endpoint(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
+    quic_endpoint_with(addr, server, quinn::EndpointConfig::default())
+}
+
+fn quic_endpoint_with(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    config: quinn::EndpointConfig,
+) -> std::io::Result<quinn::Endpoint> {
     let socket = bind_udp(addr)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for quinn"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+    quinn::Endpoint::new(config, server, socket, runtime)
+}
+
+/// The node's QUIC stateless-reset key, kept in `DATA_DIR/quic_reset_key`.
+/// With the same key after a restart, the node answers packets of
+/// connections it no longer knows with a reset their clients accept, so they
+/// reconnect at once instead of waiting out the idle timeout.
+fn reset_key(data_dir: &std::path::Path) -> Result<ring::hmac::Key> {
+    use std::io::Write;
+    let path = data_dir.join("quic_reset_key");
+    let secret = match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => b,
+        Ok(b) => {
+            return Err(FabricError::Invalid(format!(
+                "{} holds {} bytes, not 32: delete it to make a new key",
+                path.display(),
+                b.len()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = vec![0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(
+                |_| FabricError::Invalid("no system randomness for the reset key".into()),
+            )?;
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| FabricError::io(format!("create {}", data_dir.display()), e))?;
+            let mut f = std::fs::File::create(&path)
+                .map_err(|e| FabricError::io(format!("create {}", path.display()), e))?;
+            f.write_all(&b)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| FabricError::io(format!("write {}", path.display()), e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+            b
+        }
+        Err(e) => return Err(FabricError::io(format!("read {}", path.display()), e)),
+    };
+    Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
 }
 
 /// The transport settings the node and clients use (for baselines that must match them).
@@ -132,11 +180,14 @@ impl Node {
             .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
         server_config.transport_config(Arc::new(transport_config()));
-        let endpoint = quic_endpoint(config.listen, Some(server_config)).map_err(|e| {
-            FabricError::Connection {
-                addr: config.listen.to_string(),
-                message: format!("cannot listen: {e}"),
-            }
+        let endpoint = quic_endpoint_with(
+            config.listen,
+            Some(server_config),
+            quinn::EndpointConfig::new(Arc::new(reset_key(&config.data_dir)?)),
+        )
+        .map_err(|e| FabricError::Connection {
+            addr: config.listen.to_string(),
+            message: format!("cannot listen: {e}"),
         })?;
         let data_addr = endpoint
             .local_addr()

@@ -1,0 +1,810 @@
+//! Runs a [`Scenario`]: every host is a real process of the `diaspora`
+//! binary with its own data directory and log; links are [`Relay`]s in this
+//! process; faults are applied on a timeline; at the end the hosts' records
+//! are analysed and the assertions checked.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::analysis::{self, AckRecord, Analysis, ConsumeRecord};
+use crate::report::{Check, FaultWindow};
+use crate::scenario::{FaultKind, Scenario};
+use crate::{LinkParams, Relay, RelayConfig};
+
+/// How to run a scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The `diaspora` binary every host runs.
+    pub binary: PathBuf,
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// Multiplies every time in the scenario (e.g. 0.2 for CI).
+    pub duration_scale: f64,
+    /// Where hosts keep their data directories, logs and records.
+    pub work_dir: PathBuf,
+}
+
+/// A fault as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    /// Start, seconds from the run's start.
+    pub start_s: f64,
+    /// End, seconds from the run's start.
+    pub end_s: f64,
+    /// What.
+    pub label: String,
+}
+
+/// An assertion and its outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRecord {
+    /// What was asserted.
+    pub what: String,
+    /// The measured value.
+    pub measured: String,
+    /// Whether it held.
+    pub passed: bool,
+}
+
+/// The results of a run (`diaspora twin run --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResults {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Duration scale used.
+    pub duration_scale: f64,
+    /// Every assertion held.
+    pub passed: bool,
+    /// Items the producers were asked to produce.
+    pub produced: u64,
+    /// Items acknowledged to the producers.
+    pub acked: u64,
+    /// Deliveries seen by consumers.
+    pub consumed: u64,
+    /// Acknowledged but never consumed.
+    pub lost: u64,
+    /// Deliveries beyond the first of an item.
+    pub duplicated: u64,
+    /// Latency percentiles over first deliveries, µs.
+    pub latency_us_p50: u64,
+    /// 99th percentile.
+    pub latency_us_p99: u64,
+    /// Largest.
+    pub latency_us_max: u64,
+    /// Longest recovery after a fault, seconds.
+    pub recovery_s: f64,
+    /// Assertions.
+    pub checks: Vec<CheckRecord>,
+    /// Faults applied.
+    pub faults: Vec<FaultRecord>,
+    /// Per-second timeline.
+    pub timeline: Vec<analysis::Second>,
+    /// Where the hosts' data, logs and records are.
+    pub work_dir: PathBuf,
+}
+
+impl RunResults {
+    /// The figures in the shape the report wants.
+    pub fn analysis(&self) -> Analysis {
+        Analysis {
+            acked: self.acked,
+            consumed: self.consumed,
+            lost: self.lost,
+            duplicated: self.duplicated,
+            latency_us_p50: self.latency_us_p50,
+            latency_us_p99: self.latency_us_p99,
+            latency_us_max: self.latency_us_max,
+            timeline: self.timeline.clone(),
+        }
+    }
+
+    /// Fault windows for the report.
+    pub fn fault_windows(&self) -> Vec<FaultWindow> {
+        self.faults
+            .iter()
+            .map(|f| FaultWindow {
+                start_s: f.start_s,
+                end_s: f.end_s,
+                label: f.label.clone(),
+            })
+            .collect()
+    }
+
+    /// Checks for the report.
+    pub fn report_checks(&self) -> Vec<Check> {
+        self.checks
+            .iter()
+            .map(|c| Check {
+                what: c.what.clone(),
+                measured: c.measured.clone(),
+                passed: c.passed,
+            })
+            .collect()
+    }
+}
+
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    stdout: Option<PathBuf>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn new(name: &str, dir: &Path, args: Vec<String>, stdout: Option<PathBuf>) -> Proc {
+        Proc {
+            name: name.to_string(),
+            args,
+            stdout,
+            log: dir.join("log.txt"),
+            child: None,
+        }
+    }
+
+    fn spawn(&mut self, binary: &Path) -> Result<(), String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let stdout = match &self.stdout {
+            Some(p) => Stdio::from(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("{}: {e}", p.display()))?,
+            ),
+            None => Stdio::null(),
+        };
+        let child = Command::new(binary)
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("start host '{}': {e}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&mut self, grace: Duration) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while self.child.is_some() && self.exited().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill();
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+        let port = udp.local_addr().expect("local address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct NodeAddrs {
+    data: SocketAddr,
+    admin: SocketAddr,
+    ca: PathBuf,
+}
+
+async fn wait_serving(p: &Proc, times: usize) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if p.log_text().matches("diaspora node serving").count() >= times {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "node '{}' did not start within 30 s; its log:\n{}",
+        p.name,
+        p.log_text()
+    ))
+}
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+enum Action {
+    Link {
+        link: String,
+        up: LinkParams,
+        down: LinkParams,
+    },
+    Kill(String),
+    Restart(String),
+    Stop(String),
+    Cont(String),
+}
+
+/// Turns the fault schedule into timed actions and report windows.
+fn plan(
+    s: &Scenario,
+    base: &HashMap<String, (LinkParams, LinkParams)>,
+) -> (Vec<(f64, Action)>, Vec<FaultRecord>) {
+    let mut actions = Vec::new();
+    let mut windows = Vec::new();
+    let scaled = |p: &LinkParams, f: f64| {
+        let mut p = p.clone();
+        p.bandwidth_bps = p.bandwidth_bps.map(|b| ((b as f64 * f) as u64).max(8_000));
+        p
+    };
+    for f in &s.faults {
+        let at = f.at_s;
+        match &f.kind {
+            FaultKind::Outage { link, duration_s } => {
+                let (up, down) = base[link].clone();
+                let (mut bu, mut bd) = (up.clone(), down.clone());
+                bu.blackhole = true;
+                bd.blackhole = true;
+                actions.push((
+                    at,
+                    Action::Link {
+                        link: link.clone(),
+                        up: bu,
+                        down: bd,
+                    },
+                ));
+                actions.push((
+                    at + duration_s,
+                    Action::Link {
+                        link: link.clone(),
+                        up,
+                        down,
+                    },
+                ));
+                windows.push(FaultRecord {
+                    start_s: at,
+                    end_s: at + duration_s,
+                    label: format!("outage {link}"),
+                });
+            }
+            FaultKind::Congestion {
+                link,
+                to_fraction,
+                ramp_s,
+                hold_s,
+            } => {
+                let (up, down) = &base[link];
+                let steps = 20;
+                for k in 0..=steps {
+                    let x = k as f64 / steps as f64;
+                    let frac = 1.0 - (1.0 - to_fraction) * x;
+                    actions.push((
+                        at + ramp_s * x,
+                        Action::Link {
+                            link: link.clone(),
+                            up: scaled(up, frac),
+                            down: scaled(down, frac),
+                        },
+                    ));
+                    let back = at + ramp_s + hold_s + ramp_s * x;
+                    let frac_up = to_fraction + (1.0 - to_fraction) * x;
+                    actions.push((
+                        back,
+                        Action::Link {
+                            link: link.clone(),
+                            up: scaled(up, frac_up),
+                            down: scaled(down, frac_up),
+                        },
+                    ));
+                }
+                windows.push(FaultRecord {
+                    start_s: at,
+                    end_s: at + 2.0 * ramp_s + hold_s,
+                    label: format!("congestion {link} to {:.0}%", to_fraction * 100.0),
+                });
+            }
+            FaultKind::Bandwidth { link, mbit } => {
+                let (up, down) = &base[link];
+                let set = |p: &LinkParams| {
+                    let mut p = p.clone();
+                    p.bandwidth_bps = Some((mbit * 1e6) as u64);
+                    p
+                };
+                actions.push((
+                    at,
+                    Action::Link {
+                        link: link.clone(),
+                        up: set(up),
+                        down: set(down),
+                    },
+                ));
+                windows.push(FaultRecord {
+                    start_s: at,
+                    end_s: at,
+                    label: format!("{link} → {mbit} Mbit/s"),
+                });
+            }
+            FaultKind::Kill { host } => {
+                actions.push((at, Action::Kill(host.clone())));
+                let back = s.faults.iter().find_map(|g| match &g.kind {
+                    FaultKind::Restart { host: h } if h == host && g.at_s >= at => Some(g.at_s),
+                    _ => None,
+                });
+                windows.push(FaultRecord {
+                    start_s: at,
+                    end_s: back.unwrap_or(at),
+                    label: format!("SIGKILL {host}"),
+                });
+            }
+            FaultKind::Restart { host } => actions.push((at, Action::Restart(host.clone()))),
+            FaultKind::Stop { host } => {
+                actions.push((at, Action::Stop(host.clone())));
+                let back = s.faults.iter().find_map(|g| match &g.kind {
+                    FaultKind::Cont { host: h } if h == host && g.at_s >= at => Some(g.at_s),
+                    _ => None,
+                });
+                windows.push(FaultRecord {
+                    start_s: at,
+                    end_s: back.unwrap_or(at),
+                    label: format!("SIGSTOP {host}"),
+                });
+            }
+            FaultKind::Cont { host } => actions.push((at, Action::Cont(host.clone()))),
+        }
+    }
+    actions.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (actions, windows)
+}
+
+/// Runs a scenario to completion. `progress` is called about every 200 ms
+/// with the elapsed seconds, the planned total and a status line.
+pub async fn run(
+    mut scenario: Scenario,
+    options: &RunOptions,
+    progress: &(dyn Fn(f64, f64, &str) + Sync),
+) -> Result<RunResults, String> {
+    if options.duration_scale.is_nan() || options.duration_scale <= 0.0 {
+        return Err(format!(
+            "duration scale {} must be > 0",
+            options.duration_scale
+        ));
+    }
+    scenario.scale_durations(options.duration_scale);
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let bin = &options.binary;
+    let work = &options.work_dir;
+    std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let host_dir = |name: &str| -> Result<PathBuf, String> {
+        let d = work.join(name);
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        Ok(d)
+    };
+
+    let mut procs: HashMap<String, Proc> = HashMap::new();
+    let mut nodes: HashMap<String, NodeAddrs> = HashMap::new();
+    let mut serving: HashMap<String, usize> = HashMap::new();
+    let result = async {
+        // Nodes.
+        for n in &scenario.nodes {
+            let dir = host_dir(&n.name)?;
+            let addrs = NodeAddrs {
+                data: format!("127.0.0.1:{}", free_port())
+                    .parse()
+                    .expect("address"),
+                admin: format!("127.0.0.1:{}", free_port())
+                    .parse()
+                    .expect("address"),
+                ca: dir.join("data/certs/ca.pem"),
+            };
+            let args = vec![
+                "serve".into(),
+                "--data-dir".into(),
+                dir.join("data").display().to_string(),
+                "--listen".into(),
+                addrs.data.to_string(),
+                "--admin".into(),
+                addrs.admin.to_string(),
+                "--fsync".into(),
+                n.fsync.clone(),
+            ];
+            let mut p = Proc::new(&n.name, &dir, args, None);
+            p.spawn(bin)?;
+            procs.insert(n.name.clone(), p);
+            nodes.insert(n.name.clone(), addrs);
+        }
+        for n in &scenario.nodes {
+            wait_serving(&procs[&n.name], 1).await?;
+            serving.insert(n.name.clone(), 1);
+        }
+        // Topics.
+        for t in &scenario.topics {
+            for n in &t.nodes {
+                let a = &nodes[n];
+                let out = Command::new(bin)
+                    .args([
+                        "topic",
+                        "create",
+                        &t.name,
+                        "--partitions",
+                        &t.partitions.to_string(),
+                    ])
+                    .args([
+                        "--admin",
+                        &a.admin.to_string(),
+                        "--ca",
+                        &a.ca.display().to_string(),
+                    ])
+                    .output()
+                    .map_err(|e| format!("topic create: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "creating topic '{}' on '{n}': {}",
+                        t.name,
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
+        }
+        // Links.
+        let mut relays: HashMap<String, Relay> = HashMap::new();
+        let mut base: HashMap<String, (LinkParams, LinkParams)> = HashMap::new();
+        for (i, l) in scenario.links.iter().enumerate() {
+            let down = l.down.clone().unwrap_or_else(|| l.up.clone());
+            let mut cfg =
+                RelayConfig::new("127.0.0.1:0".parse().expect("address"), nodes[&l.to].data);
+            cfg.up = l.up.clone();
+            cfg.down = down.clone();
+            cfg.seed = seed.wrapping_add(i as u64 * 0x9E37_79B9);
+            let relay = Relay::start(cfg)
+                .await
+                .map_err(|e| format!("link '{}': {e}", l.name))?;
+            relays.insert(l.name.clone(), relay);
+            base.insert(l.name.clone(), (l.up.clone(), down));
+        }
+        let addr_of = |node: &str, via: &Option<String>| -> Result<SocketAddr, String> {
+            match via {
+                None => Ok(nodes[node].data),
+                Some(l) => {
+                    let spec = scenario
+                        .links
+                        .iter()
+                        .find(|x| &x.name == l)
+                        .expect("validated");
+                    if spec.to != node {
+                        return Err(format!(
+                            "link '{l}' leads to '{}', not to '{node}'",
+                            spec.to
+                        ));
+                    }
+                    Ok(relays[l].local_addr())
+                }
+            }
+        };
+        // Bridges and consumers first, so they are ready when items flow.
+        for b in &scenario.bridges {
+            let dir = host_dir(&b.name)?;
+            let to = addr_of(&b.to, &b.via)?;
+            let args = vec![
+                "bridge".into(),
+                "--name".into(),
+                b.name.clone(),
+                "--from".into(),
+                format!("{}/{}", nodes[&b.from].data, b.topic),
+                "--to".into(),
+                format!("{to}/{}", b.topic),
+                "--from-ca".into(),
+                nodes[&b.from].ca.display().to_string(),
+                "--to-ca".into(),
+                nodes[&b.to].ca.display().to_string(),
+            ];
+            let mut p = Proc::new(&b.name, &dir, args, None);
+            p.spawn(bin)?;
+            procs.insert(b.name.clone(), p);
+        }
+        let mut consumer_files = Vec::new();
+        for c in &scenario.consumers {
+            let dir = host_dir(&c.name)?;
+            let out = dir.join("consumed.jsonl");
+            let args = vec![
+                "consume".into(),
+                "--topic".into(),
+                c.topic.clone(),
+                "--group".into(),
+                c.group.clone().unwrap_or_else(|| c.name.clone()),
+                "--json".into(),
+                "--addr".into(),
+                addr_of(&c.node, &c.via)?.to_string(),
+                "--ca".into(),
+                nodes[&c.node].ca.display().to_string(),
+            ];
+            let mut p = Proc::new(&c.name, &dir, args, Some(out.clone()));
+            p.spawn(bin)?;
+            procs.insert(c.name.clone(), p);
+            consumer_files.push(out);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Producers: the clock starts.
+        let t0 = Instant::now();
+        let t0_us = now_us();
+        let mut produced = 0u64;
+        let mut ack_files = Vec::new();
+        let mut producer_names = Vec::new();
+        for (i, p) in scenario.producers.iter().enumerate() {
+            let dir = host_dir(&p.name)?;
+            let n = (p.rate * scenario.duration_s).ceil() as u64;
+            produced += n;
+            let acks = dir.join("acks.jsonl");
+            let args = vec![
+                "produce".into(),
+                "--topic".into(),
+                p.topic.clone(),
+                "--synthetic".into(),
+                n.to_string(),
+                "--size".into(),
+                p.size.to_string(),
+                "--rate".into(),
+                p.rate.to_string(),
+                "--acks".into(),
+                acks.display().to_string(),
+                "--id-start".into(),
+                (i as u64 * 1_000_000_000_000).to_string(),
+                "--json".into(),
+                "--addr".into(),
+                addr_of(&p.node, &p.via)?.to_string(),
+                "--ca".into(),
+                nodes[&p.node].ca.display().to_string(),
+            ];
+            let mut proc_ = Proc::new(&p.name, &dir, args, Some(dir.join("summary.json")));
+            proc_.spawn(bin)?;
+            procs.insert(p.name.clone(), proc_);
+            ack_files.push(acks);
+            producer_names.push(p.name.clone());
+        }
+
+        // The fault timeline, until the producers are done.
+        let (mut actions, faults) = plan(&scenario, &base);
+        actions.reverse();
+        let total = scenario.duration_s + scenario.drain_s;
+        let mut status = String::from("running");
+        let mut producer_failures = Vec::new();
+        loop {
+            let t = t0.elapsed().as_secs_f64();
+            while actions.last().is_some_and(|(at, _)| *at <= t) {
+                let (_, action) = actions.pop().expect("checked");
+                match action {
+                    Action::Link { link, up, down } => {
+                        let r = &relays[&link];
+                        status = if up.blackhole {
+                            format!("{link}: outage")
+                        } else {
+                            format!("{link}: {:?} bit/s", up.bandwidth_bps)
+                        };
+                        r.set_up(up).map_err(|e| e.to_string())?;
+                        r.set_down(down).map_err(|e| e.to_string())?;
+                    }
+                    Action::Kill(h) => {
+                        status = format!("SIGKILL {h}");
+                        if let Some(p) = procs.get_mut(&h) {
+                            p.kill();
+                        }
+                    }
+                    Action::Restart(h) => {
+                        status = format!("restart {h}");
+                        let p = procs.get_mut(&h).ok_or_else(|| format!("no host '{h}'"))?;
+                        p.spawn(bin)?;
+                        if let Some(n) = serving.get_mut(&h) {
+                            *n += 1;
+                            wait_serving(&procs[&h], *n).await?;
+                        }
+                    }
+                    Action::Stop(h) => {
+                        status = format!("SIGSTOP {h}");
+                        if let Some(p) = procs.get(&h) {
+                            p.signal(libc::SIGSTOP);
+                        }
+                    }
+                    Action::Cont(h) => {
+                        status = format!("SIGCONT {h}");
+                        if let Some(p) = procs.get(&h) {
+                            p.signal(libc::SIGCONT);
+                        }
+                    }
+                }
+            }
+            let mut running = 0;
+            for name in &producer_names {
+                let p = procs.get_mut(name).expect("producer");
+                match p.exited() {
+                    None => running += 1,
+                    Some(st) if !st.success() && !producer_failures.contains(name) => {
+                        producer_failures.push(name.clone());
+                    }
+                    Some(_) => {}
+                }
+            }
+            progress(t, total, &status);
+            if running == 0 && actions.is_empty() {
+                break;
+            }
+            if t > scenario.duration_s + scenario.drain_s {
+                for name in &producer_names {
+                    procs.get_mut(name).expect("producer").kill();
+                }
+                producer_failures.push("producers did not finish in duration + drain".into());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // Drain: until every acknowledged item has been seen, or the drain time ends.
+        let acked_total: u64 = ack_files.iter().map(|f| count_lines(f)).sum();
+        let drain_end = t0 + Duration::from_secs_f64(scenario.duration_s + scenario.drain_s);
+        loop {
+            let seen: u64 = consumer_files.iter().map(|f| count_lines(f)).sum();
+            let t = t0.elapsed().as_secs_f64();
+            progress(
+                t,
+                total,
+                &format!("draining: {seen} of {acked_total} delivered"),
+            );
+            if seen >= acked_total || Instant::now() >= drain_end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // Stop consumers and bridges first (they flush and commit), then nodes.
+        for c in scenario
+            .consumers
+            .iter()
+            .map(|c| &c.name)
+            .chain(scenario.bridges.iter().map(|b| &b.name))
+        {
+            if let Some(p) = procs.get_mut(c) {
+                p.signal(libc::SIGCONT);
+                p.stop(Duration::from_secs(5)).await;
+            }
+        }
+        for (_, r) in relays.drain() {
+            r.shutdown().await;
+        }
+
+        // Analysis.
+        let mut acks: Vec<AckRecord> = Vec::new();
+        for f in &ack_files {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            acks.extend(
+                analysis::parse_lines::<AckRecord>(&text)
+                    .map_err(|e| format!("{}: {e}", f.display()))?,
+            );
+        }
+        let mut consumed: Vec<ConsumeRecord> = Vec::new();
+        for f in &consumer_files {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            consumed.extend(
+                analysis::parse_lines::<ConsumeRecord>(&text)
+                    .map_err(|e| format!("{}: {e}", f.display()))?,
+            );
+        }
+        let a = analysis::analyze(&acks, &consumed, t0_us);
+        let recovery_s = faults
+            .iter()
+            .map(|f| analysis::recovery_s(&consumed, t0_us + (f.end_s * 1e6) as i64))
+            .fold(0.0, f64::max);
+        let asrt = &scenario.assertions;
+        let mut checks = vec![
+            CheckRecord {
+                what: format!("lost ≤ {}", asrt.lost_max),
+                measured: a.lost.to_string(),
+                passed: a.lost <= asrt.lost_max,
+            },
+            CheckRecord {
+                what: format!("duplicated ≤ {}", asrt.duplicated_max),
+                measured: a.duplicated.to_string(),
+                passed: a.duplicated <= asrt.duplicated_max,
+            },
+            CheckRecord {
+                what: format!("acked ≥ {}", asrt.acked_min),
+                measured: a.acked.to_string(),
+                passed: a.acked >= asrt.acked_min,
+            },
+            CheckRecord {
+                what: "every producer exited cleanly".into(),
+                measured: if producer_failures.is_empty() {
+                    "yes".into()
+                } else {
+                    producer_failures.join(", ")
+                },
+                passed: producer_failures.is_empty(),
+            },
+        ];
+        if let Some(max) = asrt.latency_us_p99_max {
+            checks.push(CheckRecord {
+                what: format!("latency p99 ≤ {max} µs"),
+                measured: a.latency_us_p99.to_string(),
+                passed: a.latency_us_p99 <= max,
+            });
+        }
+        if let Some(max) = asrt.recovery_s_max {
+            checks.push(CheckRecord {
+                what: format!("recovery ≤ {max:.1} s"),
+                measured: format!("{recovery_s:.2}"),
+                passed: recovery_s <= max,
+            });
+        }
+        Ok(RunResults {
+            scenario: scenario.name.clone(),
+            seed,
+            duration_scale: options.duration_scale,
+            passed: checks.iter().all(|c| c.passed),
+            produced,
+            acked: a.acked,
+            consumed: a.consumed,
+            lost: a.lost,
+            duplicated: a.duplicated,
+            latency_us_p50: a.latency_us_p50,
+            latency_us_p99: a.latency_us_p99,
+            latency_us_max: a.latency_us_max,
+            recovery_s,
+            checks,
+            faults,
+            timeline: a.timeline,
+            work_dir: work.clone(),
+        })
+    }
+    .await;
+    // Whatever happened, no host outlives the run.
+    for (_, mut p) in procs.drain() {
+        p.signal(libc::SIGCONT);
+        p.stop(Duration::from_secs(3)).await;
+    }
+    result
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

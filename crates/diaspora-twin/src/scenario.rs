@@ -1,0 +1,464 @@
+//! Scenario files (`twins/*.toml`): hosts, links, a fault schedule, a
+//! workload and assertions. See `twins/README.md` for the format by example.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::LinkParams;
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name.
+    pub name: String,
+    /// What it exercises.
+    #[serde(default)]
+    pub description: String,
+    /// How long producers produce, seconds.
+    pub duration_s: f64,
+    /// Longest wait after production ends for consumers to catch up, seconds.
+    #[serde(default = "default_drain_s")]
+    pub drain_s: f64,
+    /// Seed of every link's randomness (overridden by `--seed`).
+    #[serde(default)]
+    pub seed: u64,
+    /// Nodes (`diaspora serve`).
+    #[serde(default)]
+    pub nodes: Vec<NodeHost>,
+    /// Topics, created on the nodes named.
+    #[serde(default)]
+    pub topics: Vec<TopicSpec>,
+    /// Emulated links, each a relay in front of a node's data plane.
+    #[serde(default)]
+    pub links: Vec<LinkSpec>,
+    /// Bridges (`diaspora bridge`).
+    #[serde(default)]
+    pub bridges: Vec<BridgeHost>,
+    /// Producers (`diaspora produce`).
+    #[serde(default)]
+    pub producers: Vec<ProducerHost>,
+    /// Consumers (`diaspora consume`).
+    #[serde(default)]
+    pub consumers: Vec<ConsumerHost>,
+    /// Fault schedule.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// What must hold.
+    #[serde(default)]
+    pub assertions: Assertions,
+}
+
+fn default_drain_s() -> f64 {
+    60.0
+}
+
+/// A node host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeHost {
+    /// Host name.
+    pub name: String,
+    /// fsync policy (`always`, `interval[:ms]`, `never`).
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+}
+
+fn default_fsync() -> String {
+    "interval".into()
+}
+
+/// A topic on some nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partitions.
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// Nodes that hold it.
+    pub nodes: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A link: a relay in front of node `to`; hosts that name it in `via`
+/// reach `to` through it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Link name.
+    pub name: String,
+    /// The node behind the link.
+    pub to: String,
+    /// Client → node direction.
+    pub up: LinkParams,
+    /// Node → client direction (default: same as `up`).
+    #[serde(default)]
+    pub down: Option<LinkParams>,
+}
+
+/// A bridge host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeHost {
+    /// Host name (also the bridge's name).
+    pub name: String,
+    /// Source node.
+    pub from: String,
+    /// Target node.
+    pub to: String,
+    /// Topic (same name on both).
+    pub topic: String,
+    /// Link used to reach the target.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+/// A producer host: `rate` items/s of `size` bytes for the scenario's duration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerHost {
+    /// Host name.
+    pub name: String,
+    /// Node it produces to.
+    pub node: String,
+    /// Topic.
+    pub topic: String,
+    /// Items per second.
+    pub rate: f64,
+    /// Payload bytes per item.
+    pub size: usize,
+    /// Link used to reach the node.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+/// A consumer host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerHost {
+    /// Host name.
+    pub name: String,
+    /// Node it reads from.
+    pub node: String,
+    /// Topic.
+    pub topic: String,
+    /// Consumer group (default: the host name).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Link used to reach the node.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+/// One scheduled fault. (No `deny_unknown_fields` here: serde cannot combine
+/// it with the flattened, tagged `kind`.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fault {
+    /// When, seconds from the start.
+    pub at_s: f64,
+    /// What.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+/// The faults a scenario can inject.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Blackhole both directions of a link for `duration_s`.
+    Outage {
+        /// Link name.
+        link: String,
+        /// Seconds.
+        duration_s: f64,
+    },
+    /// Congestion: bandwidth falls linearly to `to_fraction` of the link's
+    /// configured bandwidth over `ramp_s`, holds for `hold_s`, and recovers
+    /// linearly over `ramp_s`.
+    Congestion {
+        /// Link name.
+        link: String,
+        /// Fraction of the base bandwidth at the bottom, (0, 1].
+        to_fraction: f64,
+        /// Ramp time each way, seconds.
+        ramp_s: f64,
+        /// Time at the bottom, seconds.
+        hold_s: f64,
+    },
+    /// Set a link's bandwidth (both directions), Mbit/s.
+    Bandwidth {
+        /// Link name.
+        link: String,
+        /// New bandwidth.
+        mbit: f64,
+    },
+    /// SIGKILL a host.
+    Kill {
+        /// Host name.
+        host: String,
+    },
+    /// Start a killed host again (same data directory and ports).
+    Restart {
+        /// Host name.
+        host: String,
+    },
+    /// SIGSTOP a host.
+    Stop {
+        /// Host name.
+        host: String,
+    },
+    /// SIGCONT a host.
+    Cont {
+        /// Host name.
+        host: String,
+    },
+}
+
+/// What must hold at the end of a run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assertions {
+    /// Most acknowledged items allowed to be missing at the consumers.
+    #[serde(default)]
+    pub lost_max: u64,
+    /// Most extra deliveries allowed.
+    #[serde(default)]
+    pub duplicated_max: u64,
+    /// Bound on the p99 producer → consumer latency, µs.
+    #[serde(default)]
+    pub latency_us_p99_max: Option<u64>,
+    /// Bound on the time after each fault until everything produced before
+    /// it ended has arrived, seconds.
+    #[serde(default)]
+    pub recovery_s_max: Option<f64>,
+    /// Fewest items that must be acknowledged (so an idle run cannot pass).
+    #[serde(default = "one_u64")]
+    pub acked_min: u64,
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+impl Default for Assertions {
+    fn default() -> Self {
+        Assertions {
+            lost_max: 0,
+            duplicated_max: 0,
+            latency_us_p99_max: None,
+            recovery_s_max: None,
+            acked_min: 1,
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> Result<Scenario, String> {
+        let s: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Every name refers to something declared; times and rates are sane.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        let hosts = self
+            .nodes
+            .iter()
+            .map(|n| &n.name)
+            .chain(self.bridges.iter().map(|b| &b.name))
+            .chain(self.producers.iter().map(|p| &p.name))
+            .chain(self.consumers.iter().map(|c| &c.name));
+        for h in hosts {
+            if !names.insert(h.as_str()) {
+                return Err(format!("host name '{h}' is used twice"));
+            }
+        }
+        let node = |n: &str, what: &str| -> Result<(), String> {
+            if self.nodes.iter().any(|x| x.name == n) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} names node '{n}', which is not declared under [[nodes]]"
+                ))
+            }
+        };
+        let link = |l: &Option<String>, what: &str| -> Result<(), String> {
+            match l {
+                Some(l) if !self.links.iter().any(|x| &x.name == l) => Err(format!(
+                    "{what} names link '{l}', which is not declared under [[links]]"
+                )),
+                _ => Ok(()),
+            }
+        };
+        if !(self.duration_s > 0.0 && self.duration_s.is_finite()) {
+            return Err(format!("duration_s = {} must be > 0", self.duration_s));
+        }
+        for t in &self.topics {
+            for n in &t.nodes {
+                node(n, &format!("topic '{}'", t.name))?;
+            }
+        }
+        for l in &self.links {
+            node(&l.to, &format!("link '{}'", l.name))?;
+        }
+        for b in &self.bridges {
+            node(&b.from, &format!("bridge '{}'", b.name))?;
+            node(&b.to, &format!("bridge '{}'", b.name))?;
+            link(&b.via, &format!("bridge '{}'", b.name))?;
+        }
+        for p in &self.producers {
+            node(&p.node, &format!("producer '{}'", p.name))?;
+            link(&p.via, &format!("producer '{}'", p.name))?;
+            if p.rate.is_nan() || p.rate <= 0.0 {
+                return Err(format!(
+                    "producer '{}': rate = {} must be > 0",
+                    p.name, p.rate
+                ));
+            }
+        }
+        for c in &self.consumers {
+            node(&c.node, &format!("consumer '{}'", c.name))?;
+            link(&c.via, &format!("consumer '{}'", c.name))?;
+        }
+        for f in &self.faults {
+            if f.at_s.is_nan() || f.at_s < 0.0 {
+                return Err(format!("fault at_s = {} must be ≥ 0", f.at_s));
+            }
+            match &f.kind {
+                FaultKind::Outage { link: l, .. }
+                | FaultKind::Congestion { link: l, .. }
+                | FaultKind::Bandwidth { link: l, .. } => link(&Some(l.clone()), "a fault")?,
+                FaultKind::Kill { host }
+                | FaultKind::Restart { host }
+                | FaultKind::Stop { host }
+                | FaultKind::Cont { host } => {
+                    if !names.contains(host.as_str()) {
+                        return Err(format!(
+                            "a fault names host '{host}', which is not declared"
+                        ));
+                    }
+                }
+            }
+            if let FaultKind::Congestion { to_fraction, .. } = &f.kind {
+                if !(*to_fraction > 0.0 && *to_fraction <= 1.0) {
+                    return Err(format!(
+                        "congestion to_fraction = {to_fraction} must be in (0, 1]"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Multiplies every time in the scenario by `x` (rates and sizes stay):
+    /// a shortened run for CI keeps the scenario's shape.
+    pub fn scale_durations(&mut self, x: f64) {
+        self.duration_s *= x;
+        self.drain_s = (self.drain_s * x).max(10.0);
+        for f in &mut self.faults {
+            f.at_s *= x;
+            match &mut f.kind {
+                FaultKind::Outage { duration_s, .. } => *duration_s *= x,
+                FaultKind::Congestion { ramp_s, hold_s, .. } => {
+                    *ramp_s *= x;
+                    *hold_s *= x;
+                }
+                _ => {}
+            }
+        }
+        if let Some(r) = &mut self.assertions.recovery_s_max {
+            *r *= x.max(0.25);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+name = "t"
+duration_s = 10
+[[nodes]]
+name = "edge"
+[[nodes]]
+name = "hpc"
+[[topics]]
+name = "frames"
+partitions = 2
+nodes = ["edge", "hpc"]
+[[links]]
+name = "wan"
+to = "hpc"
+up = { delay_ms = 20, bandwidth_mbit = 1000 }
+[[bridges]]
+name = "b"
+from = "edge"
+to = "hpc"
+topic = "frames"
+via = "wan"
+[[producers]]
+name = "p"
+node = "edge"
+topic = "frames"
+rate = 100
+size = 1024
+[[consumers]]
+name = "c"
+node = "hpc"
+topic = "frames"
+[[faults]]
+at_s = 4
+kind = "outage"
+link = "wan"
+duration_s = 2
+[[faults]]
+at_s = 5
+kind = "kill"
+host = "hpc"
+[assertions]
+recovery_s_max = 8
+"#;
+
+    #[test]
+    fn parses_and_scales() {
+        let mut s = Scenario::parse(SMALL).unwrap();
+        assert_eq!(s.links[0].up.delay_ms, 20.0);
+        assert!(
+            matches!(s.faults[0].kind, FaultKind::Outage { duration_s, .. } if duration_s == 2.0)
+        );
+        s.scale_durations(0.5);
+        assert_eq!((s.duration_s, s.faults[0].at_s), (5.0, 2.0));
+        assert!(
+            matches!(s.faults[0].kind, FaultKind::Outage { duration_s, .. } if duration_s == 1.0)
+        );
+        assert_eq!(s.assertions.lost_max, 0);
+    }
+
+    #[test]
+    fn unknown_names_are_clear_errors() {
+        let e = Scenario::parse(&SMALL.replace("via = \"wan\"", "via = \"lan\"")).unwrap_err();
+        assert!(e.contains("link 'lan'"), "{e}");
+        let e = Scenario::parse(&SMALL.replace("host = \"hpc\"", "host = \"cloud\"")).unwrap_err();
+        assert!(e.contains("host 'cloud'"), "{e}");
+        let e =
+            Scenario::parse(&SMALL.replace("kind = \"kill\"", "kind = \"explode\"")).unwrap_err();
+        assert!(e.contains("explode"), "{e}");
+    }
+}

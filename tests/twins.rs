@@ -1,0 +1,103 @@
+//! The resilience suite: every shipped twin scenario runs through the real
+//! binary (shortened with `--duration-scale`) and must pass its assertions —
+//! zero acknowledged items lost, zero duplicates, recovery within the
+//! scenario's bound. Scenarios run one at a time so they do not compete for
+//! the machine's cores.
+
+use std::process::Command;
+use std::sync::Mutex;
+
+const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_scenario(file: &str, scale: &str) -> serde_json::Value {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let report = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "twin",
+            "run",
+            file,
+            "--json",
+            "--duration-scale",
+            scale,
+            "--report",
+        ])
+        .arg(report.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run diaspora twin");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{file}: no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let html = std::fs::read_to_string(report.path().join("report.html")).expect("HTML report");
+    assert!(html.contains("<svg") && html.contains("Throughput") && html.contains("Latency"));
+    assert_eq!(results["lost"], 0, "{file}: {results}");
+    assert_eq!(results["duplicated"], 0, "{file}: {results}");
+    assert_eq!(results["passed"], true, "{file}: {}", results["checks"]);
+    assert!(out.status.success());
+    assert!(results["acked"].as_u64().unwrap() > 0);
+    assert_eq!(results["acked"], results["produced"], "{file}");
+    results
+}
+
+#[test]
+fn wan_outage_loses_and_duplicates_nothing() {
+    let r = run_scenario("twins/wan-outage.toml", "0.2");
+    assert!(r["faults"][0]["label"].as_str().unwrap().contains("outage"));
+}
+
+#[test]
+fn broker_crash_loses_and_duplicates_nothing() {
+    let r = run_scenario("twins/broker-crash.toml", "0.3");
+    assert!(r["faults"][0]["label"]
+        .as_str()
+        .unwrap()
+        .contains("SIGKILL"));
+}
+
+#[test]
+fn congestion_backlog_drains_without_loss() {
+    run_scenario("twins/congestion.toml", "0.2");
+}
+
+#[test]
+fn ptycho_edge_to_hpc_streams_every_frame() {
+    let r = run_scenario("twins/ptycho-edge-hpc.toml", "0.2");
+    assert!(!r["timeline"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn calibration_is_within_the_fidelity_targets() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(BIN)
+        .args([
+            "twin",
+            "calibrate",
+            "--delay-ms",
+            "20",
+            "--bandwidth-mbit",
+            "100",
+            "--loss",
+            "0.01",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let delay = r["delay_ms_measured"].as_f64().unwrap();
+    let bw = r["bandwidth_mbit_measured"].as_f64().unwrap();
+    let loss = r["loss_measured"].as_f64().unwrap();
+    assert!((delay - 20.0).abs() <= 1.0, "delay {delay}");
+    assert!((bw - 100.0).abs() <= 5.0, "bandwidth {bw}");
+    assert!((loss - 0.01).abs() <= 0.002, "loss {loss}");
+}
