@@ -88,6 +88,9 @@ pub struct RunResults {
     pub faults: Vec<FaultRecord>,
     /// Per-second timeline.
     pub timeline: Vec<analysis::Second>,
+    /// What each link's relay did: packets and bytes forwarded and dropped,
+    /// per direction and reason.
+    pub links: std::collections::BTreeMap<String, crate::RelayStats>,
     /// Where the hosts' data, logs and records are.
     pub work_dir: PathBuf,
 }
@@ -706,7 +709,9 @@ pub async fn run(
                 p.stop(Duration::from_secs(5)).await;
             }
         }
-        for (_, r) in relays.drain() {
+        let mut link_stats = std::collections::BTreeMap::new();
+        for (name, r) in relays.drain() {
+            link_stats.insert(name, r.stats());
             r.shutdown().await;
         }
 
@@ -790,6 +795,7 @@ pub async fn run(
             checks,
             faults,
             timeline: a.timeline,
+            links: link_stats,
             work_dir: work.clone(),
         })
     }
