@@ -533,7 +533,7 @@ async fn twin(t: TwinCommand) -> Result<()> {
                 std::fs::write(dir.join("results.json"), &text)?;
                 let html = diaspora_twin::report::html_report(
                     &results.scenario,
-                    &results.analysis(),
+                    &results.figures,
                     &results.fault_windows(),
                     &results.report_checks(),
                     &text,
@@ -549,11 +549,11 @@ async fn twin(t: TwinCommand) -> Result<()> {
                     results.scenario,
                     if results.passed { "PASSED" } else { "FAILED" },
                     results.produced,
-                    results.acked,
-                    results.consumed,
-                    results.lost,
-                    results.duplicated,
-                    results.latency_us_p99 as f64 / 1000.0,
+                    results.figures.acked,
+                    results.figures.consumed,
+                    results.figures.lost,
+                    results.figures.duplicated,
+                    results.figures.latency_us_p99 as f64 / 1000.0,
                     results.recovery_s
                 );
                 for c in results.checks.iter().filter(|c| !c.passed) {

@@ -66,28 +66,16 @@ pub struct RunResults {
     pub passed: bool,
     /// Items the producers were asked to produce.
     pub produced: u64,
-    /// Items acknowledged to the producers.
-    pub acked: u64,
-    /// Deliveries seen by consumers.
-    pub consumed: u64,
-    /// Acknowledged but never consumed.
-    pub lost: u64,
-    /// Deliveries beyond the first of an item.
-    pub duplicated: u64,
-    /// Latency percentiles over first deliveries, µs.
-    pub latency_us_p50: u64,
-    /// 99th percentile.
-    pub latency_us_p99: u64,
-    /// Largest.
-    pub latency_us_max: u64,
+    /// Acked, consumed, lost, duplicated, latency percentiles and the
+    /// per-second timeline (flattened into the JSON).
+    #[serde(flatten)]
+    pub figures: Analysis,
     /// Longest recovery after a fault, seconds.
     pub recovery_s: f64,
     /// Assertions.
     pub checks: Vec<CheckRecord>,
     /// Faults applied.
     pub faults: Vec<FaultRecord>,
-    /// Per-second timeline.
-    pub timeline: Vec<analysis::Second>,
     /// What each link's relay did: packets and bytes forwarded and dropped,
     /// per direction and reason.
     pub links: std::collections::BTreeMap<String, crate::RelayStats>,
@@ -96,20 +84,6 @@ pub struct RunResults {
 }
 
 impl RunResults {
-    /// The figures in the shape the report wants.
-    pub fn analysis(&self) -> Analysis {
-        Analysis {
-            acked: self.acked,
-            consumed: self.consumed,
-            lost: self.lost,
-            duplicated: self.duplicated,
-            latency_us_p50: self.latency_us_p50,
-            latency_us_p99: self.latency_us_p99,
-            latency_us_max: self.latency_us_max,
-            timeline: self.timeline.clone(),
-        }
-    }
-
     /// Fault windows for the report.
     pub fn fault_windows(&self) -> Vec<FaultWindow> {
         self.faults
@@ -784,17 +758,10 @@ pub async fn run(
             duration_scale: options.duration_scale,
             passed: checks.iter().all(|c| c.passed),
             produced,
-            acked: a.acked,
-            consumed: a.consumed,
-            lost: a.lost,
-            duplicated: a.duplicated,
-            latency_us_p50: a.latency_us_p50,
-            latency_us_p99: a.latency_us_p99,
-            latency_us_max: a.latency_us_max,
             recovery_s,
             checks,
             faults,
-            timeline: a.timeline,
+            figures: a,
             links: link_stats,
             work_dir: work.clone(),
         })
