@@ -207,37 +207,20 @@ fn cli_acks_file_matches_consumed_items() {
     let acks = dir.path().join("acks.jsonl");
     let started = std::time::Instant::now();
     // A first run without --acks shares the topic (same ids, other places).
-    cli(
-        &node,
-        &[
-            "produce",
-            "--topic",
-            "t",
-            "--synthetic",
-            "600",
-            "--size",
-            "64",
-            "--rate",
-            "3000",
-        ],
-    );
-    let out = cli(
-        &node,
-        &[
-            "produce",
-            "--topic",
-            "t",
-            "--synthetic",
-            "600",
-            "--size",
-            "64",
-            "--rate",
-            "3000",
-            "--acks",
-            acks.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let produce = [
+        "produce",
+        "--topic",
+        "t",
+        "--synthetic",
+        "600",
+        "--size",
+        "64",
+        "--rate",
+        "3000",
+    ];
+    cli(&node, &produce);
+    let with_acks = [&produce[..], &["--acks", acks.to_str().unwrap(), "--json"]].concat();
+    let out = cli(&node, &with_acks);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["acked"], 600);
     assert!(

@@ -23,6 +23,20 @@ async fn client(node: &Node) -> Client {
         .expect("client connects")
 }
 
+/// A node (configured by `f`) with topic "t" of `partitions`, and a client.
+async fn setup(
+    partitions: u32,
+    f: impl FnOnce(&mut NodeConfig),
+) -> (tempfile::TempDir, Node, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with(dir.path(), f).await;
+    node.broker()
+        .create_topic("t", TopicSettings::with_partitions(partitions))
+        .unwrap();
+    let c = client(&node).await;
+    (dir, node, c)
+}
+
 fn remote_code(e: &FabricError) -> Option<ErrorCode> {
     match e {
         FabricError::Remote { code, .. } => Some(*code),
@@ -32,12 +46,7 @@ fn remote_code(e: &FabricError) -> Option<ErrorCode> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_then_consume_every_item_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_with(dir.path(), |_| {}).await;
-    node.broker()
-        .create_topic("t", TopicSettings::with_partitions(3))
-        .unwrap();
-    let c = client(&node).await;
+    let (_dir, _node, c) = setup(3, |_| {}).await;
     let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
     let mut deliveries = Vec::new();
     for i in 0..3000u32 {
@@ -90,12 +99,7 @@ async fn produce_then_consume_every_item_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_batch_is_appended_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_with(dir.path(), |_| {}).await;
-    node.broker()
-        .create_topic("t", TopicSettings::with_partitions(1))
-        .unwrap();
-    let c = client(&node).await;
+    let (_dir, node, c) = setup(1, |_| {}).await;
     let lane = c.lane(0).await.unwrap();
     let mut b = BatchBuilder::new(Compression::None).with_producer(42, 0);
     b.push(b"a", 1);
@@ -132,12 +136,7 @@ async fn retried_batch_is_appended_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_stream_closes_only_that_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_with(dir.path(), |_| {}).await;
-    node.broker()
-        .create_topic("t", TopicSettings::with_partitions(1))
-        .unwrap();
-    let c = client(&node).await;
+    let (_dir, node, c) = setup(1, |_| {}).await;
     // A healthy lane opened before the garbage.
     let healthy = c.lane(0).await.unwrap();
 
@@ -202,16 +201,11 @@ async fn garbage_on_a_stream_closes_only_that_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_item_and_unknown_topic_get_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_with(dir.path(), |c| {
+    let (_dir, _node, c) = setup(1, |c| {
         c.limits.item_bytes_max = 1000;
         c.limits.batch_bytes_max = 64 << 10;
     })
     .await;
-    node.broker()
-        .create_topic("t", TopicSettings::with_partitions(1))
-        .unwrap();
-    let c = client(&node).await;
     let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
     // Client-side check, from the limits the node announced.
     let e = producer
@@ -287,16 +281,11 @@ async fn topic_and_partition_limits_name_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_limit_is_enforced_by_the_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_with(dir.path(), |c| {
+    let (_dir, _node, c) = setup(1, |c| {
         c.limits.in_flight_max = 2;
         c.fsync = diaspora_log::FsyncPolicy::Always;
     })
     .await;
-    node.broker()
-        .create_topic("t", TopicSettings::with_partitions(1))
-        .unwrap();
-    let c = client(&node).await;
     let lane = c.lane(0).await.unwrap();
     // Fire many fetches that long-poll (each holds the worker) so requests queue up.
     let mut answers = Vec::new();
@@ -330,12 +319,7 @@ async fn in_flight_limit_is_enforced_by_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_offsets_survive_restart_and_members_share_partitions() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_with(dir.path(), |_| {}).await;
-    node.broker()
-        .create_topic("t", TopicSettings::with_partitions(4))
-        .unwrap();
-    let c = client(&node).await;
+    let (dir, node, c) = setup(4, |_| {}).await;
     let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
     for i in 0..400u32 {
         producer
