@@ -276,7 +276,10 @@ impl Policy {
             return e("latency_bound_ms must be > 0".into());
         }
         if !(self.target_rate_hz.is_finite() && self.target_rate_hz >= 0.0) {
-            return e(format!("target_rate_hz {} must be ≥ 0", self.target_rate_hz));
+            return e(format!(
+                "target_rate_hz {} must be ≥ 0",
+                self.target_rate_hz
+            ));
         }
         if b.memory_bytes_max < 1 << 20 {
             return e(format!(
@@ -343,6 +346,7 @@ impl Policy {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 
@@ -362,7 +366,10 @@ mod tests {
             ("[[reduce]]\nmethod = \"decimate\"\nevery = 1", "every 1"),
             ("[[reduce]]\nmethod = \"teleport\"", "teleport"),
             ("[buffer]\nmemory_bytes_max = 10", "at least 1 MiB"),
-            ("[buffer]\nin_flight_bytes_max = 300000000", "half the memory"),
+            (
+                "[buffer]\nin_flight_bytes_max = 300000000",
+                "half the memory",
+            ),
             ("bogus = 1", "bogus"),
             (
                 "[[reduce]]\nmethod = \"aggregate\"\nn = 4\nfunction = \"median\"",

@@ -236,7 +236,13 @@ impl ConsumerCore {
     }
 
     /// The producer cannot replay `from..=to`: give that part of the gap up now.
-    pub fn on_unavailable(&mut self, partition: u32, from: u64, to: u64, now_us: u64) -> Vec<Event> {
+    pub fn on_unavailable(
+        &mut self,
+        partition: u32,
+        from: u64,
+        to: u64,
+        now_us: u64,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         let Some(p) = self.parts.get_mut(&partition) else {
             return out;
@@ -331,9 +337,13 @@ impl ConsumerCore {
                 if p.gap_since.is_none() {
                     p.gap_since = Some(now_us);
                 }
-                if p.requested_to.is_none_or(|r| r < to) {
+                if p.requested_to.map_or(true, |r| r < to) {
                     let from = p.requested_to.map_or(next, |r| r + 1).max(next);
-                    out.push(Event::RequestReplay { partition, from, to });
+                    out.push(Event::RequestReplay {
+                        partition,
+                        from,
+                        to,
+                    });
                     self.counters.replay_requests += 1;
                     p.requested_to = Some(to);
                 }
@@ -386,6 +396,7 @@ fn remember(set: &mut BTreeSet<u64>, seq: u64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -422,7 +433,10 @@ mod tests {
         assert_eq!(delivered(&c.on_arrival(0, arr(6), 0)), vec![6]);
         assert!(matches!(
             c.on_arrival(0, arr(6), 0)[..],
-            [Event::Drop { why: DropReason::Duplicate, .. }]
+            [Event::Drop {
+                why: DropReason::Duplicate,
+                ..
+            }]
         ));
     }
 
@@ -494,7 +508,10 @@ mod tests {
         // Only once.
         assert!(matches!(
             c.on_arrival(0, arr(2), 200_000)[..],
-            [Event::Drop { why: DropReason::Duplicate, .. }]
+            [Event::Drop {
+                why: DropReason::Duplicate,
+                ..
+            }]
         ));
     }
 
@@ -513,7 +530,14 @@ mod tests {
             0,
         );
         assert_eq!(delivered(&ev), vec![4]);
-        assert_eq!((c.counters().reduced_away, c.counters().shed, c.counters().lost), (2, 1, 0));
+        assert_eq!(
+            (
+                c.counters().reduced_away,
+                c.counters().shed,
+                c.counters().lost
+            ),
+            (2, 1, 0)
+        );
 
         let mut p = Policy::default();
         p.reconstruct.method = ReconstructMethod::HoldLast;

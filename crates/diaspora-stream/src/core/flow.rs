@@ -138,7 +138,12 @@ impl FlowController {
     }
 
     /// One check: `local_us` is the producer's own latency estimate.
-    pub fn observe(&mut self, local_us: u64, consumer: Option<Signals>, now_us: u64) -> FlowDecision {
+    pub fn observe(
+        &mut self,
+        local_us: u64,
+        consumer: Option<Signals>,
+        now_us: u64,
+    ) -> FlowDecision {
         if let Some(s) = consumer {
             self.consumer = Some((s, now_us));
         }
@@ -182,7 +187,7 @@ impl FlowController {
                 let long = now_us.saturating_sub(since) >= self.bound_us;
                 let quiet = self
                     .last_scale_up
-                    .is_none_or(|t| now_us.saturating_sub(t) >= 10 * self.bound_us);
+                    .map_or(true, |t| now_us.saturating_sub(t) >= 10 * self.bound_us);
                 if long && quiet {
                     scale_up = true;
                     self.last_scale_up = Some(now_us);
@@ -199,6 +204,7 @@ impl FlowController {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::policy::Reduction;
@@ -270,6 +276,9 @@ mod tests {
         // Congested 30 s; one request after 1 s, then at most one per 10 s.
         assert_eq!(ups, 3);
         // A stale report stops counting.
-        assert_eq!(f.consumer_latency_us(1_000_000 + 300 * 100_000 + 5_000_000), 0);
+        assert_eq!(
+            f.consumer_latency_us(1_000_000 + 300 * 100_000 + 5_000_000),
+            0
+        );
     }
 }

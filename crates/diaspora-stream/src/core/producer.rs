@@ -526,7 +526,9 @@ impl ProducerCore {
         self.history.insert(pos, seq);
         self.history_bytes += size;
         let mut retired = Vec::new();
-        while self.history.len() as u64 > self.window_items || self.history_bytes > self.window_bytes {
+        while self.history.len() as u64 > self.window_items
+            || self.history_bytes > self.window_bytes
+        {
             let old = self.history[0];
             self.forget(old);
             retired.push(old);
@@ -575,14 +577,8 @@ impl ProducerCore {
                     if let Some(g) = gap_start.take() {
                         plan.unavailable.push((g, s - 1));
                     }
-                    plan.serve.push((
-                        s,
-                        if e.in_mem {
-                            Place::Memory
-                        } else {
-                            Place::Disk
-                        },
-                    ));
+                    plan.serve
+                        .push((s, if e.in_mem { Place::Memory } else { Place::Disk }));
                 }
                 // Pending or in flight: it is coming anyway.
                 None if self.entries.contains_key(&s) => {
@@ -638,10 +634,16 @@ impl ProducerCore {
             ));
         }
         if self.mem_queue > self.queue_cap {
-            return Err(format!("memory queue {} > cap {}", self.mem_queue, self.queue_cap));
+            return Err(format!(
+                "memory queue {} > cap {}",
+                self.mem_queue, self.queue_cap
+            ));
         }
         if self.mem_loaded > self.flight_max {
-            return Err(format!("loaded {} > reserve {}", self.mem_loaded, self.flight_max));
+            return Err(format!(
+                "loaded {} > reserve {}",
+                self.mem_loaded, self.flight_max
+            ));
         }
         for e in self.entries.values() {
             if !e.in_mem && !e.on_disk {
@@ -653,6 +655,7 @@ impl ProducerCore {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -681,10 +684,16 @@ mod tests {
         let mut c = ProducerCore::new(&policy(4 << 20, 1 << 20, true, FlowMode::Backpressure));
         // queue cap 3 MiB: three 1 MiB items in memory.
         for i in 0..3 {
-            assert_eq!(accept(c.admit(1 << 20, 0, 0, 0).unwrap()), (i, Place::Memory));
+            assert_eq!(
+                accept(c.admit(1 << 20, 0, 0, 0).unwrap()),
+                (i, Place::Memory)
+            );
         }
         // Disk room for one more.
-        assert_eq!(accept(c.admit(1 << 20, 1 << 20, 0, 0).unwrap()), (3, Place::Disk));
+        assert_eq!(
+            accept(c.admit(1 << 20, 1 << 20, 0, 0).unwrap()),
+            (3, Place::Disk)
+        );
         assert_eq!(
             c.admit(1 << 20, 0, 0, 0).unwrap(),
             Admission::Wait(WaitReason::Full)
@@ -693,7 +702,13 @@ mod tests {
         // Dispatch in order; the disk one is read back into the reserve.
         assert_eq!(c.dispatch(1), Some((0, Place::Memory)));
         assert_eq!(c.dispatch(1), None, "window of 1 MiB is full");
-        assert!(matches!(c.on_ack(0, 5), AckOutcome::Acked { release_memory: false, .. }));
+        assert!(matches!(
+            c.on_ack(0, 5),
+            AckOutcome::Acked {
+                release_memory: false,
+                ..
+            }
+        ));
         assert_eq!(c.on_ack(0, 5), AckOutcome::Ignored);
         for s in 1..3 {
             assert_eq!(c.dispatch(6), Some((s, Place::Memory)));
@@ -701,7 +716,13 @@ mod tests {
         }
         assert_eq!(c.dispatch(8), Some((3, Place::Disk)));
         assert_eq!(c.memory_used(), 4 << 20);
-        assert!(matches!(c.on_ack(3, 9), AckOutcome::Acked { release_memory: true, .. }));
+        assert!(matches!(
+            c.on_ack(3, 9),
+            AckOutcome::Acked {
+                release_memory: true,
+                ..
+            }
+        ));
         c.check_invariants().unwrap();
         // Memory is full of history now: a new item moves the oldest to disk.
         match c.admit(1 << 20, 8 << 20, 0, 10).unwrap() {
@@ -715,7 +736,9 @@ mod tests {
         }
         // Without disk room, history is forgotten instead.
         match c.admit(1 << 20, 0, 0, 10).unwrap() {
-            Admission::Accept { seq: 5, evictions, .. } => assert_eq!(evictions.dropped, vec![1]),
+            Admission::Accept {
+                seq: 5, evictions, ..
+            } => assert_eq!(evictions.dropped, vec![1]),
             other => panic!("{other:?}"),
         }
         assert_eq!(c.counters().history_evicted, 1);
@@ -751,7 +774,10 @@ mod tests {
     fn shed_when_full_is_counted_and_marked_on_the_next_item() {
         let mut c = ProducerCore::new(&policy(2 << 20, 1 << 20, false, FlowMode::Shed));
         accept(c.admit(1 << 20, 0, 0, 0).unwrap());
-        assert_eq!(c.admit(1 << 20, 0, 0, 0).unwrap(), Admission::Shed { seq: 1 });
+        assert_eq!(
+            c.admit(1 << 20, 0, 0, 0).unwrap(),
+            Admission::Shed { seq: 1 }
+        );
         assert_eq!(c.dispatch(0).unwrap().0, 0);
         c.on_ack(0, 1);
         // History may be dropped for new data.
