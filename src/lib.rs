@@ -6,16 +6,20 @@
 //! This facade re-exports the layers so applications depend on one crate:
 //! - [`log`]: the segmented, checksummed, crash-safe append-only log;
 //! - [`proto`]: wire types and the frame codec;
-//! - [`fabric`]: the node (QUIC data plane, gRPC admin plane), producer and consumer.
+//! - [`fabric`]: the node (QUIC data plane, gRPC admin plane), producer and consumer;
+//! - [`stream`]: QoS-aware streams (buffering and replay, flow control,
+//!   reduction, reconstruction).
 //!
 //! It also holds the library side of the `diaspora` command-line tool:
-//! the end-to-end benchmark ([`bench`]) and the demo ([`demo`]).
+//! the end-to-end benchmarks ([`bench`], [`bench_stream`]) and the demo ([`demo`]).
 
 #![warn(missing_docs)]
 
 pub use diaspora_fabric as fabric;
 pub use diaspora_log as log;
 pub use diaspora_proto as proto;
+pub use diaspora_stream as stream;
 
 pub mod bench;
+pub mod bench_stream;
 pub mod demo;

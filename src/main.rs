@@ -13,6 +13,8 @@ use diaspora::fabric::{
 };
 use diaspora::proto::v1;
 
+mod stream_cmd;
+
 const DEFAULT_DATA_DIR: &str = "diaspora-data";
 const DEFAULT_ADDR: &str = "127.0.0.1:7400";
 const DEFAULT_ADMIN: &str = "127.0.0.1:7401";
@@ -57,6 +59,9 @@ enum Command {
     /// The main job on the embedded default: an in-process node, an edge
     /// producer of diffraction frames and an HPC-side consumer.
     Demo(diaspora::demo::DemoArgs),
+    /// QoS streams: buffered, flow-controlled, replayable producer → consumer pairs.
+    #[command(subcommand)]
+    Stream(stream_cmd::StreamCommand),
 }
 
 #[derive(Args)]
@@ -326,6 +331,8 @@ enum TwinCommand {
 enum BenchCommand {
     /// End-to-end producer → node → consumer over QUIC loopback, with a plain-quinn baseline.
     Fabric(diaspora::bench::FabricBenchArgs),
+    /// The QoS stream layer's overhead against the raw fabric client, in the same run.
+    Stream(diaspora::bench_stream::StreamBenchArgs),
 }
 
 fn init_tracing(default: &str) {
@@ -391,6 +398,20 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Fabric(a)) => {
             init_tracing("warn");
             let report = diaspora::bench::fabric(&a).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::Stream(s) => {
+            init_tracing("warn");
+            stream_cmd::run(s).await
+        }
+        Command::Bench(BenchCommand::Stream(a)) => {
+            init_tracing("warn");
+            let report = diaspora::bench_stream::stream(&a).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

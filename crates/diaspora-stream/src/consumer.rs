@@ -112,6 +112,7 @@ pub struct QosConsumer {
     origin: Instant,
     last_progress: Instant,
     delivered_since: u64,
+    delivered_since_report: u64,
     last_latency_us: HashMap<u32, u64>,
     report: ConsumerReport,
 }
@@ -183,6 +184,7 @@ impl QosConsumer {
             origin: Instant::now(),
             last_progress: Instant::now(),
             delivered_since: 0,
+            delivered_since_report: 0,
             last_latency_us: HashMap::new(),
             report: ConsumerReport::default(),
         })
@@ -473,6 +475,7 @@ impl QosConsumer {
     async fn progress(&mut self) -> Result<(), StreamError> {
         let dt = self.last_progress.elapsed().as_secs_f64().max(1e-3);
         let rate = self.delivered_since as f64 / dt;
+        self.delivered_since_report = self.delivered_since;
         self.delivered_since = 0;
         self.last_progress = Instant::now();
         for p in self.data.assignment() {
@@ -481,7 +484,12 @@ impl QosConsumer {
                     consumer: self.name.clone(),
                     partition: p,
                     next_seq: next,
-                    latency_us: self.last_latency_us.get(&p).copied().unwrap_or(0),
+                    // Nothing delivered since the last report: nothing is waiting behind.
+                    latency_us: if self.delivered_since_report > 0 {
+                        self.last_latency_us.get(&p).copied().unwrap_or(0)
+                    } else {
+                        0
+                    },
                     rate_hz: rate,
                 };
                 let _ = self.control_out.send_unacked(Some(0), ev.to_item()).await;

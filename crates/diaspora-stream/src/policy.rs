@@ -174,6 +174,10 @@ pub struct FlowPolicy {
     /// Publish a scale-up request on this topic while the consumer lags
     /// (compute pools act on it).
     pub scale_up_topic: Option<String>,
+    /// With items in flight and no acknowledgement for this long, the path
+    /// is down (an outage, not congestion): the producer keeps accepting up
+    /// to its caps and the flow policy waits for the path to return, ms.
+    pub outage_after_ms: u64,
 }
 
 impl Default for FlowPolicy {
@@ -182,6 +186,7 @@ impl Default for FlowPolicy {
             mode: FlowMode::Backpressure,
             check_interval_ms: 100,
             scale_up_topic: None,
+            outage_after_ms: 2_000,
         }
     }
 }

@@ -329,6 +329,7 @@ impl QosProducer {
                 let mut st = sh.state.lock();
                 let now = sh.now();
                 let spill_free = st.spill.as_ref().map_or(0, |s| s.cap() - s.used());
+                let factor = st.core.decimation();
                 match st
                     .core
                     .admit(size, spill_free, RECORD_HEADER_BYTES as u64, now)?
@@ -356,6 +357,9 @@ impl QosProducer {
                         }
                         item.metadata
                             .insert(control::SEQ.into(), control::int(seq as i64));
+                        if factor > 1 && item.quality.is_none() {
+                            reduce::mark(&mut item, Kind::Reduced, &format!("decimate:{factor}"));
+                        }
                         if reduced_before > 0 {
                             item.metadata.insert(
                                 control::REDUCED_BEFORE.into(),
@@ -548,6 +552,19 @@ async fn ticker(sh: Arc<Shared>, scale: Option<Arc<Producer>>) {
             st.report.checks += 1;
             st.report.congested_checks += u64::from(d.congested);
             st.report.level_max = st.report.level_max.max(d.level);
+            if st.report.checks % 10 == 0 {
+                tracing::debug!(
+                    memory = st.core.memory_used(),
+                    pending = st.core.pending(),
+                    unacked = st.core.unacked(),
+                    in_flight = st.core.in_flight_bytes(),
+                    history = st.core.history_len(),
+                    congested = d.congested,
+                    level = d.level,
+                    estimate_us = d.estimate_us,
+                    "qos producer"
+                );
+            }
             let lag = st
                 .core
                 .flow()

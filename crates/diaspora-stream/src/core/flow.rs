@@ -105,14 +105,20 @@ impl FlowController {
         self.ack_rate
     }
 
-    /// The consumer's reported latency if the report is fresh (within two
-    /// bounds), else 0.
-    pub fn consumer_latency_us(&self, now_us: u64) -> u64 {
+    /// The consumer's last report, if fresh (within two bounds, at least 2 s).
+    pub fn fresh_consumer(&self, now_us: u64) -> Option<Signals> {
         match self.consumer {
             Some((s, at)) if now_us.saturating_sub(at) <= 2 * self.bound_us.max(1_000_000) => {
-                s.latency_us
+                Some(s)
             }
-            _ => 0,
+            _ => None,
+        }
+    }
+
+    /// Records a consumer report.
+    pub fn record(&mut self, consumer: Option<Signals>, now_us: u64) {
+        if let Some(s) = consumer {
+            self.consumer = Some((s, now_us));
         }
     }
 
@@ -137,17 +143,19 @@ impl FlowController {
         }
     }
 
-    /// One check: `local_us` is the producer's own latency estimate.
-    pub fn observe(
-        &mut self,
-        local_us: u64,
-        consumer: Option<Signals>,
-        now_us: u64,
-    ) -> FlowDecision {
-        if let Some(s) = consumer {
-            self.consumer = Some((s, now_us));
+    /// A check during an outage: records the consumer's report, changes nothing.
+    pub fn hold(&self) -> FlowDecision {
+        FlowDecision {
+            congested: self.congested,
+            level: self.level,
+            scale_up: false,
+            estimate_us: 0,
         }
-        let estimate = local_us.max(self.consumer_latency_us(now_us));
+    }
+
+    /// One check with the stream's latency estimate (the producer's queue
+    /// and acknowledgement latency plus the consumer's backlog), µs.
+    pub fn observe(&mut self, estimate: u64, now_us: u64) -> FlowDecision {
         self.since_change = self.since_change.saturating_add(1);
         if estimate > self.engage_us() {
             self.calm = 0;
@@ -227,7 +235,7 @@ mod tests {
         let mut t = 0;
         let mut step = |f: &mut FlowController, est: u64| {
             t += 100_000;
-            f.observe(est, None, t)
+            f.observe(est, t)
         };
         assert!(!step(&mut f, 100_000).congested);
         let d = step(&mut f, 600_000);
@@ -258,27 +266,24 @@ mod tests {
     }
 
     #[test]
-    fn consumer_reports_count_while_fresh_and_scale_up_is_rate_limited() {
+    fn consumer_reports_expire_and_scale_up_is_rate_limited() {
         let mut f = FlowController::new(&reduce_policy());
         let s = Signals {
             latency_us: 900_000,
             next_seq: 10,
             rate_hz: 5.0,
         };
-        let d = f.observe(0, Some(s), 1_000_000);
+        f.record(Some(s), 1_000_000);
+        assert_eq!(f.fresh_consumer(2_000_000), Some(s));
+        assert_eq!(f.fresh_consumer(3_100_000), None, "stale after 2 s");
+        let d = f.observe(900_000, 1_000_000);
         assert!(d.congested);
-        assert_eq!(d.estimate_us, 900_000);
         let mut ups = 0;
         for i in 1..=300u64 {
-            let d = f.observe(0, Some(s), 1_000_000 + i * 100_000);
+            let d = f.observe(900_000, 1_000_000 + i * 100_000);
             ups += u32::from(d.scale_up);
         }
         // Congested 30 s; one request after 1 s, then at most one per 10 s.
         assert_eq!(ups, 3);
-        // A stale report stops counting.
-        assert_eq!(
-            f.consumer_latency_us(1_000_000 + 300 * 100_000 + 5_000_000),
-            0
-        );
     }
 }

@@ -184,6 +184,9 @@ pub struct ProducerCore {
     shed_before: u64,
     decimate_counter: u64,
     ack_latency_us: f64,
+    last_ack_us: u64,
+    acked_through: Option<u64>,
+    outage_us: u64,
     flow: FlowController,
     counters: ProducerCounters,
 }
@@ -219,6 +222,9 @@ impl ProducerCore {
             shed_before: 0,
             decimate_counter: 0,
             ack_latency_us: 0.0,
+            last_ack_us: 0,
+            acked_through: None,
+            outage_us: policy.flow.outage_after_ms * 1000,
             flow: FlowController::new(policy),
             counters: ProducerCounters::default(),
         }
@@ -283,16 +289,60 @@ impl ProducerCore {
             .unwrap_or(0)
     }
 
-    /// The latency an item admitted now should expect, µs: queueing ahead of
-    /// it plus the recent acknowledgement latency, or what the consumer
-    /// reports if that is worse.
+    /// The latency an item admitted now should expect, µs: the queue ahead
+    /// of it, the recent acknowledgement latency, and the consumer's backlog
+    /// (acknowledged items it has not read, at its reported rate).
     pub fn latency_estimate_us(&self, now_us: u64) -> u64 {
-        let local = self.oldest_pending_age_us(now_us) + self.ack_latency_us as u64;
-        local.max(self.flow.consumer_latency_us(now_us))
+        self.oldest_pending_age_us(now_us)
+            + self.ack_latency_us as u64
+            + self.consumer_backlog_us(now_us)
+    }
+
+    /// How long the consumer needs for the acknowledged items it has not
+    /// read yet, µs (0 without a fresh report or when it has caught up; a
+    /// stalled consumer with a backlog counts as the whole latency bound).
+    pub fn consumer_backlog_us(&self, now_us: u64) -> u64 {
+        let (Some(sig), Some(acked)) = (self.flow.fresh_consumer(now_us), self.acked_through)
+        else {
+            return 0;
+        };
+        if sig.next_seq > acked {
+            return 0;
+        }
+        let lag = (acked + 1 - sig.next_seq) as f64;
+        if sig.rate_hz < 1e-3 {
+            return 2 * self.flow.engage_us();
+        }
+        (lag / sig.rate_hz * 1e6) as u64
     }
 
     fn congested_now(&self, now_us: u64) -> bool {
         self.latency_estimate_us(now_us) > self.flow.engage_us()
+    }
+
+    /// The path is down: items are in flight and nothing has been
+    /// acknowledged for `flow.outage_after_ms` (since the later of the last
+    /// acknowledgement and the oldest dispatch still in flight).
+    pub fn in_outage(&self, now_us: u64) -> bool {
+        if self.flight_bytes == 0 {
+            return false;
+        }
+        let oldest_sent = self
+            .entries
+            .values()
+            .filter(|e| e.state == State::InFlight)
+            .map(|e| e.sent_us)
+            .min()
+            .unwrap_or(now_us);
+        now_us.saturating_sub(self.last_ack_us.max(oldest_sent)) >= self.outage_us
+    }
+
+    /// The decimation factor engaged now (1: none).
+    pub fn decimation(&self) -> u64 {
+        self.decimate[..self.flow.level().min(self.decimate.len())]
+            .iter()
+            .map(|&k| u64::from(k))
+            .product()
     }
 
     fn note_memory(&mut self) {
@@ -321,9 +371,12 @@ impl ProducerCore {
                 max: self.flight_max,
             });
         }
-        // Flow policy first.
-        let congested = self.congested_now(now_us) || self.flow.congested();
+        // Flow policy first — unless the path is down: then buffering up to
+        // the caps is the point, and only the caps decide.
+        let outage = self.in_outage(now_us);
+        let congested = !outage && (self.congested_now(now_us) || self.flow.congested());
         match self.mode {
+            _ if outage => {}
             FlowMode::Backpressure if self.congested_now(now_us) => {
                 self.counters.waits += 1;
                 return Ok(Admission::Wait(WaitReason::Congested));
@@ -335,10 +388,7 @@ impl ProducerCore {
                 return Ok(Admission::Shed { seq });
             }
             FlowMode::Reduce => {
-                let factor: u64 = self.decimate[..self.flow.level().min(self.decimate.len())]
-                    .iter()
-                    .map(|&k| u64::from(k))
-                    .product();
+                let factor = self.decimation();
                 if factor > 1 {
                     self.decimate_counter += 1;
                     if self.decimate_counter % factor != 0 {
@@ -519,6 +569,8 @@ impl ProducerCore {
         }
         let size = e.size;
         self.counters.acked += 1;
+        self.last_ack_us = now_us;
+        self.acked_through = Some(self.acked_through.map_or(seq, |a| a.max(seq)));
         self.flow.on_acked(now_us);
         // History in sequence order (acknowledgements of one partition come in order;
         // a retried dispatch may be acknowledged late).
@@ -603,8 +655,12 @@ impl ProducerCore {
 
     /// Feeds the flow controller (call every `flow.check_interval_ms`).
     pub fn tick(&mut self, signals_from_consumer: Option<Signals>, now_us: u64) -> FlowDecision {
-        let local = self.oldest_pending_age_us(now_us) + self.ack_latency_us as u64;
-        self.flow.observe(local, signals_from_consumer, now_us)
+        self.flow.record(signals_from_consumer, now_us);
+        if self.in_outage(now_us) {
+            return self.flow.hold();
+        }
+        let estimate = self.latency_estimate_us(now_us);
+        self.flow.observe(estimate, now_us)
     }
 
     /// Checks the accounting invariants (used by tests; cheap enough for debug builds).
@@ -743,6 +799,76 @@ mod tests {
         }
         assert_eq!(c.counters().history_evicted, 1);
         c.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn an_outage_suspends_flow_control_but_not_the_caps() {
+        let mut p = policy(4 << 20, 1 << 20, true, FlowMode::Backpressure);
+        p.latency_bound_ms = 1000;
+        let mut c = ProducerCore::new(&p);
+        accept(c.admit(1000, 0, 0, 0).unwrap());
+        c.dispatch(0);
+        // 0.6 s later: congested (pending age ≥ bound/2 would block), not yet an outage.
+        accept(c.admit(1000, 0, 0, 0).unwrap());
+        assert_eq!(
+            c.admit(1000, 0, 0, 600_000).unwrap(),
+            Admission::Wait(WaitReason::Congested)
+        );
+        // 2 s without an acknowledgement: an outage; keep accepting up to the caps.
+        assert!(c.in_outage(2_000_000));
+        let mut full = false;
+        for _ in 0..10_000 {
+            let free = (1u64 << 20) - c.counters().spilled * 1020;
+            match c.admit(1000, free, 20, 2_000_000).unwrap() {
+                Admission::Accept { .. } => {}
+                Admission::Wait(WaitReason::Full) => {
+                    full = true;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(full, "the caps end the buffering");
+        assert!(c.memory_used() <= 4 << 20);
+        assert!(c.counters().spilled > 0);
+        c.on_ack(0, 2_100_000);
+        assert!(!c.in_outage(2_100_000));
+    }
+
+    #[test]
+    fn a_consumer_backlog_is_congestion_and_a_caught_up_consumer_is_not() {
+        let mut p = policy(64 << 20, 1 << 20, false, FlowMode::Backpressure);
+        p.latency_bound_ms = 1000;
+        let mut c = ProducerCore::new(&p);
+        for t in 0..100 {
+            accept(c.admit(100, 0, 0, t).unwrap());
+            c.dispatch(t);
+            c.on_ack(t, t);
+        }
+        // The consumer has read 50 of 100 at 10 items/s: 5 s behind.
+        let behind = Signals {
+            latency_us: 0,
+            next_seq: 50,
+            rate_hz: 10.0,
+        };
+        c.tick(Some(behind), 1_000);
+        assert_eq!(c.consumer_backlog_us(1_000), 5_000_000);
+        assert_eq!(
+            c.admit(100, 0, 0, 1_000).unwrap(),
+            Admission::Wait(WaitReason::Congested)
+        );
+        // Caught up: its old latency figure does not matter.
+        let caught_up = Signals {
+            latency_us: 9_000_000,
+            next_seq: 100,
+            rate_hz: 10.0,
+        };
+        c.tick(Some(caught_up), 2_000);
+        assert_eq!(c.consumer_backlog_us(2_000), 0);
+        accept(c.admit(100, 0, 0, 2_000).unwrap());
+        // A report goes stale.
+        c.tick(Some(behind), 3_000);
+        assert_eq!(c.consumer_backlog_us(10_000_000), 0);
     }
 
     #[test]

@@ -1,0 +1,422 @@
+//! `diaspora stream …`: QoS streams from the command line.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use diaspora::fabric::item::payload_item;
+use diaspora::proto::v1;
+use diaspora::stream::consumer::quality_label;
+use diaspora::stream::control;
+use diaspora::stream::{Policy, QosConsumer, QosProducer, Sent};
+
+use crate::{admin, client, AdminConn, DataConn};
+
+#[derive(Subcommand)]
+pub enum StreamCommand {
+    /// Create the topics a QoS stream needs: TOPIC, TOPIC.qos (control) and TOPIC.replay.
+    Init {
+        /// Data topic.
+        topic: String,
+        /// Partitions of the data topic (one QoS producer per partition).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Retention of the data topic by size per partition, bytes (0 = node default).
+        #[arg(long, default_value_t = 0)]
+        retention_bytes: u64,
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+    /// Print the default policy as TOML (a starting point for --policy files).
+    Policy,
+    /// Produce through a QoS stream: buffered (memory, then disk), flow-controlled,
+    /// replayable. See `--policy`.
+    Produce(StreamProduceArgs),
+    /// Consume a QoS stream: in order, once per item, gaps replayed or reconstructed,
+    /// position checkpointed.
+    Consume(StreamConsumeArgs),
+}
+
+/// Synthetic payloads.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PayloadKind {
+    /// Incompressible bytes.
+    Random,
+    /// u16 detector frames (64 rows; a bright spot that moves from item to
+    /// item over a noisy background), tagged as ndarray payloads.
+    Frame,
+}
+
+#[derive(Args)]
+pub struct StreamProduceArgs {
+    /// Data topic.
+    #[arg(long)]
+    topic: String,
+    /// Partition this stream owns.
+    #[arg(long, default_value_t = 0)]
+    partition: u32,
+    /// Policy file (TOML; `diaspora stream policy` prints the defaults).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Produce N synthetic items of --size bytes (default: stdin lines).
+    #[arg(long, value_name = "N")]
+    synthetic: Option<u64>,
+    /// Payload size of synthetic items, bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Kind of synthetic payload.
+    #[arg(long, value_enum, default_value = "random")]
+    payload: PayloadKind,
+    /// Offer items at this many per second (0 = as fast as the stream takes them).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Write one JSON line per item to FILE: acknowledged ones as
+    /// {"id","seq","partition","offset","acked_us"}; items shed or reduced away
+    /// as {"id","seq","fate"} ("shed", "reduced").
+    #[arg(long, value_name = "FILE")]
+    acks: Option<PathBuf>,
+    /// First item id (metadata "id").
+    #[arg(long, default_value_t = 0)]
+    id_start: u64,
+    /// At the end, wait this long for every accepted item to be acknowledged.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_s: u64,
+    /// Print a JSON summary at the end.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: DataConn,
+}
+
+#[derive(Args)]
+pub struct StreamConsumeArgs {
+    /// Data topic.
+    #[arg(long)]
+    topic: String,
+    /// Consumer name (in progress reports and replay requests).
+    #[arg(long, default_value = "consumer")]
+    name: String,
+    /// Policy file (TOML): reconstruction, deadlines, reorder bound.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Keep the position in this file; a restart resumes from it.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Only this partition (default: all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Stop after N items.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Give up when no item arrives for this long, ms (default: wait forever, or 10000 with --count).
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// One JSON object per item: topic, partition, offset, seq, size,
+    /// timestamp_us, latency_us, id, quality, replayed, supersedes, crc32c.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: DataConn,
+}
+
+fn load_policy(p: &Option<PathBuf>) -> Result<Policy> {
+    Ok(match p {
+        Some(p) => Policy::from_file(p)?,
+        None => Policy::default(),
+    })
+}
+
+pub async fn run(cmd: StreamCommand) -> Result<()> {
+    match cmd {
+        StreamCommand::Init {
+            topic,
+            partitions,
+            retention_bytes,
+            conn,
+        } => {
+            let mut a = admin(&conn).await?;
+            let created = diaspora::stream::init_topics(
+                &mut a,
+                &topic,
+                v1::TopicConfig {
+                    partitions,
+                    retention_bytes,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            if created.is_empty() {
+                println!("stream topics of '{topic}' exist already");
+            } else {
+                println!("created {}", created.join(", "));
+            }
+            Ok(())
+        }
+        StreamCommand::Policy => {
+            print!("{}", toml::to_string(&Policy::default())?);
+            Ok(())
+        }
+        StreamCommand::Produce(a) => produce(a).await,
+        StreamCommand::Consume(a) => consume(a).await,
+    }
+}
+
+/// A synthetic u16 frame of about `size` bytes for item `i`.
+fn frame_payload(i: u64, size: usize) -> v1::Item {
+    let rows = 64usize;
+    let cols = (size / 2 / rows).max(1);
+    let (cx, cy) = (
+        (i as f64 * 0.7) % cols as f64,
+        rows as f64 / 2.0 + 10.0 * (i as f64 * 0.05).sin(),
+    );
+    let mut px = Vec::with_capacity(rows * cols * 2);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ i;
+    for r in 0..rows {
+        for c in 0..cols {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let d2 = (c as f64 - cx).powi(2) + (r as f64 - cy).powi(2);
+            let v = 100.0 + 3000.0 * (-d2 / 50.0).exp() + (x % 8) as f64;
+            px.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+    }
+    let mut item = payload_item(bytes::Bytes::from(px));
+    diaspora::stream::ndarray::tag_array(&mut item, "u16", &[rows, cols]);
+    item
+}
+
+fn vmhwm_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn produce(a: StreamProduceArgs) -> Result<()> {
+    let policy = load_policy(&a.policy)?;
+    let client = client(&a.conn).await?;
+    let mut p = QosProducer::new(&client, &a.topic, a.partition, policy.clone()).await?;
+    let mut acks = p.subscribe_acks();
+    let mut ack_file = match &a.acks {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
+        )),
+        None => None,
+    };
+    use std::io::Write;
+    let mut fates: Vec<(u64, u64, &str)> = Vec::new();
+    let mut write_acks = |file: &mut Option<std::io::BufWriter<std::fs::File>>,
+                          fates: &mut Vec<(u64, u64, &str)>|
+     -> Result<()> {
+        let Some(f) = file.as_mut() else {
+            while acks.try_recv().is_ok() {}
+            return Ok(());
+        };
+        let now = diaspora::fabric::broker::now_us();
+        while let Ok(k) = acks.try_recv() {
+            writeln!(
+                f,
+                r#"{{"id":{},"seq":{},"partition":{},"offset":{},"acked_us":{now}}}"#,
+                k.id.unwrap_or(u64::MAX),
+                k.seq,
+                k.partition,
+                k.offset
+            )?;
+        }
+        for (id, seq, fate) in fates.drain(..) {
+            writeln!(f, r#"{{"id":{id},"seq":{seq},"fate":"{fate}"}}"#)?;
+        }
+        f.flush()?;
+        Ok(())
+    };
+    let started = Instant::now();
+    let mut offered = 0u64;
+    let mut bytes = 0u64;
+    let mut last_write = Instant::now();
+    let random = diaspora::bench::synthetic_payload(a.size);
+    let mut lines = if a.synthetic.is_none() {
+        use tokio::io::AsyncBufReadExt;
+        Some(tokio::io::BufReader::new(tokio::io::stdin()).lines())
+    } else {
+        None
+    };
+    let mut aggregating: Vec<u64> = Vec::new();
+    loop {
+        let mut item = match (a.synthetic, lines.as_mut()) {
+            (Some(n), _) if offered >= n => break,
+            (Some(_), _) => match a.payload {
+                PayloadKind::Random => payload_item(random.clone()),
+                PayloadKind::Frame => frame_payload(offered, a.size),
+            },
+            (None, Some(l)) => match l.next_line().await? {
+                Some(line) => payload_item(bytes::Bytes::from(line)),
+                None => break,
+            },
+            (None, None) => unreachable!("lines exist without --synthetic"),
+        };
+        if a.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(offered as f64 / a.rate);
+            tokio::time::sleep_until(due.into()).await;
+            item.timestamp_us = diaspora::fabric::broker::now_us();
+        }
+        let id = a.id_start + offered;
+        item.metadata.insert("id".into(), control::int(id as i64));
+        bytes += item.payload.len() as u64;
+        match p.send(item).await? {
+            Sent::Accepted(_) => {
+                // The aggregate carries the last id; the others were reduced into it.
+                fates.extend(aggregating.drain(..).map(|i| (i, u64::MAX, "reduced")));
+            }
+            Sent::Aggregating => aggregating.push(id),
+            Sent::Decimated(seq) => fates.push((id, seq, "reduced")),
+            Sent::Shed(seq) => fates.push((id, seq, "shed")),
+        }
+        offered += 1;
+        if last_write.elapsed() >= Duration::from_millis(100) {
+            write_acks(&mut ack_file, &mut fates)?;
+            last_write = Instant::now();
+        }
+    }
+    let produce_s = started.elapsed().as_secs_f64();
+    fates.extend(aggregating.drain(..).map(|i| (i, u64::MAX, "reduced")));
+    let deadline = Instant::now() + Duration::from_secs(a.drain_timeout_s);
+    let flushed = loop {
+        write_acks(&mut ack_file, &mut fates)?;
+        match p.flush(Duration::from_millis(100)).await {
+            Ok(()) => break Ok(()),
+            Err(e) if Instant::now() >= deadline => break Err(e),
+            Err(_) => {}
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    write_acks(&mut ack_file, &mut fates)?;
+    let report = p.report();
+    let elapsed = started.elapsed().as_secs_f64();
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        let extra = serde_json::json!({
+            "topic": a.topic, "partition": a.partition, "items": offered, "bytes": bytes,
+            "produce_s": produce_s, "elapsed_s": elapsed,
+            "rate_target": a.rate, "rate_achieved": offered as f64 / produce_s.max(1e-9),
+            "mb_per_s": bytes as f64 / 1e6 / elapsed.max(1e-9),
+            "rss_max_kb": vmhwm_kb(),
+            "error": flushed.as_ref().err().map(|e| e.to_string()),
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        println!("{v}");
+    } else {
+        eprintln!(
+            "offered {offered} items: {} accepted, {} acknowledged, {} shed, {} reduced away; memory high-water {} of {} bytes, spilled {}",
+            report.counters.accepted,
+            report.counters.acked,
+            report.counters.shed,
+            report.counters.reduced_away,
+            report.counters.memory_high_water,
+            report.memory_bytes_max,
+            report.counters.spilled
+        );
+    }
+    p.close(Duration::from_secs(1)).await.ok();
+    client.close();
+    flushed?;
+    Ok(())
+}
+
+async fn consume(a: StreamConsumeArgs) -> Result<()> {
+    let policy = load_policy(&a.policy)?;
+    let client = client(&a.conn).await?;
+    let parts: Vec<u32> = a.partition.into_iter().collect();
+    let mut c = QosConsumer::new(
+        &client,
+        &a.topic,
+        &parts,
+        &a.name,
+        policy,
+        a.checkpoint.as_deref(),
+    )
+    .await?;
+    let idle = match (a.idle_timeout_ms, a.count) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (None, Some(_)) => Duration::from_secs(10),
+        (None, None) => Duration::from_secs(u64::MAX / 4),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let tick = Duration::from_millis(100);
+    let mut idle_for = Duration::ZERO;
+    let mut seen = 0u64;
+    let mut last_flush = Instant::now();
+    let mut result = Ok(());
+    while a.count.is_none_or(|n| seen < n) && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Some(x) = c.next(tick.min(idle)).await? else {
+            out.flush()?;
+            idle_for += tick;
+            if idle_for < idle {
+                continue;
+            }
+            if let Some(n) = a.count {
+                result = Err(anyhow::anyhow!(
+                    "only {seen} of {n} items arrived within the idle timeout of {idle:?}"
+                ));
+            }
+            break;
+        };
+        idle_for = Duration::ZERO;
+        seen += 1;
+        if a.json {
+            let mut line = serde_json::json!({
+                "topic": a.topic, "partition": x.partition, "seq": x.seq,
+                "size": x.item.payload.len(), "timestamp_us": x.item.timestamp_us,
+                "latency_us": diaspora::fabric::broker::now_us() - x.item.timestamp_us,
+                "id": control::get_u64(&x.item, "id"),
+                "quality": x.quality(), "replayed": x.replayed, "supersedes": x.supersedes,
+                "crc32c": crc32c::crc32c(&x.item.payload),
+            });
+            if let Some(o) = x.offset {
+                line["offset"] = o.into();
+            }
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "{}/{} seq {} {}B {}{}",
+                a.topic,
+                x.partition,
+                x.seq,
+                x.item.payload.len(),
+                quality_label(&x.item),
+                if x.replayed { " (replayed)" } else { "" }
+            )?;
+        }
+        if last_flush.elapsed() >= tick {
+            out.flush()?;
+            last_flush = Instant::now();
+        }
+    }
+    out.flush()?;
+    drop(out);
+    let report = c.close().await?;
+    eprintln!("{}", serde_json::to_string(&report)?);
+    client.close();
+    result
+}
