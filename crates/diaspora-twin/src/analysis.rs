@@ -3,7 +3,7 @@
 //! consumers' items (`diaspora consume --json`). Pure: records in, figures
 //! out, so it is tested without processes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,23 +13,44 @@ pub struct AckRecord {
     /// The item's id (metadata "id").
     pub id: u64,
     /// Partition it was stored in.
+    #[serde(default)]
     pub partition: u32,
     /// Offset it was stored at.
+    #[serde(default)]
     pub offset: u64,
     /// When the acknowledgement arrived, µs since the Unix epoch.
     #[serde(default)]
     pub acked_us: i64,
+    /// For a QoS producer: the item was not sent by design — `"reduced"`
+    /// (decimated or aggregated away) or `"shed"`. Such items are accounted,
+    /// not lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fate: Option<Fate>,
+}
+
+/// What became of an item a QoS producer did not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// Reduced away (decimation, aggregation).
+    Reduced,
+    /// Shed by the policy.
+    Shed,
 }
 
 /// One consumed item, as `diaspora consume --json` prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumeRecord {
-    /// The item's id (metadata "id"); items without one are not matched.
+    /// The item's id (metadata "id"); items without one (substitutes) are not matched.
     pub id: Option<u64>,
     /// Partition read from.
     pub partition: u32,
-    /// Offset read at.
+    /// Offset read at (none for a substitute).
+    #[serde(default)]
     pub offset: u64,
+    /// `original`, `reduced:METHOD` or `reconstructed:METHOD` (QoS consumers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
     /// When the producer made the item, µs since the Unix epoch.
     pub timestamp_us: i64,
     /// Receive time minus `timestamp_us`.
@@ -67,12 +88,18 @@ pub struct Analysis {
     pub lost: u64,
     /// Deliveries beyond the first of an item.
     pub duplicated: u64,
-    /// Latency percentiles over all first deliveries, µs.
+    /// Latency percentiles over all first deliveries (and substitutes), µs.
     pub latency_us_p50: u64,
     /// 99th percentile.
     pub latency_us_p99: u64,
     /// Largest.
     pub latency_us_max: u64,
+    /// Items QoS producers reduced away by design (not lost).
+    pub reduced_away: u64,
+    /// Items QoS producers shed by policy (not lost; counted).
+    pub shed: u64,
+    /// Deliveries by quality (`original`, `reduced:…`, `reconstructed:…`).
+    pub quality_mix: BTreeMap<String, u64>,
     /// Per-second timeline from the run's start.
     pub timeline: Vec<Second>,
 }
@@ -90,8 +117,8 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
 ///
 /// ```
 /// use diaspora_twin::analysis::{analyze, AckRecord, ConsumeRecord};
-/// let acks = [AckRecord { id: 1, partition: 0, offset: 0, acked_us: 1_000_000 }];
-/// let got = [ConsumeRecord { id: Some(1), partition: 0, offset: 0, timestamp_us: 1_000_000, latency_us: 500 }];
+/// let acks = [AckRecord { id: 1, partition: 0, offset: 0, acked_us: 1_000_000, fate: None }];
+/// let got = [ConsumeRecord { id: Some(1), partition: 0, offset: 0, quality: None, timestamp_us: 1_000_000, latency_us: 500 }];
 /// let a = analyze(&acks, &got, 1_000_000);
 /// assert_eq!((a.acked, a.consumed, a.lost, a.duplicated, a.latency_us_p99), (1, 1, 0, 0, 500));
 /// ```
@@ -99,18 +126,31 @@ pub fn analyze(acks: &[AckRecord], consumed: &[ConsumeRecord], start_us: i64) ->
     let mut deliveries: HashMap<u64, u32> = HashMap::with_capacity(consumed.len());
     let mut first_latencies = Vec::with_capacity(consumed.len());
     for c in consumed {
-        if let Some(id) = c.id {
-            let n = deliveries.entry(id).or_default();
-            *n += 1;
-            if *n == 1 {
-                first_latencies.push(c.latency_us.max(0) as u64);
+        match c.id {
+            Some(id) => {
+                let n = deliveries.entry(id).or_default();
+                *n += 1;
+                if *n == 1 {
+                    first_latencies.push(c.latency_us.max(0) as u64);
+                }
             }
+            // A substitute: its latency counts (it is what the consumer got).
+            None => first_latencies.push(c.latency_us.max(0) as u64),
         }
     }
+    let fate = |f: Fate| acks.iter().filter(|a| a.fate == Some(f)).count() as u64;
+    let (reduced_away, shed) = (fate(Fate::Reduced), fate(Fate::Shed));
+    let acks: Vec<&AckRecord> = acks.iter().filter(|a| a.fate.is_none()).collect();
     let lost = acks
         .iter()
         .filter(|a| !deliveries.contains_key(&a.id))
         .count() as u64;
+    let mut quality_mix = BTreeMap::new();
+    for c in consumed {
+        *quality_mix
+            .entry(c.quality.clone().unwrap_or_else(|| "original".into()))
+            .or_insert(0) += 1;
+    }
     let duplicated = deliveries
         .values()
         .map(|n| u64::from(n.saturating_sub(1)))
@@ -130,7 +170,7 @@ pub fn analyze(acks: &[AckRecord], consumed: &[ConsumeRecord], start_us: i64) ->
         })
         .collect();
     let mut per_second: Vec<Vec<u64>> = vec![Vec::new(); timeline.len()];
-    for a in acks {
+    for a in &acks {
         timeline[second(a.acked_us)].acked += 1;
     }
     for c in consumed {
@@ -150,6 +190,9 @@ pub fn analyze(acks: &[AckRecord], consumed: &[ConsumeRecord], start_us: i64) ->
         latency_us_p50: quantile(&first_latencies, 0.5),
         latency_us_p99: quantile(&first_latencies, 0.99),
         latency_us_max: first_latencies.last().copied().unwrap_or(0),
+        reduced_away,
+        shed,
+        quality_mix,
         timeline,
     }
 }
@@ -188,6 +231,7 @@ mod tests {
             partition: 0,
             offset: id,
             acked_us: t,
+            fate: None,
         }
     }
 
@@ -196,6 +240,7 @@ mod tests {
             id: Some(id),
             partition: 0,
             offset: id,
+            quality: None,
             timestamp_us: made,
             latency_us: lat,
         }
@@ -209,6 +254,32 @@ mod tests {
         assert_eq!((a.acked, a.consumed, a.lost, a.duplicated), (3, 4, 1, 1));
         // First deliveries only: 10, 30, 40.
         assert_eq!((a.latency_us_p50, a.latency_us_max), (30, 40));
+    }
+
+    #[test]
+    fn reduced_and_shed_items_are_accounted_not_lost() {
+        let mut acks = vec![ack(1, 0), ack(2, 0)];
+        acks.push(AckRecord {
+            fate: Some(Fate::Reduced),
+            ..ack(3, 0)
+        });
+        acks.push(AckRecord {
+            fate: Some(Fate::Shed),
+            ..ack(4, 0)
+        });
+        let mut sub = got(0, 0, 70);
+        sub.id = None;
+        sub.quality = Some("reconstructed:linear".into());
+        let mut red = got(2, 0, 20);
+        red.quality = Some("reduced:decimate:2".into());
+        let a = analyze(&acks, &[got(1, 0, 10), red, sub], 0);
+        assert_eq!((a.acked, a.lost, a.reduced_away, a.shed), (2, 0, 1, 1));
+        assert_eq!(a.quality_mix["original"], 1);
+        assert_eq!(a.quality_mix["reduced:decimate:2"], 1);
+        assert_eq!(a.quality_mix["reconstructed:linear"], 1);
+        assert_eq!(a.latency_us_max, 70, "substitutes count in latency");
+        let parsed: Vec<AckRecord> = parse_lines(r#"{"id":9,"seq":3,"fate":"shed"}"#).unwrap();
+        assert_eq!(parsed[0].fate, Some(Fate::Shed));
     }
 
     #[test]
@@ -245,7 +316,8 @@ mod tests {
                 id: 3,
                 partition: 1,
                 offset: 9,
-                acked_us: 5
+                acked_us: 5,
+                fate: None,
             }]
         );
         let line = r#"{"topic":"t","partition":0,"offset":1,"size":4,"timestamp_us":10,"latency_us":2,"id":7,"crc32c":1}"#;

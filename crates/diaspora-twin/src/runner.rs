@@ -72,6 +72,12 @@ pub struct RunResults {
     pub figures: Analysis,
     /// Longest recovery after a fault, seconds.
     pub recovery_s: f64,
+    /// Slowest catch-up after an outage: items received during the
+    /// recovery per second, over the producers' rate (none without an outage
+    /// or when nothing was behind).
+    pub catchup_ratio: Option<f64>,
+    /// Per topic: figures of its producers and consumers.
+    pub topics: std::collections::BTreeMap<String, TopicFigures>,
     /// Assertions.
     pub checks: Vec<CheckRecord>,
     /// Faults applied.
@@ -224,10 +230,102 @@ async fn wait_serving(p: &Proc, times: usize) -> Result<(), String> {
     ))
 }
 
-fn count_lines(path: &Path) -> u64 {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+/// Complete lines of `path` that do not contain `except`.
+fn count_lines_without(path: &Path, except: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n') && !l.contains(except))
+                .count() as u64
+        })
         .unwrap_or(0)
+}
+
+/// Writes a host's inline QoS policy to `dir/policy.toml`; a relative
+/// `buffer.spill_dir` is taken relative to the host's directory.
+fn write_policy(dir: &Path, policy: &toml::Table) -> Result<PathBuf, String> {
+    let mut policy = policy.clone();
+    if let Some(toml::Value::Table(b)) = policy.get_mut("buffer") {
+        if let Some(toml::Value::String(d)) = b.get_mut("spill_dir") {
+            if Path::new(d.as_str()).is_relative() {
+                *d = dir.join(&*d).display().to_string();
+            }
+        }
+    }
+    let path = dir.join("policy.toml");
+    let text = toml::to_string(&policy).map_err(|e| format!("policy: {e}"))?;
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// What a QoS producer printed at the end (`diaspora stream produce --json`).
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+pub struct QosProducerSummary {
+    /// Items offered.
+    #[serde(default)]
+    pub items: u64,
+    /// Items accepted.
+    #[serde(default)]
+    pub accepted: u64,
+    /// Items acknowledged.
+    #[serde(default)]
+    pub acked: u64,
+    /// Items shed.
+    #[serde(default)]
+    pub shed: u64,
+    /// Items reduced away.
+    #[serde(default)]
+    pub reduced_away: u64,
+    /// Items spilled to disk at admission.
+    #[serde(default)]
+    pub spilled: u64,
+    /// Memory-tier high-water mark, bytes.
+    #[serde(default)]
+    pub memory_high_water: u64,
+    /// Memory-tier cap, bytes.
+    #[serde(default)]
+    pub memory_bytes_max: u64,
+    /// Spill-tier high-water mark, bytes.
+    #[serde(default)]
+    pub spill_high_water: u64,
+    /// Peak resident memory of the process, KiB.
+    #[serde(default)]
+    pub rss_max_kb: Option<u64>,
+    /// Target rate, items/s.
+    #[serde(default)]
+    pub rate_target: f64,
+    /// Achieved rate while producing, items/s.
+    #[serde(default)]
+    pub rate_achieved: f64,
+    /// Largest number of reduction stages engaged.
+    #[serde(default)]
+    pub level_max: u64,
+    /// Controller checks that found the stream congested.
+    #[serde(default)]
+    pub congested_checks: u64,
+}
+
+/// Figures of one topic's hosts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TopicFigures {
+    /// Items acknowledged.
+    pub acked: u64,
+    /// Deliveries.
+    pub consumed: u64,
+    /// Acknowledged items never delivered.
+    pub lost: u64,
+    /// Reduced away by design.
+    pub reduced_away: u64,
+    /// Shed by policy.
+    pub shed: u64,
+    /// Deliveries by quality.
+    pub quality_mix: std::collections::BTreeMap<String, u64>,
+    /// p50 latency, µs.
+    pub latency_us_p50: u64,
+    /// p99 latency, µs.
+    pub latency_us_p99: u64,
+    /// QoS producers' summaries, by host.
+    pub producers: std::collections::BTreeMap<String, QosProducerSummary>,
 }
 
 enum Action {
@@ -390,6 +488,11 @@ pub async fn run(
     let seed = options.seed.unwrap_or(scenario.seed);
     let bin = &options.binary;
     let work = &options.work_dir;
+    // A fresh start: hosts of an earlier run in the same directory (their
+    // logs, data, records) would be taken for this run's.
+    if work.exists() {
+        std::fs::remove_dir_all(work).map_err(|e| format!("clearing {}: {e}", work.display()))?;
+    }
     std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
     let host_dir = |name: &str| -> Result<PathBuf, String> {
         let d = work.join(name);
@@ -437,14 +540,14 @@ pub async fn run(
         for t in &scenario.topics {
             for n in &t.nodes {
                 let a = &nodes[n];
+                let create: &[&str] = if t.qos {
+                    &["stream", "init"]
+                } else {
+                    &["topic", "create"]
+                };
                 let out = Command::new(bin)
-                    .args([
-                        "topic",
-                        "create",
-                        &t.name,
-                        "--partitions",
-                        &t.partitions.to_string(),
-                    ])
+                    .args(create)
+                    .args([&t.name, "--partitions", &t.partitions.to_string()])
                     .args([
                         "--admin",
                         &a.admin.to_string(),
@@ -518,26 +621,40 @@ pub async fn run(
             p.spawn(bin)?;
             procs.insert(b.name.clone(), p);
         }
-        let mut consumer_files = Vec::new();
+        let mut consumer_files: Vec<(String, PathBuf)> = Vec::new();
         for c in &scenario.consumers {
             let dir = host_dir(&c.name)?;
             let out = dir.join("consumed.jsonl");
-            let args = vec![
-                "consume".into(),
+            let mut args: Vec<String> = match &c.qos {
+                Some(policy) => vec![
+                    "stream".into(),
+                    "consume".into(),
+                    "--name".into(),
+                    c.name.clone(),
+                    "--policy".into(),
+                    write_policy(&dir, policy)?.display().to_string(),
+                    "--checkpoint".into(),
+                    dir.join("checkpoint.json").display().to_string(),
+                ],
+                None => vec![
+                    "consume".into(),
+                    "--group".into(),
+                    c.group.clone().unwrap_or_else(|| c.name.clone()),
+                ],
+            };
+            args.extend([
                 "--topic".into(),
                 c.topic.clone(),
-                "--group".into(),
-                c.group.clone().unwrap_or_else(|| c.name.clone()),
                 "--json".into(),
                 "--addr".into(),
                 addr_of(&c.node, &c.via)?.to_string(),
                 "--ca".into(),
                 nodes[&c.node].ca.display().to_string(),
-            ];
+            ]);
             let mut p = Proc::new(&c.name, &dir, args, Some(out.clone()));
             p.spawn(bin)?;
             procs.insert(c.name.clone(), p);
-            consumer_files.push(out);
+            consumer_files.push((c.topic.clone(), out));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -545,15 +662,25 @@ pub async fn run(
         let t0 = Instant::now();
         let t0_us = now_us();
         let mut produced = 0u64;
-        let mut ack_files = Vec::new();
+        let mut ack_files: Vec<(String, PathBuf)> = Vec::new();
         let mut producer_names = Vec::new();
         for (i, p) in scenario.producers.iter().enumerate() {
             let dir = host_dir(&p.name)?;
             let n = (p.rate * scenario.duration_s).ceil() as u64;
             produced += n;
             let acks = dir.join("acks.jsonl");
-            let args = vec![
-                "produce".into(),
+            let mut args: Vec<String> = match &p.qos {
+                Some(policy) => vec![
+                    "stream".into(),
+                    "produce".into(),
+                    "--policy".into(),
+                    write_policy(&dir, policy)?.display().to_string(),
+                    "--payload".into(),
+                    p.payload.clone().unwrap_or_else(|| "random".into()),
+                ],
+                None => vec!["produce".into()],
+            };
+            args.extend([
                 "--topic".into(),
                 p.topic.clone(),
                 "--synthetic".into(),
@@ -571,11 +698,11 @@ pub async fn run(
                 addr_of(&p.node, &p.via)?.to_string(),
                 "--ca".into(),
                 nodes[&p.node].ca.display().to_string(),
-            ];
+            ]);
             let mut proc_ = Proc::new(&p.name, &dir, args, Some(dir.join("summary.json")));
             proc_.spawn(bin)?;
             procs.insert(p.name.clone(), proc_);
-            ack_files.push(acks);
+            ack_files.push((p.topic.clone(), acks));
             producer_names.push(p.name.clone());
         }
 
@@ -655,10 +782,16 @@ pub async fn run(
         }
 
         // Drain: until every acknowledged item has been seen, or the drain time ends.
-        let acked_total: u64 = ack_files.iter().map(|f| count_lines(f)).sum();
+        let acked_total: u64 = ack_files
+            .iter()
+            .map(|(_, f)| count_lines_without(f, "\"fate\""))
+            .sum();
         let drain_end = t0 + Duration::from_secs_f64(scenario.duration_s + scenario.drain_s);
         loop {
-            let seen: u64 = consumer_files.iter().map(|f| count_lines(f)).sum();
+            let seen: u64 = consumer_files
+                .iter()
+                .map(|(_, f)| count_lines_without(f, "\"id\":null"))
+                .sum();
             let t = t0.elapsed().as_secs_f64();
             progress(
                 t,
@@ -690,23 +823,70 @@ pub async fn run(
         }
 
         // Analysis.
-        let mut acks: Vec<AckRecord> = Vec::new();
-        for f in &ack_files {
+        let mut acks: Vec<(String, AckRecord)> = Vec::new();
+        for (topic, f) in &ack_files {
             let text = std::fs::read_to_string(f).unwrap_or_default();
             acks.extend(
                 analysis::parse_lines::<AckRecord>(&text)
-                    .map_err(|e| format!("{}: {e}", f.display()))?,
+                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .into_iter()
+                    .map(|a| (topic.clone(), a)),
             );
         }
-        let mut consumed: Vec<ConsumeRecord> = Vec::new();
-        for f in &consumer_files {
+        let mut consumed: Vec<(String, ConsumeRecord)> = Vec::new();
+        for (topic, f) in &consumer_files {
             let text = std::fs::read_to_string(f).unwrap_or_default();
             consumed.extend(
                 analysis::parse_lines::<ConsumeRecord>(&text)
-                    .map_err(|e| format!("{}: {e}", f.display()))?,
+                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .into_iter()
+                    .map(|c| (topic.clone(), c)),
             );
         }
-        let a = analysis::analyze(&acks, &consumed, t0_us);
+        let all_acks: Vec<AckRecord> = acks.iter().map(|a| a.1).collect();
+        let all_consumed: Vec<ConsumeRecord> = consumed.iter().map(|c| c.1.clone()).collect();
+        let consumed_with_topic = consumed;
+        let a = analysis::analyze(&all_acks, &all_consumed, t0_us);
+        let consumed = all_consumed;
+        // QoS producers' own figures.
+        let mut summaries: HashMap<String, QosProducerSummary> = HashMap::new();
+        for p in scenario.producers.iter().filter(|p| p.qos.is_some()) {
+            let f = work.join(&p.name).join("summary.json");
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            match text.lines().rev().find(|l| l.trim_start().starts_with('{')) {
+                Some(l) => {
+                    let s: QosProducerSummary =
+                        serde_json::from_str(l).map_err(|e| format!("{}: {e}", f.display()))?;
+                    summaries.insert(p.name.clone(), s);
+                }
+                None => producer_failures.push(format!("{}: no summary", p.name)),
+            }
+        }
+        let mut topics = std::collections::BTreeMap::new();
+        for t in &scenario.topics {
+            let ta: Vec<AckRecord> = acks.iter().filter(|x| x.0 == t.name).map(|x| x.1).collect();
+            let tc: Vec<ConsumeRecord> = consumed_by_topic(&consumed_with_topic, &t.name);
+            let fig = analysis::analyze(&ta, &tc, t0_us);
+            topics.insert(
+                t.name.clone(),
+                TopicFigures {
+                    acked: fig.acked,
+                    consumed: fig.consumed,
+                    lost: fig.lost,
+                    reduced_away: fig.reduced_away,
+                    shed: fig.shed,
+                    quality_mix: fig.quality_mix,
+                    latency_us_p50: fig.latency_us_p50,
+                    latency_us_p99: fig.latency_us_p99,
+                    producers: scenario
+                        .producers
+                        .iter()
+                        .filter(|p| p.topic == t.name)
+                        .filter_map(|p| summaries.get(&p.name).map(|s| (p.name.clone(), s.clone())))
+                        .collect(),
+                },
+            );
+        }
         let recovery_s = faults
             .iter()
             .map(|f| analysis::recovery_s(&consumed, t0_us + (f.end_s * 1e6) as i64))
@@ -745,6 +925,89 @@ pub async fn run(
                 passed: a.latency_us_p99 <= max,
             });
         }
+        for (name, s) in &summaries {
+            checks.push(CheckRecord {
+                what: format!(
+                    "{name}: memory tier ≤ its cap ({} bytes)",
+                    s.memory_bytes_max
+                ),
+                measured: format!(
+                    "{} bytes (process peak RSS {} KiB)",
+                    s.memory_high_water,
+                    s.rss_max_kb.unwrap_or(0)
+                ),
+                passed: s.memory_high_water <= s.memory_bytes_max,
+            });
+        }
+        let rate: f64 = scenario.producers.iter().map(|p| p.rate).sum();
+        let catchup_ratio = faults
+            .iter()
+            .filter(|f| f.label.contains("outage"))
+            .filter_map(|f| {
+                let end = t0_us + (f.end_s * 1e6) as i64;
+                let rec = analysis::recovery_s(&consumed, end);
+                (rec > 0.2).then(|| {
+                    let got = consumed
+                        .iter()
+                        .filter(|c| {
+                            c.received_us() >= end && c.received_us() <= end + (rec * 1e6) as i64
+                        })
+                        .count() as f64;
+                    got / rec / rate
+                })
+            })
+            .reduce(f64::min);
+        if let Some(min) = asrt.catchup_ratio_min {
+            checks.push(CheckRecord {
+                what: format!("catch-up after each outage ≥ {min}× the production rate"),
+                measured: catchup_ratio.map_or("nothing was behind".into(), |r| format!("{r:.1}×")),
+                passed: catchup_ratio.map_or(true, |r| r >= min),
+            });
+        }
+        for (t, ta) in &asrt.topics {
+            let fig = &topics[t];
+            checks.push(CheckRecord {
+                what: format!("{t}: lost ≤ {}", ta.lost_max),
+                measured: fig.lost.to_string(),
+                passed: fig.lost <= ta.lost_max,
+            });
+            if let Some(max) = ta.latency_us_p99_max {
+                checks.push(CheckRecord {
+                    what: format!("{t}: latency p99 ≤ {max} µs"),
+                    measured: fig.latency_us_p99.to_string(),
+                    passed: fig.latency_us_p99 <= max,
+                });
+            }
+            if let Some(max) = ta.producer_rate_ratio_max {
+                for (name, s) in &fig.producers {
+                    let r = s.rate_achieved / s.rate_target.max(1e-9);
+                    checks.push(CheckRecord {
+                        what: format!("{t}: {name} slowed to ≤ {max} of its target rate"),
+                        measured: format!(
+                            "{r:.2} ({:.0} of {:.0} items/s)",
+                            s.rate_achieved, s.rate_target
+                        ),
+                        passed: r <= max,
+                    });
+                }
+            }
+            if ta.substituted_or_reduced_min > 0 {
+                let n: u64 = fig
+                    .quality_mix
+                    .iter()
+                    .filter(|(q, _)| q.as_str() != "original")
+                    .map(|(_, n)| n)
+                    .sum();
+                checks.push(CheckRecord {
+                    what: format!(
+                        "{t}: ≥ {} items delivered reduced or reconstructed",
+                        ta.substituted_or_reduced_min
+                    ),
+                    measured: n.to_string(),
+                    passed: n >= ta.substituted_or_reduced_min,
+                });
+            }
+        }
         if let Some(max) = asrt.recovery_s_max {
             checks.push(CheckRecord {
                 what: format!("recovery ≤ {max:.1} s"),
@@ -759,6 +1022,8 @@ pub async fn run(
             passed: checks.iter().all(|c| c.passed),
             produced,
             recovery_s,
+            catchup_ratio,
+            topics,
             checks,
             faults,
             figures: a,
@@ -773,6 +1038,13 @@ pub async fn run(
         p.stop(Duration::from_secs(3)).await;
     }
     result
+}
+
+fn consumed_by_topic(all: &[(String, ConsumeRecord)], topic: &str) -> Vec<ConsumeRecord> {
+    all.iter()
+        .filter(|c| c.0 == topic)
+        .map(|c| c.1.clone())
+        .collect()
 }
 
 fn now_us() -> i64 {

@@ -81,6 +81,10 @@ pub struct TopicSpec {
     pub partitions: u32,
     /// Nodes that hold it.
     pub nodes: Vec<String>,
+    /// A QoS stream topic: also create its control and replay topics
+    /// (`diaspora stream init`).
+    #[serde(default)]
+    pub qos: bool,
 }
 
 fn one() -> u32 {
@@ -137,6 +141,13 @@ pub struct ProducerHost {
     /// Link used to reach the node.
     #[serde(default)]
     pub via: Option<String>,
+    /// Produce through a QoS stream with this policy (the `diaspora stream`
+    /// policy format, inline); its topic must have `qos = true`.
+    #[serde(default)]
+    pub qos: Option<toml::Table>,
+    /// Synthetic payload: `random` (default) or `frame` (u16 detector frames).
+    #[serde(default)]
+    pub payload: Option<String>,
 }
 
 /// A consumer host.
@@ -155,6 +166,10 @@ pub struct ConsumerHost {
     /// Link used to reach the node.
     #[serde(default)]
     pub via: Option<String>,
+    /// Consume through a QoS stream with this policy (inline); its position
+    /// is checkpointed in the host's directory.
+    #[serde(default)]
+    pub qos: Option<toml::Table>,
 }
 
 /// One scheduled fault. (No `deny_unknown_fields` here: serde cannot combine
@@ -241,6 +256,34 @@ pub struct Assertions {
     /// Fewest items that must be acknowledged (so an idle run cannot pass).
     #[serde(default = "one_u64")]
     pub acked_min: u64,
+    /// After each outage, the backlog must drain at this multiple of the
+    /// producers' rate at least (items received during the recovery / its
+    /// duration / the rate).
+    #[serde(default)]
+    pub catchup_ratio_min: Option<f64>,
+    /// Assertions on one topic's producers and consumers.
+    #[serde(default)]
+    pub topics: std::collections::BTreeMap<String, TopicAssertions>,
+}
+
+/// What must hold for one topic.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicAssertions {
+    /// Most acknowledged items allowed to be missing.
+    #[serde(default)]
+    pub lost_max: u64,
+    /// Bound on the p99 latency of the topic's items (originals, reduced
+    /// and reconstructed), µs.
+    #[serde(default)]
+    pub latency_us_p99_max: Option<u64>,
+    /// The QoS producers' achieved rate must be at most this fraction of
+    /// their target (backpressure slowed them down).
+    #[serde(default)]
+    pub producer_rate_ratio_max: Option<f64>,
+    /// Fewest items delivered marked reduced or reconstructed.
+    #[serde(default)]
+    pub substituted_or_reduced_min: u64,
 }
 
 fn one_u64() -> u64 {
@@ -255,6 +298,8 @@ impl Default for Assertions {
             latency_us_p99_max: None,
             recovery_s_max: None,
             acked_min: 1,
+            catchup_ratio_min: None,
+            topics: Default::default(),
         }
     }
 }
@@ -322,8 +367,30 @@ impl Scenario {
             node(&b.to, &format!("bridge '{}'", b.name))?;
             link(&b.via, &format!("bridge '{}'", b.name))?;
         }
+        let qos_topic = |t: &str, what: &str| -> Result<(), String> {
+            if self.topics.iter().any(|x| x.name == t && x.qos) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} uses a QoS stream on '{t}': declare the topic with qos = true"
+                ))
+            }
+        };
         for p in &self.producers {
             node(&p.node, &format!("producer '{}'", p.name))?;
+            if p.qos.is_some() {
+                qos_topic(&p.topic, &format!("producer '{}'", p.name))?;
+            }
+            if let Some(k) = p
+                .payload
+                .as_deref()
+                .filter(|k| !["random", "frame"].contains(k))
+            {
+                return Err(format!(
+                    "producer '{}': payload '{k}' is not random or frame",
+                    p.name
+                ));
+            }
             link(&p.via, &format!("producer '{}'", p.name))?;
             if p.rate.is_nan() || p.rate <= 0.0 {
                 return Err(format!(
@@ -334,7 +401,15 @@ impl Scenario {
         }
         for c in &self.consumers {
             node(&c.node, &format!("consumer '{}'", c.name))?;
+            if c.qos.is_some() {
+                qos_topic(&c.topic, &format!("consumer '{}'", c.name))?;
+            }
             link(&c.via, &format!("consumer '{}'", c.name))?;
+        }
+        for t in self.assertions.topics.keys() {
+            if !self.topics.iter().any(|x| &x.name == t) {
+                return Err(format!("[assertions.topics.{t}] names an undeclared topic"));
+            }
         }
         for f in &self.faults {
             if f.at_s.is_nan() || f.at_s < 0.0 {

@@ -100,8 +100,8 @@ impl FlowController {
         self.level
     }
 
-    /// Acknowledgements per second, recent.
-    pub fn ack_rate(&self) -> f64 {
+    /// Acknowledged bytes per second, recent (0 until measured).
+    pub fn ack_bytes_rate(&self) -> f64 {
         self.ack_rate
     }
 
@@ -127,11 +127,12 @@ impl FlowController {
         self.consumer.map(|c| c.0)
     }
 
-    /// Counts an acknowledgement for the rate meter.
-    pub fn on_acked(&mut self, now_us: u64) {
-        self.acked_in_window += 1;
+    /// Counts an acknowledgement of `bytes` for the rate meter (half-second
+    /// windows, smoothed).
+    pub fn on_acked(&mut self, now_us: u64, bytes: u64) {
+        self.acked_in_window += bytes;
         let dt = now_us.saturating_sub(self.window_start);
-        if dt >= 1_000_000 {
+        if dt >= 500_000 {
             let r = self.acked_in_window as f64 * 1e6 / dt as f64;
             self.ack_rate = if self.ack_rate == 0.0 {
                 r
