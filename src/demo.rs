@@ -1,9 +1,12 @@
 //! `diaspora demo`: the walking skeleton of the ptychography loop on the
 //! embedded default. An in-process node; an edge producer of
-//! ptychography-shaped diffraction frames (u16, default 256×256) with their
-//! scan positions as metadata; an HPC-side consumer that checks each frame's
-//! integrity and computes per-frame statistics (total counts, peak, centre of
-//! mass). Later layers grow this into the full online-training loop.
+//! ptychography-shaped diffraction frames (u16, default 256×256, sent as
+//! ndarray payloads) with their scan positions as metadata, over a QoS
+//! stream per partition (buffered, flow-controlled, replayable); an
+//! HPC-side QoS consumer that reads each frame as an array view (no copy),
+//! checks its integrity and computes per-frame statistics (total counts,
+//! peak, centre of mass). Later layers grow this into the full
+//! online-training loop.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
-use diaspora_fabric::{
-    Client, ClientConfig, Consumer, ConsumerConfig, Node, NodeConfig, Producer, ProducerConfig,
-    TopicSettings,
-};
+use diaspora_fabric::{Client, ClientConfig, Node, NodeConfig, TopicSettings};
 use diaspora_proto::v1::{value::Kind, Item, Value};
+use diaspora_stream::control::{control_topic, replay_topic};
+use diaspora_stream::{ndarray as nd, Policy, QosConsumer, QosProducer, Sent};
 
 /// Arguments of `diaspora demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -115,9 +117,20 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .await
         .context("starting the embedded node")?;
     let broker = node.broker();
-    if broker.topic("frames").is_err() {
-        broker.create_topic("frames", TopicSettings::with_partitions(args.partitions))?;
+    for (t, parts) in [
+        ("frames".to_string(), args.partitions),
+        (control_topic("frames"), 1),
+        (replay_topic("frames"), 1),
+    ] {
+        if broker.topic(&t).is_err() {
+            broker.create_topic(&t, TopicSettings::with_partitions(parts))?;
+        }
     }
+    let parts = broker.topic("frames")?.partitions.len() as u32;
+    // Reconstruct by interpolation if a frame ever goes missing; the summary
+    // says how many were originals.
+    let mut policy = Policy::default();
+    policy.reconstruct.method = diaspora_stream::policy::ReconstructMethod::Linear;
     let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file())).await?;
     let frame_bytes = args.width * args.height * 2;
     eprintln!(
@@ -156,12 +169,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
 
     // HPC side.
-    let mut consumer = Consumer::assign(
-        &client,
-        ConsumerConfig::new("frames").group("hpc-recon"),
-        &[],
-    )
-    .await?;
+    let mut consumer =
+        QosConsumer::new(&client, "frames", &[], "hpc-recon", policy.clone(), None).await?;
     let received = Arc::new(AtomicU64::new(0));
     let expected = args.frames;
     let (w, h) = (args.width, args.height);
@@ -172,8 +181,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let mut lat =
             hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
         let mut seen: HashMap<i64, u32> = HashMap::new();
+        let mut originals = 0u64;
         while s.frames < expected {
-            let Some(it) = consumer.poll(Duration::from_secs(30)).await? else {
+            let Some(it) = consumer.next(Duration::from_secs(30)).await? else {
                 anyhow::bail!(
                     "no frame arrived for 30 s ({} of {expected} received)",
                     s.frames
@@ -186,15 +196,19 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 crc32c::crc32c(&item.payload) == crc,
                 "frame {frame_no}: payload checksum mismatch"
             );
+            originals += u64::from(it.quality() == "original");
+            // The frame as an array: a view of the received bytes where aligned.
+            let frame = nd::item_array::<u16>(item)
+                .with_context(|| format!("frame {frame_no}: not a u16 array"))?;
             ensure!(
-                item.payload.len() == w * h * 2,
-                "frame {frame_no}: wrong size {}",
-                item.payload.len()
+                frame.shape() == [h, w],
+                "frame {frame_no}: shape {:?}",
+                frame.shape()
             );
             *seen.entry(frame_no).or_default() += 1;
             let (mut sum, mut sx, mut sy, mut peak) = (0f64, 0f64, 0f64, 0u16);
-            for (k, px) in item.payload.chunks_exact(2).enumerate() {
-                let v = u16::from_le_bytes([px[0], px[1]]);
+            let px = frame.as_slice().context("a frame is contiguous")?;
+            for (k, &v) in px.iter().enumerate() {
                 let fv = f64::from(v);
                 sum += fv;
                 sx += fv * (k % w) as f64;
@@ -213,17 +227,20 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             rx_bar.inc(1);
             let _ = meta_f(item, "scan_x");
         }
-        consumer.commit().await?;
+        let report = consumer.close().await?;
         let dupes = seen.values().filter(|c| **c > 1).count();
         ensure!(
             seen.len() as u64 == expected && dupes == 0,
             "frames missing or duplicated"
         );
-        Ok((s, lat))
+        Ok((s, lat, originals, report))
     });
 
-    // Edge side.
-    let producer = Producer::new(&client, ProducerConfig::new("frames")).await?;
+    // Edge side: one QoS stream per partition.
+    let mut producers = Vec::new();
+    for p in 0..parts {
+        producers.push(QosProducer::new(&client, "frames", p, policy.clone()).await?);
+    }
     let started = Instant::now();
     let side = (args.frames as f64).sqrt().ceil() as i64;
     for n in 0..args.frames {
@@ -239,24 +256,30 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             (n as i64 / side) as f64 * 0.5,
         );
         let mut item = diaspora_fabric::item::payload_item(payload.clone());
+        nd::tag_array(&mut item, "u16", &[args.height, args.width]);
         let mut put = |k: &str, v: Kind| {
             item.metadata.insert(k.to_string(), Value { kind: Some(v) });
         };
         put("frame", Kind::I(n as i64));
         put("scan_x", Kind::F(sx));
         put("scan_y", Kind::F(sy));
-        put("width", Kind::I(args.width as i64));
-        put("height", Kind::I(args.height as i64));
-        put("dtype", Kind::S("u16".into()));
         put("crc32c", Kind::I(i64::from(crc32c::crc32c(&payload))));
-        producer.send_unacked(None, item).await?;
+        let stream = &mut producers[(n % u64::from(parts)) as usize];
+        match stream.send(item).await? {
+            Sent::Accepted(_) => {}
+            other => anyhow::bail!("the demo's policy does not reduce or shed, yet: {other:?}"),
+        }
     }
-    producer.flush().await?;
-    let acked = producer.stats().acked.load(Ordering::Relaxed);
-    let (stats, lat) = hpc.await.context("HPC consumer task")??;
+    let mut acked = 0;
+    let mut memory_high_water = 0;
+    for p in producers {
+        let r = p.close(Duration::from_secs(60)).await?;
+        acked += r.counters.acked;
+        memory_high_water = memory_high_water.max(r.counters.memory_high_water);
+    }
+    let (stats, lat, originals, qos) = hpc.await.context("HPC consumer task")??;
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    producer.close().await?;
     client.close();
     node.shutdown().await;
 
@@ -275,12 +298,20 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "peak_counts": stats.peak,
         "mean_centre_of_mass": [stats.com_x / n, stats.com_y / n],
         "checksums_verified": stats.frames,
+        "qos": {
+            "streams": parts,
+            "originals": originals,
+            "replayed": qos.replayed,
+            "reconstructed": qos.counters.reconstructed_missing + qos.counters.reconstructed_reduced,
+            "lost": qos.counters.lost,
+            "producer_memory_high_water": memory_high_water,
+        },
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "diaspora demo — edge detector → embedded node (QUIC, durable log) → HPC consumer"
+            "diaspora demo — edge detector → QoS stream → embedded node (QUIC, durable log) → HPC consumer"
         );
         println!("  frames        {} produced, {} acknowledged, {} received (checksums verified, no duplicates)", args.frames, acked, stats.frames);
         println!(
@@ -293,6 +324,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "  latency       p50 {} µs, p99 {} µs (detector → HPC)",
             lat.value_at_quantile(0.5),
             lat.value_at_quantile(0.99)
+        );
+        println!(
+            "  QoS streams   {parts}: {originals} originals, {} replayed, {} reconstructed, {} lost; producer memory high-water {:.1} MiB",
+            qos.replayed,
+            qos.counters.reconstructed_missing + qos.counters.reconstructed_reduced,
+            qos.counters.lost,
+            memory_high_water as f64 / (1 << 20) as f64
         );
         println!("  per frame     mean total counts {:.3e}, peak {}, mean centre of mass ({:.1}, {:.1}) px", stats.total_counts / n, stats.peak, stats.com_x / n, stats.com_y / n);
     }

@@ -82,6 +82,10 @@ pub struct StreamProduceArgs {
     /// At the end, wait this long for every accepted item to be acknowledged.
     #[arg(long, default_value_t = 300)]
     drain_timeout_s: u64,
+    /// After the last item is acknowledged, keep the stream open this long
+    /// (or until SIGTERM) so consumers can still have its history replayed.
+    #[arg(long, default_value_t = 0)]
+    linger_s: u64,
     /// Print a JSON summary at the end.
     #[arg(long)]
     json: bool,
@@ -199,6 +203,21 @@ fn vmhwm_kb() -> Option<u64> {
 
 async fn produce(a: StreamProduceArgs) -> Result<()> {
     let policy = load_policy(&a.policy)?;
+    // SIGTERM or Ctrl-C: stop offering items, drain what was accepted, report.
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (stop, stopped) = (stop.clone(), stopped.clone());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.notify_waiters();
+        });
+    }
     let client = client(&a.conn).await?;
     let mut p = QosProducer::new(&client, &a.topic, a.partition, policy.clone()).await?;
     let mut acks = p.subscribe_acks();
@@ -246,7 +265,7 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
         None
     };
     let mut aggregating: Vec<u64> = Vec::new();
-    loop {
+    while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
         let mut item = match (a.synthetic, lines.as_mut()) {
             (Some(n), _) if offered >= n => break,
             (Some(_), _) => match a.payload {
@@ -295,6 +314,12 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     write_acks(&mut ack_file, &mut fates)?;
+    if a.linger_s > 0 && flushed.is_ok() {
+        let woken = stop.notified();
+        if !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = tokio::time::timeout(Duration::from_secs(a.linger_s), woken).await;
+        }
+    }
     let report = p.report();
     let elapsed = started.elapsed().as_secs_f64();
     if a.json {

@@ -32,6 +32,17 @@ pub struct Served {
 }
 
 pub fn serve(dir: &Path, data: SocketAddr, admin: SocketAddr, fsync: &str) -> Served {
+    serve_with(dir, data, admin, fsync, &[])
+}
+
+/// `serve` with extra arguments (e.g. `--segment-bytes`).
+pub fn serve_with(
+    dir: &Path,
+    data: SocketAddr,
+    admin: SocketAddr,
+    fsync: &str,
+    extra: &[&str],
+) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--data-dir"])
         .arg(dir)
@@ -43,6 +54,7 @@ pub fn serve(dir: &Path, data: SocketAddr, admin: SocketAddr, fsync: &str) -> Se
             "--fsync",
             fsync,
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -77,7 +89,7 @@ pub fn cli(s: &Served, args: &[&str]) -> std::process::Output {
     let out = Command::new(BIN)
         .args(args)
         .args(["--ca", s.ca.to_str().unwrap()])
-        .args(if args[0] == "topic" {
+        .args(if args[0] == "topic" || args[..2] == ["stream", "init"] {
             vec!["--admin".to_string(), s.admin.to_string()]
         } else {
             vec!["--addr".to_string(), s.data.to_string()]
