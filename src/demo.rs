@@ -131,6 +131,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // says how many were originals.
     let mut policy = Policy::default();
     policy.reconstruct.method = diaspora_stream::policy::ReconstructMethod::Linear;
+
     let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file())).await?;
     let frame_bytes = args.width * args.height * 2;
     eprintln!(

@@ -300,11 +300,19 @@ impl ProducerCore {
 
     /// How long an item admitted now waits before it is sent, µs: the
     /// pending bytes at the measured acknowledgement rate, or the oldest
-    /// pending item's age if that is longer (or nothing is measured yet).
+    /// pending item's age if that is longer. Before any rate is measured, a
+    /// queue of more than two in-flight windows is taken as too long.
     pub fn queue_wait_us(&self, now_us: u64) -> u64 {
         let age = self.oldest_pending_age_us(now_us);
         let rate = self.flow.ack_bytes_rate();
         if rate <= 0.0 {
+            // Nothing measured yet (the first half second): a queue longer
+            // than two in-flight windows counts as past the engage threshold,
+            // so a producer that starts with a burst does not queue its
+            // whole memory tier before it knows how fast the path is.
+            if self.pending_bytes > 2 * self.flight_max {
+                return age.max(self.flow.engage_us() + 1);
+            }
             return age;
         }
         age.max((self.pending_bytes as f64 / rate * 1e6) as u64)
@@ -747,6 +755,11 @@ mod tests {
         p
     }
 
+    /// Tiers only: `reduce` with an empty chain never waits for congestion.
+    fn tiers(mem: u64, flight: u64, spill: bool) -> Policy {
+        policy(mem, flight, spill, FlowMode::Reduce)
+    }
+
     fn accept(a: Admission) -> (u64, Place) {
         match a {
             Admission::Accept { seq, place, .. } => (seq, place),
@@ -756,7 +769,7 @@ mod tests {
 
     #[test]
     fn memory_then_disk_then_wait() {
-        let mut c = ProducerCore::new(&policy(4 << 20, 1 << 20, true, FlowMode::Backpressure));
+        let mut c = ProducerCore::new(&tiers(4 << 20, 1 << 20, true));
         // queue cap 3 MiB: three 1 MiB items in memory.
         for i in 0..3 {
             assert_eq!(
@@ -920,8 +933,21 @@ mod tests {
     }
 
     #[test]
+    fn before_any_rate_is_measured_a_burst_stops_at_two_windows() {
+        let mut p = policy(64 << 20, 1 << 20, false, FlowMode::Backpressure);
+        p.latency_bound_ms = 1000;
+        let mut c = ProducerCore::new(&p);
+        let mut n = 0;
+        while let Admission::Accept { .. } = c.admit(100_000, 0, 0, 0).unwrap() {
+            n += 1;
+        }
+        // 2 MiB of 100 kB items, then wait (the memory tier could take 600).
+        assert_eq!(n, 21);
+    }
+
+    #[test]
     fn failed_dispatch_goes_back_in_order() {
-        let mut c = ProducerCore::new(&policy(8 << 20, 2 << 20, false, FlowMode::Backpressure));
+        let mut c = ProducerCore::new(&tiers(8 << 20, 2 << 20, false));
         for _ in 0..3 {
             accept(c.admit(1000, 0, 0, 0).unwrap());
         }
@@ -969,7 +995,7 @@ mod tests {
 
     #[test]
     fn replay_serves_history_and_names_what_is_gone() {
-        let mut p = policy(64 << 20, 1 << 20, false, FlowMode::Backpressure);
+        let mut p = tiers(64 << 20, 1 << 20, false);
         p.replay.window_items = 5;
         let mut c = ProducerCore::new(&p);
         for t in 0..10 {
