@@ -76,7 +76,7 @@ fn a_killed_consumer_gets_expired_items_replayed_from_the_producer() {
     let cp = dir.path().join("hpc.checkpoint");
     let first = dir.path().join("first.jsonl");
     let mut c = consumer(&node, &cp, &first, None);
-    let mut producer = Command::new(BIN)
+    let producer = Command::new(BIN)
         .args([
             "stream",
             "produce",
