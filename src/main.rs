@@ -217,6 +217,79 @@ struct ProduceArgs {
     conn: DataConn,
 }
 
+/// When a consuming command stops (shared by `consume` and `stream consume`).
+#[derive(Args, Clone, Copy)]
+struct StopArgs {
+    /// Stop after N items.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Give up when no item arrives for this long, milliseconds (default: 10000 with --count, else wait forever).
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+}
+
+impl StopArgs {
+    fn idle(&self) -> Duration {
+        match (self.idle_timeout_ms, self.count) {
+            (Some(ms), _) => Duration::from_millis(ms),
+            (None, Some(_)) => Duration::from_secs(10),
+            (None, None) => Duration::from_secs(u64::MAX / 4),
+        }
+    }
+
+    fn more(&self, seen: u64) -> bool {
+        self.count.is_none_or(|n| seen < n)
+    }
+}
+
+/// Set once SIGTERM or Ctrl-C arrives; commands finish cleanly (output
+/// flushed, offsets committed, buffers drained) instead of dying mid-write.
+struct Stop {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    fn on_signal() -> Result<std::sync::Arc<Stop>> {
+        let stop = std::sync::Arc::new(Stop {
+            flag: std::sync::atomic::AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        });
+        let s = stop.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            s.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            s.notify.notify_waiters();
+        });
+        Ok(stop)
+    }
+
+    fn stopped(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits up to `d`, or until the signal.
+    async fn sleep(&self, d: Duration) {
+        let woken = self.notify.notified();
+        if !self.stopped() {
+            let _ = tokio::time::timeout(d, woken).await;
+        }
+    }
+}
+
+fn print_report<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 struct ConsumeArgs {
     /// Topic to consume.
@@ -231,12 +304,8 @@ struct ConsumeArgs {
     /// Only this partition (default: all, or the group's assignment).
     #[arg(long)]
     partition: Option<u32>,
-    /// Stop after N items.
-    #[arg(long)]
-    count: Option<u64>,
-    /// Give up when no item arrives for this long, milliseconds (default: 10000 with --count, else wait forever).
-    #[arg(long)]
-    idle_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    stop: StopArgs,
     /// Print one JSON object per item.
     #[arg(long)]
     json: bool,
@@ -397,13 +466,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Fabric(a)) => {
             init_tracing("warn");
-            let report = diaspora::bench::fabric(&a).await?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            Ok(())
+            print_report(&diaspora::bench::fabric(&a).await?, a.json)
         }
         Command::Stream(s) => {
             init_tracing("warn");
@@ -411,13 +474,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Stream(a)) => {
             init_tracing("warn");
-            let report = diaspora::bench_stream::stream(&a).await?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            Ok(())
+            print_report(&diaspora::bench_stream::stream(&a).await?, a.json)
         }
         Command::Demo(a) => {
             init_tracing("warn");
@@ -832,33 +889,18 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
         (Some(_), None) => Consumer::subscribe(&client, cfg).await?,
         (_, p) => Consumer::assign(&client, cfg, &p.map(|p| vec![p]).unwrap_or_default()).await?,
     };
-    let idle = match (a.idle_timeout_ms, a.count) {
-        (Some(ms), _) => Duration::from_millis(ms),
-        (None, Some(_)) => Duration::from_secs(10),
-        (None, None) => Duration::from_secs(u64::MAX / 4),
-    };
+    let idle = a.stop.idle();
     let mut seen = 0u64;
     let mut last_commit = Instant::now();
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     // SIGTERM or Ctrl-C ends consumption cleanly: output flushed, offsets committed.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
+    let stop = Stop::on_signal()?;
     let tick = Duration::from_millis(100);
     let mut idle_for = Duration::ZERO;
     let mut last_flush = Instant::now();
-    while a.count.is_none_or(|n| seen < n) && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while a.stop.more(seen) && !stop.stopped() {
         let Some(item) = consumer.poll(tick.min(idle)).await? else {
             // Readers of the output (a twin runner, a pipe) see items promptly.
             out.flush()?;
@@ -869,7 +911,7 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
             if a.group.is_some() {
                 consumer.commit().await?;
             }
-            if let Some(n) = a.count {
+            if let Some(n) = a.stop.count {
                 bail!("only {seen} of {n} items arrived within the idle timeout of {idle:?}");
             }
             break;

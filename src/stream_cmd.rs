@@ -11,7 +11,7 @@ use diaspora::stream::consumer::quality_label;
 use diaspora::stream::control;
 use diaspora::stream::{Policy, QosConsumer, QosProducer, Sent};
 
-use crate::{admin, client, AdminConn, DataConn};
+use crate::{admin, client, AdminConn, DataConn, Stop, StopArgs};
 
 #[derive(Subcommand)]
 pub enum StreamCommand {
@@ -110,12 +110,8 @@ pub struct StreamConsumeArgs {
     /// Only this partition (default: all).
     #[arg(long)]
     partition: Option<u32>,
-    /// Stop after N items.
-    #[arg(long)]
-    count: Option<u64>,
-    /// Give up when no item arrives for this long, ms (default: wait forever, or 10000 with --count).
-    #[arg(long)]
-    idle_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    stop: StopArgs,
     /// One JSON object per item: topic, partition, offset, seq, size,
     /// timestamp_us, latency_us, id, quality, replayed, supersedes, crc32c.
     #[arg(long)]
@@ -204,20 +200,7 @@ fn vmhwm_kb() -> Option<u64> {
 async fn produce(a: StreamProduceArgs) -> Result<()> {
     let policy = load_policy(&a.policy)?;
     // SIGTERM or Ctrl-C: stop offering items, drain what was accepted, report.
-    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
-    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (stop, stopped) = (stop.clone(), stopped.clone());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            stopped.store(true, std::sync::atomic::Ordering::SeqCst);
-            stop.notify_waiters();
-        });
-    }
+    let stop = Stop::on_signal()?;
     let client = client(&a.conn).await?;
     let mut p = QosProducer::new(&client, &a.topic, a.partition, policy.clone()).await?;
     let mut acks = p.subscribe_acks();
@@ -265,7 +248,7 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
         None
     };
     let mut aggregating: Vec<u64> = Vec::new();
-    while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+    while !stop.stopped() {
         let mut item = match (a.synthetic, lines.as_mut()) {
             (Some(n), _) if offered >= n => break,
             (Some(_), _) => match a.payload {
@@ -315,10 +298,7 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     write_acks(&mut ack_file, &mut fates)?;
     if a.linger_s > 0 && flushed.is_ok() {
-        let woken = stop.notified();
-        if !stopped.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = tokio::time::timeout(Duration::from_secs(a.linger_s), woken).await;
-        }
+        stop.sleep(Duration::from_secs(a.linger_s)).await;
     }
     let report = p.report();
     let elapsed = started.elapsed().as_secs_f64();
@@ -367,23 +347,8 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
         a.checkpoint.as_deref(),
     )
     .await?;
-    let idle = match (a.idle_timeout_ms, a.count) {
-        (Some(ms), _) => Duration::from_millis(ms),
-        (None, Some(_)) => Duration::from_secs(10),
-        (None, None) => Duration::from_secs(u64::MAX / 4),
-    };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
+    let idle = a.stop.idle();
+    let stop = Stop::on_signal()?;
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -392,14 +357,14 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
     let mut seen = 0u64;
     let mut last_flush = Instant::now();
     let mut result = Ok(());
-    while a.count.is_none_or(|n| seen < n) && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while a.stop.more(seen) && !stop.stopped() {
         let Some(x) = c.next(tick.min(idle)).await? else {
             out.flush()?;
             idle_for += tick;
             if idle_for < idle {
                 continue;
             }
-            if let Some(n) = a.count {
+            if let Some(n) = a.stop.count {
                 result = Err(anyhow::anyhow!(
                     "only {seen} of {n} items arrived within the idle timeout of {idle:?}"
                 ));
