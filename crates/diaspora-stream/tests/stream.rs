@@ -221,3 +221,54 @@ async fn items_gone_everywhere_are_reconstructed_and_marked_with_lineage() {
     assert_eq!(r.counters.reconstructed_missing as usize, subs.len());
     assert_eq!(r.counters.lost, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_consumer_makes_the_producer_ask_for_more_consumers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, c) = node(dir.path(), None).await;
+    node.broker()
+        .create_topic("pool.scale", TopicSettings::with_partitions(1))
+        .unwrap();
+    let mut pol = policy();
+    pol.latency_bound_ms = 200;
+    pol.flow.mode = diaspora_stream::FlowMode::Shed;
+    pol.flow.scale_up_topic = Some("pool.scale".into());
+    let mut scale = diaspora_fabric::Consumer::assign(
+        &c,
+        diaspora_fabric::ConsumerConfig::new("pool.scale"),
+        &[0],
+    )
+    .await
+    .unwrap();
+    let mut p = QosProducer::new(&c, "frames", 0, pol.clone())
+        .await
+        .unwrap();
+    let mut q = QosConsumer::new(&c, "frames", &[], "slow", pol, None)
+        .await
+        .unwrap();
+    for i in 0..200 {
+        p.send(frame(i)).await.unwrap();
+    }
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    // A slow consumer: one item per 150 ms, reporting its progress as it goes.
+    let mut event = None;
+    for _ in 0..60 {
+        q.next(Duration::from_millis(150)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if let Some(got) = scale.poll(Duration::ZERO).await.unwrap() {
+            event = Some(got);
+            break;
+        }
+    }
+    let got = event.expect("a scale-up request on pool.scale");
+    match diaspora_stream::control::Control::from_item(&got.item).unwrap() {
+        diaspora_stream::control::Control::ScaleUp {
+            topic, lag_items, ..
+        } => {
+            assert_eq!(topic, "frames");
+            assert!(lag_items > 100, "{lag_items}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(p.report().scale_up_requests >= 1);
+}
