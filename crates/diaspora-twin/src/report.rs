@@ -155,8 +155,8 @@ fn human(v: f64) -> String {
 /// ```
 /// use diaspora_twin::analysis::{analyze, AckRecord, ConsumeRecord};
 /// use diaspora_twin::report::{html_report, Check, FaultWindow};
-/// let a = analyze(&[AckRecord { id: 1, partition: 0, offset: 0, acked_us: 0 }],
-///                 &[ConsumeRecord { id: Some(1), partition: 0, offset: 0, timestamp_us: 0, latency_us: 9 }], 0);
+/// let a = analyze(&[AckRecord { id: 1, partition: 0, offset: 0, acked_us: 0, fate: None }],
+///                 &[ConsumeRecord { id: Some(1), partition: 0, offset: 0, quality: None, timestamp_us: 0, latency_us: 9 }], 0);
 /// let html = html_report("demo", &a, &[FaultWindow { start_s: 0.0, end_s: 1.0, label: "outage".into() }],
 ///                        &[Check { what: "lost = 0".into(), measured: "0".into(), passed: true }], "{}");
 /// assert!(html.contains("<svg") && html.contains("outage") && html.contains("PASSED"));
@@ -217,6 +217,22 @@ pub fn html_report(
             if c.passed { "passed" } else { "FAILED" }
         );
     }
+    let mut quality_rows = String::new();
+    for (q, n) in &analysis.quality_mix {
+        let _ = write!(quality_rows, "<tr><td>{}</td><td>{n}</td></tr>", esc(q));
+    }
+    let quality = if analysis.quality_mix.keys().any(|q| q != "original")
+        || analysis.reduced_away + analysis.shed > 0
+    {
+        format!(
+            "<h2>Delivered by quality</h2><table><tr><th>quality</th><th>items</th></tr>{quality_rows}\
+             <tr><td>reduced away at the producer</td><td>{}</td></tr>\
+             <tr><td>shed at the producer</td><td>{}</td></tr></table>",
+            analysis.reduced_away, analysis.shed
+        )
+    } else {
+        String::new()
+    };
     let mut fault_rows = String::new();
     for f in faults {
         let _ = write!(
@@ -244,6 +260,7 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .8em; }}
 <p class="figures"><span>acked <b>{acked}</b></span><span>consumed <b>{consumed}</b></span><span>lost <b>{lost}</b></span><span>duplicated <b>{dup}</b></span><span>latency p50 <b>{p50:.1} ms</b></span><span>p99 <b>{p99:.1} ms</b></span></p>
 {throughput}
 {latency}
+{quality}
 <h2>Assertions</h2><table><tr><th>assertion</th><th>measured</th><th>outcome</th></tr>{rows}</table>
 <h2>Faults</h2><table><tr><th>from</th><th>to</th><th>fault</th></tr>{fault_rows}</table>
 <h2>Results JSON</h2><pre>{json}</pre>
