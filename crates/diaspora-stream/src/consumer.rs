@@ -111,8 +111,9 @@ pub struct QosConsumer {
     reconstructor: Option<Box<dyn Reconstructor>>,
     origin: Instant,
     last_progress: Instant,
-    delivered_since: u64,
-    delivered_since_report: u64,
+    /// Per partition: delivered since the last report, and the smoothed rate.
+    delivered_since: HashMap<u32, u64>,
+    rate_hz: HashMap<u32, f64>,
     last_latency_us: HashMap<u32, u64>,
     report: ConsumerReport,
 }
@@ -183,8 +184,8 @@ impl QosConsumer {
             reconstructor: None,
             origin: Instant::now(),
             last_progress: Instant::now(),
-            delivered_since: 0,
-            delivered_since_report: 0,
+            delivered_since: HashMap::new(),
+            rate_hz: HashMap::new(),
             last_latency_us: HashMap::new(),
             report: ConsumerReport::default(),
         })
@@ -217,7 +218,7 @@ impl QosConsumer {
         let end = Instant::now() + timeout;
         loop {
             if let Some(x) = self.ready.pop_front() {
-                self.delivered_since += 1;
+                *self.delivered_since.entry(x.partition).or_default() += 1;
                 if !x.supersedes && x.item.timestamp_us > 0 {
                     let lat = (control::now_us() - x.item.timestamp_us).max(0) as u64;
                     self.last_latency_us.insert(x.partition, lat);
@@ -474,18 +475,22 @@ impl QosConsumer {
     /// Reports progress to the producer and writes the checkpoint.
     async fn progress(&mut self) -> Result<(), StreamError> {
         let dt = self.last_progress.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.delivered_since as f64 / dt;
-        self.delivered_since_report = self.delivered_since;
-        self.delivered_since = 0;
         self.last_progress = Instant::now();
         for p in self.data.assignment() {
+            // Each partition is its own stream with its own producer: its rate
+            // is what that producer's backlog estimate divides by.
+            let n = self.delivered_since.remove(&p).unwrap_or(0);
+            let now_rate = n as f64 / dt;
+            let rate = self.rate_hz.entry(p).or_insert(now_rate);
+            *rate = 0.7 * *rate + 0.3 * now_rate;
+            let rate = *rate;
             if let Some(next) = self.core.position(p) {
                 let ev = Control::Progress {
                     consumer: self.name.clone(),
                     partition: p,
                     next_seq: next,
                     // Nothing delivered since the last report: nothing is waiting behind.
-                    latency_us: if self.delivered_since_report > 0 {
+                    latency_us: if n > 0 {
                         self.last_latency_us.get(&p).copied().unwrap_or(0)
                     } else {
                         0

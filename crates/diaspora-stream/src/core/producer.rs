@@ -301,16 +301,16 @@ impl ProducerCore {
     /// How long an item admitted now waits before it is sent, µs: the
     /// pending bytes at the measured acknowledgement rate, or the oldest
     /// pending item's age if that is longer. Before any rate is measured, a
-    /// queue of more than two in-flight windows is taken as too long.
+    /// queue of more than one in-flight window is taken as too long.
     pub fn queue_wait_us(&self, now_us: u64) -> u64 {
         let age = self.oldest_pending_age_us(now_us);
         let rate = self.flow.ack_bytes_rate();
         if rate <= 0.0 {
             // Nothing measured yet (the first half second): a queue longer
-            // than two in-flight windows counts as past the engage threshold,
+            // than one in-flight window counts as past the engage threshold,
             // so a producer that starts with a burst does not queue its
             // whole memory tier before it knows how fast the path is.
-            if self.pending_bytes > 2 * self.flight_max {
+            if self.pending_bytes > self.flight_max {
                 return age.max(self.flow.engage_us() + 1);
             }
             return age;
@@ -933,7 +933,7 @@ mod tests {
     }
 
     #[test]
-    fn before_any_rate_is_measured_a_burst_stops_at_two_windows() {
+    fn before_any_rate_is_measured_a_burst_stops_at_one_window() {
         let mut p = policy(64 << 20, 1 << 20, false, FlowMode::Backpressure);
         p.latency_bound_ms = 1000;
         let mut c = ProducerCore::new(&p);
@@ -941,8 +941,8 @@ mod tests {
         while let Admission::Accept { .. } = c.admit(100_000, 0, 0, 0).unwrap() {
             n += 1;
         }
-        // 2 MiB of 100 kB items, then wait (the memory tier could take 600).
-        assert_eq!(n, 21);
+        // 1 MiB of 100 kB items, then wait (the memory tier could take 600).
+        assert_eq!(n, 11);
     }
 
     #[test]
