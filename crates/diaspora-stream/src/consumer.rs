@@ -27,6 +27,45 @@ use crate::reduce::{self, Reconstructor};
 /// Largest `qos.reduced_before` / `qos.shed_before` accepted from the wire.
 const SKIP_MAX: u64 = 1 << 32;
 
+/// Reads a stream item's QoS headers: its partition (`data_partition` for
+/// items read from the data topic, `qos.partition` for replays) and its
+/// sequence number and skip counts. Anything missing or impossible is an
+/// error naming it; never a panic.
+///
+/// ```
+/// use diaspora_stream::control;
+/// let mut it = diaspora_fabric::item::Item::default();
+/// assert!(diaspora_stream::consumer::read_headers(&it, Some(0)).is_err());
+/// it.metadata.insert(control::SEQ.into(), control::int(7));
+/// let (p, a) = diaspora_stream::consumer::read_headers(&it, Some(2)).unwrap();
+/// assert_eq!((p, a.seq), (2, 7));
+/// ```
+pub fn read_headers(item: &Item, data_partition: Option<u32>) -> Result<(u32, Arrival), String> {
+    let partition = match data_partition {
+        Some(p) => p,
+        None => match control::get_u64(item, control::PARTITION) {
+            Some(p) if p <= u64::from(u32::MAX) => p as u32,
+            _ => return Err("a replayed item without a valid qos.partition".into()),
+        },
+    };
+    let seq = control::get_u64(item, control::SEQ).ok_or("no qos.seq")?;
+    let reduced_before = control::get_u64(item, control::REDUCED_BEFORE).unwrap_or(0);
+    let shed_before = control::get_u64(item, control::SHED_BEFORE).unwrap_or(0);
+    if reduced_before > SKIP_MAX || shed_before > SKIP_MAX || reduced_before + shed_before > seq {
+        return Err(format!(
+            "impossible skip counts {reduced_before} + {shed_before} before seq {seq}"
+        ));
+    }
+    Ok((
+        partition,
+        Arrival {
+            seq,
+            reduced_before,
+            shed_before,
+        },
+    ))
+}
+
 /// An item delivered by a QoS consumer.
 #[derive(Debug, Clone)]
 pub struct QosItem {
@@ -285,35 +324,16 @@ impl QosConsumer {
 
     fn arrive(&mut self, item: Item, at: Option<(u32, u64)>, replay_offset: Option<u64>) {
         let replayed = replay_offset.is_some();
-        let partition = match at {
-            Some((p, _)) => p,
-            None => match control::get_u64(&item, control::PARTITION) {
-                Some(p) if p <= u64::from(u32::MAX) => p as u32,
-                _ => {
-                    self.report.malformed += 1;
-                    return;
-                }
-            },
+        let (partition, a) = match read_headers(&item, at.map(|a| a.0)) {
+            Ok(x) => x,
+            Err(why) => {
+                self.report.malformed += 1;
+                tracing::warn!(topic = %self.topic, ?at, "item skipped: {why}");
+                return;
+            }
         };
-        let Some(seq) = control::get_u64(&item, control::SEQ) else {
-            self.report.malformed += 1;
-            tracing::warn!(topic = %self.topic, ?at, "item without qos.seq skipped");
-            return;
-        };
-        let reduced_before = control::get_u64(&item, control::REDUCED_BEFORE).unwrap_or(0);
-        let shed_before = control::get_u64(&item, control::SHED_BEFORE).unwrap_or(0);
-        if reduced_before > SKIP_MAX || shed_before > SKIP_MAX || reduced_before + shed_before > seq
-        {
-            self.report.malformed += 1;
-            tracing::warn!(seq, "item with impossible qos skip counts skipped");
-            return;
-        }
+        let seq = a.seq;
         let now = self.now();
-        let a = Arrival {
-            seq,
-            reduced_before,
-            shed_before,
-        };
         let ev = self.core.on_arrival(partition, a, now);
         // Unless dropped (a duplicate), the core delivers it now or holds it behind a gap.
         let dropped = ev

@@ -67,3 +67,109 @@ fn same_value(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+/// `qos_wire`: what a QoS consumer reads from the network, on arbitrary
+/// bytes. The first byte picks a path:
+/// - even: the rest as a control event payload ([`crate::control::Control::from_item`]);
+///   whatever parses must round-trip through `to_item`;
+/// - odd: the rest as a protobuf item whose QoS headers are read
+///   ([`crate::consumer::read_headers`]) and, when valid, fed to a
+///   [`crate::core::consumer::ConsumerCore`] with its deadlines run; the core
+///   must never hold more than its reorder bound.
+///
+/// ```
+/// diaspora_stream::fuzzing::qos_wire(b"\x00{\"kind\":\"unavailable\",\"partition\":0,\"from\":1,\"to\":2}");
+/// diaspora_stream::fuzzing::qos_wire(&[1, 0x0a, 0x00]);
+/// ```
+pub fn qos_wire(data: &[u8]) {
+    use crate::control::Control;
+    use prost::Message;
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    if first % 2 == 0 {
+        let item = Item {
+            payload: bytes::Bytes::copy_from_slice(rest),
+            ..Default::default()
+        };
+        if let Ok(c) = Control::from_item(&item) {
+            let again = Control::from_item(&c.to_item()).expect("a control event re-parses");
+            assert_eq!(format!("{c:?}"), format!("{again:?}"));
+        }
+        return;
+    }
+    let Ok(item) = Item::decode(rest) else {
+        return;
+    };
+    let policy = crate::policy::Policy {
+        reorder_items_max: 16,
+        ..Default::default()
+    };
+    let mut core = crate::core::consumer::ConsumerCore::new(&policy);
+    for (i, data_partition) in [Some(0), None].into_iter().enumerate() {
+        if let Ok((p, a)) = crate::consumer::read_headers(&item, data_partition) {
+            core.on_arrival(p, a, i as u64);
+            core.on_unavailable(p, 0, a.seq, i as u64);
+            core.tick(u64::MAX / 2);
+            assert!(core.held() <= 16);
+        }
+    }
+}
+
+#[cfg(test)]
+mod qos_wire_tests {
+    use super::*;
+    use crate::control;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(control::int),
+            (0i64..100).prop_map(control::int),
+            any::<bool>().prop_map(control::boolean),
+            ".{0,8}".prop_map(|s: String| control::string(&s)),
+            Just(Value { kind: None }),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(|b| Value {
+                kind: Some(value::Kind::Raw(b.into()))
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            qos_wire(&data);
+        }
+
+        /// Items with (often valid, often not) QoS headers of every value type.
+        #[test]
+        fn items_with_qos_headers(
+            headers in proptest::collection::vec(
+                (prop_oneof![
+                    Just(control::SEQ), Just(control::REDUCED_BEFORE),
+                    Just(control::SHED_BEFORE), Just(control::PARTITION)
+                ], value()),
+                0..6)
+        ) {
+            use prost::Message;
+            let mut item = Item::default();
+            for (k, v) in headers {
+                item.metadata.insert(k.to_string(), v);
+            }
+            let mut data = vec![1u8];
+            data.extend(item.encode_to_vec());
+            qos_wire(&data);
+        }
+
+        #[test]
+        fn control_events(kind in prop_oneof![Just("progress"), Just("replay"), Just("unavailable"), Just("scale-up")],
+                          a in any::<u64>(), b in any::<u64>(), r in any::<f64>()) {
+            let text = format!(
+                r#"{{"kind":"{kind}","consumer":"c","partition":0,"from":{a},"to":{b},"next_seq":{a},"latency_us":{b},"rate_hz":{r},"topic":"t","estimate_us":1,"lag_items":2}}"#
+            );
+            let mut data = vec![0u8];
+            data.extend(text.into_bytes());
+            qos_wire(&data);
+        }
+    }
+}
