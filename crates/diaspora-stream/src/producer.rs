@@ -140,7 +140,6 @@ pub struct QosProducer {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     aggregator: Option<Box<dyn Aggregator>>,
-    data: Arc<Producer>,
 }
 
 fn fabric_config(topic: &str, policy: &Policy) -> ProducerConfig {
@@ -236,7 +235,6 @@ impl QosProducer {
             shared,
             tasks,
             aggregator: None,
-            data,
         })
     }
 
@@ -435,7 +433,6 @@ impl QosProducer {
             t.abort();
         }
         let report = self.report();
-        let _ = &self.data;
         flushed.map(|_| report)
     }
 }

@@ -843,11 +843,19 @@ pub async fn run(
                     .map(|c| (topic.clone(), c)),
             );
         }
-        let all_acks: Vec<AckRecord> = acks.iter().map(|a| a.1).collect();
-        let all_consumed: Vec<ConsumeRecord> = consumed.iter().map(|c| c.1.clone()).collect();
-        let consumed_with_topic = consumed;
+        // The records of one topic's hosts, or of all.
+        let records = |topic: Option<&str>| {
+            let keep = |t: &str| topic.map_or(true, |x| x == t);
+            let a: Vec<AckRecord> = acks.iter().filter(|x| keep(&x.0)).map(|x| x.1).collect();
+            let c: Vec<ConsumeRecord> = consumed
+                .iter()
+                .filter(|x| keep(&x.0))
+                .map(|x| x.1.clone())
+                .collect();
+            (a, c)
+        };
+        let (all_acks, all_consumed) = records(None);
         let a = analysis::analyze(&all_acks, &all_consumed, t0_us);
-        let consumed = all_consumed;
         // QoS producers' own figures.
         let mut summaries: HashMap<String, QosProducerSummary> = HashMap::new();
         for p in scenario.producers.iter().filter(|p| p.qos.is_some()) {
@@ -864,8 +872,7 @@ pub async fn run(
         }
         let mut topics = std::collections::BTreeMap::new();
         for t in &scenario.topics {
-            let ta: Vec<AckRecord> = acks.iter().filter(|x| x.0 == t.name).map(|x| x.1).collect();
-            let tc: Vec<ConsumeRecord> = consumed_by_topic(&consumed_with_topic, &t.name);
+            let (ta, tc) = records(Some(&t.name));
             let fig = analysis::analyze(&ta, &tc, t0_us);
             topics.insert(
                 t.name.clone(),
@@ -889,7 +896,7 @@ pub async fn run(
         }
         let recovery_s = faults
             .iter()
-            .map(|f| analysis::recovery_s(&consumed, t0_us + (f.end_s * 1e6) as i64))
+            .map(|f| analysis::recovery_s(&all_consumed, t0_us + (f.end_s * 1e6) as i64))
             .fold(0.0, f64::max);
         let asrt = &scenario.assertions;
         let mut checks = vec![
@@ -945,9 +952,9 @@ pub async fn run(
             .filter(|f| f.label.contains("outage"))
             .filter_map(|f| {
                 let end = t0_us + (f.end_s * 1e6) as i64;
-                let rec = analysis::recovery_s(&consumed, end);
+                let rec = analysis::recovery_s(&all_consumed, end);
                 (rec > 0.2).then(|| {
-                    let got = consumed
+                    let got = all_consumed
                         .iter()
                         .filter(|c| {
                             c.received_us() >= end && c.received_us() <= end + (rec * 1e6) as i64
@@ -1038,13 +1045,6 @@ pub async fn run(
         p.stop(Duration::from_secs(3)).await;
     }
     result
-}
-
-fn consumed_by_topic(all: &[(String, ConsumeRecord)], topic: &str) -> Vec<ConsumeRecord> {
-    all.iter()
-        .filter(|c| c.0 == topic)
-        .map(|c| c.1.clone())
-        .collect()
 }
 
 fn now_us() -> i64 {

@@ -174,6 +174,8 @@ pub struct ProducerCore {
     decimate: Vec<u32>,
     entries: BTreeMap<u64, Entry>,
     pending: BTreeSet<u64>,
+    /// In flight, oldest dispatch first: `(sent_us, seq)`.
+    in_flight: BTreeSet<(u64, u64)>,
     history: VecDeque<u64>,
     history_bytes: u64,
     mem_queue: u64,
@@ -213,6 +215,7 @@ impl ProducerCore {
                 .collect(),
             entries: BTreeMap::new(),
             pending: BTreeSet::new(),
+            in_flight: BTreeSet::new(),
             history: VecDeque::new(),
             history_bytes: 0,
             mem_queue: 0,
@@ -347,13 +350,7 @@ impl ProducerCore {
         if self.flight_bytes == 0 {
             return false;
         }
-        let oldest_sent = self
-            .entries
-            .values()
-            .filter(|e| e.state == State::InFlight)
-            .map(|e| e.sent_us)
-            .min()
-            .unwrap_or(now_us);
+        let oldest_sent = self.in_flight.first().map_or(now_us, |f| f.0);
         now_us.saturating_sub(self.last_ack_us.max(oldest_sent)) >= self.outage_us
     }
 
@@ -556,6 +553,7 @@ impl ProducerCore {
         self.pending_bytes -= e.size;
         e.state = State::InFlight;
         e.sent_us = now_us;
+        self.in_flight.insert((now_us, seq));
         self.flight_bytes += e.size;
         let place = if e.in_mem {
             Place::Memory
@@ -577,6 +575,7 @@ impl ProducerCore {
             return AckOutcome::Ignored;
         }
         e.state = State::Acked;
+        self.in_flight.remove(&(e.sent_us, seq));
         let lat = now_us.saturating_sub(e.sent_us) as f64;
         self.ack_latency_us = if self.counters.acked == 0 {
             lat
@@ -622,6 +621,7 @@ impl ProducerCore {
             return false;
         }
         e.state = State::Pending;
+        self.in_flight.remove(&(e.sent_us, seq));
         self.flight_bytes -= e.size;
         if e.loaded {
             e.loaded = false;
@@ -709,6 +709,17 @@ impl ProducerCore {
         let pending: u64 = self.pending.iter().map(|s| self.entries[s].size).sum();
         if pending != self.pending_bytes {
             return Err(format!("pending bytes {pending} != {}", self.pending_bytes));
+        }
+        let flying = self
+            .entries
+            .values()
+            .filter(|e| e.state == State::InFlight)
+            .count();
+        if flying != self.in_flight.len() {
+            return Err(format!(
+                "{flying} in flight, {} tracked",
+                self.in_flight.len()
+            ));
         }
         if mem != self.mem_queue || loaded != self.mem_loaded || flight != self.flight_bytes {
             return Err(format!(
