@@ -6,6 +6,7 @@
 //! One QoS producer owns one partition of a topic (a stream); run one per
 //! partition for more.
 
+use diaspora_proto::v1;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,49 @@ pub struct Acked {
     pub id: Option<u64>,
 }
 
+/// What a provenance recorder learns of an acknowledged item: where it
+/// landed and what it was derived from (see [`AckHook`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckedItem {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition it landed in.
+    pub partition: u32,
+    /// Offset it landed at.
+    pub offset: u64,
+    /// The item's timestamp, µs since the Unix epoch.
+    pub timestamp_us: i64,
+    /// Its lineage (sources, activity, model versions), if it had one.
+    pub lineage: Option<v1::Lineage>,
+    /// Its quality, if marked.
+    pub quality: Option<v1::Quality>,
+    /// The metadata values of the hook's [`AckHook::tag_keys`], as text.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Called once per acknowledged item, outside the producer's locks (a
+/// provenance recorder: `diaspora_provenance::lineage::LineageRecorder`).
+/// It must return quickly: queue the work.
+pub trait AckHook: Send + Sync {
+    /// Metadata keys to pass along as tags (e.g. `scan`).
+    fn tag_keys(&self) -> &[String] {
+        &[]
+    }
+    /// One acknowledged item.
+    fn acked(&self, item: AckedItem);
+}
+
+/// A metadata value as text (`raw` bytes are not passed).
+fn value_text(v: &v1::Value) -> Option<String> {
+    Some(match v.kind.as_ref()? {
+        v1::value::Kind::S(s) => s.clone(),
+        v1::value::Kind::I(i) => i.to_string(),
+        v1::value::Kind::F(f) => format!("{f:?}"),
+        v1::value::Kind::B(b) => b.to_string(),
+        v1::value::Kind::Raw(_) => return None,
+    })
+}
+
 /// Figures of a QoS producer.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProducerReport {
@@ -114,6 +158,8 @@ struct State {
     report: ProducerReport,
     agg: Vec<Item>,
     ids: BTreeMap<u64, u64>,
+    /// Lineage captured at admission, by sequence, while an ack hook is set.
+    lineage: BTreeMap<u64, AckedItem>,
     fatal: Option<String>,
 }
 
@@ -123,9 +169,11 @@ struct Shared {
     work: Notify,
     policy: Policy,
     topic: String,
+    topic_arc: Arc<str>,
     partition: u32,
     origin: Instant,
     acks: Mutex<Option<mpsc::UnboundedSender<Acked>>>,
+    hook: std::sync::OnceLock<Arc<dyn AckHook>>,
     closing: std::sync::atomic::AtomicBool,
 }
 
@@ -213,15 +261,18 @@ impl QosProducer {
                 report,
                 agg: Vec::new(),
                 ids: BTreeMap::new(),
+                lineage: BTreeMap::new(),
                 fatal: None,
             }),
             space: Notify::new(),
             work: Notify::new(),
             policy,
             topic: topic.to_string(),
+            topic_arc: Arc::from(topic),
             partition,
             origin: Instant::now(),
             acks: Mutex::new(None),
+            hook: std::sync::OnceLock::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         let (dtx, drx) = mpsc::channel::<(u64, Delivery)>(4096);
@@ -241,6 +292,13 @@ impl QosProducer {
     /// Uses `f` for `aggregate` stages with `function = "user"`.
     pub fn with_aggregator(mut self, f: Box<dyn Aggregator>) -> Self {
         self.aggregator = Some(f);
+        self
+    }
+
+    /// Calls `hook` for every item acknowledged from now on, with its
+    /// location and lineage (set once; a second call is ignored).
+    pub fn with_ack_hook(self, hook: Arc<dyn AckHook>) -> Self {
+        let _ = self.shared.hook.set(hook);
         self
     }
 
@@ -352,6 +410,27 @@ impl QosProducer {
                         }
                         if let Some(id) = control::get_u64(&item, "id") {
                             st.ids.insert(seq, id);
+                        }
+                        if let Some(h) = sh.hook.get() {
+                            let tags = h
+                                .tag_keys()
+                                .iter()
+                                .filter_map(|k| {
+                                    Some((k.clone(), value_text(item.metadata.get(k)?)?))
+                                })
+                                .collect();
+                            st.lineage.insert(
+                                seq,
+                                AckedItem {
+                                    topic: sh.topic_arc.clone(),
+                                    partition: sh.partition,
+                                    offset: 0,
+                                    timestamp_us: item.timestamp_us,
+                                    lineage: item.lineage.clone(),
+                                    quality: item.quality.clone(),
+                                    tags,
+                                },
+                            );
                         }
                         item.metadata
                             .insert(control::SEQ.into(), control::int(seq as i64));
@@ -500,12 +579,18 @@ async fn pump(sh: Arc<Shared>, data: Arc<Producer>, out: mpsc::Sender<(u64, Deli
 async fn collect(sh: Arc<Shared>, mut rx: mpsc::Receiver<(u64, Delivery)>) {
     while let Some((seq, d)) = rx.recv().await {
         let r = d.await;
+        let mut acked_lineage = None;
         let mut st = sh.state.lock();
         let now = sh.now();
         match r {
             Ok(at) => {
                 if let AckOutcome::Acked { retired, .. } = st.core.on_ack(seq, now) {
                     let id = st.ids.remove(&seq);
+                    if let Some(mut a) = st.lineage.remove(&seq) {
+                        a.partition = at.partition;
+                        a.offset = at.offset;
+                        acked_lineage = Some(a);
+                    }
                     let st = &mut *st;
                     for r in retired {
                         st.mem.remove(&r);
@@ -529,6 +614,9 @@ async fn collect(sh: Arc<Shared>, mut rx: mpsc::Receiver<(u64, Delivery)>) {
             }
         }
         drop(st);
+        if let (Some(a), Some(h)) = (acked_lineage, sh.hook.get()) {
+            h.acked(a);
+        }
         sh.space.notify_waiters();
         sh.work.notify_one();
     }
