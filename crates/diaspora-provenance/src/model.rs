@@ -62,7 +62,11 @@ impl std::str::FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| ProvError::Invalid(format!("unknown record kind {s:?}: expected fact, data, model or activity")))
+            .ok_or_else(|| {
+                ProvError::Invalid(format!(
+                    "unknown record kind {s:?}: expected fact, data, model or activity"
+                ))
+            })
     }
 }
 
@@ -109,7 +113,8 @@ impl TagValue {
 
     /// Rebuilds a value from its type code and canonical text.
     pub fn from_stored(code: i64, text: &str) -> Result<TagValue, ProvError> {
-        let bad = || ProvError::Corrupt(format!("tag value {text:?} does not parse as type {code}"));
+        let bad =
+            || ProvError::Corrupt(format!("tag value {text:?} does not parse as type {code}"));
         Ok(match code {
             0 => TagValue::Str(text.to_string()),
             1 => TagValue::Int(text.parse().map_err(|_| bad())?),
@@ -287,9 +292,10 @@ impl Record {
         }
     }
 
-    /// A streamed item's record.
+    /// A streamed item's record. Its name is left empty: the store names
+    /// item records by their location, `topic/partition/offset`.
     pub fn item(loc: ItemLoc) -> Record {
-        let mut r = Record::new(Kind::Data, loc.to_string());
+        let mut r = Record::new(Kind::Data, String::new());
         r.item = Some(loc);
         r
     }

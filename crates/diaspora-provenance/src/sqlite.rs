@@ -3,11 +3,26 @@
 //! with multi-row inserts.
 //!
 //! Layout: a record's parents are stored inline in its row (a packed blob,
-//! so an upstream step is one row read) and once more in `down`, a
-//! clustered `(parent, child)` table that makes a downstream step one range
-//! scan. Streamed items carry their location in the row (the topic
-//! interned) under a partial index; names, tags and URIs are indexed only
-//! for the records that have them.
+//! so an upstream step is one row read) and once more, for downstream
+//! steps, as *runs* in clustered tables keyed by parent:
+//!
+//! - `down(parent, child, count)`: children `child .. child+count` of one
+//!   parent (a single edge is a run of one; a fan-out batch is one row);
+//! - `down_seq(parent, child, count)`: edges `parent+k → child+k` for
+//!   `k < count` (a stream derived item by item from another: the k-th
+//!   reconstruction from the k-th pattern is one row per batch).
+//!
+//! Streamed items — the bulk of a store — are kept column-wise: a run of
+//! up to [`BATCH_MAX`] plain item records (consecutive ids, consecutive
+//! offsets of one partition, no name, tags or URIs of their own) is one
+//! `item_batches` row holding their times and parents in a packed blob,
+//! found by first id or by location. So recording stream lineage costs a
+//! few bytes per item, not a row and index entries per item. Other item
+//! records keep their location in their row and are found through
+//! `item_runs(topic, part, off, count, id)`, where consecutive offsets with
+//! consecutive ids are one row. Runs are at most [`RUN_MAX`] long, which bounds the window a
+//! lookup scans. Names, tags and URIs are indexed only for the records that
+//! have them.
 
 use crate::backend::Backend;
 use crate::model::*;
@@ -18,7 +33,14 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Rows per multi-row `INSERT`.
-const ROWS_PER_INSERT: usize = 64;
+const ROWS_PER_INSERT: usize = 256;
+/// Longest run of `down_seq` or `item_runs` (lookups scan a window this wide).
+pub const RUN_MAX: i64 = 4096;
+/// Most items in one `item_batches` row.
+pub const BATCH_MAX: i64 = 1024;
+/// Longest run of `down` (children of one parent in one row).
+const FAN_RUN_MAX: i64 = 1 << 20;
+
 /// Ids reserved per allocation (one small transaction each).
 const ID_BLOCK: i64 = 1 << 16;
 
@@ -36,10 +58,16 @@ CREATE TABLE IF NOT EXISTS records(
   parents BLOB,
   extra TEXT);
 CREATE INDEX IF NOT EXISTS records_name ON records(name) WHERE name IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_item ON records(topic, part, off) WHERE topic IS NOT NULL;
+CREATE TABLE IF NOT EXISTS item_batches(first_id INTEGER PRIMARY KEY, count INTEGER NOT NULL,
+  topic INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS item_batches_loc ON item_batches(topic, part, off);
+CREATE TABLE IF NOT EXISTS item_runs(topic INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL,
+  count INTEGER NOT NULL, id INTEGER NOT NULL, PRIMARY KEY(topic, part, off, id)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS records_origin ON records(origin) WHERE origin IS NOT NULL;
-CREATE TABLE IF NOT EXISTS down(parent INTEGER NOT NULL, child INTEGER NOT NULL, kind INTEGER NOT NULL,
-  PRIMARY KEY(parent, child)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS down(parent INTEGER NOT NULL, child INTEGER NOT NULL, count INTEGER NOT NULL,
+  kind INTEGER NOT NULL, PRIMARY KEY(parent, child)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS down_seq(parent INTEGER NOT NULL, child INTEGER NOT NULL, count INTEGER NOT NULL,
+  kind INTEGER NOT NULL, PRIMARY KEY(parent, child)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags(key TEXT NOT NULL, value TEXT NOT NULL, record INTEGER NOT NULL,
   PRIMARY KEY(key, value, record)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uris(uri TEXT NOT NULL, record INTEGER NOT NULL,
@@ -76,7 +104,10 @@ pub(crate) fn pack_parents(parents: &[(RecordId, EdgeKind)]) -> Vec<u8> {
 /// Unpacks [`pack_parents`]' output; a malformed blob is an error.
 pub(crate) fn unpack_parents(b: &[u8]) -> Result<Vec<(RecordId, EdgeKind)>> {
     if b.len() % 9 != 0 {
-        return Err(ProvError::Corrupt(format!("parents blob of {} bytes", b.len())));
+        return Err(ProvError::Corrupt(format!(
+            "parents blob of {} bytes",
+            b.len()
+        )));
     }
     b.chunks_exact(9)
         .map(|c| {
@@ -86,13 +117,107 @@ pub(crate) fn unpack_parents(b: &[u8]) -> Result<Vec<(RecordId, EdgeKind)>> {
         .collect()
 }
 
+/// `(min, max)` of `ids` when there are many and they span at most twice
+/// their number: then a range scan reads little besides what is wanted.
+fn dense_span(ids: &[RecordId]) -> Option<(RecordId, RecordId)> {
+    if ids.len() < 1024 {
+        return None;
+    }
+    let lo = *ids.iter().min()?;
+    let hi = *ids.iter().max()?;
+    (((hi - lo) as u128) < 2 * ids.len() as u128).then_some((lo, hi))
+}
+
+/// Membership in a dense span of ids, one bit each.
+struct SpanSet {
+    lo: RecordId,
+    bits: Vec<u64>,
+}
+
+impl SpanSet {
+    fn new(lo: RecordId, hi: RecordId, ids: &[RecordId]) -> SpanSet {
+        let mut bits = vec![0u64; ((hi - lo) as usize >> 6) + 1];
+        for &i in ids {
+            let k = (i - lo) as usize;
+            bits[k >> 6] |= 1 << (k & 63);
+        }
+        SpanSet { lo, bits }
+    }
+
+    fn contains(&self, id: RecordId) -> bool {
+        let Some(k) = id.checked_sub(self.lo).filter(|k| *k >= 0) else {
+            return false;
+        };
+        let k = k as usize;
+        self.bits
+            .get(k >> 6)
+            .is_some_and(|w| w & (1 << (k & 63)) != 0)
+    }
+}
+
 fn ids_value(ids: &[RecordId]) -> Rc<Vec<Value>> {
     Rc::new(ids.iter().map(|&i| Value::Integer(i)).collect())
+}
+
+/// WAL bytes past which the writer itself checkpoints (bounding the WAL
+/// when the background thread falls behind).
+const WAL_BYTES_MAX: u64 = 1 << 30;
+
+/// Checkpoints the WAL every 100 ms from its own connection and thread
+/// (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer), so a
+/// commit only appends to the WAL.
+struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    join: Option<std::thread::JoinHandle<()>>,
+    wal: PathBuf,
+}
+
+impl Checkpointer {
+    fn start(db: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(db)?;
+        conn.busy_timeout(std::time::Duration::from_millis(50))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let join = std::thread::Builder::new()
+            .name("prov-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "background checkpoint");
+                    }
+                }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })
+            .map_err(|e| ProvError::Store(format!("checkpoint thread: {e}")))?;
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Ok(Checkpointer {
+            stop,
+            join: Some(join),
+            wal: PathBuf::from(wal),
+        })
+    }
+
+    fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
 }
 
 /// The embedded SQLite store.
 pub struct SqliteBackend {
     conn: Connection,
+    checkpointer: Checkpointer,
     path: PathBuf,
     ns: String,
     next_id: i64,
@@ -116,10 +241,15 @@ impl SqliteBackend {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "cache_size", -131072)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Checkpoints (copying the WAL into the database file) run on a
+        // background thread, off the writer's path; see `Checkpointer`.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
         rusqlite::vtab::array::load_module(&conn)?;
         let ns: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         let ns = match ns {
             Some(ns) => ns,
@@ -129,11 +259,15 @@ impl SqliteBackend {
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('namespace', ?1)",
                     [&ns],
                 )?;
-                conn.query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| r.get(0))?
+                conn.query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| {
+                    r.get(0)
+                })?
             }
         };
+        let checkpointer = Checkpointer::start(&path)?;
         let mut me = SqliteBackend {
             conn,
+            checkpointer,
             path,
             ns,
             next_id: 0,
@@ -167,10 +301,59 @@ impl SqliteBackend {
             return Ok(id);
         }
         conn.execute("INSERT OR IGNORE INTO topics(name) VALUES (?1)", [name])?;
-        let id: i64 = conn.query_row("SELECT id FROM topics WHERE name=?1", [name], |r| r.get(0))?;
+        let id: i64 =
+            conn.query_row("SELECT id FROM topics WHERE name=?1", [name], |r| r.get(0))?;
         topics.insert(name.to_string(), id);
         names.insert(id, name.to_string());
         Ok(id)
+    }
+
+    /// Checkpoints in the writer when the background checkpointer has let
+    /// the WAL grow past [`WAL_BYTES_MAX`] (readers kept it from finishing).
+    fn bound_wal(&mut self) -> Result<()> {
+        if self.checkpointer.wal_bytes() > WAL_BYTES_MAX {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// The item batches that hold any of `ids` (each once).
+    fn batches_covering(&mut self, ids: &[RecordId]) -> Result<Vec<BatchRow>> {
+        let mut out: Vec<BatchRow> = Vec::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        if let Some((lo, hi)) = dense_span(ids) {
+            let mut st = self.conn.prepare_cached(&format!(
+                "SELECT {BATCH_COLS} FROM item_batches WHERE first_id BETWEEN ?1 AND ?2"
+            ))?;
+            let mut rows = st.query([lo.saturating_sub(BATCH_MAX - 1), hi])?;
+            while let Some(r) = rows.next()? {
+                let b = BatchRow::from_row(r)?;
+                if ids.iter().any(|i| b.covers(*i)) {
+                    out.push(b);
+                }
+            }
+            return Ok(out);
+        }
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {BATCH_COLS} FROM item_batches WHERE first_id <= ?1 ORDER BY first_id DESC LIMIT 1"
+        ))?;
+        for id in sorted {
+            if out.last().is_some_and(|b| b.covers(id)) {
+                continue;
+            }
+            if let Some(b) = st.query_row([id], BatchRow::from_row).optional()? {
+                if b.covers(id) {
+                    out.push(b);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The file.
@@ -226,7 +409,11 @@ impl SqliteBackend {
                 item,
                 version,
                 origin,
-                parents: parents.as_deref().map(unpack_parents).transpose()?.unwrap_or_default(),
+                parents: parents
+                    .as_deref()
+                    .map(unpack_parents)
+                    .transpose()?
+                    .unwrap_or_default(),
             })
         })())
     }
@@ -237,6 +424,187 @@ impl SqliteBackend {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 }
+
+/// An edge run: `count` edges from `parent` (+k if `seq`) to `child`+k.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub parent: RecordId,
+    pub child: RecordId,
+    pub count: i64,
+    pub seq: bool,
+    pub kind: EdgeKind,
+}
+
+/// Groups the parent edges of `recs` (in order) into runs: for each parent
+/// slot, consecutive records (consecutive ids) with the same parent extend
+/// a fan run, with consecutive parents a sequence run.
+pub(crate) fn edge_runs(recs: &[Record]) -> Vec<Run> {
+    let mut out = Vec::new();
+    let mut open: Vec<Option<Run>> = Vec::new();
+    let mut prev_id = None;
+    for r in recs {
+        let consecutive = prev_id.is_some_and(|p: RecordId| p + 1 == r.id);
+        prev_id = Some(r.id);
+        if open.len() < r.parents.len() {
+            open.resize(r.parents.len(), None);
+        }
+        for (j, slot) in open.iter_mut().enumerate() {
+            let Some(&(p, kind)) = r.parents.get(j) else {
+                if let Some(run) = slot.take() {
+                    out.push(run);
+                }
+                continue;
+            };
+            if let Some(run) = slot.as_mut().filter(|run| consecutive && run.kind == kind) {
+                let last = run.parent + if run.seq { run.count - 1 } else { 0 };
+                let extends_fan =
+                    (run.count == 1 || !run.seq) && p == run.parent && run.count < FAN_RUN_MAX;
+                let extends_seq =
+                    (run.count == 1 || run.seq) && p == last + 1 && run.count < RUN_MAX;
+                if extends_fan {
+                    run.seq = false;
+                    run.count += 1;
+                    continue;
+                }
+                if extends_seq {
+                    run.seq = true;
+                    run.count += 1;
+                    continue;
+                }
+            }
+            if let Some(run) = slot.take() {
+                out.push(run);
+            }
+            *slot = Some(Run {
+                parent: p,
+                child: r.id,
+                count: 1,
+                seq: false,
+                kind,
+            });
+        }
+    }
+    out.extend(open.into_iter().flatten());
+    out
+}
+
+/// Groups item records (consecutive offsets of one partition with
+/// consecutive ids) into runs: (topic, part, off, count, id).
+fn item_runs(recs: &[(&Record, Option<i64>)]) -> Vec<(i64, i64, i64, i64, i64)> {
+    let mut out: Vec<(i64, i64, i64, i64, i64)> = Vec::new();
+    let mut last: Option<(i64, i64, i64, i64)> = None; // topic, part, off, id of the previous item
+    for (r, topic) in recs {
+        let (Some(loc), Some(t)) = (&r.item, topic) else {
+            last = None;
+            continue;
+        };
+        let (part, off) = (loc.partition as i64, loc.offset as i64);
+        match (last, out.last_mut()) {
+            (Some((lt, lp, lo, lid)), Some(run))
+                if lt == *t
+                    && lp == part
+                    && lo + 1 == off
+                    && lid + 1 == r.id
+                    && run.3 < RUN_MAX =>
+            {
+                run.3 += 1;
+            }
+            _ => out.push((*t, part, off, 1, r.id)),
+        }
+        last = Some((*t, part, off, r.id));
+    }
+    out
+}
+
+/// Whether a record can live in an `item_batches` row: a plain data item.
+fn batchable(r: &Record) -> bool {
+    r.kind == Kind::Data
+        && r.tags.is_empty()
+        && r.uris.is_empty()
+        && r.version.is_none()
+        && r.origin.is_none()
+        && r.item
+            .as_ref()
+            .is_some_and(|loc| r.name.is_empty() || r.name == loc.to_string())
+}
+
+/// Packs the per-item part of a batch: `n` little-endian u32 end offsets,
+/// then per item its time (i64) and packed parents.
+pub(crate) fn encode_batch(items: &[(i64, &[(RecordId, EdgeKind)])]) -> Vec<u8> {
+    let n = items.len();
+    let body: usize = items.iter().map(|(_, p)| 8 + 9 * p.len()).sum();
+    let mut out = Vec::with_capacity(4 * n + body);
+    let mut end = 0u32;
+    for (_, p) in items {
+        end += 8 + 9 * p.len() as u32;
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    for (t, p) in items {
+        out.extend_from_slice(&t.to_le_bytes());
+        for (id, k) in p.iter() {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(k.code() as u8);
+        }
+    }
+    out
+}
+
+/// Item `k` of a batch blob of `n` items: (time, parents). Every length
+/// and offset is checked; a bad blob is an error, never a panic.
+pub(crate) fn decode_batch_item(
+    data: &[u8],
+    n: usize,
+    k: usize,
+) -> Result<(i64, Vec<(RecordId, EdgeKind)>)> {
+    let bad = |what: &str| ProvError::Corrupt(format!("item batch: {what}"));
+    if k >= n || data.len() < 4 * n {
+        return Err(bad("index out of range"));
+    }
+    let end_at =
+        |i: usize| u32::from_le_bytes(data[4 * i..4 * i + 4].try_into().expect("4 bytes")) as usize;
+    let start = if k == 0 { 0 } else { end_at(k - 1) };
+    let end = end_at(k);
+    let body = &data[4 * n..];
+    if start > end || end > body.len() || end - start < 8 {
+        return Err(bad("bad offsets"));
+    }
+    let item = &body[start..end];
+    let t = i64::from_le_bytes(item[..8].try_into().expect("8 bytes"));
+    Ok((t, unpack_parents(&item[8..])?))
+}
+
+/// A batch being assembled: (first id, topic, partition, first offset,
+/// per item its time and parents).
+type PendingBatch<'a> = (i64, i64, i64, i64, Vec<(i64, &'a [(RecordId, EdgeKind)])>);
+
+/// One `item_batches` row.
+struct BatchRow {
+    first_id: i64,
+    count: i64,
+    topic: i64,
+    part: i64,
+    off: i64,
+    data: Vec<u8>,
+}
+
+impl BatchRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
+        Ok(BatchRow {
+            first_id: r.get(0)?,
+            count: r.get(1)?,
+            topic: r.get(2)?,
+            part: r.get(3)?,
+            off: r.get(4)?,
+            data: r.get(5)?,
+        })
+    }
+
+    fn covers(&self, id: RecordId) -> bool {
+        id >= self.first_id && id < self.first_id + self.count
+    }
+}
+
+const BATCH_COLS: &str = "first_id, count, topic, part, off, data";
 
 /// Runs a multi-row insert of `rows`, `width` parameters each.
 fn insert_rows<T>(
@@ -249,7 +617,10 @@ fn insert_rows<T>(
     let tuple = format!("({})", vec!["?"; width].join(","));
     let mut vals: Vec<Value> = Vec::with_capacity(width * ROWS_PER_INSERT);
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let sql = format!("{head} VALUES {}", vec![tuple.as_str(); chunk.len()].join(","));
+        let sql = format!(
+            "{head} VALUES {}",
+            vec![tuple.as_str(); chunk.len()].join(",")
+        );
         let mut st = tx.prepare_cached(&sql)?;
         vals.clear();
         for r in chunk {
@@ -276,11 +647,21 @@ impl Backend for SqliteBackend {
         let n = n as i64;
         if self.next_id + n > self.id_end {
             let want = n.max(ID_BLOCK);
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let stored: Option<String> = tx
-                .query_row("SELECT value FROM meta WHERE key='next_id'", [], |r| r.get(0))
+                .query_row("SELECT value FROM meta WHERE key='next_id'", [], |r| {
+                    r.get(0)
+                })
                 .optional()?;
-            let max: i64 = tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM records", [], |r| r.get(0))?;
+            let max: i64 = tx.query_row(
+                "SELECT max((SELECT coalesce(max(id), 0) FROM records),
+                            (SELECT coalesce((SELECT first_id + count - 1 FROM item_batches
+                                              ORDER BY first_id DESC LIMIT 1), 0))) + 1",
+                [],
+                |r| r.get(0),
+            )?;
             let start = stored
                 .and_then(|s| s.parse::<i64>().ok())
                 .unwrap_or(1)
@@ -304,11 +685,49 @@ impl Backend for SqliteBackend {
         let mut topic_ids = Vec::with_capacity(recs.len());
         for r in recs {
             topic_ids.push(match &r.item {
-                Some(loc) => Some(Self::topic_id(&tx, &mut self.topics, &mut self.topic_names, &loc.topic)?),
+                Some(loc) => Some(Self::topic_id(
+                    &tx,
+                    &mut self.topics,
+                    &mut self.topic_names,
+                    &loc.topic,
+                )?),
                 None => None,
             });
         }
-        let rows: Vec<(&Record, Option<i64>)> = recs.iter().zip(topic_ids).collect();
+        let all: Vec<(&Record, Option<i64>)> = recs.iter().zip(topic_ids).collect();
+        // Runs of plain items go column-wise into item_batches.
+        let mut batches: Vec<PendingBatch<'_>> = Vec::new();
+        let mut rows: Vec<(&Record, Option<i64>)> = Vec::with_capacity(all.len());
+        for (r, topic) in &all {
+            let (Some(t), true) = (topic, batchable(r)) else {
+                rows.push((r, *topic));
+                continue;
+            };
+            let loc = r.item.as_ref().expect("batchable items have a location");
+            let (part, off) = (loc.partition as i64, loc.offset as i64);
+            match batches.last_mut() {
+                Some(b)
+                    if b.1 == *t
+                        && b.2 == part
+                        && b.3 + b.4.len() as i64 == off
+                        && b.0 + b.4.len() as i64 == r.id
+                        && (b.4.len() as i64) < BATCH_MAX =>
+                {
+                    b.4.push((r.time_us, &r.parents));
+                }
+                _ => batches.push((r.id, *t, part, off, vec![(r.time_us, &r.parents)])),
+            }
+        }
+        insert_rows(
+            &tx,
+            "INSERT INTO item_batches(first_id,count,topic,part,off,data)",
+            6,
+            &batches,
+            |b, v| {
+                v.extend([b.0, b.4.len() as i64, b.1, b.2, b.3].map(Value::Integer));
+                v.push(Value::Blob(encode_batch(&b.4)));
+            },
+        )?;
         insert_rows(
             &tx,
             "INSERT INTO records(id,kind,name,time_us,topic,part,off,version,origin,parents,extra)",
@@ -318,7 +737,7 @@ impl Backend for SqliteBackend {
                 v.push(Value::Integer(r.id));
                 v.push(Value::Integer(r.kind.code()));
                 v.push(match (&r.item, r.name.is_empty()) {
-                    (Some(loc), _) if r.name == loc.to_string() => Value::Null,
+                    (Some(loc), false) if r.name == loc.to_string() => Value::Null,
                     (_, true) => Value::Null,
                     _ => Value::Text(r.name.clone()),
                 });
@@ -353,32 +772,62 @@ impl Backend for SqliteBackend {
                 });
             },
         )?;
-        let edges: Vec<(i64, i64, i64)> = recs
-            .iter()
-            .flat_map(|r| r.parents.iter().map(move |(p, k)| (*p, r.id, k.code())))
-            .collect();
-        insert_rows(&tx, "INSERT OR IGNORE INTO down(parent,child,kind)", 3, &edges, |e, v| {
-            v.extend([Value::Integer(e.0), Value::Integer(e.1), Value::Integer(e.2)])
-        })?;
+        let items = item_runs(&rows);
+        insert_rows(
+            &tx,
+            "INSERT INTO item_runs(topic,part,off,count,id)",
+            5,
+            &items,
+            |r, v| v.extend([r.0, r.1, r.2, r.3, r.4].map(Value::Integer)),
+        )?;
+        let (seq, fan): (Vec<Run>, Vec<Run>) = edge_runs(recs).into_iter().partition(|r| r.seq);
+        for (table, runs) in [("down", fan), ("down_seq", seq)] {
+            insert_rows(
+                &tx,
+                &format!("INSERT OR IGNORE INTO {table}(parent,child,count,kind)"),
+                4,
+                &runs,
+                |r, v| v.extend([r.parent, r.child, r.count, r.kind.code()].map(Value::Integer)),
+            )?;
+        }
         let tags: Vec<(&str, String, i64)> = recs
             .iter()
-            .flat_map(|r| r.tags.iter().map(move |(k, t)| (k.as_str(), t.text(), r.id)))
+            .flat_map(|r| {
+                r.tags
+                    .iter()
+                    .map(move |(k, t)| (k.as_str(), t.text(), r.id))
+            })
             .collect();
         if !tags.is_empty() {
-            insert_rows(&tx, "INSERT OR IGNORE INTO tags(key,value,record)", 3, &tags, |t, v| {
-                v.extend([Value::Text(t.0.to_string()), Value::Text(t.1.clone()), Value::Integer(t.2)])
-            })?;
+            insert_rows(
+                &tx,
+                "INSERT OR IGNORE INTO tags(key,value,record)",
+                3,
+                &tags,
+                |t, v| {
+                    v.extend([
+                        Value::Text(t.0.to_string()),
+                        Value::Text(t.1.clone()),
+                        Value::Integer(t.2),
+                    ])
+                },
+            )?;
         }
         let uris: Vec<(&str, i64)> = recs
             .iter()
             .flat_map(|r| r.uris.iter().map(move |u| (u.as_str(), r.id)))
             .collect();
         if !uris.is_empty() {
-            insert_rows(&tx, "INSERT OR IGNORE INTO uris(uri,record)", 2, &uris, |u, v| {
-                v.extend([Value::Text(u.0.to_string()), Value::Integer(u.1)])
-            })?;
+            insert_rows(
+                &tx,
+                "INSERT OR IGNORE INTO uris(uri,record)",
+                2,
+                &uris,
+                |u, v| v.extend([Value::Text(u.0.to_string()), Value::Integer(u.1)]),
+            )?;
         }
         tx.commit()?;
+        self.bound_wal()?;
         Ok(())
     }
 
@@ -386,12 +835,46 @@ impl Backend for SqliteBackend {
         let tx = self.conn.transaction()?;
         for e in edges {
             let blob: Option<Option<Vec<u8>>> = tx
-                .query_row("SELECT parents FROM records WHERE id=?1", [e.child], |r| r.get(0))
+                .query_row("SELECT parents FROM records WHERE id=?1", [e.child], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             let Some(blob) = blob else {
-                return Err(ProvError::NotFound(e.child.to_string()));
+                // A batched item: rewrite its batch's blob.
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {BATCH_COLS} FROM item_batches WHERE first_id <= ?1 ORDER BY first_id DESC LIMIT 1"
+                ))?;
+                let b = st
+                    .query_row([e.child], BatchRow::from_row)
+                    .optional()?
+                    .filter(|b| b.covers(e.child))
+                    .ok_or_else(|| ProvError::NotFound(e.child.to_string()))?;
+                let n = b.count as usize;
+                let mut items = (0..n)
+                    .map(|k| decode_batch_item(&b.data, n, k))
+                    .collect::<Result<Vec<_>>>()?;
+                let k = (e.child - b.first_id) as usize;
+                if items[k].1.iter().any(|(p, _)| *p == e.parent) {
+                    continue;
+                }
+                items[k].1.push((e.parent, e.kind));
+                let refs: Vec<(i64, &[(RecordId, EdgeKind)])> =
+                    items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+                tx.execute(
+                    "UPDATE item_batches SET data=?1 WHERE first_id=?2",
+                    params![encode_batch(&refs), b.first_id],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO down(parent,child,count,kind) VALUES (?1,?2,1,?3)",
+                    params![e.parent, e.child, e.kind.code()],
+                )?;
+                continue;
             };
-            let mut parents = blob.as_deref().map(unpack_parents).transpose()?.unwrap_or_default();
+            let mut parents = blob
+                .as_deref()
+                .map(unpack_parents)
+                .transpose()?
+                .unwrap_or_default();
             if parents.iter().any(|(p, _)| *p == e.parent) {
                 continue;
             }
@@ -401,7 +884,7 @@ impl Backend for SqliteBackend {
                 params![pack_parents(&parents), e.child],
             )?;
             tx.execute(
-                "INSERT OR IGNORE INTO down(parent,child,kind) VALUES (?1,?2,?3)",
+                "INSERT OR IGNORE INTO down(parent,child,count,kind) VALUES (?1,?2,1,?3)",
                 params![e.parent, e.child, e.kind.code()],
             )?;
         }
@@ -410,49 +893,196 @@ impl Backend for SqliteBackend {
     }
 
     fn records(&mut self, ids: &[RecordId]) -> Result<Vec<Record>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id,kind,name,time_us,topic,part,off,version,origin,parents,extra FROM records WHERE id IN rarray(?1)",
-        )?;
-        let mut rows = st.query([ids_value(ids)])?;
         let mut out = Vec::with_capacity(ids.len());
-        while let Some(r) = rows.next()? {
-            out.push(self.row_to_record(r)??);
+        {
+            let mut st = self.conn.prepare_cached(
+                "SELECT id,kind,name,time_us,topic,part,off,version,origin,parents,extra FROM records WHERE id IN rarray(?1)",
+            )?;
+            let mut rows = st.query([ids_value(ids)])?;
+            while let Some(r) = rows.next()? {
+                out.push(self.row_to_record(r)??);
+            }
+        }
+        if out.len() < ids.len() {
+            let found: std::collections::HashSet<RecordId> = out.iter().map(|r| r.id).collect();
+            let missing: Vec<RecordId> =
+                ids.iter().copied().filter(|i| !found.contains(i)).collect();
+            for b in self.batches_covering(&missing)? {
+                let n = b.count as usize;
+                let topic =
+                    self.topic_names.get(&b.topic).cloned().ok_or_else(|| {
+                        ProvError::Corrupt(format!("unknown topic id {}", b.topic))
+                    })?;
+                for &id in missing.iter().filter(|i| b.covers(**i)) {
+                    let k = (id - b.first_id) as usize;
+                    let (time_us, parents) = decode_batch_item(&b.data, n, k)?;
+                    let loc = ItemLoc {
+                        topic: topic.clone(),
+                        partition: b.part as u32,
+                        offset: (b.off + k as i64) as u64,
+                    };
+                    let mut r = Record::new(Kind::Data, loc.to_string());
+                    r.id = id;
+                    r.time_us = time_us;
+                    r.item = Some(loc);
+                    r.parents = parents;
+                    out.push(r);
+                }
+            }
         }
         Ok(out)
     }
 
     fn existing(&mut self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
-        let arr = ids_value(ids);
-        self.ids_query("SELECT id FROM records WHERE id IN rarray(?1)", &[&arr])
+        let mut out = Vec::new();
+        if let Some((lo, hi)) = dense_span(ids) {
+            // A rowid range scan instead of an ephemeral index of the ids.
+            let set = SpanSet::new(lo, hi, ids);
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT id FROM records WHERE id BETWEEN ?1 AND ?2")?;
+            let mut rows = st.query([lo, hi])?;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                if set.contains(id) {
+                    out.push(id);
+                }
+            }
+        } else {
+            let arr = ids_value(ids);
+            out = self.ids_query("SELECT id FROM records WHERE id IN rarray(?1)", &[&arr])?;
+        }
+        if out.len() < ids.len() {
+            let found: std::collections::HashSet<RecordId> = out.iter().copied().collect();
+            let missing: Vec<RecordId> =
+                ids.iter().copied().filter(|i| !found.contains(i)).collect();
+            let batches = self.batches_covering(&missing)?;
+            out.extend(
+                missing
+                    .into_iter()
+                    .filter(|i| batches.iter().any(|b| b.covers(*i))),
+            );
+        }
+        Ok(out)
     }
 
     fn children(&mut self, ids: &[RecordId]) -> Result<Vec<Edge>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT parent, child, kind FROM down WHERE parent IN rarray(?1)")?;
-        let mut rows = st.query([ids_value(ids)])?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(Edge {
-                parent: r.get(0)?,
-                child: r.get(1)?,
-                kind: EdgeKind::from_code(r.get(2)?)?,
-            });
+        let expand = |r: &rusqlite::Row<'_>,
+                      seq: bool,
+                      want: &dyn Fn(RecordId) -> bool,
+                      out: &mut Vec<Edge>|
+         -> Result<()> {
+            let (parent, child, count): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let kind = EdgeKind::from_code(r.get(3)?)?;
+            if seq {
+                for k in 0..count {
+                    if want(parent + k) {
+                        out.push(Edge {
+                            parent: parent + k,
+                            child: child + k,
+                            kind,
+                        });
+                    }
+                }
+            } else if want(parent) {
+                out.extend((0..count).map(|k| Edge {
+                    parent,
+                    child: child + k,
+                    kind,
+                }));
+            }
+            Ok(())
+        };
+        if let Some((lo, hi)) = dense_span(ids) {
+            // Many ids close together (a cascade's frontier usually is): one
+            // range scan of each clustered table beats a probe per id.
+            let set = SpanSet::new(lo, hi, ids);
+            let want = |p: RecordId| set.contains(p);
+            for (table, seq, from) in [
+                ("down", false, lo),
+                ("down_seq", true, lo.saturating_sub(RUN_MAX - 1)),
+            ] {
+                let mut st = self.conn.prepare_cached(&format!(
+                    "SELECT parent, child, count, kind FROM {table} WHERE parent BETWEEN ?1 AND ?2"
+                ))?;
+                let mut rows = st.query([from, hi])?;
+                while let Some(r) = rows.next()? {
+                    expand(r, seq, &want, &mut out)?;
+                }
+            }
+        } else {
+            let set: std::collections::HashSet<RecordId> = ids.iter().copied().collect();
+            let want = |p: RecordId| set.contains(&p);
+            {
+                let mut st = self.conn.prepare_cached(
+                    "SELECT parent, child, count, kind FROM down WHERE parent IN rarray(?1)",
+                )?;
+                let mut rows = st.query([ids_value(ids)])?;
+                while let Some(r) = rows.next()? {
+                    expand(r, false, &want, &mut out)?;
+                }
+            }
+            // A sequence run covering p starts within RUN_MAX before it.
+            let mut st = self.conn.prepare_cached(
+                "SELECT parent, child, count, kind FROM down_seq WHERE parent BETWEEN ?1 AND ?2",
+            )?;
+            let mut seen_runs = std::collections::HashSet::new();
+            for &p in ids {
+                let mut rows = st.query([p.saturating_sub(RUN_MAX - 1), p])?;
+                while let Some(r) = rows.next()? {
+                    let key: (i64, i64) = (r.get(0)?, r.get(1)?);
+                    if seen_runs.insert(key) {
+                        expand(r, true, &want, &mut out)?;
+                    }
+                }
+            }
         }
         Ok(out)
     }
 
     fn parents(&mut self, ids: &[RecordId]) -> Result<Vec<Edge>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT id, parents FROM records WHERE id IN rarray(?1) AND parents IS NOT NULL")?;
-        let mut rows = st.query([ids_value(ids)])?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let child: i64 = r.get(0)?;
-            let blob: Vec<u8> = r.get(1)?;
-            for (parent, kind) in unpack_parents(&blob)? {
-                out.push(Edge { parent, child, kind });
+        let mut found = std::collections::HashSet::new();
+        {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT id, parents FROM records WHERE id IN rarray(?1)")?;
+            let mut rows = st.query([ids_value(ids)])?;
+            while let Some(r) = rows.next()? {
+                let child: i64 = r.get(0)?;
+                found.insert(child);
+                let blob: Option<Vec<u8>> = r.get(1)?;
+                for (parent, kind) in blob
+                    .as_deref()
+                    .map(unpack_parents)
+                    .transpose()?
+                    .unwrap_or_default()
+                {
+                    out.push(Edge {
+                        parent,
+                        child,
+                        kind,
+                    });
+                }
+            }
+        }
+        if found.len() < ids.len() {
+            let missing: Vec<RecordId> =
+                ids.iter().copied().filter(|i| !found.contains(i)).collect();
+            for b in self.batches_covering(&missing)? {
+                for &child in missing.iter().filter(|i| b.covers(**i)) {
+                    let (_, parents) = decode_batch_item(
+                        &b.data,
+                        b.count as usize,
+                        (child - b.first_id) as usize,
+                    )?;
+                    out.extend(parents.into_iter().map(|(parent, kind)| Edge {
+                        parent,
+                        child,
+                        kind,
+                    }));
+                }
             }
         }
         Ok(out)
@@ -503,14 +1133,48 @@ impl Backend for SqliteBackend {
             }
             return self.find_items(topic, partition, from, to, limit);
         };
+        let (from, to) = (
+            from.min(i64::MAX as u64) as i64,
+            to.min(i64::MAX as u64) as i64,
+        );
         let mut st = self.conn.prepare_cached(
-            "SELECT off, id FROM records WHERE topic=?1 AND part=?2 AND off BETWEEN ?3 AND ?4 ORDER BY off LIMIT ?5",
+            "SELECT off, count, id FROM item_runs WHERE topic=?1 AND part=?2 AND off BETWEEN ?3 AND ?4 ORDER BY off, id",
         )?;
-        let rows = st.query_map(
-            params![t, partition as i64, from.min(i64::MAX as u64) as i64, to.min(i64::MAX as u64) as i64, limit as i64],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?)),
+        let mut rows = st.query(params![
+            t,
+            partition as i64,
+            from.saturating_sub(RUN_MAX - 1),
+            to
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let (off, count, id): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            for k in 0..count {
+                if (from..=to).contains(&(off + k)) {
+                    out.push(((off + k) as u64, id + k));
+                }
+            }
+        }
+        let mut st = self.conn.prepare_cached(
+            "SELECT off, count, first_id FROM item_batches WHERE topic=?1 AND part=?2 AND off BETWEEN ?3 AND ?4",
         )?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut rows = st.query(params![
+            t,
+            partition as i64,
+            from.saturating_sub(BATCH_MAX - 1),
+            to
+        ])?;
+        while let Some(r) = rows.next()? {
+            let (off, count, id): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            for k in 0..count {
+                if (from..=to).contains(&(off + k)) {
+                    out.push(((off + k) as u64, id + k));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.truncate(limit);
+        Ok(out)
     }
 
     fn find_origin(&mut self, origin: &str) -> Result<Option<RecordId>> {
@@ -530,10 +1194,26 @@ impl Backend for SqliteBackend {
     }
 
     fn ids_after(&mut self, after: RecordId, limit: usize) -> Result<Vec<RecordId>> {
-        self.ids_query(
+        let mut ids = self.ids_query(
             "SELECT id FROM records WHERE id > ?1 ORDER BY id LIMIT ?2",
             &[&after, &(limit as i64)],
-        )
+        )?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT first_id, count FROM item_batches WHERE first_id > ?1 ORDER BY first_id",
+        )?;
+        let mut rows = st.query([after.saturating_sub(BATCH_MAX)])?;
+        let mut batched = Vec::new();
+        while let Some(r) = rows.next()? {
+            let (first, count): (i64, i64) = (r.get(0)?, r.get(1)?);
+            batched.extend((first..first + count).filter(|i| *i > after));
+            if batched.len() >= limit {
+                break;
+            }
+        }
+        ids.extend(batched);
+        ids.sort_unstable();
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     fn insert_invalidation(
@@ -541,47 +1221,69 @@ impl Backend for SqliteBackend {
         event: &InvalidationEvent,
         rows: &[(RecordId, Option<RecordId>)],
     ) -> Result<(i64, Vec<RecordId>)> {
-        let tx = self.conn.transaction()?;
+        // The write lock first, so nobody invalidates between the check of
+        // what is invalid already and the insert.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO events(time_us, cause, target, cascade, invalidated) VALUES (?1,?2,?3,?4,0)",
             params![event.time_us, event.cause, event.target, event.cascade as i64],
         )?;
         let ev = tx.last_insert_rowid();
-        let mut newly = Vec::new();
-        {
-            let tuple = "(?,?,?)";
-            let mut vals: Vec<Value> = Vec::with_capacity(3 * ROWS_PER_INSERT);
-            for chunk in rows.chunks(ROWS_PER_INSERT) {
-                let sql = format!(
-                    "INSERT OR IGNORE INTO invalid(record,event,parent) VALUES {} RETURNING record",
-                    vec![tuple; chunk.len()].join(",")
-                );
-                let mut st = tx.prepare_cached(&sql)?;
-                vals.clear();
-                for (r, p) in chunk {
-                    vals.extend([Value::Integer(*r), Value::Integer(ev), p.map_or(Value::Null, Value::Integer)]);
-                }
-                for (i, v) in vals.iter().enumerate() {
-                    st.raw_bind_parameter(i + 1, v)?;
-                }
-                let mut q = st.raw_query();
+        let ids: Vec<RecordId> = rows.iter().map(|r| r.0).collect();
+        let already: std::collections::HashSet<RecordId> = {
+            let mut set = std::collections::HashSet::new();
+            if let Some((lo, hi)) = dense_span(&ids) {
+                let mut st =
+                    tx.prepare_cached("SELECT record FROM invalid WHERE record BETWEEN ?1 AND ?2")?;
+                let mut q = st.query([lo, hi])?;
                 while let Some(r) = q.next()? {
-                    newly.push(r.get::<_, i64>(0)?);
+                    set.insert(r.get::<_, i64>(0)?);
+                }
+            } else {
+                for chunk in ids.chunks(1 << 16) {
+                    let mut st =
+                        tx.prepare_cached("SELECT record FROM invalid WHERE record IN rarray(?1)")?;
+                    let mut q = st.query([ids_value(chunk)])?;
+                    while let Some(r) = q.next()? {
+                        set.insert(r.get::<_, i64>(0)?);
+                    }
                 }
             }
-        }
+            set
+        };
+        let fresh: Vec<(RecordId, Option<RecordId>)> = rows
+            .iter()
+            .filter(|r| !already.contains(&r.0))
+            .copied()
+            .collect();
+        insert_rows(
+            &tx,
+            "INSERT INTO invalid(record,event,parent)",
+            3,
+            &fresh,
+            |(r, p), v| {
+                v.extend([
+                    Value::Integer(*r),
+                    Value::Integer(ev),
+                    p.map_or(Value::Null, Value::Integer),
+                ])
+            },
+        )?;
         tx.execute(
             "UPDATE events SET invalidated=?1 WHERE id=?2",
-            params![newly.len() as i64, ev],
+            params![fresh.len() as i64, ev],
         )?;
         tx.commit()?;
-        Ok((ev, newly))
+        self.bound_wal()?;
+        Ok((ev, fresh.into_iter().map(|r| r.0).collect()))
     }
 
     fn invalid(&mut self, ids: &[RecordId]) -> Result<Vec<Invalid>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT record, event, parent FROM invalid WHERE record IN rarray(?1)")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT record, event, parent FROM invalid WHERE record IN rarray(?1)",
+        )?;
         let rows = st.query_map([ids_value(ids)], |r| {
             Ok(Invalid {
                 record: r.get(0)?,
@@ -595,7 +1297,9 @@ impl Backend for SqliteBackend {
     fn event(&mut self, id: i64) -> Result<Option<InvalidationEvent>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT id,time_us,cause,target,cascade,invalidated FROM events WHERE id=?1")?
+            .prepare_cached(
+                "SELECT id,time_us,cause,target,cascade,invalidated FROM events WHERE id=?1",
+            )?
             .query_row([id], |r| {
                 Ok(InvalidationEvent {
                     id: r.get(0)?,
@@ -621,15 +1325,25 @@ impl Backend for SqliteBackend {
     }
 
     fn actions(&mut self) -> Result<Vec<Action>> {
-        let mut st = self.conn.prepare_cached("SELECT id, target, kind FROM actions ORDER BY id")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, target, kind FROM actions ORDER BY id")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, t, k) = row?;
             out.push(Action {
                 id,
-                target: serde_json::from_str(&t).map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
-                kind: serde_json::from_str(&k).map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
+                target: serde_json::from_str(&t)
+                    .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
+                kind: serde_json::from_str(&k)
+                    .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
             });
         }
         Ok(out)
@@ -637,16 +1351,22 @@ impl Backend for SqliteBackend {
 
     fn insert_action_runs(&mut self, runs: &[ActionRun]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        insert_rows(&tx, "INSERT INTO action_runs(action,record,event,time_us,ok,detail)", 6, runs, |a, v| {
-            v.extend([
-                Value::Integer(a.action),
-                Value::Integer(a.record),
-                Value::Integer(a.event),
-                Value::Integer(a.time_us),
-                Value::Integer(a.ok as i64),
-                Value::Text(a.detail.clone()),
-            ])
-        })?;
+        insert_rows(
+            &tx,
+            "INSERT INTO action_runs(action,record,event,time_us,ok,detail)",
+            6,
+            runs,
+            |a, v| {
+                v.extend([
+                    Value::Integer(a.action),
+                    Value::Integer(a.record),
+                    Value::Integer(a.event),
+                    Value::Integer(a.time_us),
+                    Value::Integer(a.ok as i64),
+                    Value::Text(a.detail.clone()),
+                ])
+            },
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -672,12 +1392,191 @@ impl Backend for SqliteBackend {
     fn counts(&mut self) -> Result<Counts> {
         let q = |sql: &str| -> Result<i64> { Ok(self.conn.query_row(sql, [], |r| r.get(0))?) };
         Ok(Counts {
-            records: q("SELECT count(*) FROM records")?,
-            edges: q("SELECT count(*) FROM down")?,
+            records: q("SELECT count(*) FROM records")?
+                + q("SELECT coalesce(sum(count), 0) FROM item_batches")?,
+            edges: q("SELECT coalesce(sum(count), 0) FROM down")?
+                + q("SELECT coalesce(sum(count), 0) FROM down_seq")?,
             invalid: q("SELECT count(*) FROM invalid")?,
             events: q("SELECT count(*) FROM events")?,
             actions: q("SELECT count(*) FROM actions")?,
             action_runs: q("SELECT count(*) FROM action_runs")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Provenance;
+    use proptest::prelude::*;
+
+    /// A batch shape: how each record picks its parents and location.
+    #[derive(Debug, Clone)]
+    enum Shape {
+        /// Same parent for the whole batch (fan-out).
+        Fan(usize),
+        /// The k-th record derives from the (start+k)-th existing record.
+        Seq(usize),
+        /// Random parents.
+        Random(Vec<usize>),
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        prop_oneof![
+            (0usize..1000).prop_map(Shape::Fan),
+            (0usize..1000).prop_map(Shape::Seq),
+            proptest::collection::vec(0usize..1000, 0..3).prop_map(Shape::Random),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Whatever the run compression makes of a batch, downstream edges
+        /// and item lookups are exactly those of the records' own parents.
+        #[test]
+        fn runs_answer_like_plain_edges(
+            batches in proptest::collection::vec((shape(), 1usize..1500, 0u32..2, any::<bool>(), any::<bool>()), 1..8),
+            probe in proptest::collection::vec(0usize..2000, 1..50),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut p = Provenance::open(&dir.path().join("s.sqlite").display().to_string()).unwrap();
+            let mut ids: Vec<RecordId> = p
+                .add_batch((0..5).map(|i| Record::new(Kind::Fact, format!("f{i}"))).collect())
+                .unwrap();
+            let mut next_off = [0u64; 2];
+            let mut locs: Vec<(u32, u64, RecordId)> = Vec::new();
+            for (shape, n, part, gap, tagged) in batches {
+                if gap {
+                    next_off[part as usize] += 3;
+                }
+                let have = ids.len();
+                let recs: Vec<Record> = (0..n)
+                    .map(|k| {
+                        let mut r = Record::item(ItemLoc { topic: "t".into(), partition: part, offset: next_off[part as usize] + k as u64 });
+                        if tagged && k % 2 == 0 {
+                            r.tags.insert("scan".into(), TagValue::Int(k as i64)); // not batchable
+                        }
+                        match &shape {
+                            Shape::Fan(i) => r.parents.push((ids[i % have], EdgeKind::Derived)),
+                            Shape::Seq(i) => r.parents.push((ids[(i + k) % have], EdgeKind::Derived)),
+                            Shape::Random(v) => {
+                                for (j, i) in v.iter().enumerate() {
+                                    let pid = ids[(i * 31 + k * 7 + j) % have];
+                                    if !r.parents.iter().any(|x| x.0 == pid) {
+                                        r.parents.push((pid, EdgeKind::Used));
+                                    }
+                                }
+                            }
+                        }
+                        r
+                    })
+                    .collect();
+                let new = p.add_batch(recs).unwrap();
+                for (k, id) in new.iter().enumerate() {
+                    locs.push((part, next_off[part as usize] + k as u64, *id));
+                }
+                next_off[part as usize] += n as u64;
+                ids.extend(new);
+            }
+            // The model: every record's parents, inverted.
+            let all = p.backend().records(&ids).unwrap();
+            let mut model: Vec<Edge> = all
+                .iter()
+                .flat_map(|r| r.parents.iter().map(move |(pa, k)| Edge { parent: *pa, child: r.id, kind: *k }))
+                .collect();
+            model.sort();
+            // Sparse probes, and a dense span.
+            let sparse: Vec<RecordId> = probe.iter().map(|i| ids[i % ids.len()]).collect();
+            let dense: Vec<RecordId> = ids.iter().copied().filter(|i| i % 3 != 0).collect();
+            for q in [sparse, dense] {
+                let qs: std::collections::HashSet<RecordId> = q.iter().copied().collect();
+                let mut got = p.backend().children(&q).unwrap();
+                got.sort();
+                got.dedup();
+                let want: Vec<Edge> = model.iter().copied().filter(|e| qs.contains(&e.parent)).collect();
+                prop_assert_eq!(got, want);
+            }
+            prop_assert_eq!(p.counts().unwrap().edges as usize, model.len());
+            prop_assert_eq!(p.counts().unwrap().records as usize, ids.len());
+            let mut after = Vec::new();
+            let mut last = 0;
+            loop {
+                let page = p.backend().ids_after(last, 333).unwrap();
+                let Some(&l) = page.last() else { break };
+                last = l;
+                after.extend(page);
+            }
+            prop_assert_eq!(&after, &ids);
+            prop_assert_eq!(all.len(), ids.len());
+            for r in all.iter().filter(|r| r.kind == Kind::Data) {
+                let loc = r.item.as_ref().unwrap();
+                prop_assert_eq!(&r.name, &loc.to_string());
+            }
+            let mut up = p.backend().parents(&ids).unwrap();
+            up.sort();
+            prop_assert_eq!(&up, &model);
+            for part in 0..2u32 {
+                let mut want: Vec<(u64, RecordId)> = locs.iter().filter(|l| l.0 == part).map(|l| (l.1, l.2)).collect();
+                want.sort_unstable();
+                let got = p.backend().find_items("t", part, 0, u64::MAX, usize::MAX).unwrap();
+                prop_assert_eq!(&got, &want);
+                if let Some(&(o, id)) = want.get(want.len() / 2) {
+                    prop_assert_eq!(p.backend().find_items("t", part, o, o, 10).unwrap(), vec![(o, id)]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn edge_runs_group_fans_and_sequences() {
+        let mk = |id: RecordId, parents: &[RecordId]| {
+            let mut r = Record::new(Kind::Data, "x");
+            r.id = id;
+            r.parents = parents.iter().map(|p| (*p, EdgeKind::Derived)).collect();
+            r
+        };
+        let recs = vec![
+            mk(10, &[1, 5]),
+            mk(11, &[1, 6]),
+            mk(12, &[1, 7]),
+            mk(14, &[1]),
+            mk(15, &[2]),
+        ];
+        let runs = edge_runs(&recs);
+        let fan = |parent, child, count| Run {
+            parent,
+            child,
+            count,
+            seq: false,
+            kind: EdgeKind::Derived,
+        };
+        assert!(runs.contains(&fan(1, 10, 3)));
+        assert!(runs.contains(&Run {
+            parent: 5,
+            child: 10,
+            count: 3,
+            seq: true,
+            kind: EdgeKind::Derived
+        }));
+        // The id gap breaks the fan; 1→14 then 2→15 is a sequence.
+        assert!(runs.contains(&Run {
+            parent: 1,
+            child: 14,
+            count: 2,
+            seq: true,
+            kind: EdgeKind::Derived
+        }));
+        assert_eq!(runs.iter().map(|r| r.count).sum::<i64>(), 8);
+    }
+
+    #[test]
+    fn packed_parents_reject_bad_lengths_and_kinds() {
+        let ps = vec![(42, EdgeKind::Trained), (-7, EdgeKind::Inferred)];
+        assert_eq!(unpack_parents(&pack_parents(&ps)).unwrap(), ps);
+        assert!(unpack_parents(&[0u8; 8]).is_err());
+        let mut bad = pack_parents(&ps);
+        bad[8] = 200;
+        assert!(unpack_parents(&bad).is_err());
     }
 }

@@ -31,7 +31,8 @@ pub struct ActionContext {
 }
 
 /// A Rust invalidation callback: returns a detail line, or an error.
-pub type Callback = Arc<dyn Fn(&ActionContext) -> std::result::Result<String, String> + Send + Sync>;
+pub type Callback =
+    Arc<dyn Fn(&ActionContext) -> std::result::Result<String, String> + Send + Sync>;
 
 /// Bounds on the work one call may do.
 #[derive(Debug, Clone)]
@@ -170,8 +171,18 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Record(id) => write!(f, "{id}"),
-            Target::Items { topic, partition, from, to } if from == to => write!(f, "{topic}/{partition}/{from}"),
-            Target::Items { topic, partition, from, to } => write!(f, "{topic}/{partition}/{from}..={to}"),
+            Target::Items {
+                topic,
+                partition,
+                from,
+                to,
+            } if from == to => write!(f, "{topic}/{partition}/{from}"),
+            Target::Items {
+                topic,
+                partition,
+                from,
+                to,
+            } => write!(f, "{topic}/{partition}/{from}..={to}"),
             Target::Tag { key, value } => write!(f, "{key}={value}"),
             Target::Name(n) => write!(f, "name:{n}"),
             Target::ModelVersion { name, version } => write!(f, "{name}@{version}"),
@@ -272,6 +283,28 @@ pub struct ModelKnowledge {
     /// Every record it or an earlier version was trained on, ascending.
     pub records: Vec<RecordId>,
 }
+
+/// A hasher for record ids (integers the store made: no untrusted keys):
+/// one multiply instead of SipHash, for the million-entry sets of a cascade.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.0 = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A set of record ids.
+pub(crate) type IdSet = HashSet<RecordId, std::hash::BuildHasherDefault<IdHasher>>;
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -381,7 +414,11 @@ impl Provenance {
             if r.kind == Kind::Model && r.version.is_none() {
                 let next = match models.get(&r.name) {
                     Some(v) => *v + 1,
-                    None => self.backend.model_versions(&r.name)?.last().map_or(1, |v| v.0 + 1),
+                    None => self
+                        .backend
+                        .model_versions(&r.name)?
+                        .last()
+                        .map_or(1, |v| v.0 + 1),
                 };
                 if next != 1 {
                     return Err(ProvError::Invalid(format!(
@@ -412,7 +449,9 @@ impl Provenance {
         if !external.is_empty() {
             let found: HashSet<RecordId> = self.backend.existing(&external)?.into_iter().collect();
             if let Some(missing) = external.iter().find(|p| !found.contains(p)) {
-                return Err(ProvError::NotFound(format!("{missing} (named as a parent)")));
+                return Err(ProvError::NotFound(format!(
+                    "{missing} (named as a parent)"
+                )));
             }
         }
         self.backend.insert_records(&recs)?;
@@ -440,10 +479,18 @@ impl Provenance {
             return Err(ProvError::Cycle {
                 parent,
                 child,
-                path: path.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" -> "),
+                path: path
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
             });
         }
-        self.backend.insert_edges(&[Edge { parent, child, kind }])
+        self.backend.insert_edges(&[Edge {
+            parent,
+            child,
+            kind,
+        }])
     }
 
     /// A path of derivations from `target` down to `from` (walking up from
@@ -490,24 +537,52 @@ impl Provenance {
     /// Makes the next version of the model `model` (any of its versions)
     /// exposed to `records`; returns the new version's id.
     pub fn update_model(&mut self, model: RecordId, records: &[RecordId]) -> Result<RecordId> {
-        let m = self.get(model)?;
-        if m.kind != Kind::Model {
-            return Err(ProvError::Invalid(format!("record {model} is a {}, not a model", m.kind)));
-        }
-        let versions = self.backend.model_versions(&m.name)?;
-        let (latest, latest_id, _) = *versions
-            .last()
-            .ok_or_else(|| ProvError::Corrupt(format!("model {:?} has no versions", m.name)))?;
-        let mut rec = Record::new(Kind::Model, m.name.clone()).parent(latest_id, EdgeKind::Revision);
-        rec.version = Some(latest + 1);
-        rec.tags = m.tags.clone();
-        let mut seen = HashSet::new();
-        for &r in records {
-            if seen.insert(r) {
-                rec.parents.push((r, EdgeKind::Trained));
+        Ok(self.update_models(&[(model, records)])?[0])
+    }
+
+    /// [`Provenance::update_model`] for several models in one transaction
+    /// (each model at most once).
+    pub fn update_models(&mut self, updates: &[(RecordId, &[RecordId])]) -> Result<Vec<RecordId>> {
+        let ms = self
+            .backend
+            .records(&updates.iter().map(|u| u.0).collect::<Vec<_>>())?;
+        let by_id: HashMap<RecordId, &Record> = ms.iter().map(|r| (r.id, r)).collect();
+        let mut names = HashSet::new();
+        let mut recs = Vec::with_capacity(updates.len());
+        for (model, records) in updates {
+            let m = by_id
+                .get(model)
+                .ok_or_else(|| ProvError::NotFound(model.to_string()))?;
+            if m.kind != Kind::Model {
+                return Err(ProvError::Invalid(format!(
+                    "record {model} is a {}, not a model",
+                    m.kind
+                )));
             }
+            if !names.insert(m.name.clone()) {
+                return Err(ProvError::Invalid(format!(
+                    "model {:?} named twice in one update",
+                    m.name
+                )));
+            }
+            let versions = self.backend.model_versions(&m.name)?;
+            let (latest, latest_id, _) = *versions
+                .last()
+                .ok_or_else(|| ProvError::Corrupt(format!("model {:?} has no versions", m.name)))?;
+            let mut rec =
+                Record::new(Kind::Model, m.name.clone()).parent(latest_id, EdgeKind::Revision);
+            rec.version = Some(latest + 1);
+            rec.tags = m.tags.clone();
+            let mut seen = HashSet::with_capacity(records.len());
+            rec.parents.reserve(records.len());
+            for &r in records.iter() {
+                if seen.insert(r) {
+                    rec.parents.push((r, EdgeKind::Trained));
+                }
+            }
+            recs.push(rec);
         }
-        self.add(rec)
+        self.add_batch(recs)
     }
 
     /// The record of `name@version`.
@@ -527,7 +602,11 @@ impl Provenance {
         let Some(&(version, id, time_us)) = versions.iter().rev().find(|v| v.2 <= t) else {
             return Ok(None);
         };
-        let ids: Vec<RecordId> = versions.iter().filter(|v| v.0 <= version).map(|v| v.1).collect();
+        let ids: Vec<RecordId> = versions
+            .iter()
+            .filter(|v| v.0 <= version)
+            .map(|v| v.1)
+            .collect();
         let mut records: Vec<RecordId> = self
             .backend
             .parents(&ids)?
@@ -557,7 +636,12 @@ impl Provenance {
                 }
                 vec![*id]
             }
-            Target::Items { topic, partition, from, to } => self
+            Target::Items {
+                topic,
+                partition,
+                from,
+                to,
+            } => self
                 .backend
                 .find_items(topic, *partition, *from, *to, MAX)?
                 .into_iter()
@@ -565,7 +649,9 @@ impl Provenance {
                 .collect(),
             Target::Tag { key, value } => self.backend.find_tag(key, value, MAX)?,
             Target::Name(n) => self.backend.find_name(n, MAX)?,
-            Target::ModelVersion { name, version } => self.model_version(name, *version)?.into_iter().collect(),
+            Target::ModelVersion { name, version } => {
+                self.model_version(name, *version)?.into_iter().collect()
+            }
         })
     }
 
@@ -594,7 +680,12 @@ impl Provenance {
     }
 
     /// Walks lineage from `id` up or down, to `depth` levels (all if `None`).
-    pub fn lineage(&mut self, id: RecordId, dir: Direction, depth: Option<usize>) -> Result<Lineage> {
+    pub fn lineage(
+        &mut self,
+        id: RecordId,
+        dir: Direction,
+        depth: Option<usize>,
+    ) -> Result<Lineage> {
         if self.backend.existing(&[id])?.is_empty() {
             return Err(ProvError::NotFound(id.to_string()));
         }
@@ -605,7 +696,7 @@ impl Provenance {
         let mut seen: HashSet<RecordId> = HashSet::from([id]);
         let mut frontier = vec![id];
         let mut level = 0;
-        while !frontier.is_empty() && depth.is_none_or(|d| level < d) {
+        while !frontier.is_empty() && depth.map_or(true, |d| level < d) {
             level += 1;
             let edges = match dir {
                 Direction::Up => self.backend.parents(&frontier)?,
@@ -640,10 +731,9 @@ impl Provenance {
         let Some(inv) = self.backend.invalid(&[id])?.pop() else {
             return Ok(Validity::Valid);
         };
-        let ev = self
-            .backend
-            .event(inv.event)?
-            .ok_or_else(|| ProvError::Corrupt(format!("invalidation event {} missing", inv.event)))?;
+        let ev = self.backend.event(inv.event)?.ok_or_else(|| {
+            ProvError::Corrupt(format!("invalidation event {} missing", inv.event))
+        })?;
         Ok(if ev.time_us <= t {
             Validity::Invalid {
                 event: ev.id,
@@ -673,21 +763,24 @@ impl Provenance {
         let mut at = first;
         while let Some(p) = at.parent {
             if ids.len() > 1_000_000 || ids.contains(&p) {
-                return Err(ProvError::Corrupt(format!("invalidation chain of {id} does not end")));
+                return Err(ProvError::Corrupt(format!(
+                    "invalidation chain of {id} does not end"
+                )));
             }
             ids.push(p);
-            at = self
-                .backend
-                .invalid(&[p])?
-                .pop()
-                .ok_or_else(|| ProvError::Corrupt(format!("{p} named as an invalid parent but is valid")))?;
+            at = self.backend.invalid(&[p])?.pop().ok_or_else(|| {
+                ProvError::Corrupt(format!("{p} named as an invalid parent but is valid"))
+            })?;
         }
-        let event = self
+        let event = self.backend.event(at.event)?.ok_or_else(|| {
+            ProvError::Corrupt(format!("invalidation event {} missing", at.event))
+        })?;
+        let recs: HashMap<RecordId, Record> = self
             .backend
-            .event(at.event)?
-            .ok_or_else(|| ProvError::Corrupt(format!("invalidation event {} missing", at.event)))?;
-        let recs: HashMap<RecordId, Record> =
-            self.backend.records(&ids)?.into_iter().map(|r| (r.id, r)).collect();
+            .records(&ids)?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
         let chain = ids
             .iter()
             .map(|i| {
@@ -708,7 +801,12 @@ impl Provenance {
     /// everything derived from it too. Records that are invalid already
     /// keep their first cause (idempotent). Registered actions run for the
     /// records newly invalidated, and their outcomes are recorded.
-    pub fn invalidate(&mut self, target: &Target, cause: &str, cascade: bool) -> Result<InvalidationReport> {
+    pub fn invalidate(
+        &mut self,
+        target: &Target,
+        cause: &str,
+        cascade: bool,
+    ) -> Result<InvalidationReport> {
         let t0 = Instant::now();
         if cause.trim().is_empty() {
             return Err(ProvError::Invalid("an invalidation needs a cause".into()));
@@ -718,7 +816,7 @@ impl Provenance {
             return Err(ProvError::NotFound(format!("nothing matches {target}")));
         }
         let mut rows: Vec<(RecordId, Option<RecordId>)> = Vec::with_capacity(roots.len());
-        let mut seen: HashSet<RecordId> = HashSet::with_capacity(roots.len() * 2);
+        let mut seen: IdSet = IdSet::with_capacity_and_hasher(roots.len() * 2, Default::default());
         for &r in &roots {
             if seen.insert(r) {
                 rows.push((r, None));
@@ -753,7 +851,14 @@ impl Provenance {
             cascade,
             invalidated: 0,
         };
+        let walked = t0.elapsed();
         let (ev, newly) = self.backend.insert_invalidation(&event, &rows)?;
+        tracing::debug!(
+            walk_s = walked.as_secs_f64(),
+            total_s = t0.elapsed().as_secs_f64(),
+            rows = rows.len(),
+            "invalidation stored"
+        );
         event.id = ev;
         event.invalidated = newly.len() as i64;
         let mut report = InvalidationReport {
@@ -764,8 +869,7 @@ impl Provenance {
             ..Default::default()
         };
         if !newly.is_empty() {
-            let parent_of: HashMap<RecordId, Option<RecordId>> = rows.into_iter().collect();
-            self.run_actions(&event, &newly, &parent_of, &mut report)?;
+            self.run_actions(&event, &newly, &rows, &mut report)?;
             let roots = report.roots.clone();
             self.publish_notices(&event, &roots, &newly, &mut report)?;
         }
@@ -783,14 +887,20 @@ impl Provenance {
         }
         if let ActionKind::Command { program, .. } = &kind {
             if program.trim().is_empty() {
-                return Err(ProvError::Invalid("a command action needs a program".into()));
+                return Err(ProvError::Invalid(
+                    "a command action needs a program".into(),
+                ));
             }
         }
         self.backend.insert_action(&target, &kind)
     }
 
     /// Recorded action outcomes (for one record, or all), at most `limit`.
-    pub fn action_runs(&mut self, record: Option<RecordId>, limit: usize) -> Result<Vec<ActionRun>> {
+    pub fn action_runs(
+        &mut self,
+        record: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Vec<ActionRun>> {
         self.backend.action_runs(record, limit)
     }
 
@@ -803,13 +913,14 @@ impl Provenance {
         &mut self,
         event: &InvalidationEvent,
         newly: &[RecordId],
-        parent_of: &HashMap<RecordId, Option<RecordId>>,
+        rows: &[(RecordId, Option<RecordId>)],
         report: &mut InvalidationReport,
     ) -> Result<()> {
         let actions = self.backend.actions()?;
         if actions.is_empty() {
             return Ok(());
         }
+        let parent_of: HashMap<RecordId, Option<RecordId>> = rows.iter().copied().collect();
         let newly_set: HashSet<RecordId> = newly.iter().copied().collect();
         let mut due: Vec<(RecordId, &Action)> = Vec::new();
         for a in &actions {
@@ -846,7 +957,9 @@ impl Provenance {
             .collect();
         let mut runs = Vec::with_capacity(due.len() + 1);
         for (rid, action) in due {
-            let Some(record) = recs.get(&rid) else { continue };
+            let Some(record) = recs.get(&rid) else {
+                continue;
+            };
             let mut root = rid;
             let mut hops = 0;
             while let Some(Some(p)) = parent_of.get(&root) {
@@ -896,24 +1009,29 @@ impl Provenance {
         self.backend.insert_action_runs(&runs)
     }
 
-    fn run_one(&self, kind: &ActionKind, ctx: &ActionContext) -> std::result::Result<String, String> {
+    fn run_one(
+        &self,
+        kind: &ActionKind,
+        ctx: &ActionContext,
+    ) -> std::result::Result<String, String> {
         match kind {
             ActionKind::Command { program, args } => {
                 let args: Vec<String> = args.iter().map(|a| fill(a, ctx)).collect();
                 run_command(&fill(program, ctx), &args, self.limits.command_timeout)
             }
             ActionKind::Publish { topic, message } => {
-                let sink = self
-                    .sink
-                    .as_ref()
-                    .ok_or_else(|| "no event sink: open the store with a fabric connection".to_string())?;
+                let sink = self.sink.as_ref().ok_or_else(|| {
+                    "no event sink: open the store with a fabric connection".to_string()
+                })?;
                 let topic = fill(topic, ctx);
                 sink.publish(&topic, fill(message, ctx).into_bytes())?;
                 Ok(format!("published on {topic}"))
             }
             ActionKind::Callback { name } => match self.callbacks.get(name) {
                 Some(f) => f(ctx),
-                None => Err(format!("no callback {name:?} is registered in this process")),
+                None => Err(format!(
+                    "no callback {name:?} is registered in this process"
+                )),
             },
         }
     }
@@ -994,14 +1112,17 @@ pub fn fill(template: &str, ctx: &ActionContext) -> String {
                 .map(|t| r.tags.get(t).map(|v| v.text()).unwrap_or_default()),
         };
         match v {
-            Some(v) => out.push_str(&v),
+            Some(v) => {
+                out.push_str(&v);
+                rest = &after[j + 1..];
+            }
             None => {
+                // Not a placeholder (JSON braces, say): keep the brace and
+                // go on scanning right after it.
                 out.push('{');
-                out.push_str(key);
-                out.push('}');
+                rest = after;
             }
         }
-        rest = &after[j + 1..];
     }
     out.push_str(rest);
     out
@@ -1009,7 +1130,11 @@ pub fn fill(template: &str, ctx: &ActionContext) -> String {
 
 /// Runs a program without a shell, killing it at `timeout`; success is
 /// exit status 0. The detail is its exit status and output.
-fn run_command(program: &str, args: &[String], timeout: Duration) -> std::result::Result<String, String> {
+fn run_command(
+    program: &str,
+    args: &[String],
+    timeout: Duration,
+) -> std::result::Result<String, String> {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let mut child = Command::new(program)
@@ -1038,7 +1163,10 @@ fn run_command(program: &str, args: &[String], timeout: Duration) -> std::result
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{program}: killed after {} s", timeout.as_secs_f64()));
+                return Err(format!(
+                    "{program}: killed after {} s",
+                    timeout.as_secs_f64()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(format!("{program}: {e}")),

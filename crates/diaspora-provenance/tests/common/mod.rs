@@ -58,13 +58,19 @@ pub fn postgres() -> Option<TestStore> {
         "prov_t{}_{}_{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
     );
     let mut c = postgres::Client::connect(&admin, postgres::NoTls)
         .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at DIASPORA_TEST_PG: {e}"));
     c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
     drop(c);
-    let base = admin.rsplit_once('/').map(|(b, _)| b).expect("URL with a database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("URL with a database");
     let url = format!("{base}/{db}");
     Some(TestStore {
         prov: Provenance::open(&url).unwrap(),
@@ -82,12 +88,12 @@ macro_rules! both_stores {
             mod $name {
                 #[test]
                 fn sqlite() {
-                    let mut s = crate::common::sqlite();
+                    let mut s = $crate::common::sqlite();
                     super::$name(&mut s.prov);
                 }
                 #[test]
                 fn postgres() {
-                    if let Some(mut s) = crate::common::postgres() {
+                    if let Some(mut s) = $crate::common::postgres() {
                         super::$name(&mut s.prov);
                     }
                 }

@@ -1,0 +1,89 @@
+//! Bodies of the `cargo fuzz` targets in `fuzz/`, kept in the library so
+//! ordinary tests run them over random inputs too.
+//!
+//! Each function panics only when an invariant of the crate is violated;
+//! any input bytes whatsoever must be handled without panicking.
+
+use crate::interchange::{self, parse_prov_json, ElementKind, MAX_DOCUMENT_ELEMENTS};
+use crate::model::*;
+
+/// `prov_json`: [`parse_prov_json`] on arbitrary bytes returns a document
+/// or a [`ProvError::Document`], never panics. Whatever parses must parse
+/// the same again; every entity and activity must map to a record (an
+/// agent to none) whose attributes, exported and read back, give the same
+/// record; and its name and id must escape cleanly for DOT and Mermaid.
+///
+/// ```
+/// diaspora_provenance::fuzzing::prov_json(br#"{"entity": {"ex:a": {"prov:label": "a\"b"}}}"#);
+/// diaspora_provenance::fuzzing::prov_json(b"{\"used\": {\"_:u\": {\"prov:entity\": 5}}}");
+/// diaspora_provenance::fuzzing::prov_json(b"not json");
+/// ```
+pub fn prov_json(data: &[u8]) {
+    let doc = match parse_prov_json(data) {
+        Ok(doc) => doc,
+        Err(ProvError::Document(msg)) => {
+            assert!(!msg.is_empty(), "an empty error message");
+            return;
+        }
+        Err(e) => panic!("parse_prov_json failed with a non-document error: {e}"),
+    };
+    assert!(doc.elements.len() + doc.relations.len() <= MAX_DOCUMENT_ELEMENTS);
+    let again = parse_prov_json(data).expect("a document that parsed once parses again");
+    // Debug, not ==: a NaN value is not equal to itself.
+    assert_eq!(
+        format!("{again:?}"),
+        format!("{doc:?}"),
+        "parsing is deterministic"
+    );
+    for el in &doc.elements {
+        let mut warnings = Vec::new();
+        let rec = el.to_record(&mut warnings);
+        assert_eq!(rec.is_none(), el.kind == ElementKind::Agent, "{el:?}");
+        let _ = el.invalid_cause();
+        check_escapes(&el.id);
+        let Some(rec) = rec else { continue };
+        check_escapes(&rec.name);
+        let back = interchange::record_roundtrip(&rec)
+            .unwrap_or_else(|e| panic!("{rec:?} does not round-trip: {e}"));
+        assert_same_record(&rec, &back);
+    }
+    for rel in &doc.relations {
+        let _ = rel.edge_kind();
+    }
+}
+
+/// Panics unless `a` and `b` agree on everything an export carries (not
+/// ids, origins or parents).
+pub(crate) fn assert_same_record(a: &Record, b: &Record) {
+    assert_eq!(
+        (a.kind, &a.name, a.time_us, &a.uris, &a.item, a.version),
+        (b.kind, &b.name, b.time_us, &b.uris, &b.item, b.version),
+        "{a:?} came back as {b:?}"
+    );
+    // Debug, not ==: a NaN tag is not equal to itself.
+    assert_eq!(
+        format!("{:?}", a.tags),
+        format!("{:?}", b.tags),
+        "tags of {a:?}"
+    );
+}
+
+/// Panics unless the DOT and Mermaid escapes of `s` are safe inside their
+/// quotes.
+fn check_escapes(s: &str) {
+    let d = interchange::dot_escape(s);
+    assert!(!d.contains(['\n', '\r']), "raw line break in {d:?}");
+    let mut chars = d.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => assert!(chars.next().is_some(), "a trailing backslash in {d:?}"),
+            '"' => panic!("an unescaped quote in {d:?}"),
+            _ => {}
+        }
+    }
+    let m = interchange::mermaid_escape(s).replace("<br/>", "");
+    assert!(
+        !m.contains(['"', '\n', '\r', '<', '>', '`']),
+        "unsafe character in {m:?}"
+    );
+}

@@ -1,0 +1,111 @@
+//! Provenance and invalidation for diaspora, after Braid-DB, at stream rates.
+//!
+//! - **Records** ([`model::Record`]) of kind fact, data, model or activity,
+//!   with a name, URIs, typed tags, a time and, for streamed items, their
+//!   fabric location.
+//! - **Derivations** form a DAG: [`Provenance::derive`] refuses an edge that
+//!   would close a cycle. Model updates make new, timestamped versions
+//!   ([`Provenance::update_model`]), so "what did model M know at time t"
+//!   is a query ([`Provenance::model_at`]).
+//! - **Invalidation** ([`Provenance::invalidate`]) cascades to everything
+//!   derived (opt-out per call), records each record's parent invalidation
+//!   and the event (so [`Provenance::why`] walks back to the cause), is
+//!   idempotent, runs registered **actions** (command, fabric publish, Rust
+//!   callback) and records their outcomes, and publishes notices on a
+//!   fabric topic.
+//! - **Per-item lineage** from the stream layer is recorded in batches by
+//!   [`lineage::LineageRecorder`].
+//! - **Stores**: embedded SQLite ([`sqlite::SqliteBackend`], the default)
+//!   and PostgreSQL ([`postgres::PgBackend`]), behind [`backend::Backend`].
+//! - **Interchange**: W3C PROV-JSON export and import/merge, Graphviz DOT
+//!   and Mermaid ([`interchange`]).
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod bench;
+pub mod fabric;
+pub mod fuzzing;
+pub mod interchange;
+pub mod lineage;
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+pub mod store;
+
+pub use backend::Backend;
+pub use model::*;
+pub use store::{
+    ActionContext, Direction, EventSink, InvalidationReport, Limits, Lineage, ModelKnowledge,
+    Provenance, Target, Validity, WhyChain,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The fabric topic invalidation notices go to by default.
+pub const NOTICE_TOPIC: &str = "prov.invalidations";
+
+/// An invalidation notice as published on the fabric (JSON). A large
+/// invalidation is split into `parts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Event id.
+    pub event: i64,
+    /// Cause.
+    pub cause: String,
+    /// What was asked for.
+    pub target: String,
+    /// When, µs since the Unix epoch.
+    pub time_us: i64,
+    /// The records the target named.
+    pub roots: Vec<RecordId>,
+    /// This part's index.
+    pub part: u32,
+    /// Number of parts.
+    pub parts: u32,
+    /// Records newly invalid (this part).
+    pub records: Vec<RecordId>,
+    /// Their fabric locations, for those that are streamed items.
+    pub items: Vec<ItemLoc>,
+}
+
+/// Opens a backend by URL: `postgres://…` or `postgresql://…`, else a
+/// SQLite file path (optionally written `sqlite:PATH`).
+pub fn open_backend(url: &str) -> Result<Box<dyn Backend>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgBackend::connect(url)?))
+    } else {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() {
+            return Err(ProvError::Invalid("empty store path".into()));
+        }
+        Ok(Box::new(sqlite::SqliteBackend::open(path)?))
+    }
+}
+
+/// The default store location: `$DIASPORA_PROV_STORE`, else
+/// `./diaspora-prov.sqlite`.
+pub fn default_store() -> String {
+    std::env::var("DIASPORA_PROV_STORE").unwrap_or_else(|_| "diaspora-prov.sqlite".into())
+}
+
+/// A random namespace for a new store (128 bits, hex).
+pub(crate) fn new_namespace() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}

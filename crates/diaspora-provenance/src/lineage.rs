@@ -1,0 +1,473 @@
+//! Per-item lineage at stream rates: a [`LineageRecorder`] is the
+//! [`AckHook`] of a `QosProducer`. Every acknowledged item becomes a record
+//! (its fabric location, time, quality, chosen metadata tags) with edges to
+//! its source items, the model versions it names and the activity that made
+//! it. A writer thread stores them in batched transactions.
+//!
+//! Sources are resolved by location: first from the items this recorder
+//! wrote (a bounded cache), then from the store with one range query per
+//! (topic, partition); a source the store has never seen is recorded as a
+//! placeholder item tagged `unrecorded_source`, so the derivation is kept
+//! and an invalidation of that location still cascades.
+
+use crate::model::*;
+use crate::store::Provenance;
+use diaspora_stream::producer::{AckHook, AckedItem};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of a recorder.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// Records per transaction at most.
+    pub batch_max: usize,
+    /// How long a partial batch waits for more before it is written.
+    pub linger: Duration,
+    /// Items queued at most; past it, the producer's ack path waits
+    /// (backpressure: lineage is never dropped).
+    pub queue_max: usize,
+    /// Metadata keys recorded as tags (e.g. `scan`).
+    pub tag_keys: Vec<String>,
+    /// Item locations remembered for resolving sources without a query.
+    pub cache_max: usize,
+    /// Attempts per batch when the store fails, before the batch is
+    /// reported lost in [`RecorderStats::lost`].
+    pub attempts: u32,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            batch_max: 8192,
+            linger: Duration::from_millis(20),
+            queue_max: 1 << 16,
+            tag_keys: Vec::new(),
+            cache_max: 1 << 20,
+            attempts: 5,
+        }
+    }
+}
+
+/// What a recorder has done.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RecorderStats {
+    /// Item records written.
+    pub recorded: u64,
+    /// Transactions.
+    pub batches: u64,
+    /// Sources found neither in the cache nor in the store (placeholders made).
+    pub unrecorded_sources: u64,
+    /// Model versions named by items that the store does not know.
+    pub unknown_models: u64,
+    /// Items whose batch could not be stored after every attempt.
+    pub lost: u64,
+    /// The last store error.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    recorded: AtomicU64,
+    batches: AtomicU64,
+    unrecorded: AtomicU64,
+    unknown_models: AtomicU64,
+    lost: AtomicU64,
+    last_error: parking_lot::Mutex<Option<String>>,
+}
+
+enum Msg {
+    Item(AckedItem),
+    Flush(SyncSender<std::result::Result<(), String>>),
+    Stop,
+}
+
+/// Records per-item lineage in batches on a writer thread. Give it to a
+/// producer with `QosProducer::with_ack_hook(recorder.hook())`.
+pub struct LineageRecorder {
+    tx: SyncSender<Msg>,
+    tag_keys: Vec<String>,
+    counters: Arc<Counters>,
+    join: parking_lot::Mutex<Option<std::thread::JoinHandle<Provenance>>>,
+}
+
+impl LineageRecorder {
+    /// Starts a recorder writing to `prov` (it owns the store until
+    /// [`LineageRecorder::close`] hands it back).
+    pub fn start(prov: Provenance, config: RecorderConfig) -> LineageRecorder {
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_max.max(1));
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let tag_keys = config.tag_keys.clone();
+        let join = std::thread::Builder::new()
+            .name("prov-lineage".into())
+            .spawn(move || Writer::new(prov, config, c).run(rx))
+            .expect("spawn lineage writer");
+        LineageRecorder {
+            tx,
+            tag_keys,
+            counters,
+            join: parking_lot::Mutex::new(Some(join)),
+        }
+    }
+
+    /// Queues one acknowledged item; waits while the queue is full.
+    pub fn record(&self, item: AckedItem) {
+        match self.tx.try_send(Msg::Item(item)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(m)) => {
+                let send = || self.tx.send(m).is_ok();
+                let sent = match tokio::runtime::Handle::try_current() {
+                    Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                        tokio::task::block_in_place(send)
+                    }
+                    _ => send(),
+                };
+                if !sent {
+                    self.counters.lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is stored; the error of a
+    /// batch that could not be stored is returned.
+    pub fn flush(&self) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .send(Msg::Flush(tx))
+            .map_err(|_| ProvError::Store("lineage writer has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| ProvError::Store("lineage writer has stopped".into()))?
+            .map_err(ProvError::Store)
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> RecorderStats {
+        let c = &self.counters;
+        RecorderStats {
+            recorded: c.recorded.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            unrecorded_sources: c.unrecorded.load(Ordering::Relaxed),
+            unknown_models: c.unknown_models.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
+            last_error: c.last_error.lock().clone(),
+        }
+    }
+
+    /// Stores what is queued, stops the writer and hands the store back.
+    /// Items offered afterwards are counted in [`RecorderStats::lost`].
+    pub fn close(&self) -> Result<(RecorderStats, Provenance)> {
+        let flushed = self.flush();
+        let join = self
+            .join
+            .lock()
+            .take()
+            .ok_or_else(|| ProvError::Invalid("lineage recorder already closed".into()))?;
+        let _ = self.tx.send(Msg::Stop);
+        let prov = join
+            .join()
+            .map_err(|_| ProvError::Store("lineage writer panicked".into()))?;
+        flushed?;
+        Ok((self.stats(), prov))
+    }
+
+    /// This recorder as a producer's ack hook.
+    pub fn hook(self: &Arc<Self>) -> Arc<dyn AckHook> {
+        self.clone()
+    }
+}
+
+impl AckHook for LineageRecorder {
+    fn tag_keys(&self) -> &[String] {
+        &self.tag_keys
+    }
+    fn acked(&self, item: AckedItem) {
+        self.record(item);
+    }
+}
+
+type LocKey = (Arc<str>, u32, u64);
+
+struct Writer {
+    prov: Provenance,
+    config: RecorderConfig,
+    counters: Arc<Counters>,
+    cache: HashMap<LocKey, RecordId>,
+    activities: HashMap<String, RecordId>,
+    models: HashMap<String, Option<RecordId>>,
+    started_us: i64,
+}
+
+impl Writer {
+    fn new(prov: Provenance, config: RecorderConfig, counters: Arc<Counters>) -> Writer {
+        let started_us = prov.now();
+        Writer {
+            prov,
+            config,
+            counters,
+            cache: HashMap::new(),
+            activities: HashMap::new(),
+            models: HashMap::new(),
+            started_us,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) -> Provenance {
+        let mut batch: Vec<AckedItem> = Vec::with_capacity(self.config.batch_max);
+        let mut flushes: Vec<SyncSender<std::result::Result<(), String>>> = Vec::new();
+        let mut failed: Option<String> = None;
+        loop {
+            let first = match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            let deadline = Instant::now() + self.config.linger;
+            let mut next = Some(first);
+            let mut closed = false;
+            loop {
+                match next.take() {
+                    Some(Msg::Item(a)) => batch.push(a),
+                    Some(Msg::Flush(tx)) => {
+                        flushes.push(tx);
+                        break;
+                    }
+                    Some(Msg::Stop) => {
+                        closed = true;
+                        break;
+                    }
+                    None => {}
+                }
+                if batch.len() >= self.config.batch_max {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(m) => next = Some(m),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline - now) {
+                            Ok(m) => next = Some(m),
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                if let Err(e) = self.write_with_retries(&batch) {
+                    self.counters
+                        .lost
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    *self.counters.last_error.lock() = Some(e.clone());
+                    tracing::error!(error = %e, items = batch.len(), "lineage batch not stored");
+                    failed = Some(e);
+                }
+                batch.clear();
+            }
+            for f in flushes.drain(..) {
+                let _ = f.send(match failed.take() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                });
+            }
+            if closed {
+                break;
+            }
+        }
+        self.prov
+    }
+
+    fn write_with_retries(&mut self, batch: &[AckedItem]) -> std::result::Result<(), String> {
+        let mut delay = Duration::from_millis(20);
+        let mut last = String::new();
+        for attempt in 0..self.config.attempts.max(1) {
+            match self.write(batch) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = e.to_string();
+                    tracing::warn!(error = %last, attempt, "lineage batch failed; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn activity(&mut self, name: &str) -> Result<RecordId> {
+        if let Some(&id) = self.activities.get(name) {
+            return Ok(id);
+        }
+        let rec = Record::new(Kind::Activity, name)
+            .tag("pid", TagValue::Int(std::process::id() as i64))
+            .at(self.started_us);
+        let id = self.prov.add(rec)?;
+        self.activities.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn model(&mut self, spec: &str) -> Result<Option<RecordId>> {
+        if let Some(id) = self.models.get(spec) {
+            return Ok(*id);
+        }
+        let id = match spec
+            .rsplit_once('@')
+            .and_then(|(n, v)| Some((n, v.parse::<i64>().ok()?)))
+        {
+            Some((name, v)) => self.prov.model_version(name, v)?,
+            None => None,
+        };
+        self.models.insert(spec.to_string(), id);
+        Ok(id)
+    }
+
+    /// Resolves source locations not in the cache, one range query per
+    /// (topic, partition).
+    fn resolve(&mut self, missing: &mut Vec<LocKey>) -> Result<()> {
+        missing.sort();
+        missing.dedup();
+        let mut i = 0;
+        while i < missing.len() {
+            let (t, p, lo) = missing[i].clone();
+            let mut j = i;
+            while j + 1 < missing.len() && missing[j + 1].0 == t && missing[j + 1].1 == p {
+                j += 1;
+            }
+            let hi = missing[j].2;
+            let want = j - i + 1;
+            if hi - lo < (want as u64) * 64 + 1024 {
+                for (off, id) in
+                    self.prov
+                        .backend()
+                        .find_items(&t, p, lo, hi, (hi - lo + 1) as usize)?
+                {
+                    self.cache.insert((t.clone(), p, off), id);
+                }
+            } else {
+                for k in &missing[i..=j] {
+                    if let Some((off, id)) =
+                        self.prov.backend().find_items(&t, p, k.2, k.2, 1)?.pop()
+                    {
+                        self.cache.insert((t.clone(), p, off), id);
+                    }
+                }
+            }
+            i = j + 1;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &[AckedItem]) -> Result<()> {
+        if self.cache.len() > self.config.cache_max {
+            self.cache.clear();
+        }
+        // Sources not yet known.
+        let mut missing: Vec<LocKey> = Vec::new();
+        for a in batch {
+            if let Some(l) = &a.lineage {
+                for s in &l.sources {
+                    let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                    if !self.cache.contains_key(&k) {
+                        missing.push(k);
+                    }
+                }
+            }
+        }
+        // Items of this batch may be sources of later ones.
+        let mut in_batch: HashMap<LocKey, usize> = HashMap::new();
+        if !missing.is_empty() {
+            self.resolve(&mut missing)?;
+        }
+        let mut recs: Vec<Record> = Vec::with_capacity(batch.len());
+        let mut placeholders: HashMap<LocKey, usize> = HashMap::new();
+        let mut unrecorded = 0u64;
+        for a in batch {
+            let mut rec = Record::item(ItemLoc {
+                topic: a.topic.to_string(),
+                partition: a.partition,
+                offset: a.offset,
+            });
+            rec.time_us = a.timestamp_us;
+            for (k, v) in &a.tags {
+                rec.tags.insert(k.clone(), TagValue::infer(v));
+            }
+            if let Some(q) = &a.quality {
+                if q.kind != 0 {
+                    let kind = if q.kind == 1 {
+                        "reduced"
+                    } else {
+                        "reconstructed"
+                    };
+                    rec.tags.insert(
+                        "quality".into(),
+                        TagValue::Str(format!("{kind}({})", q.method)),
+                    );
+                }
+            }
+            if let Some(l) = &a.lineage {
+                for s in &l.sources {
+                    let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                    let parent = if let Some(&id) = self.cache.get(&k) {
+                        id
+                    } else if let Some(&i) = in_batch.get(&k).or_else(|| placeholders.get(&k)) {
+                        -(i as i64 + 1)
+                    } else {
+                        // Never recorded: keep the derivation with a placeholder.
+                        let mut ph = Record::item(ItemLoc {
+                            topic: s.topic.clone(),
+                            partition: s.partition,
+                            offset: s.offset,
+                        });
+                        ph.tags
+                            .insert("unrecorded_source".into(), TagValue::Bool(true));
+                        recs.push(ph);
+                        unrecorded += 1;
+                        placeholders.insert(k, recs.len() - 1);
+                        -(recs.len() as i64)
+                    };
+                    rec.parents.push((parent, EdgeKind::Derived));
+                }
+                for m in &l.model_versions {
+                    match self.model(m)? {
+                        Some(id) => rec.parents.push((id, EdgeKind::Inferred)),
+                        None => {
+                            self.counters.unknown_models.fetch_add(1, Ordering::Relaxed);
+                            rec.tags
+                                .insert("unknown_model".into(), TagValue::Str(m.clone()));
+                        }
+                    }
+                }
+                if !l.activity.is_empty() {
+                    let act = self.activity(&l.activity)?;
+                    rec.parents.push((act, EdgeKind::Generated));
+                }
+            }
+            recs.push(rec);
+            in_batch.insert((a.topic.clone(), a.partition, a.offset), recs.len() - 1);
+        }
+        let ids = self.prov.add_batch(recs)?;
+        for (k, i) in in_batch.into_iter().chain(placeholders) {
+            self.cache.insert(k, ids[i]);
+        }
+        let c = &self.counters;
+        c.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        c.unrecorded.fetch_add(unrecorded, Ordering::Relaxed);
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
