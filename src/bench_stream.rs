@@ -3,6 +3,11 @@
 //! with the raw fabric client (the baseline) and once through a QoS
 //! stream (buffering, history, sequence numbers, progress reports; no
 //! reduction engaged). Rounds alternate and medians are reported.
+//!
+//! With `--lineage`, each round also runs the QoS stream with a provenance
+//! [`LineageRecorder`] as the producer's ack hook, so every item becomes a
+//! durable record in an embedded SQLite store, and the overhead against the
+//! plain QoS run of the same round is reported.
 
 use std::time::{Duration, Instant};
 
@@ -12,9 +17,12 @@ use diaspora_fabric::{
     Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer,
     ProducerConfig, TopicSettings,
 };
+use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
+use diaspora_provenance::Provenance;
 use diaspora_stream::control::{control_topic, replay_topic};
 use diaspora_stream::{Policy, QosConsumer, QosProducer, Sent};
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::bench::synthetic_payload;
 
@@ -36,6 +44,11 @@ pub struct StreamBenchArgs {
     /// QoS policy file (default: the default policy).
     #[arg(long)]
     pub policy: Option<std::path::PathBuf>,
+    /// Also run each round with per-item lineage recorded into an embedded
+    /// provenance store (SQLite, in a temporary directory) and report the
+    /// overhead against the plain QoS run of the same round.
+    #[arg(long)]
+    pub lineage: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -62,6 +75,30 @@ pub struct StreamReport {
     pub baseline_runs_mb_per_s: Vec<f64>,
     /// Largest memory-tier use of the QoS producer, bytes.
     pub memory_high_water: u64,
+    /// With `--lineage`: the QoS stream with lineage recorded, MB/s (median;
+    /// the clock stops when the last item is delivered, as for the QoS run;
+    /// see `lineage_durable_lag_ms` for when its lineage is durable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage_mb_per_s: Option<f64>,
+    /// With `--lineage`: items per second of that run (median).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage_items_per_s: Option<f64>,
+    /// With `--lineage`: `1 - mean(lineage runs) / mean(QoS runs)`. The two
+    /// runs of a round alternate in order (the second run of a round is
+    /// measurably faster on a small machine), so rounds are made even and
+    /// the means compare runs in balanced positions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage_overhead: Option<f64>,
+    /// With `--lineage`: from the last item delivered to its lineage being
+    /// durable, ms (median). Not part of the throughput figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage_durable_lag_ms: Option<f64>,
+    /// With `--lineage`: every lineage run, MB/s.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lineage_runs_mb_per_s: Vec<f64>,
+    /// With `--lineage`: item records in the store after the last round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage_records: Option<u64>,
 }
 
 impl std::fmt::Display for StreamReport {
@@ -76,7 +113,18 @@ impl std::fmt::Display for StreamReport {
             f,
             "  raw fabric   {:>9.1} MB/s → ratio {:.3}",
             self.baseline_mb_per_s, self.ratio_to_baseline
-        )
+        )?;
+        if let (Some(m), Some(o)) = (self.lineage_mb_per_s, self.lineage_overhead) {
+            writeln!(
+                f,
+                "  with lineage {:>9.1} MB/s ({:.0} items/s) → overhead {:.1} %, lineage durable {:.0} ms after the last item",
+                m,
+                self.lineage_items_per_s.unwrap_or(0.0),
+                o * 100.0,
+                self.lineage_durable_lag_ms.unwrap_or(0.0)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -122,11 +170,15 @@ async fn qos_run(
     size: usize,
     items: u64,
     policy: &Policy,
-) -> Result<(f64, u64)> {
+    lineage: Option<&Arc<LineageRecorder>>,
+) -> Result<(f64, u64, f64)> {
     let pc = Client::connect(ccfg.clone()).await?;
     let cc = Client::connect(ccfg.clone()).await?;
     let mut consumer = QosConsumer::new(&cc, topic, &[0], "bench", policy.clone(), None).await?;
     let mut producer = QosProducer::new(&pc, topic, 0, policy.clone()).await?;
+    if let Some(rec) = lineage {
+        producer = producer.with_ack_hook(rec.hook());
+    }
     let payload = synthetic_payload(size);
     let started = Instant::now();
     let recv = tokio::spawn(async move {
@@ -150,9 +202,18 @@ async fn qos_run(
     producer.flush(Duration::from_secs(120)).await?;
     recv.await??;
     let secs = started.elapsed().as_secs_f64();
+    // The lineage of the last items becomes durable with the recorder's next
+    // commit: a lag, reported apart from the stream's throughput.
+    let mut lag_ms = 0.0;
+    if let Some(rec) = lineage {
+        let rec = rec.clone();
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || rec.flush()).await??;
+        lag_ms = t.elapsed().as_secs_f64() * 1e3;
+    }
     let hw = producer.report().counters.memory_high_water;
     producer.close(Duration::from_secs(5)).await?;
-    Ok((items as f64 * size as f64 / 1e6 / secs, hw))
+    Ok((items as f64 * size as f64 / 1e6 / secs, hw, lag_ms))
 }
 
 /// Runs the benchmark.
@@ -175,34 +236,101 @@ pub async fn stream(args: &StreamBenchArgs) -> Result<StreamReport> {
     let mut runs = Vec::new();
     let mut base = Vec::new();
     let mut hw = 0;
-    for r in 0..args.rounds {
+    let mut lineage_runs = Vec::new();
+    let mut lags = Vec::new();
+    let recorder = if args.lineage {
+        let store = dir.path().join("prov.sqlite");
+        let prov = Provenance::open(&store.display().to_string())?;
+        Some(Arc::new(LineageRecorder::start(
+            prov,
+            RecorderConfig::default(),
+        )))
+    } else {
+        None
+    };
+    // With --lineage, an even number of rounds (see `lineage_overhead`).
+    let rounds = if args.lineage {
+        args.rounds.div_ceil(2) * 2
+    } else {
+        args.rounds
+    };
+    for r in 0..rounds {
         let raw = format!("raw{r}");
         b.create_topic(&raw, TopicSettings::with_partitions(1))?;
         base.push(raw_run(&ccfg, &raw, args.size, args.items).await?);
         b.delete_topic(&raw)?;
 
-        let qos = format!("qos{r}");
-        for t in [qos.clone(), control_topic(&qos), replay_topic(&qos)] {
-            b.create_topic(&t, TopicSettings::with_partitions(1))?;
+        // The QoS run and (with --lineage) the lineage run of a round, in
+        // alternating order so neither always runs on a warmer node.
+        let lineage_first = recorder.is_some() && r % 2 == 1;
+        let mut qos_mb = 0.0;
+        let mut lin_mb = None;
+        for with_lineage in [lineage_first, !lineage_first] {
+            let rec = if with_lineage {
+                match &recorder {
+                    Some(rec) => Some(rec),
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let name = format!("{}{r}", if with_lineage { "lineage" } else { "qos" });
+            for t in [name.clone(), control_topic(&name), replay_topic(&name)] {
+                b.create_topic(&t, TopicSettings::with_partitions(1))?;
+            }
+            let (mb, h, lag) = qos_run(&ccfg, &name, args.size, args.items, &policy, rec).await?;
+            if with_lineage {
+                lin_mb = Some(mb);
+                lags.push(lag);
+            } else {
+                qos_mb = mb;
+                hw = hw.max(h);
+            }
+            for t in [name.clone(), control_topic(&name), replay_topic(&name)] {
+                b.delete_topic(&t)?;
+            }
         }
-        let (mb, h) = qos_run(&ccfg, &qos, args.size, args.items, &policy).await?;
-        runs.push(mb);
-        hw = hw.max(h);
-        for t in [qos.clone(), control_topic(&qos), replay_topic(&qos)] {
-            b.delete_topic(&t)?;
+        runs.push(qos_mb);
+        if let Some(lmb) = lin_mb {
+            lineage_runs.push(lmb);
         }
     }
+    let lineage_records = match recorder {
+        Some(rec) => {
+            let (stats, _prov) = tokio::task::spawn_blocking(move || rec.close()).await??;
+            anyhow::ensure!(
+                stats.lost == 0 && stats.recorded == args.items * rounds as u64,
+                "lineage recorder stored {} of {} items ({} lost)",
+                stats.recorded,
+                args.items * rounds as u64,
+                stats.lost
+            );
+            Some(stats.recorded)
+        }
+        None => None,
+    };
     node.shutdown().await;
     let (m, bm) = (median(&runs), median(&base));
+    let lineage_overhead = (!lineage_runs.is_empty()).then(|| {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        1.0 - mean(&lineage_runs) / mean(&runs)
+    });
     Ok(StreamReport {
         size: args.size,
         items: args.items,
-        rounds: args.rounds,
+        rounds,
         mb_per_s: m,
         baseline_mb_per_s: bm,
         ratio_to_baseline: m / bm,
         runs_mb_per_s: runs,
         baseline_runs_mb_per_s: base,
         memory_high_water: hw,
+        lineage_mb_per_s: (!lineage_runs.is_empty()).then(|| median(&lineage_runs)),
+        lineage_items_per_s: (!lineage_runs.is_empty())
+            .then(|| median(&lineage_runs) * 1e6 / args.size as f64),
+        lineage_overhead,
+        lineage_durable_lag_ms: (!lags.is_empty()).then(|| median(&lags)),
+        lineage_runs_mb_per_s: lineage_runs,
+        lineage_records,
     })
 }

@@ -8,7 +8,9 @@
 //! - [`proto`]: wire types and the frame codec;
 //! - [`fabric`]: the node (QUIC data plane, gRPC admin plane), producer and consumer;
 //! - [`stream`]: QoS-aware streams (buffering and replay, flow control,
-//!   reduction, reconstruction).
+//!   reduction, reconstruction);
+//! - [`provenance`]: records, per-item lineage, model versions, cascading
+//!   invalidation with actions, SQLite and PostgreSQL stores, PROV-JSON.
 //!
 //! It also holds the library side of the `diaspora` command-line tool:
 //! the end-to-end benchmarks ([`bench`], [`bench_stream`]) and the demo ([`demo`]).
@@ -18,6 +20,7 @@
 pub use diaspora_fabric as fabric;
 pub use diaspora_log as log;
 pub use diaspora_proto as proto;
+pub use diaspora_provenance as provenance;
 pub use diaspora_stream as stream;
 
 pub mod bench;

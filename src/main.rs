@@ -13,6 +13,7 @@ use diaspora::fabric::{
 };
 use diaspora::proto::v1;
 
+mod prov_cmd;
 mod stream_cmd;
 
 const DEFAULT_DATA_DIR: &str = "diaspora-data";
@@ -62,6 +63,10 @@ enum Command {
     /// QoS streams: buffered, flow-controlled, replayable producer → consumer pairs.
     #[command(subcommand)]
     Stream(stream_cmd::StreamCommand),
+    /// Provenance: records, lineage, model versions, cascading invalidation with
+    /// actions, PROV-JSON/DOT/Mermaid export (SQLite by default, or PostgreSQL).
+    #[command(subcommand)]
+    Prov(prov_cmd::ProvCommand),
 }
 
 #[derive(Args)]
@@ -479,6 +484,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => {
             init_tracing("warn");
             diaspora::demo::run(a).await
+        }
+        Command::Prov(p) => {
+            init_tracing("warn");
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || prov_cmd::run(p, rt)).await?
         }
     }
 }

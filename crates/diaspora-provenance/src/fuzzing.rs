@@ -87,3 +87,74 @@ fn check_escapes(s: &str) {
         "unsafe character in {m:?}"
     );
 }
+
+/// `item_batch`: the SQLite store's packed blobs — an item batch (first two
+/// input bytes: the item count) and a parents list — read from disk must
+/// decode or give a [`ProvError::Corrupt`], never panic; whatever decodes
+/// must encode back to the same bytes.
+///
+/// ```
+/// diaspora_provenance::fuzzing::item_batch(&[1, 0, 17, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0, 0, 0]);
+/// diaspora_provenance::fuzzing::item_batch(b"");
+/// ```
+pub fn item_batch(data: &[u8]) {
+    if data.len() < 2 {
+        return;
+    }
+    let n = u16::from_le_bytes([data[0], data[1]]) as usize;
+    let blob = &data[2..];
+    let mut items = Vec::new();
+    for k in 0..n.min(4096) {
+        match crate::sqlite::decode_batch_item(blob, n, k) {
+            Ok(item) => items.push(item),
+            Err(ProvError::Corrupt(_)) => return,
+            Err(e) => panic!("unexpected error kind: {e}"),
+        }
+    }
+    if n > 0 && n <= 4096 && items.len() == n {
+        let refs: Vec<(i64, &[(RecordId, EdgeKind)])> =
+            items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+        let again = crate::sqlite::encode_batch(&refs);
+        // A blob may carry bytes past the last item; what the items span must match.
+        assert_eq!(
+            &blob[..again.len().min(blob.len())],
+            &again[..],
+            "decode/encode round trip"
+        );
+    }
+    match crate::sqlite::unpack_parents(blob) {
+        Ok(ps) => assert_eq!(crate::sqlite::pack_parents(&ps), blob),
+        Err(ProvError::Corrupt(_)) => {}
+        Err(e) => panic!("unexpected error kind: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod item_batch_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn item_batch_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            super::item_batch(&data);
+        }
+
+        #[test]
+        fn item_batch_round_trips(items in proptest::collection::vec(
+            (any::<i64>(), proptest::collection::vec((any::<i64>(), 0usize..6), 0..4)), 1..20)) {
+            let kinds = crate::model::EdgeKind::ALL;
+            let items: Vec<(i64, Vec<(i64, crate::model::EdgeKind)>)> = items
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|(p, k)| (p, kinds[k])).collect()))
+                .collect();
+            let refs: Vec<(i64, &[(i64, crate::model::EdgeKind)])> = items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+            let blob = crate::sqlite::encode_batch(&refs);
+            let mut data = (items.len() as u16).to_le_bytes().to_vec();
+            data.extend_from_slice(&blob);
+            super::item_batch(&data);
+            for (k, it) in items.iter().enumerate() {
+                prop_assert_eq!(&crate::sqlite::decode_batch_item(&blob, items.len(), k).unwrap(), it);
+            }
+        }
+    }
+}

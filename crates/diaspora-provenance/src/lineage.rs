@@ -15,7 +15,7 @@ use crate::store::Provenance;
 use diaspora_stream::producer::{AckHook, AckedItem};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,9 @@ impl Default for RecorderConfig {
     fn default() -> Self {
         RecorderConfig {
             batch_max: 8192,
-            linger: Duration::from_millis(20),
+            // Each batch is one durable commit (an fsync): 100 ms keeps the
+            // store off the disk most of the time at stream rates.
+            linger: Duration::from_millis(100),
             queue_max: 1 << 16,
             tag_keys: Vec::new(),
             cache_max: 1 << 20,
@@ -70,6 +72,8 @@ pub struct RecorderStats {
 
 #[derive(Default)]
 struct Counters {
+    /// A flush or stop is queued: write without lingering.
+    urgent: std::sync::atomic::AtomicBool,
     recorded: AtomicU64,
     batches: AtomicU64,
     unrecorded: AtomicU64,
@@ -139,6 +143,7 @@ impl LineageRecorder {
     /// batch that could not be stored is returned.
     pub fn flush(&self) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.counters.urgent.store(true, Ordering::Relaxed);
         self.tx
             .send(Msg::Flush(tx))
             .map_err(|_| ProvError::Store("lineage writer has stopped".into()))?;
@@ -169,6 +174,7 @@ impl LineageRecorder {
             .lock()
             .take()
             .ok_or_else(|| ProvError::Invalid("lineage recorder already closed".into()))?;
+        self.counters.urgent.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Msg::Stop);
         let prov = join
             .join()
@@ -198,7 +204,11 @@ struct Writer {
     prov: Provenance,
     config: RecorderConfig,
     counters: Arc<Counters>,
-    cache: HashMap<LocKey, RecordId>,
+    cache: HashMap<LocKey, RecordId, std::hash::BuildHasherDefault<crate::store::IdHasher>>,
+    /// Items this recorder wrote: per topic and partition, runs of
+    /// (first offset, count, first id).
+    own: HashMap<Arc<str>, HashMap<u32, Vec<(u64, u64, RecordId)>>>,
+    own_runs: usize,
     activities: HashMap<String, RecordId>,
     models: HashMap<String, Option<RecordId>>,
     started_us: i64,
@@ -211,7 +221,9 @@ impl Writer {
             prov,
             config,
             counters,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
+            own: HashMap::new(),
+            own_runs: 0,
             activities: HashMap::new(),
             models: HashMap::new(),
             started_us,
@@ -249,18 +261,14 @@ impl Writer {
                 match rx.try_recv() {
                     Ok(m) => next = Some(m),
                     Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        // Sleep rather than wait on the channel: a waiting
+                        // receiver is woken by every send, which at stream
+                        // rates costs the producers a context switch per item.
                         let now = Instant::now();
-                        if now >= deadline {
+                        if now >= deadline || self.counters.urgent.load(Ordering::Relaxed) {
                             break;
                         }
-                        match rx.recv_timeout(deadline - now) {
-                            Ok(m) => next = Some(m),
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => {
-                                closed = true;
-                                break;
-                            }
-                        }
+                        std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
                     }
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         closed = true;
@@ -268,6 +276,7 @@ impl Writer {
                     }
                 }
             }
+            self.counters.urgent.store(false, Ordering::Relaxed);
             if !batch.is_empty() {
                 if let Err(e) = self.write_with_retries(&batch) {
                     self.counters
@@ -372,6 +381,43 @@ impl Writer {
         Ok(())
     }
 
+    /// The record of an item location this recorder knows.
+    fn known(&self, k: &LocKey) -> Option<RecordId> {
+        if let Some(runs) = self.own.get(&*k.0).and_then(|p| p.get(&k.1)) {
+            // Runs are in recording order; offsets rarely go back, so look
+            // from the end.
+            for &(first, count, id) in runs.iter().rev().take(64) {
+                if k.2 >= first && k.2 < first + count {
+                    return Some(id + (k.2 - first) as i64);
+                }
+            }
+        }
+        self.cache.get(k).copied()
+    }
+
+    /// Remembers an item this recorder wrote, extending the partition's last
+    /// run when offsets and ids both continue it.
+    fn remember(&mut self, topic: &Arc<str>, partition: u32, offset: u64, id: RecordId) {
+        if self.own_runs > self.config.cache_max {
+            self.own.clear();
+            self.own_runs = 0;
+        }
+        let runs = self
+            .own
+            .entry(topic.clone())
+            .or_default()
+            .entry(partition)
+            .or_default();
+        if let Some(last) = runs.last_mut() {
+            if last.0 + last.1 == offset && last.2 + last.1 as i64 == id {
+                last.1 += 1;
+                return;
+            }
+        }
+        runs.push((offset, 1, id));
+        self.own_runs += 1;
+    }
+
     fn write(&mut self, batch: &[AckedItem]) -> Result<()> {
         if self.cache.len() > self.config.cache_max {
             self.cache.clear();
@@ -382,19 +428,24 @@ impl Writer {
             if let Some(l) = &a.lineage {
                 for s in &l.sources {
                     let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
-                    if !self.cache.contains_key(&k) {
+                    if self.known(&k).is_none() {
                         missing.push(k);
                     }
                 }
             }
         }
-        // Items of this batch may be sources of later ones.
+        // Items of this batch may be sources of later ones (only looked up
+        // when some item names sources).
+        let sourced = batch
+            .iter()
+            .any(|a| a.lineage.as_ref().is_some_and(|l| !l.sources.is_empty()));
         let mut in_batch: HashMap<LocKey, usize> = HashMap::new();
         if !missing.is_empty() {
             self.resolve(&mut missing)?;
         }
         let mut recs: Vec<Record> = Vec::with_capacity(batch.len());
         let mut placeholders: HashMap<LocKey, usize> = HashMap::new();
+        let mut positions: Vec<usize> = Vec::with_capacity(batch.len());
         let mut unrecorded = 0u64;
         for a in batch {
             let mut rec = Record::item(ItemLoc {
@@ -422,7 +473,7 @@ impl Writer {
             if let Some(l) = &a.lineage {
                 for s in &l.sources {
                     let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
-                    let parent = if let Some(&id) = self.cache.get(&k) {
+                    let parent = if let Some(id) = self.known(&k) {
                         id
                     } else if let Some(&i) = in_batch.get(&k).or_else(|| placeholders.get(&k)) {
                         -(i as i64 + 1)
@@ -458,10 +509,16 @@ impl Writer {
                 }
             }
             recs.push(rec);
-            in_batch.insert((a.topic.clone(), a.partition, a.offset), recs.len() - 1);
+            if sourced {
+                in_batch.insert((a.topic.clone(), a.partition, a.offset), recs.len() - 1);
+            }
+            positions.push(recs.len() - 1);
         }
         let ids = self.prov.add_batch(recs)?;
-        for (k, i) in in_batch.into_iter().chain(placeholders) {
+        for (a, i) in batch.iter().zip(positions) {
+            self.remember(&a.topic, a.partition, a.offset, ids[i]);
+        }
+        for (k, i) in placeholders {
             self.cache.insert(k, ids[i]);
         }
         let c = &self.counters;

@@ -92,7 +92,7 @@ struct Extra {
 }
 
 /// Packs parent edges: 9 bytes each (id LE, kind).
-pub(crate) fn pack_parents(parents: &[(RecordId, EdgeKind)]) -> Vec<u8> {
+pub fn pack_parents(parents: &[(RecordId, EdgeKind)]) -> Vec<u8> {
     let mut v = Vec::with_capacity(parents.len() * 9);
     for (p, k) in parents {
         v.extend_from_slice(&p.to_le_bytes());
@@ -102,7 +102,7 @@ pub(crate) fn pack_parents(parents: &[(RecordId, EdgeKind)]) -> Vec<u8> {
 }
 
 /// Unpacks [`pack_parents`]' output; a malformed blob is an error.
-pub(crate) fn unpack_parents(b: &[u8]) -> Result<Vec<(RecordId, EdgeKind)>> {
+pub fn unpack_parents(b: &[u8]) -> Result<Vec<(RecordId, EdgeKind)>> {
     if b.len() % 9 != 0 {
         return Err(ProvError::Corrupt(format!(
             "parents blob of {} bytes",
@@ -530,7 +530,7 @@ fn batchable(r: &Record) -> bool {
 
 /// Packs the per-item part of a batch: `n` little-endian u32 end offsets,
 /// then per item its time (i64) and packed parents.
-pub(crate) fn encode_batch(items: &[(i64, &[(RecordId, EdgeKind)])]) -> Vec<u8> {
+pub fn encode_batch(items: &[(i64, &[(RecordId, EdgeKind)])]) -> Vec<u8> {
     let n = items.len();
     let body: usize = items.iter().map(|(_, p)| 8 + 9 * p.len()).sum();
     let mut out = Vec::with_capacity(4 * n + body);
@@ -551,7 +551,7 @@ pub(crate) fn encode_batch(items: &[(i64, &[(RecordId, EdgeKind)])]) -> Vec<u8> 
 
 /// Item `k` of a batch blob of `n` items: (time, parents). Every length
 /// and offset is checked; a bad blob is an error, never a panic.
-pub(crate) fn decode_batch_item(
+pub fn decode_batch_item(
     data: &[u8],
     n: usize,
     k: usize,
@@ -683,14 +683,22 @@ impl Backend for SqliteBackend {
         let tx = self.conn.transaction()?;
         // Intern topics first (rare inserts, inside the same transaction).
         let mut topic_ids = Vec::with_capacity(recs.len());
+        let mut last: Option<(&str, i64)> = None;
         for r in recs {
             topic_ids.push(match &r.item {
-                Some(loc) => Some(Self::topic_id(
-                    &tx,
-                    &mut self.topics,
-                    &mut self.topic_names,
-                    &loc.topic,
-                )?),
+                Some(loc) => match last {
+                    Some((name, id)) if name == loc.topic => Some(id),
+                    _ => {
+                        let id = Self::topic_id(
+                            &tx,
+                            &mut self.topics,
+                            &mut self.topic_names,
+                            &loc.topic,
+                        )?;
+                        last = Some((&loc.topic, id));
+                        Some(id)
+                    }
+                },
                 None => None,
             });
         }

@@ -111,6 +111,41 @@ pub trait AckHook: Send + Sync {
     fn acked(&self, item: AckedItem);
 }
 
+/// Lineage captured per sequence number until its ack: sequence numbers
+/// are dense and acks come nearly in order, so a deque indexed from the
+/// oldest outstanding sequence does it in O(1).
+#[derive(Default)]
+struct LineageSlots {
+    base: u64,
+    slots: std::collections::VecDeque<Option<AckedItem>>,
+}
+
+impl LineageSlots {
+    fn put(&mut self, seq: u64, a: AckedItem) {
+        if self.slots.is_empty() {
+            self.base = seq;
+        }
+        if seq < self.base {
+            return; // cannot happen: sequences only grow
+        }
+        let i = (seq - self.base) as usize;
+        while self.slots.len() <= i {
+            self.slots.push_back(None);
+        }
+        self.slots[i] = Some(a);
+    }
+
+    fn take(&mut self, seq: u64) -> Option<AckedItem> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        let a = self.slots.get_mut(i)?.take();
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        a
+    }
+}
+
 /// A metadata value as text (`raw` bytes are not passed).
 fn value_text(v: &v1::Value) -> Option<String> {
     Some(match v.kind.as_ref()? {
@@ -159,7 +194,7 @@ struct State {
     agg: Vec<Item>,
     ids: BTreeMap<u64, u64>,
     /// Lineage captured at admission, by sequence, while an ack hook is set.
-    lineage: BTreeMap<u64, AckedItem>,
+    lineage: LineageSlots,
     fatal: Option<String>,
 }
 
@@ -261,7 +296,7 @@ impl QosProducer {
                 report,
                 agg: Vec::new(),
                 ids: BTreeMap::new(),
-                lineage: BTreeMap::new(),
+                lineage: LineageSlots::default(),
                 fatal: None,
             }),
             space: Notify::new(),
@@ -419,7 +454,7 @@ impl QosProducer {
                                     Some((k.clone(), value_text(item.metadata.get(k)?)?))
                                 })
                                 .collect();
-                            st.lineage.insert(
+                            st.lineage.put(
                                 seq,
                                 AckedItem {
                                     topic: sh.topic_arc.clone(),
@@ -586,7 +621,7 @@ async fn collect(sh: Arc<Shared>, mut rx: mpsc::Receiver<(u64, Delivery)>) {
             Ok(at) => {
                 if let AckOutcome::Acked { retired, .. } = st.core.on_ack(seq, now) {
                     let id = st.ids.remove(&seq);
-                    if let Some(mut a) = st.lineage.remove(&seq) {
+                    if let Some(mut a) = st.lineage.take(seq) {
                         a.partition = at.partition;
                         a.offset = at.offset;
                         acked_lineage = Some(a);

@@ -1,0 +1,165 @@
+//! `diaspora prov …` end to end through the real binary on a SQLite store:
+//! records and derivations, a refused cycle, a cascading invalidation with
+//! a command action, `why`, PROV-JSON export imported into a second store,
+//! DOT and Mermaid, and clear errors.
+
+const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
+
+/// Runs `diaspora prov ARGS --store STORE` (the option goes before a `--`
+/// that starts a command action's own arguments).
+fn prov(store: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    std::process::Command::new(BIN)
+        .arg("prov")
+        .args(&args[..split])
+        .arg("--store")
+        .arg(store)
+        .args(&args[split..])
+        .output()
+        .expect("run diaspora")
+}
+
+fn ok(store: &std::path::Path, args: &[&str]) -> String {
+    let out = prov(store, args);
+    assert!(
+        out.status.success(),
+        "prov {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn prov_cli_records_invalidates_explains_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("a.sqlite");
+    let calib = ok(
+        &store,
+        &[
+            "add",
+            "--kind",
+            "fact",
+            "--name",
+            "calibration",
+            "--tag",
+            "scan=17",
+            "--uri",
+            "file:///c.h5",
+        ],
+    );
+    let calib = calib.trim().to_string();
+    let frame = ok(
+        &store,
+        &[
+            "add", "--kind", "data", "--name", "frame-1", "--parent", &calib,
+        ],
+    );
+    let frame = frame.trim().to_string();
+    let recon = ok(
+        &store,
+        &[
+            "add",
+            "--kind",
+            "data",
+            "--name",
+            "recon-1",
+            "--parent",
+            &format!("{frame}:derived"),
+        ],
+    );
+    let recon = recon.trim().to_string();
+    let other = ok(&store, &["add", "--kind", "data", "--name", "frame-2"])
+        .trim()
+        .to_string();
+
+    // A cycle is refused with the path.
+    let out = prov(&store, &["derive", &calib, &recon]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cycle") && err.contains(&format!("{calib} -> {frame} -> {recon}")),
+        "{err}"
+    );
+
+    // An action that writes a file, then the invalidation.
+    let mark = dir.path().join("invalidated.txt");
+    ok(
+        &store,
+        &[
+            "action",
+            "add",
+            "--on-record",
+            &frame,
+            "--command",
+            "/bin/sh",
+            "--",
+            "-c",
+            &format!("echo $0 >> {}", mark.display()),
+            "{name}",
+        ],
+    );
+    let out = ok(
+        &store,
+        &["invalidate", "scan=17", "--cause", "gain map wrong"],
+    );
+    assert!(out.contains("3 record(s) newly invalid"), "{out}");
+    assert!(out.contains("actions: 1 run, 0 failed"), "{out}");
+    assert_eq!(std::fs::read_to_string(&mark).unwrap().trim(), "frame-1");
+    let why = ok(&store, &["why", &recon]);
+    assert!(
+        why.contains("gain map wrong") && why.contains("calibration") && why.contains("(root)"),
+        "{why}"
+    );
+    assert!(ok(&store, &["why", &other]).contains("is valid"));
+    let runs = ok(&store, &["action", "runs"]);
+    assert!(
+        runs.contains(&format!("on #{frame}")) && runs.contains("ok"),
+        "{runs}"
+    );
+    let down = ok(&store, &["lineage", &calib, "--down", "--depth", "1"]);
+    assert!(
+        down.contains("frame-1") && !down.contains("recon-1"),
+        "{down}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["show", &recon, "--json"])).unwrap();
+    assert_eq!(shown[0]["why"]["event"]["cause"], "gain map wrong");
+
+    // PROV-JSON out of one store, into another; DOT and Mermaid.
+    let doc = dir.path().join("a.json");
+    ok(
+        &store,
+        &[
+            "export",
+            "--format",
+            "prov-json",
+            "--out",
+            doc.to_str().unwrap(),
+        ],
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    assert!(parsed["entity"].as_object().unwrap().len() >= 4);
+    let b = dir.path().join("b.sqlite");
+    let rep: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["import", doc.to_str().unwrap()])).unwrap();
+    assert_eq!(rep["records_created"], 4);
+    let rep: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["import", doc.to_str().unwrap()])).unwrap();
+    assert_eq!(rep["records_created"], 0, "re-import merges");
+    let stats: serde_json::Value = serde_json::from_str(&ok(&b, &["stats"])).unwrap();
+    assert_eq!(
+        (stats["records"].as_i64(), stats["invalid"].as_i64()),
+        (Some(4), Some(3))
+    );
+    let dot = ok(&store, &["export", "--format", "dot", "--root", &frame]);
+    assert!(dot.starts_with("digraph") && dot.contains("recon-1"));
+    let mermaid = ok(&store, &["export", "--format", "mermaid"]);
+    assert!(mermaid.contains("flowchart") && mermaid.contains("frame-2"));
+
+    // Clear errors.
+    let out = prov(&store, &["invalidate", "nonsense target", "--cause", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read target"));
+    let out = prov(&store, &["why", "999999"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no record 999999"));
+}
