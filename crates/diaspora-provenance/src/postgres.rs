@@ -20,12 +20,12 @@
 //! A connection that was lost (server restart) is re-established on the
 //! next call; a call that fails because of the loss returns an error.
 
-use crate::backend::Backend;
+use crate::backend::{extra_json, Backend, StoredRecord};
 use crate::model::*;
 use crate::sqlite::{pack_parents, unpack_parents};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Ids reserved per allocation: the `record_ids` sequence's increment.
 const ID_BLOCK: i64 = 1 << 16;
@@ -115,16 +115,6 @@ RETURNING record";
 const INSERT_ACTION_RUNS: &str = "
 INSERT INTO action_runs(action, record, event, time_us, ok, detail)
 SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::bool[], $6::text[])";
-
-/// Tags and URIs of a record, kept as JSON in its row (they are indexed
-/// separately for queries); the same text as the SQLite store's.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct Extra {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    uris: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    tags: BTreeMap<String, (i64, String)>,
-}
 
 /// A PostgreSQL error's text, with the server's message (the error's own
 /// `Display` leaves it out) or the underlying cause.
@@ -338,35 +328,18 @@ impl PgBackend {
             }),
             None => None,
         };
-        let extra: Extra = match extra {
-            Some(s) => serde_json::from_str(&s)
-                .map_err(|e| ProvError::Corrupt(format!("record {id} extra: {e}")))?,
-            None => Extra::default(),
-        };
-        let mut tags = BTreeMap::new();
-        for (k, (code, text)) in extra.tags {
-            tags.insert(k, TagValue::from_stored(code, &text)?);
-        }
-        Ok(Record {
+        StoredRecord {
             id,
-            kind: Kind::from_code(kind as i64)?,
-            name: match (&name, &item) {
-                (Some(n), _) => n.clone(),
-                (None, Some(loc)) => loc.to_string(),
-                (None, None) => String::new(),
-            },
+            kind: kind as i64,
+            name,
             time_us,
-            uris: extra.uris,
-            tags,
             item,
             version,
             origin,
-            parents: parents
-                .as_deref()
-                .map(unpack_parents)
-                .transpose()?
-                .unwrap_or_default(),
-        })
+            parents,
+            extra,
+        }
+        .into_record()
     }
 }
 
@@ -509,19 +482,7 @@ impl Backend for PgBackend {
                 version.push(r.version);
                 origin.push(r.origin.as_deref());
                 parents.push((!r.parents.is_empty()).then(|| pack_parents(&r.parents)));
-                extra.push(if r.tags.is_empty() && r.uris.is_empty() {
-                    None
-                } else {
-                    let e = Extra {
-                        uris: r.uris.clone(),
-                        tags: r
-                            .tags
-                            .iter()
-                            .map(|(k, t)| (k.clone(), (t.type_code(), t.text())))
-                            .collect(),
-                    };
-                    Some(serde_json::to_string(&e).expect("serializable"))
-                });
+                extra.push(extra_json(r));
             }
             tx.execute(
                 &st_records,

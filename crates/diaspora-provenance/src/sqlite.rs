@@ -24,7 +24,7 @@
 //! lookup scans. Names, tags and URIs are indexed only for the records that
 //! have them.
 
-use crate::backend::Backend;
+use crate::backend::{extra_json, Backend, StoredRecord};
 use crate::model::*;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -80,16 +80,6 @@ CREATE TABLE IF NOT EXISTS action_runs(id INTEGER PRIMARY KEY, action INTEGER NO
   event INTEGER NOT NULL, time_us INTEGER NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS action_runs_record ON action_runs(record);
 ";
-
-/// Tags and URIs of a record, kept as JSON in its row (they are indexed
-/// separately for queries).
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct Extra {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    uris: Vec<String>,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    tags: std::collections::BTreeMap<String, (i64, String)>,
-}
 
 /// Packs parent edges: 9 bytes each (id LE, kind).
 pub fn pack_parents(parents: &[(RecordId, EdgeKind)]) -> Vec<u8> {
@@ -386,35 +376,18 @@ impl SqliteBackend {
                 }),
                 None => None,
             };
-            let extra: Extra = match extra {
-                Some(s) => serde_json::from_str(&s)
-                    .map_err(|e| ProvError::Corrupt(format!("record {id} extra: {e}")))?,
-                None => Extra::default(),
-            };
-            let mut tags = std::collections::BTreeMap::new();
-            for (k, (code, text)) in extra.tags {
-                tags.insert(k, TagValue::from_stored(code, &text)?);
-            }
-            Ok(Record {
+            StoredRecord {
                 id,
-                kind: Kind::from_code(kind)?,
-                name: match (&name, &item) {
-                    (Some(n), _) => n.clone(),
-                    (None, Some(loc)) => loc.to_string(),
-                    (None, None) => String::new(),
-                },
+                kind,
+                name,
                 time_us,
-                uris: extra.uris,
-                tags,
                 item,
                 version,
                 origin,
-                parents: parents
-                    .as_deref()
-                    .map(unpack_parents)
-                    .transpose()?
-                    .unwrap_or_default(),
-            })
+                parents,
+                extra,
+            }
+            .into_record()
         })())
     }
 
@@ -765,19 +738,7 @@ impl Backend for SqliteBackend {
                 } else {
                     Value::Blob(pack_parents(&r.parents))
                 });
-                v.push(if r.tags.is_empty() && r.uris.is_empty() {
-                    Value::Null
-                } else {
-                    let extra = Extra {
-                        uris: r.uris.clone(),
-                        tags: r
-                            .tags
-                            .iter()
-                            .map(|(k, t)| (k.clone(), (t.type_code(), t.text())))
-                            .collect(),
-                    };
-                    Value::Text(serde_json::to_string(&extra).expect("serializable"))
-                });
+                v.push(extra_json(r).map_or(Value::Null, Value::Text));
             },
         )?;
         let items = item_runs(&rows);
