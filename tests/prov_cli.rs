@@ -168,18 +168,38 @@ fn prov_cli_records_invalidates_explains_and_exports() {
 fn demo_records_lineage_and_explains_the_bad_frame() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(BIN)
-        .args(["demo", "--frames", "40", "--width", "16", "--height", "16", "--json", "--data-dir"])
+        .args([
+            "demo",
+            "--frames",
+            "40",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--json",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["provenance"]["frames_recorded"], 40);
-    assert_eq!(s["provenance"]["invalidated"], 2, "the bad frame and the statistics derived from it");
+    assert_eq!(
+        s["provenance"]["invalidated"], 2,
+        "the bad frame and the statistics derived from it"
+    );
     let why = s["provenance"]["why"].as_str().unwrap();
     assert!(why.starts_with("hpc-frame-statistics ← frames/"), "{why}");
     // The store is real: the CLI reads it afterwards.
     let store = dir.path().join("prov.sqlite");
     let stats: serde_json::Value = serde_json::from_str(&ok(&store, &["stats"])).unwrap();
-    assert_eq!((stats["records"].as_i64(), stats["invalid"].as_i64()), (Some(41), Some(2)));
+    assert_eq!(
+        (stats["records"].as_i64(), stats["invalid"].as_i64()),
+        (Some(41), Some(2))
+    );
 }

@@ -200,6 +200,9 @@ impl AckHook for LineageRecorder {
 
 type LocKey = (Arc<str>, u32, u64);
 
+/// A run of items this recorder wrote: (first offset, count, first id).
+type OwnRun = (u64, u64, RecordId);
+
 struct Writer {
     prov: Provenance,
     config: RecorderConfig,
@@ -207,7 +210,7 @@ struct Writer {
     cache: HashMap<LocKey, RecordId, std::hash::BuildHasherDefault<crate::store::IdHasher>>,
     /// Items this recorder wrote: per topic and partition, runs of
     /// (first offset, count, first id).
-    own: HashMap<Arc<str>, HashMap<u32, Vec<(u64, u64, RecordId)>>>,
+    own: HashMap<Arc<str>, HashMap<u32, Vec<OwnRun>>>,
     own_runs: usize,
     activities: HashMap<String, RecordId>,
     models: HashMap<String, Option<RecordId>>,
