@@ -1,0 +1,193 @@
+//! The declarative view spec (TOML, or built in Rust).
+//!
+//! ```toml
+//! name = "ptycho-samples"
+//!
+//! [[source]]
+//! name = "patterns"
+//! topic = "patterns"
+//! key = "scan"        # metadata key that joins members
+//! count = 4           # K patterns per view item
+//!
+//! [[source]]
+//! name = "recons"
+//! topic = "recons"
+//! key = "scan"
+//! count = 1
+//!
+//! [join]
+//! mode = "all-of"     # every source contributes its count (or "any-of")
+//! window_ms = 60000   # members of one view item arrive within this time
+//! ```
+
+use crate::ViewError;
+use serde::{Deserialize, Serialize};
+
+/// How sources combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A view item needs `count` members from every source.
+    #[default]
+    AllOf,
+    /// A view item is `count` members of any one source.
+    AnyOf,
+}
+
+/// One source of a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Name within the view.
+    pub name: String,
+    /// Fabric topic (or QoS stream) it reads.
+    pub topic: String,
+    /// Metadata key whose value joins members.
+    pub key: String,
+    /// Members of this source per view item.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Join constraints.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    /// All-of or any-of.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Members of one view item must lie within this many ms of each other;
+    /// pending members older than it (by the engine's clock) expire.
+    #[serde(default)]
+    pub window_ms: Option<u64>,
+}
+
+/// Bounds on the engine's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Members waiting for a partner, at most.
+    #[serde(default = "pending_max")]
+    pub pending_members_max: usize,
+    /// Members remembered as used (so a replay does not emit them again).
+    #[serde(default = "used_max")]
+    pub used_members_max: usize,
+}
+
+fn pending_max() -> usize {
+    1_000_000
+}
+
+fn used_max() -> usize {
+    10_000_000
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pending_members_max: pending_max(),
+            used_members_max: used_max(),
+        }
+    }
+}
+
+/// A view: sources, join constraints, limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewSpec {
+    /// Name (also of the topic of references it may publish).
+    pub name: String,
+    /// Sources, in order.
+    #[serde(rename = "source", default)]
+    pub sources: Vec<SourceSpec>,
+    /// Join constraints.
+    #[serde(default)]
+    pub join: JoinSpec,
+    /// Bounds.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl ViewSpec {
+    /// A view called `name` with no sources yet (see [`ViewSpec::source`]).
+    pub fn new(name: impl Into<String>) -> ViewSpec {
+        ViewSpec {
+            name: name.into(),
+            sources: Vec::new(),
+            join: JoinSpec::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Adds a source: `count` members of `topic` per view item, joined on
+    /// metadata `key`.
+    pub fn source(mut self, name: &str, topic: &str, key: &str, count: u32) -> ViewSpec {
+        self.sources.push(SourceSpec {
+            name: name.into(),
+            topic: topic.into(),
+            key: key.into(),
+            count,
+        });
+        self
+    }
+
+    /// Sets the mode.
+    pub fn mode(mut self, mode: Mode) -> ViewSpec {
+        self.join.mode = mode;
+        self
+    }
+
+    /// Sets the time window.
+    pub fn window_ms(mut self, ms: u64) -> ViewSpec {
+        self.join.window_ms = Some(ms);
+        self
+    }
+
+    /// Parses TOML and validates.
+    pub fn from_toml(text: &str) -> Result<ViewSpec, ViewError> {
+        let spec: ViewSpec = toml::from_str(text).map_err(|e| ViewError::Spec(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks the spec, naming the field at fault.
+    pub fn validate(&self) -> Result<(), ViewError> {
+        if self.name.trim().is_empty() {
+            return Err(ViewError::Spec("name is empty".into()));
+        }
+        if self.sources.is_empty() {
+            return Err(ViewError::Spec(
+                "a view needs at least one [[source]]".into(),
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.count == 0 {
+                return Err(ViewError::Spec(format!(
+                    "source[{i}] {:?}: count must be ≥ 1",
+                    s.name
+                )));
+            }
+            if s.key.is_empty() || s.topic.is_empty() || s.name.is_empty() {
+                return Err(ViewError::Spec(format!(
+                    "source[{i}]: name, topic and key must be set"
+                )));
+            }
+            if self.sources[..i].iter().any(|o| o.name == s.name) {
+                return Err(ViewError::Spec(format!(
+                    "source[{i}]: name {:?} used twice",
+                    s.name
+                )));
+            }
+        }
+        if self.join.window_ms == Some(0) {
+            return Err(ViewError::Spec(
+                "join.window_ms must be > 0 (or absent)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
