@@ -7,6 +7,7 @@
 //! their payloads, and is emitted once its constraints hold.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod engine;
 pub mod spec;
 
