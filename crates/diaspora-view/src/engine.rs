@@ -113,13 +113,42 @@ pub struct Snapshot {
     pub stats: EngineStats,
 }
 
+/// A hasher for member identities (integers the fabric assigned, not
+/// attacker-chosen strings): a multiply per word instead of SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+
 /// The join engine of one view.
 pub struct JoinEngine {
     spec: ViewSpec,
-    /// key → per source, members waiting (arrival order).
+    counts: Vec<usize>,
+    /// key → per source, members waiting (arrival order). Keys come from
+    /// item metadata, so this map keeps the standard (seeded) hasher.
     pending: HashMap<String, Vec<VecDeque<Member>>>,
-    pending_ids: HashSet<MemberId>,
-    used: HashMap<MemberId, u64>,
+    pending_ids: HashSet<MemberId, IdBuild>,
+    used: HashMap<MemberId, u64, IdBuild>,
     stats: EngineStats,
 }
 
@@ -128,10 +157,11 @@ impl JoinEngine {
     pub fn new(spec: ViewSpec) -> Result<JoinEngine, ViewError> {
         spec.validate()?;
         Ok(JoinEngine {
+            counts: spec.sources.iter().map(|s| s.count as usize).collect(),
             spec,
             pending: HashMap::new(),
-            pending_ids: HashSet::new(),
-            used: HashMap::new(),
+            pending_ids: HashSet::default(),
+            used: HashMap::default(),
             stats: EngineStats::default(),
         })
     }
@@ -197,12 +227,12 @@ impl JoinEngine {
     /// Forms every view item key `key` now satisfies.
     fn take_ready(&mut self, key: &str) -> Vec<ViewItem> {
         let mut out = Vec::new();
-        let counts: Vec<usize> = self.spec.sources.iter().map(|s| s.count as usize).collect();
+        let counts = &self.counts;
         let window = self.spec.join.window_ms.map(|w| w as i64 * 1000);
         while let Some(group) = self.pending.get_mut(key) {
             let members: Vec<Member> = match self.spec.join.mode {
                 Mode::AllOf => {
-                    if group.iter().zip(&counts).any(|(q, c)| q.len() < *c) {
+                    if group.iter().zip(counts).any(|(q, c)| q.len() < *c) {
                         break;
                     }
                     if let Some(w) = window {
@@ -210,7 +240,7 @@ impl JoinEngine {
                         // candidate until they do.
                         let times = group
                             .iter()
-                            .zip(&counts)
+                            .zip(counts)
                             .flat_map(|(q, c)| q.iter().take(*c).map(|m| (m.time_us, m.source)));
                         let (min, max) = times
                             .clone()
@@ -225,14 +255,14 @@ impl JoinEngine {
                             continue;
                         }
                     }
-                    group
-                        .iter_mut()
-                        .zip(&counts)
-                        .flat_map(|(q, c)| q.drain(..*c).collect::<Vec<_>>())
-                        .collect()
+                    let mut ms = Vec::with_capacity(counts.iter().sum());
+                    for (q, c) in group.iter_mut().zip(counts) {
+                        ms.extend(q.drain(..*c));
+                    }
+                    ms
                 }
                 Mode::AnyOf => {
-                    let Some(s) = group.iter().zip(&counts).position(|(q, c)| q.len() >= *c) else {
+                    let Some(s) = group.iter().zip(counts).position(|(q, c)| q.len() >= *c) else {
                         break;
                     };
                     group[s].drain(..counts[s]).collect()
