@@ -300,9 +300,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let (stats, lat, originals, qos) = hpc.await.context("HPC consumer task")??;
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    let provenance = tokio::task::spawn_blocking(move || demo_provenance(&recorder, args.frames))
-        .await
-        .context("provenance task")??;
+    let provenance =
+        tokio::task::spawn_blocking(move || demo_provenance(&recorder, args.frames, parts))
+            .await
+            .context("provenance task")??;
     client.close();
     node.shutdown().await;
 
@@ -375,7 +376,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 /// Closes the lineage recorder, records the HPC side's statistics as derived
 /// from every frame, then finds one frame bad: invalidates it and returns
 /// what that reached and the why-chain of the statistics.
-fn demo_provenance(recorder: &LineageRecorder, frames: u64) -> Result<serde_json::Value> {
+fn demo_provenance(
+    recorder: &LineageRecorder,
+    frames: u64,
+    partitions: u32,
+) -> Result<serde_json::Value> {
     let (stats, mut prov) = recorder.close()?;
     ensure!(
         stats.recorded == frames && stats.lost == 0,
@@ -383,12 +388,16 @@ fn demo_provenance(recorder: &LineageRecorder, frames: u64) -> Result<serde_json
         stats.recorded,
         stats.lost
     );
-    let all: Vec<_> = (0..frames as i64)
-        .map(|f| prov.find_tag("frame", &diaspora_provenance::TagValue::Int(f), 1))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    // Every frame record: one range query per partition.
+    let mut all = Vec::new();
+    for p in 0..partitions {
+        all.extend(
+            prov.backend()
+                .find_items("frames", p, 0, u64::MAX, usize::MAX)?
+                .into_iter()
+                .map(|(_, id)| id),
+        );
+    }
     ensure!(all.len() as u64 == frames, "frame records missing");
     let mut summary = Record::new(RecordKind::Data, "hpc-frame-statistics");
     summary.parents = all.iter().map(|id| (*id, EdgeKind::Derived)).collect();

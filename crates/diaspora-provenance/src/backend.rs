@@ -185,3 +185,22 @@ impl StoredRecord {
         })
     }
 }
+
+/// Adds `e`'s parent to a child's parents unless it is there already;
+/// returns whether it was added.
+pub(crate) fn add_parent(parents: &mut Vec<(RecordId, EdgeKind)>, e: &Edge) -> bool {
+    if parents.iter().any(|(p, _)| *p == e.parent) {
+        return false;
+    }
+    parents.push((e.parent, e.kind));
+    true
+}
+
+/// A row's packed parents with `e`'s parent added; `None` if it had it.
+pub(crate) fn packed_with_parent(blob: Option<&[u8]>, e: &Edge) -> Result<Option<Vec<u8>>> {
+    let mut parents = blob
+        .map(crate::sqlite::unpack_parents)
+        .transpose()?
+        .unwrap_or_default();
+    Ok(add_parent(&mut parents, e).then(|| crate::sqlite::pack_parents(&parents)))
+}

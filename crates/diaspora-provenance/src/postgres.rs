@@ -20,7 +20,7 @@
 //! A connection that was lost (server restart) is re-established on the
 //! next call; a call that fails because of the loss returns an error.
 
-use crate::backend::{extra_json, Backend, StoredRecord};
+use crate::backend::{extra_json, packed_with_parent, Backend, StoredRecord};
 use crate::model::*;
 use crate::sqlite::{pack_parents, unpack_parents};
 use postgres::types::ToSql;
@@ -557,18 +557,12 @@ impl Backend for PgBackend {
                 return Err(ProvError::NotFound(e.child.to_string()));
             };
             let blob: Option<Vec<u8>> = row.get(0);
-            let mut parents = blob
-                .as_deref()
-                .map(unpack_parents)
-                .transpose()?
-                .unwrap_or_default();
-            if parents.iter().any(|(p, _)| *p == e.parent) {
+            let Some(packed) = packed_with_parent(blob.as_deref(), e)? else {
                 continue;
-            }
-            parents.push((e.parent, e.kind));
+            };
             tx.execute(
                 "UPDATE records SET parents = $1 WHERE id = $2",
-                &[&pack_parents(&parents), &e.child],
+                &[&packed, &e.child],
             )
             .pg()?;
             tx.execute(

@@ -24,7 +24,7 @@
 //! lookup scans. Names, tags and URIs are indexed only for the records that
 //! have them.
 
-use crate::backend::{extra_json, Backend, StoredRecord};
+use crate::backend::{add_parent, extra_json, packed_with_parent, Backend, StoredRecord};
 use crate::model::*;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -823,10 +823,9 @@ impl Backend for SqliteBackend {
                     .map(|k| decode_batch_item(&b.data, n, k))
                     .collect::<Result<Vec<_>>>()?;
                 let k = (e.child - b.first_id) as usize;
-                if items[k].1.iter().any(|(p, _)| *p == e.parent) {
+                if !add_parent(&mut items[k].1, e) {
                     continue;
                 }
-                items[k].1.push((e.parent, e.kind));
                 let refs: Vec<(i64, &[(RecordId, EdgeKind)])> =
                     items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
                 tx.execute(
@@ -839,18 +838,12 @@ impl Backend for SqliteBackend {
                 )?;
                 continue;
             };
-            let mut parents = blob
-                .as_deref()
-                .map(unpack_parents)
-                .transpose()?
-                .unwrap_or_default();
-            if parents.iter().any(|(p, _)| *p == e.parent) {
+            let Some(packed) = packed_with_parent(blob.as_deref(), e)? else {
                 continue;
-            }
-            parents.push((e.parent, e.kind));
+            };
             tx.execute(
                 "UPDATE records SET parents=?1 WHERE id=?2",
-                params![pack_parents(&parents), e.child],
+                params![packed, e.child],
             )?;
             tx.execute(
                 "INSERT OR IGNORE INTO down(parent,child,count,kind) VALUES (?1,?2,1,?3)",

@@ -40,33 +40,27 @@ pub fn join(items: u64, k: u32, open_keys: u64) -> Result<JoinFigures, ViewError
     let t0 = Instant::now();
     // Patterns for key i arrive while reconstructions for key i - open do:
     // `open` keys are partial at any time.
+    let mut offer = |source: usize, key: u64, now: u64| -> Result<(), ViewError> {
+        next[source] += 1;
+        let m = Member {
+            source,
+            partition: 0,
+            offset: next[source],
+            key: keys[key as usize].clone(),
+            time_us: now as i64,
+        };
+        emitted += e.offer(m, now as i64)?.len() as u64;
+        members += 1;
+        Ok(())
+    };
     for i in 0..items + open {
         if i < items {
             for _ in 0..k {
-                next[0] += 1;
-                let m = Member {
-                    source: 0,
-                    partition: 0,
-                    offset: next[0],
-                    key: keys[i as usize].clone(),
-                    time_us: i as i64,
-                };
-                emitted += e.offer(m, i as i64)?.len() as u64;
-                members += 1;
+                offer(0, i, i)?;
             }
         }
         if i >= open {
-            let j = i - open;
-            next[1] += 1;
-            let m = Member {
-                source: 1,
-                partition: 0,
-                offset: next[1],
-                key: keys[j as usize].clone(),
-                time_us: i as i64,
-            };
-            emitted += e.offer(m, i as i64)?.len() as u64;
-            members += 1;
+            offer(1, i - open, i)?;
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
