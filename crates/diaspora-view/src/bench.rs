@@ -37,19 +37,16 @@ pub fn join(items: u64, k: u32, open_keys: u64) -> Result<JoinFigures, ViewError
     let mut next = [0u64; 2];
     let mut emitted = 0u64;
     let mut members = 0u64;
+    let mut out = Vec::with_capacity(16);
     let t0 = Instant::now();
     // Patterns for key i arrive while reconstructions for key i - open do:
-    // `open` keys are partial at any time.
-    let mut offer = |source: usize, key: u64, now: u64| -> Result<(), ViewError> {
-        next[source] += 1;
-        let m = Member {
-            source,
-            partition: 0,
-            offset: next[source],
-            key: keys[key as usize].clone(),
-            time_us: now as i64,
-        };
-        emitted += e.offer(m, now as i64)?.len() as u64;
+    // `open` keys are partial at any time. View items are handed on (here:
+    // dropped) as they come, as a consumer would.
+    let mut offer = |source: u32, key: u64, now: u64| -> Result<(), ViewError> {
+        next[source as usize] += 1;
+        let m = Member::at(source, 0, next[source as usize], now as i64);
+        emitted += e.offer(&keys[key as usize], m, now as i64, &mut out)? as u64;
+        out.clear();
         members += 1;
         Ok(())
     };

@@ -14,10 +14,17 @@
 //! topic = "recons"
 //! key = "scan"
 //! count = 1
+//! id = "scan"         # identity across restarts (default: partition/offset)
 //!
 //! [join]
 //! mode = "all-of"     # every source contributes its count (or "any-of")
 //! window_ms = 60000   # members of one view item arrive within this time
+//!
+//! [liveness]
+//! policy = "pin"      # or "discard" (the default)
+//!
+//! [output]
+//! topic = "view.ptycho-samples"   # also publish the references here
 //! ```
 
 use crate::ViewError;
@@ -47,6 +54,12 @@ pub struct SourceSpec {
     /// Members of this source per view item.
     #[serde(default = "one")]
     pub count: u32,
+    /// Metadata key whose value identifies an item within its source across
+    /// restarts (a scan number, `qos.seq`): a source that crashes and
+    /// re-publishes an item under a new offset is then recognised as a
+    /// replay. Without it, an item is identified by (partition, offset).
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 fn one() -> u32 {
@@ -66,6 +79,40 @@ pub struct JoinSpec {
     pub window_ms: Option<u64>,
 }
 
+/// What happens to view items whose member is invalidated or expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Dependent view items not yet consumed are dropped, and the member
+    /// is released at once.
+    #[default]
+    Discard,
+    /// The member stays held until every dependent view item is consumed;
+    /// those items are still delivered, marked invalid.
+    Pin,
+}
+
+/// Liveness of members.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessSpec {
+    /// Discard or pin.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Where view items go besides in-process consumers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Fabric topic the view publishes its items (references) on.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+/// Most sources one view joins.
+pub const MAX_SOURCES: usize = 16;
+
 /// Bounds on the engine's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +123,21 @@ pub struct Limits {
     /// Members remembered as used (so a replay does not emit them again).
     #[serde(default = "used_max")]
     pub used_members_max: usize,
+    /// Members waiting under one key, at most.
+    #[serde(default = "key_max")]
+    pub key_members_max: usize,
+    /// View items delivered or waiting for an in-process consumer, at most
+    /// (the view stops reading its sources when reached).
+    #[serde(default = "outbox_max")]
+    pub outbox_max: usize,
+}
+
+fn key_max() -> usize {
+    4096
+}
+
+fn outbox_max() -> usize {
+    65_536
 }
 
 fn pending_max() -> usize {
@@ -91,6 +153,8 @@ impl Default for Limits {
         Limits {
             pending_members_max: pending_max(),
             used_members_max: used_max(),
+            key_members_max: key_max(),
+            outbox_max: outbox_max(),
         }
     }
 }
@@ -107,6 +171,12 @@ pub struct ViewSpec {
     /// Join constraints.
     #[serde(default)]
     pub join: JoinSpec,
+    /// Liveness policy.
+    #[serde(default)]
+    pub liveness: LivenessSpec,
+    /// Output topic.
+    #[serde(default)]
+    pub output: OutputSpec,
     /// Bounds.
     #[serde(default)]
     pub limits: Limits,
@@ -119,6 +189,8 @@ impl ViewSpec {
             name: name.into(),
             sources: Vec::new(),
             join: JoinSpec::default(),
+            liveness: LivenessSpec::default(),
+            output: OutputSpec::default(),
             limits: Limits::default(),
         }
     }
@@ -131,7 +203,29 @@ impl ViewSpec {
             topic: topic.into(),
             key: key.into(),
             count,
+            id: None,
         });
+        self
+    }
+
+    /// Identifies the last added source's items by metadata `key` (see
+    /// [`SourceSpec::id`]).
+    pub fn id_key(mut self, key: &str) -> ViewSpec {
+        if let Some(s) = self.sources.last_mut() {
+            s.id = Some(key.into());
+        }
+        self
+    }
+
+    /// Sets the liveness policy.
+    pub fn policy(mut self, policy: Policy) -> ViewSpec {
+        self.liveness.policy = policy;
+        self
+    }
+
+    /// Publishes view items on `topic`.
+    pub fn output_topic(mut self, topic: &str) -> ViewSpec {
+        self.output.topic = Some(topic.into());
         self
     }
 
@@ -163,6 +257,33 @@ impl ViewSpec {
             return Err(ViewError::Spec(
                 "a view needs at least one [[source]]".into(),
             ));
+        }
+        if self.sources.len() > MAX_SOURCES {
+            return Err(ViewError::Spec(format!(
+                "{} sources; a view joins at most {MAX_SOURCES}",
+                self.sources.len()
+            )));
+        }
+        if self
+            .output
+            .topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ViewError::Spec("output.topic is empty".into()));
+        }
+        for (what, v) in [
+            (
+                "limits.pending_members_max",
+                self.limits.pending_members_max,
+            ),
+            ("limits.used_members_max", self.limits.used_members_max),
+            ("limits.key_members_max", self.limits.key_members_max),
+            ("limits.outbox_max", self.limits.outbox_max),
+        ] {
+            if v == 0 {
+                return Err(ViewError::Spec(format!("{what} must be ≥ 1")));
+            }
         }
         for (i, s) in self.sources.iter().enumerate() {
             if s.count == 0 {
