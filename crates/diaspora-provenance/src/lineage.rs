@@ -13,7 +13,7 @@
 use crate::model::*;
 use crate::store::Provenance;
 use diaspora_stream::producer::{AckHook, AckedItem};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -36,6 +36,11 @@ pub struct RecorderConfig {
     /// Attempts per batch when the store fails, before the batch is
     /// reported lost in [`RecorderStats::lost`].
     pub attempts: u32,
+    /// How long an item whose sources are not recorded yet is held back,
+    /// waiting for them (their producers' acknowledgements may still be on
+    /// the way), before a placeholder stands in for them. Zero: never wait.
+    /// A flush or close writes held-back items at once.
+    pub source_wait: Duration,
 }
 
 impl Default for RecorderConfig {
@@ -49,6 +54,7 @@ impl Default for RecorderConfig {
             tag_keys: Vec::new(),
             cache_max: 1 << 20,
             attempts: 5,
+            source_wait: Duration::from_secs(2),
         }
     }
 }
@@ -66,6 +72,8 @@ pub struct RecorderStats {
     pub unknown_models: u64,
     /// Items whose batch could not be stored after every attempt.
     pub lost: u64,
+    /// Items held back at least once until their sources were recorded.
+    pub held_back: u64,
     /// The last store error.
     pub last_error: Option<String>,
 }
@@ -79,6 +87,7 @@ struct Counters {
     unrecorded: AtomicU64,
     unknown_models: AtomicU64,
     lost: AtomicU64,
+    held_back: AtomicU64,
     last_error: parking_lot::Mutex<Option<String>>,
 }
 
@@ -161,6 +170,7 @@ impl LineageRecorder {
             unrecorded_sources: c.unrecorded.load(Ordering::Relaxed),
             unknown_models: c.unknown_models.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
+            held_back: c.held_back.load(Ordering::Relaxed),
             last_error: c.last_error.lock().clone(),
         }
     }
@@ -215,6 +225,8 @@ struct Writer {
     activities: HashMap<String, RecordId>,
     models: HashMap<String, Option<RecordId>>,
     started_us: i64,
+    /// Items waiting for their sources: (first seen, item).
+    deferred: Vec<(Instant, AckedItem)>,
 }
 
 impl Writer {
@@ -230,7 +242,55 @@ impl Writer {
             activities: HashMap::new(),
             models: HashMap::new(),
             started_us,
+            deferred: Vec::new(),
         }
+    }
+
+    /// Moves items of `batch` whose sources are not recorded yet (neither
+    /// known, nor in the store, nor written earlier in this batch) to the
+    /// held-back list, and brings back held-back items whose sources have
+    /// appeared or whose wait is over. `force` writes everything.
+    fn hold_back(&mut self, batch: &mut Vec<AckedItem>, force: bool) -> Result<()> {
+        let wait = self.config.source_wait;
+        let sourced = |a: &AckedItem| a.lineage.as_ref().is_some_and(|l| !l.sources.is_empty());
+        if self.deferred.is_empty() && (wait.is_zero() || !batch.iter().any(sourced)) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut all: Vec<(Instant, AckedItem)> = std::mem::take(&mut self.deferred);
+        all.extend(batch.drain(..).map(|a| (now, a)));
+        let mut missing: Vec<LocKey> = Vec::new();
+        for (_, a) in &all {
+            for s in a.lineage.iter().flat_map(|l| &l.sources) {
+                let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                if self.known(&k).is_none() {
+                    missing.push(k);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.resolve(&mut missing)?;
+        }
+        let mut present: HashSet<LocKey> = HashSet::new();
+        let mut newly = 0u64;
+        let room = self.config.queue_max.max(1);
+        for (seen, a) in all {
+            let ready = force
+                || now.duration_since(seen) >= wait
+                || a.lineage.iter().flat_map(|l| &l.sources).all(|s| {
+                    let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                    self.known(&k).is_some() || present.contains(&k)
+                });
+            if ready || self.deferred.len() >= room {
+                present.insert((a.topic.clone(), a.partition, a.offset));
+                batch.push(a);
+            } else {
+                newly += u64::from(seen == now);
+                self.deferred.push((seen, a));
+            }
+        }
+        self.counters.held_back.fetch_add(newly, Ordering::Relaxed);
+        Ok(())
     }
 
     fn run(mut self, rx: Receiver<Msg>) -> Provenance {
@@ -238,12 +298,21 @@ impl Writer {
         let mut flushes: Vec<SyncSender<std::result::Result<(), String>>> = Vec::new();
         let mut failed: Option<String> = None;
         loop {
-            let first = match rx.recv() {
-                Ok(m) => m,
-                Err(_) => break,
+            let first = if self.deferred.is_empty() {
+                match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                }
+            } else {
+                // Held-back items are looked at again every 50 ms.
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(m) => Some(m),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
             };
             let deadline = Instant::now() + self.config.linger;
-            let mut next = Some(first);
+            let mut next = first;
             let mut closed = false;
             loop {
                 match next.take() {
@@ -280,6 +349,12 @@ impl Writer {
                 }
             }
             self.counters.urgent.store(false, Ordering::Relaxed);
+            if let Err(e) = self.hold_back(&mut batch, closed || !flushes.is_empty()) {
+                // The store could not answer which sources exist: write
+                // now, with placeholders, rather than hold items forever.
+                tracing::warn!(error = %e, "lineage sources not resolved; writing with placeholders");
+                batch.extend(self.deferred.drain(..).map(|(_, a)| a));
+            }
             if !batch.is_empty() {
                 if let Err(e) = self.write_with_retries(&batch) {
                     self.counters
@@ -529,5 +604,77 @@ impl Writer {
         c.unrecorded.fetch_add(unrecorded, Ordering::Relaxed);
         c.batches.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diaspora_proto::v1;
+
+    fn acked(topic: &str, offset: u64, sources: &[(&str, u64)]) -> AckedItem {
+        AckedItem {
+            topic: Arc::from(topic),
+            partition: 0,
+            offset,
+            timestamp_us: 1,
+            lineage: (!sources.is_empty()).then(|| v1::Lineage {
+                sources: sources
+                    .iter()
+                    .map(|(t, o)| v1::ItemRef {
+                        topic: t.to_string(),
+                        partition: 0,
+                        offset: *o,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            quality: None,
+            tags: Vec::new(),
+        }
+    }
+
+    /// A derived item recorded before its source (the consumer was faster
+    /// than the producer's acknowledgement) waits for it instead of making
+    /// a placeholder; a source that never comes gets one once the wait is
+    /// over.
+    #[test]
+    fn items_wait_for_sources_acknowledged_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let prov = Provenance::open(&dir.path().join("p.sqlite").display().to_string()).unwrap();
+        let rec = LineageRecorder::start(
+            prov,
+            RecorderConfig {
+                linger: Duration::from_millis(5),
+                source_wait: Duration::from_millis(400),
+                ..Default::default()
+            },
+        );
+        rec.record(acked("view", 0, &[("patterns", 7)]));
+        std::thread::sleep(Duration::from_millis(100));
+        rec.record(acked("patterns", 7, &[]));
+        rec.record(acked("view", 1, &[("patterns", 99)]));
+        std::thread::sleep(Duration::from_millis(700));
+        let stats = rec.stats();
+        assert_eq!(
+            (stats.recorded, stats.unrecorded_sources),
+            (3, 1),
+            "{stats:?}"
+        );
+        assert_eq!(stats.held_back, 2);
+        let (_, mut prov) = rec.close().unwrap();
+        let pattern = prov.backend().find_items("patterns", 0, 7, 7, 10).unwrap();
+        assert_eq!(
+            pattern.len(),
+            1,
+            "one record for patterns/0/7, no placeholder"
+        );
+        let view = prov.backend().find_items("view", 0, 0, 0, 1).unwrap()[0].1;
+        assert_eq!(prov.get(view).unwrap().parents[0].0, pattern[0].1);
+        let ph = prov
+            .backend()
+            .find_items("patterns", 0, 99, 99, 10)
+            .unwrap();
+        assert_eq!(ph.len(), 1);
     }
 }
