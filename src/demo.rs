@@ -6,9 +6,13 @@
 //! HPC-side QoS consumer that reads each frame as an array view (no copy),
 //! checks its integrity and computes per-frame statistics (total counts,
 //! peak, centre of mass). Every frame's lineage is recorded by the stream
-//! layer into an embedded provenance store (SQLite); at the end the demo
-//! finds one frame bad, invalidates it and shows what that reached and why.
-//! Later layers grow this into the full online-training loop.
+//! layer into an embedded provenance store (SQLite). The HPC side also
+//! reconstructs each scan position from its frames and streams the
+//! reconstruction, with lineage; a resilient data view joins the frames of
+//! each position with its reconstruction into training samples (references
+//! only, no payload copies), which a trainer stage checks. At the end the
+//! demo finds one frame bad, invalidates it and shows what that reached —
+//! the reconstruction, the training sample — and why.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +22,13 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use diaspora_fabric::{Client, ClientConfig, Node, NodeConfig, TopicSettings};
-use diaspora_proto::v1::{value::Kind, Item, Value};
+use diaspora_proto::v1::{value::Kind, Item, ItemRef, Lineage, Value};
 use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
-use diaspora_provenance::{EdgeKind, Kind as RecordKind, Provenance, Record, Target};
+use diaspora_provenance::{EdgeKind, Kind as RecordKind, Provenance, Record, TagValue, Target};
 use diaspora_stream::control::{control_topic, replay_topic};
 use diaspora_stream::{ndarray as nd, Policy, QosConsumer, QosProducer, Sent};
+use diaspora_view::runner::{View, ViewOptions};
+use diaspora_view::ViewSpec;
 
 /// Arguments of `diaspora demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +42,10 @@ pub struct DemoArgs {
     /// Frame height, pixels.
     #[arg(long, default_value_t = 256)]
     pub height: usize,
+    /// Frames per scan position (a training sample joins them with the
+    /// position's reconstruction).
+    #[arg(long, default_value_t = 4)]
+    pub frames_per_position: u64,
     /// Partitions of the frames topic.
     #[arg(long, default_value_t = 2)]
     pub partitions: u32,
@@ -99,6 +109,7 @@ fn meta_f(item: &Item, key: &str) -> Option<f64> {
 #[derive(Default)]
 struct FrameStats {
     frames: u64,
+    reconstructed: u64,
     bytes: u64,
     total_counts: f64,
     peak: u16,
@@ -106,10 +117,27 @@ struct FrameStats {
     com_y: f64,
 }
 
+#[derive(Default)]
+struct TrainerStats {
+    samples: u64,
+    frame_bytes: u64,
+    copied: u64,
+    pending: u64,
+    duplicates: u64,
+    published: u64,
+}
+
+/// The topic the training-samples view publishes its references on.
+pub const SAMPLES_TOPIC: &str = "view.training-samples";
+
 /// Runs the demo and prints a summary.
 pub async fn run(args: DemoArgs) -> Result<()> {
     ensure!(args.frames > 0, "--frames must be > 0");
     ensure!(args.width * args.height > 0, "frame must have pixels");
+    ensure!(
+        (1..=64).contains(&args.frames_per_position),
+        "--frames-per-position must be 1..=64"
+    );
     let tmp = tempfile::tempdir()?;
     let data_dir = args
         .data_dir
@@ -125,6 +153,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ("frames".to_string(), args.partitions),
         (control_topic("frames"), 1),
         (replay_topic("frames"), 1),
+        ("recons".to_string(), 1),
+        (control_topic("recons"), 1),
+        (replay_topic("recons"), 1),
+        (SAMPLES_TOPIC.to_string(), 1),
     ] {
         if broker.topic(&t).is_err() {
             broker.create_topic(&t, TopicSettings::with_partitions(parts))?;
@@ -173,7 +205,83 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .expect("template"),
     );
 
-    // HPC side.
+    // Per-item lineage (frames, reconstructions, training samples), recorded
+    // by the stream layer as items are acknowledged, and by the view.
+    let store = data_dir.join("prov.sqlite");
+    let prov = Provenance::open(&store.display().to_string())
+        .with_context(|| format!("opening the provenance store {}", store.display()))?;
+    let recorder = Arc::new(LineageRecorder::start(
+        prov,
+        RecorderConfig {
+            tag_keys: vec!["frame".into(), "scan".into()],
+            ..Default::default()
+        },
+    ));
+
+    // The trainer's side: a view joins each position's frames with its
+    // reconstruction into a training sample.
+    let k = args.frames_per_position;
+    let positions = args.frames / k;
+    let spec = ViewSpec::new("training-samples")
+        .source("frames", "frames", "scan", k as u32)
+        .source("recons", "recons", "scan", 1)
+        .id_key("scan")
+        .output_topic(SAMPLES_TOPIC);
+    let mut view = View::start(
+        &client,
+        spec,
+        ViewOptions {
+            lineage: Some(recorder.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting the training-samples view")?;
+    let (w, h) = (args.width, args.height);
+    let trainer = tokio::spawn(async move {
+        let mut t = TrainerStats::default();
+        while t.samples < positions {
+            let Some(d) = view.next(Duration::from_secs(30)).await? else {
+                anyhow::bail!("no training sample for 30 s ({} of {positions})", t.samples);
+            };
+            // The sample's payloads are the fetched frames themselves: check
+            // that the reconstruction is the mean of its frames.
+            let recon = d.members[k as usize]
+                .as_ref()
+                .context("reconstruction payload")?;
+            let recon = nd::item_array::<u16>(&recon.item).context("reconstruction array")?;
+            let mut sum = vec![0u32; w * h];
+            for m in &d.members[..k as usize] {
+                let f = m.as_ref().context("frame payload")?;
+                let f = nd::item_array::<u16>(&f.item).context("frame array")?;
+                for (s, v) in sum.iter_mut().zip(f.iter()) {
+                    *s += u32::from(*v);
+                }
+                t.frame_bytes += (w * h * 2) as u64;
+            }
+            ensure!(
+                sum.iter()
+                    .zip(recon.iter())
+                    .all(|(s, r)| (*s / k as u32) as u16 == *r),
+                "sample {}: reconstruction is not the mean of its frames",
+                d.item.key
+            );
+            t.samples += 1;
+            view.ack(d.id());
+        }
+        t.pending = view.engine().pending() as u64;
+        t.duplicates = view.engine().stats().duplicates;
+        let stats = view.close().await?;
+        t.copied = stats.payload_bytes_copied;
+        t.published = stats.published;
+        Ok(t)
+    });
+
+    // HPC side: statistics per frame, a reconstruction per scan position.
+    let mut recons = QosProducer::new(&client, "recons", 0, policy.clone())
+        .await?
+        .with_ack_hook(recorder.hook());
+    let (recon_tx, mut recon_rx) = tokio::sync::mpsc::channel::<Item>(64);
     let mut consumer =
         QosConsumer::new(&client, "frames", &[], "hpc-recon", policy.clone(), None).await?;
     let received = Arc::new(AtomicU64::new(0));
@@ -183,6 +291,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let rx_bar = bar.clone();
     let hpc = tokio::spawn(async move {
         let mut s = FrameStats::default();
+        // Per scan position: the sum of its frames so far, and their places.
+        let mut open: HashMap<i64, (Vec<u32>, Vec<ItemRef>)> = HashMap::new();
+        let mut reconstructed = 0u64;
         let mut lat =
             hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
         let mut seen: HashMap<i64, u32> = HashMap::new();
@@ -231,7 +342,48 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             rx_count.fetch_add(1, Ordering::Relaxed);
             rx_bar.inc(1);
             let _ = meta_f(item, "scan_x");
+            // Reconstruction (a stand-in for ePIE: the mean of the
+            // position's frames), streamed with its lineage.
+            let scan = meta_i(item, "scan").context("scan metadata missing")?;
+            let (acc, refs) = open
+                .entry(scan)
+                .or_insert_with(|| (vec![0u32; w * h], Vec::new()));
+            for (a, &v) in acc.iter_mut().zip(px) {
+                *a += u32::from(v);
+            }
+            refs.push(ItemRef {
+                topic: "frames".into(),
+                partition: it.partition,
+                offset: it.offset.context("frames are read from the fabric")?,
+            });
+            if refs.len() as u64 == k {
+                let (acc, refs) = open.remove(&scan).expect("present");
+                let mut b = Vec::with_capacity(w * h * 2);
+                for a in acc {
+                    b.extend_from_slice(&((a / k as u32) as u16).to_le_bytes());
+                }
+                let mut r = diaspora_fabric::item::payload_item(Bytes::from(b));
+                nd::tag_array(&mut r, "u16", &[h, w]);
+                r.metadata.insert(
+                    "scan".into(),
+                    Value {
+                        kind: Some(Kind::I(scan)),
+                    },
+                );
+                r.lineage = Some(Lineage {
+                    sources: refs,
+                    model_versions: Vec::new(),
+                    activity: "hpc-reconstruct".into(),
+                });
+                recon_tx
+                    .send(r)
+                    .await
+                    .context("the reconstruction publisher stopped")?;
+                reconstructed += 1;
+            }
         }
+        drop(recon_tx);
+        s.reconstructed = reconstructed;
         let report = consumer.close().await?;
         let dupes = seen.values().filter(|c| **c > 1).count();
         ensure!(
@@ -241,67 +393,80 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Ok((s, lat, originals, report))
     });
 
-    // Edge side: one QoS stream per partition.
-    // Per-frame lineage, recorded by the stream layer as frames are acknowledged.
-    let store = data_dir.join("prov.sqlite");
-    let prov = Provenance::open(&store.display().to_string())
-        .with_context(|| format!("opening the provenance store {}", store.display()))?;
-    let recorder = Arc::new(LineageRecorder::start(
-        prov,
-        RecorderConfig {
-            tag_keys: vec!["frame".into()],
-            ..Default::default()
-        },
-    ));
-    let mut producers = Vec::new();
-    for p in 0..parts {
-        producers.push(
-            QosProducer::new(&client, "frames", p, policy.clone())
-                .await?
-                .with_ack_hook(recorder.hook()),
-        );
-    }
-    let started = Instant::now();
-    let side = (args.frames as f64).sqrt().ceil() as i64;
-    for n in 0..args.frames {
-        if args.rate > 0.0 {
-            let due = started + Duration::from_secs_f64(n as f64 / args.rate);
-            if due > Instant::now() {
-                tokio::time::sleep_until(due.into()).await;
+    // The reconstructions are published from this task (a QoS producer is
+    // not shared across threads); the HPC task hands them over.
+    let publish = async move {
+        let mut n = 0u64;
+        while let Some(r) = recon_rx.recv().await {
+            match recons.send(r).await? {
+                Sent::Accepted(_) => n += 1,
+                other => anyhow::bail!("a reconstruction was not accepted: {other:?}"),
             }
         }
-        let payload = variants[(n % variants.len() as u64) as usize].clone();
-        let (sx, sy) = (
-            (n as i64 % side) as f64 * 0.5,
-            (n as i64 / side) as f64 * 0.5,
-        );
-        let mut item = diaspora_fabric::item::payload_item(payload.clone());
-        nd::tag_array(&mut item, "u16", &[args.height, args.width]);
-        let mut put = |k: &str, v: Kind| {
-            item.metadata.insert(k.to_string(), Value { kind: Some(v) });
-        };
-        put("frame", Kind::I(n as i64));
-        put("scan_x", Kind::F(sx));
-        put("scan_y", Kind::F(sy));
-        put("crc32c", Kind::I(i64::from(crc32c::crc32c(&payload))));
-        let stream = &mut producers[(n % u64::from(parts)) as usize];
-        match stream.send(item).await? {
-            Sent::Accepted(_) => {}
-            other => anyhow::bail!("the demo's policy does not reduce or shed, yet: {other:?}"),
+        recons.close(Duration::from_secs(60)).await?;
+        Ok::<u64, anyhow::Error>(n)
+    };
+    let started = Instant::now();
+    let edge = async {
+        // Edge side: one QoS stream per partition.
+        let mut producers = Vec::new();
+        for p in 0..parts {
+            producers.push(
+                QosProducer::new(&client, "frames", p, policy.clone())
+                    .await?
+                    .with_ack_hook(recorder.hook()),
+            );
         }
-    }
-    let mut acked = 0;
-    let mut memory_high_water = 0;
-    for p in producers {
-        let r = p.close(Duration::from_secs(60)).await?;
-        acked += r.counters.acked;
-        memory_high_water = memory_high_water.max(r.counters.memory_high_water);
-    }
+        let side = (args.frames as f64).sqrt().ceil() as i64;
+        for n in 0..args.frames {
+            if args.rate > 0.0 {
+                let due = started + Duration::from_secs_f64(n as f64 / args.rate);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
+            let payload = variants[(n % variants.len() as u64) as usize].clone();
+            let (sx, sy) = (
+                (n as i64 % side) as f64 * 0.5,
+                (n as i64 / side) as f64 * 0.5,
+            );
+            let mut item = diaspora_fabric::item::payload_item(payload.clone());
+            nd::tag_array(&mut item, "u16", &[args.height, args.width]);
+            let mut put = |k: &str, v: Kind| {
+                item.metadata.insert(k.to_string(), Value { kind: Some(v) });
+            };
+            put("frame", Kind::I(n as i64));
+            put("scan", Kind::I((n / k) as i64));
+            put("scan_x", Kind::F(sx));
+            put("scan_y", Kind::F(sy));
+            put("crc32c", Kind::I(i64::from(crc32c::crc32c(&payload))));
+            let stream = &mut producers[(n % u64::from(parts)) as usize];
+            match stream.send(item).await? {
+                Sent::Accepted(_) => {}
+                other => anyhow::bail!("the demo's policy does not reduce or shed, yet: {other:?}"),
+            }
+        }
+        let mut acked = 0;
+        let mut memory_high_water = 0;
+        for p in producers {
+            let r = p.close(Duration::from_secs(60)).await?;
+            acked += r.counters.acked;
+            memory_high_water = memory_high_water.max(r.counters.memory_high_water);
+        }
+        Ok::<_, anyhow::Error>((acked, memory_high_water))
+    };
+    let (reconstructed, (acked, memory_high_water)) = tokio::try_join!(publish, edge)?;
     let (stats, lat, originals, qos) = hpc.await.context("HPC consumer task")??;
+    let trained = trainer.await.context("trainer task")??;
+    ensure!(
+        reconstructed == stats.reconstructed,
+        "{reconstructed} of {} reconstructions published",
+        stats.reconstructed
+    );
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let provenance =
-        tokio::task::spawn_blocking(move || demo_provenance(&recorder, args.frames, parts))
+        tokio::task::spawn_blocking(move || demo_provenance(&recorder, args.frames, parts, k))
             .await
             .context("provenance task")??;
     client.close();
@@ -329,6 +494,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "reconstructed": qos.counters.reconstructed_missing + qos.counters.reconstructed_reduced,
             "lost": qos.counters.lost,
             "producer_memory_high_water": memory_high_water,
+        },
+        "view": {
+            "name": "training-samples",
+            "frames_per_sample": k,
+            "reconstructions": stats.reconstructed,
+            "samples": trained.samples,
+            "samples_verified": trained.samples,
+            "frame_bytes_read_in_place": trained.frame_bytes,
+            "payload_bytes_copied": trained.copied,
+            "references_published": trained.published,
+            "frames_pending": trained.pending,
+            "duplicates_ignored": trained.duplicates,
         },
         "provenance": provenance,
     });
@@ -359,34 +536,54 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         );
         println!("  per frame     mean total counts {:.3e}, peak {}, mean centre of mass ({:.1}, {:.1}) px", stats.total_counts / n, stats.peak, stats.com_x / n, stats.com_y / n);
         println!(
-            "  provenance    {} frame records (SQLite, durable); frame {} found bad → {} records invalid: {}",
-            provenance["frames_recorded"],
+            "  view          {} training samples ({k} frames + 1 reconstruction per scan position), each checked; {:.1} MB of frames read in place, {} payload bytes copied; references on {SAMPLES_TOPIC}",
+            trained.samples,
+            trained.frame_bytes as f64 / 1e6,
+            trained.copied
+        );
+        println!(
+            "  provenance    {} item records (SQLite, durable); frame {} found bad → {} records invalid: {}",
+            provenance["items_recorded"],
             provenance["bad_frame"],
             provenance["invalidated"],
             provenance["why"].as_str().unwrap_or_default()
         );
+        if let Some(w) = provenance["sample_why"].as_str() {
+            println!("                its training sample: {w}");
+        }
     }
     ensure!(
         acked == args.frames && stats.frames == args.frames,
         "not every frame made it"
+    );
+    ensure!(
+        trained.samples == positions && stats.reconstructed == positions && trained.copied == 0,
+        "training samples: {} of {positions}",
+        trained.samples
     );
     Ok(())
 }
 
 /// Closes the lineage recorder, records the HPC side's statistics as derived
 /// from every frame, then finds one frame bad: invalidates it and returns
-/// what that reached and the why-chain of the statistics.
+/// what that reached and the why-chains of the statistics and of the
+/// training sample built on it.
 fn demo_provenance(
     recorder: &LineageRecorder,
     frames: u64,
     partitions: u32,
+    per_position: u64,
 ) -> Result<serde_json::Value> {
     let (stats, mut prov) = recorder.close()?;
+    let positions = frames / per_position;
+    // Frames, reconstructions, samples.
+    let want = frames + 2 * positions;
     ensure!(
-        stats.recorded == frames && stats.lost == 0,
-        "lineage of {} of {frames} frames recorded ({} lost)",
+        stats.recorded == want && stats.lost == 0 && stats.unrecorded_sources == 0,
+        "lineage of {} of {want} items recorded ({} lost, {} sources unrecorded)",
         stats.recorded,
-        stats.lost
+        stats.lost,
+        stats.unrecorded_sources
     );
     // Every frame record: one range query per partition.
     let mut all = Vec::new();
@@ -408,21 +605,39 @@ fn demo_provenance(
         "demo: flagged by the quality check",
         true,
     )?;
-    let why = prov
-        .why(summary)?
-        .map(|w| {
-            w.chain
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>()
-                .join(" ← ")
-        })
-        .unwrap_or_default();
+    let chain = |prov: &mut Provenance, id| -> Result<String> {
+        Ok(prov
+            .why(id)?
+            .map(|w| {
+                w.chain
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(" ← ")
+            })
+            .unwrap_or_default())
+    };
+    let why = chain(&mut prov, summary)?;
+    let scan = (bad / per_position).to_string();
+    let sample = prov
+        .find_tag("view_key", &TagValue::infer(&scan), 10)?
+        .into_iter()
+        .next();
+    let sample_why = match sample {
+        Some(id) if bad / per_position < positions => {
+            let w = chain(&mut prov, id)?;
+            ensure!(!w.is_empty(), "the sample of the bad frame is still valid");
+            Some(w)
+        }
+        _ => None,
+    };
     Ok(serde_json::json!({
-        "frames_recorded": stats.recorded,
+        "items_recorded": stats.recorded,
+        "frames_recorded": frames,
         "batches": stats.batches,
         "bad_frame": bad,
         "invalidated": rep.invalidated,
         "why": why,
+        "sample_why": sample_why,
     }))
 }

@@ -10,7 +10,9 @@
 //! - [`stream`]: QoS-aware streams (buffering and replay, flow control,
 //!   reduction, reconstruction);
 //! - [`provenance`]: records, per-item lineage, model versions, cascading
-//!   invalidation with actions, SQLite and PostgreSQL stores, PROV-JSON.
+//!   invalidation with actions, SQLite and PostgreSQL stores, PROV-JSON;
+//! - [`view`]: resilient data views — declarative joins over streams,
+//!   published as metastreams of references, healing, pinning, snapshots.
 //!
 //! It also holds the library side of the `diaspora` command-line tool:
 //! the end-to-end benchmarks ([`bench`], [`bench_stream`]) and the demo ([`demo`]).
@@ -22,6 +24,7 @@ pub use diaspora_log as log;
 pub use diaspora_proto as proto;
 pub use diaspora_provenance as provenance;
 pub use diaspora_stream as stream;
+pub use diaspora_view as view;
 
 pub mod bench;
 pub mod bench_stream;

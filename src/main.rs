@@ -15,6 +15,7 @@ use diaspora::proto::v1;
 
 mod prov_cmd;
 mod stream_cmd;
+mod view_cmd;
 
 const DEFAULT_DATA_DIR: &str = "diaspora-data";
 const DEFAULT_ADDR: &str = "127.0.0.1:7400";
@@ -67,6 +68,11 @@ enum Command {
     /// actions, PROV-JSON/DOT/Mermaid export (SQLite by default, or PostgreSQL).
     #[command(subcommand)]
     Prov(prov_cmd::ProvCommand),
+    /// Resilient data views: declarative joins over streams (K of A with one
+    /// of B by key, windows, all-of/any-of), published as a metastream of
+    /// references; healing on replay, pin/discard on invalidation, snapshots.
+    #[command(subcommand)]
+    View(view_cmd::ViewCommand),
 }
 
 #[derive(Args)]
@@ -484,6 +490,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => {
             init_tracing("warn");
             diaspora::demo::run(a).await
+        }
+        Command::View(v) => {
+            init_tracing("warn");
+            view_cmd::run(v).await
         }
         Command::Prov(p) => {
             init_tracing("warn");

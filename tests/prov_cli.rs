@@ -189,17 +189,28 @@ fn demo_records_lineage_and_explains_the_bad_frame() {
     );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["provenance"]["frames_recorded"], 40);
+    // 40 frames, 10 reconstructions (4 frames per position), 10 samples.
+    assert_eq!(s["provenance"]["items_recorded"], 60);
     assert_eq!(
-        s["provenance"]["invalidated"], 2,
-        "the bad frame and the statistics derived from it"
+        s["provenance"]["invalidated"], 4,
+        "the bad frame, its position's reconstruction and training sample, and the statistics"
     );
     let why = s["provenance"]["why"].as_str().unwrap();
     assert!(why.starts_with("hpc-frame-statistics ← frames/"), "{why}");
+    let sample_why = s["provenance"]["sample_why"].as_str().unwrap();
+    assert!(
+        sample_why.starts_with("view.training-samples/0/"),
+        "{sample_why}"
+    );
+    // The view joined every position exactly once, without copying payloads.
+    assert_eq!(s["view"]["samples"], 10);
+    assert_eq!(s["view"]["payload_bytes_copied"], 0);
     // The store is real: the CLI reads it afterwards.
     let store = dir.path().join("prov.sqlite");
     let stats: serde_json::Value = serde_json::from_str(&ok(&store, &["stats"])).unwrap();
+    // Items, the two activities (reconstruction, view) and the statistics.
     assert_eq!(
         (stats["records"].as_i64(), stats["invalid"].as_i64()),
-        (Some(41), Some(2))
+        (Some(63), Some(4))
     );
 }

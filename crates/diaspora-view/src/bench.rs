@@ -86,3 +86,160 @@ mod tests {
         }
     }
 }
+
+#[cfg(feature = "fabric")]
+/// Figures of a view running on a real (embedded) node, against a plain
+/// consumer reading the same items in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FabricFigures {
+    /// Patterns per view item.
+    pub k: u32,
+    /// View items delivered (and acknowledged).
+    pub view_items: u64,
+    /// Source items read by the view.
+    pub members: u64,
+    /// Payload bytes of the members delivered.
+    pub payload_bytes_delivered: u64,
+    /// Payload bytes the view copied (it shares the fetched bytes).
+    pub payload_bytes_copied: u64,
+    /// Reference bytes per view item on the output topic.
+    pub reference_bytes_per_item: f64,
+    /// Seconds the view took.
+    pub view_s: f64,
+    /// Source items per second through the view.
+    pub view_members_per_s: f64,
+    /// Seconds a plain consumer took to read the same items.
+    pub baseline_s: f64,
+    /// Source items per second through the plain consumer.
+    pub baseline_members_per_s: f64,
+}
+
+#[cfg(feature = "fabric")]
+/// Streams `items` view items' worth of members (K patterns of
+/// `payload_bytes`, one reconstruction) into an embedded node, then reads
+/// them once with plain consumers (the baseline) and once through a view
+/// that publishes its references, delivering and acknowledging every item.
+pub async fn fabric(items: u64, k: u32, payload_bytes: usize) -> Result<FabricFigures, ViewError> {
+    use crate::runner::{View, ViewOptions};
+    use diaspora_fabric::{
+        Client, ClientConfig, Consumer, ConsumerConfig, Node, NodeConfig, Producer, ProducerConfig,
+        TopicSettings,
+    };
+    let fabric = |e: diaspora_fabric::FabricError| ViewError::Fabric(e.to_string());
+    let dir = std::env::temp_dir().join(format!("diaspora-view-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = NodeConfig::new(&dir);
+    cfg.admin_listen = None;
+    let node = Node::start(cfg).await.map_err(fabric)?;
+    let run = async {
+        for t in ["patterns", "recons", "view.bench"] {
+            node.broker()
+                .create_topic(t, TopicSettings::with_partitions(1))
+                .map_err(fabric)?;
+        }
+        let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
+            .await
+            .map_err(fabric)?;
+        let payload = bytes::Bytes::from(vec![7u8; payload_bytes]);
+        for (topic, per) in [("patterns", k as u64), ("recons", 1)] {
+            let p = Producer::new(&client, ProducerConfig::new(topic))
+                .await
+                .map_err(fabric)?;
+            for i in 0..items * per {
+                let mut it = diaspora_fabric::item::payload_item(payload.clone());
+                it.metadata.insert(
+                    "scan".into(),
+                    diaspora_proto::v1::Value {
+                        kind: Some(diaspora_proto::v1::value::Kind::I((i / per) as i64)),
+                    },
+                );
+                p.send_unacked(None, it).await.map_err(fabric)?;
+            }
+            p.close().await.map_err(fabric)?;
+        }
+        let total = items * (k as u64 + 1);
+        // Baseline: plain consumers read every member.
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        for topic in ["patterns", "recons"] {
+            let mut c = Consumer::assign(&client, ConsumerConfig::new(topic), &[])
+                .await
+                .map_err(fabric)?;
+            let want = if topic == "patterns" {
+                items * k as u64
+            } else {
+                items
+            };
+            for _ in 0..want {
+                c.poll(std::time::Duration::from_secs(30))
+                    .await
+                    .map_err(fabric)?
+                    .ok_or_else(|| ViewError::Fabric("baseline: items missing".into()))?;
+                n += 1;
+            }
+            c.close().await;
+        }
+        let baseline_s = t0.elapsed().as_secs_f64();
+        // The view.
+        let spec = ViewSpec::new("bench")
+            .source("patterns", "patterns", "scan", k)
+            .source("recons", "recons", "scan", 1)
+            .output_topic("view.bench");
+        let t0 = Instant::now();
+        let mut view = View::start(&client, spec, ViewOptions::default()).await?;
+        let mut delivered = 0u64;
+        let mut bytes = 0u64;
+        while delivered < items {
+            let d = view
+                .next(std::time::Duration::from_secs(30))
+                .await?
+                .ok_or_else(|| ViewError::Fabric(format!("view: {delivered} of {items} items")))?;
+            bytes += (0..d.members.len())
+                .filter_map(|i| d.payload(i))
+                .map(|p| p.len() as u64)
+                .sum::<u64>();
+            view.ack(d.id());
+            delivered += 1;
+        }
+        let view_s = t0.elapsed().as_secs_f64();
+        let stats = view.close().await?;
+        let ref_bytes = {
+            let mut c = Consumer::assign(&client, ConsumerConfig::new("view.bench"), &[])
+                .await
+                .map_err(fabric)?;
+            let (mut b, mut read) = (0u64, 0u64);
+            while read < items.min(1000) {
+                match c
+                    .poll(std::time::Duration::from_secs(5))
+                    .await
+                    .map_err(fabric)?
+                {
+                    Some(ci) => {
+                        b += ci.payload().len() as u64;
+                        read += 1;
+                    }
+                    None => break,
+                }
+            }
+            c.close().await;
+            b as f64 / read.max(1) as f64
+        };
+        client.close();
+        Ok::<_, ViewError>(FabricFigures {
+            k,
+            view_items: delivered,
+            members: stats.items_read,
+            payload_bytes_delivered: bytes,
+            payload_bytes_copied: stats.payload_bytes_copied,
+            reference_bytes_per_item: ref_bytes,
+            view_s,
+            view_members_per_s: total as f64 / view_s,
+            baseline_s,
+            baseline_members_per_s: n as f64 / baseline_s,
+        })
+    }
+    .await;
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    run
+}

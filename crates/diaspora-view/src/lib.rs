@@ -1,15 +1,29 @@
-//! Resilient data views over diaspora streams (work in progress: the spec
-//! and the pure join engine; the fabric shell, liveness against provenance,
-//! snapshots on disk, the CLI and the benchmark come next).
+//! Resilient data views over diaspora streams.
 //!
 //! A view is a **metastream**: each view item holds references (topic,
 //! partition, offset) and the join key of its members, never copies of
 //! their payloads, and is emitted once its constraints hold.
+//!
+//! - [`spec`]: the declarative view (TOML or a builder).
+//! - [`engine`]: the pure join engine — K:1, all-of/any-of by key, time
+//!   windows, replay-proof, snapshot/restore.
+//! - [`runner`] (feature `fabric`, on by default): a view on the fabric —
+//!   source readers, in-process delivery sharing payloads, an output topic
+//!   of references, liveness (`discard`/`pin`) from provenance notices and
+//!   retention, lineage of view items, snapshots.
+//! - [`snapshot`]: versioned, crash-safe snapshot files.
+//! - [`wire`]: the metastream's messages.
+//! - [`bench`]: the benchmarks behind `diaspora view bench`.
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod engine;
+pub mod fuzzing;
+#[cfg(feature = "fabric")]
+pub mod runner;
+pub mod snapshot;
 pub mod spec;
+pub mod wire;
 
 pub use engine::{JoinEngine, Member, ViewItem};
 pub use spec::{Mode, SourceSpec, ViewSpec};
@@ -26,4 +40,13 @@ pub enum ViewError {
     /// A snapshot that cannot be restored.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A malformed metastream message.
+    #[error("view message: {0}")]
+    Wire(String),
+    /// The fabric failed (a source, the output topic, the invalidation feed).
+    #[error("fabric: {0}")]
+    Fabric(String),
+    /// The view is closed.
+    #[error("view closed: {0}")]
+    Closed(String),
 }

@@ -1,0 +1,588 @@
+//! Views on a real node: a reconstruction source that crashes and replays,
+//! two views healing from the same repaired stream, invalidation with the
+//! pin and discard policies (through provenance notices and lineage), and
+//! a view restored from a snapshot after its node and sources are gone.
+
+use bytes::Bytes;
+use diaspora_fabric::item::Item;
+use diaspora_fabric::{
+    Client, ClientConfig, Node, NodeConfig, Producer, ProducerConfig, StartFrom, TopicSettings,
+};
+use diaspora_provenance::fabric::FabricSink;
+use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
+use diaspora_provenance::{EdgeKind, Kind, Provenance, Record, Target, NOTICE_TOPIC};
+use diaspora_stream::control::{self, control_topic, replay_topic};
+use diaspora_stream::{Policy as QosPolicy, QosProducer, Sent};
+use diaspora_view::engine::MemberId;
+use diaspora_view::runner::{Delivery, Restore, View, ViewOptions};
+use diaspora_view::snapshot::SnapshotStore;
+use diaspora_view::spec::Policy;
+use diaspora_view::wire::{self, ViewMessage};
+use diaspora_view::ViewSpec;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn node(dir: &std::path::Path, topics: &[(&str, u32)]) -> (Node, Client) {
+    let node = Node::start(NodeConfig::new(dir)).await.unwrap();
+    for (t, p) in topics {
+        node.broker()
+            .create_topic(t, TopicSettings::with_partitions(*p))
+            .unwrap();
+    }
+    let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
+        .await
+        .unwrap();
+    (node, client)
+}
+
+fn item(scan: u64, bytes: usize) -> Item {
+    let mut it = diaspora_fabric::item::payload_item(Bytes::from(vec![(scan % 251) as u8; bytes]));
+    it.metadata.insert("scan".into(), control::int(scan as i64));
+    it
+}
+
+async fn produce(client: &Client, topic: &str, items: impl IntoIterator<Item = Item>) {
+    let p = Producer::new(client, ProducerConfig::new(topic))
+        .await
+        .unwrap();
+    let mut acks = Vec::new();
+    for it in items {
+        acks.push(p.send(it).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    p.close().await.unwrap();
+}
+
+fn samples(name: &str, k: u32) -> ViewSpec {
+    ViewSpec::new(name)
+        .source("patterns", "patterns", "scan", k)
+        .source("recons", "recons", "scan", 1)
+        .id_key("scan")
+}
+
+/// Takes view items until `n` arrived (acknowledging each), then checks that
+/// nothing more comes.
+async fn take(view: &mut View, n: usize) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let d = view
+            .next(Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("view {}: {} of {n} items", view.spec().name, got.len()));
+        assert!(view.ack(d.id()));
+        got.push(d);
+    }
+    assert!(
+        view.next(Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_none(),
+        "more than {n} items"
+    );
+    got
+}
+
+/// The reconstruction service: reads patterns, publishes one
+/// reconstruction per scan once its K patterns are in, from scan `from` on.
+/// Every 5 scans it "checkpoints" (an atomic standing in for its durable
+/// state), so a crash loses up to 5 scans of progress: on restart they are
+/// published again, under new offsets.
+async fn recon_service(
+    addr: std::net::SocketAddr,
+    ca: std::path::PathBuf,
+    k: u64,
+    scans: u64,
+    checkpoint: Arc<AtomicU64>,
+) {
+    // Its own connection: a crash takes it down with the task.
+    let client = Client::connect(ClientConfig::new(addr, ca)).await.unwrap();
+    let from = checkpoint.load(Ordering::SeqCst);
+    let mut c = diaspora_fabric::Consumer::assign(
+        &client,
+        diaspora_fabric::ConsumerConfig::new("patterns"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let out = Producer::new(&client, ProducerConfig::new("recons"))
+        .await
+        .unwrap();
+    let mut have: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut next = from;
+    while next < scans {
+        let Some(ci) = c.poll(Duration::from_secs(10)).await.unwrap() else {
+            panic!("patterns stopped arriving");
+        };
+        let scan = diaspora_view::runner::meta_ident(&ci.item, "scan").unwrap();
+        *have.entry(scan).or_default() += 1;
+        while have.get(&next).copied() == Some(k) {
+            out.send(item(next, 1024)).await.unwrap().await.unwrap();
+            next += 1;
+            if next % 5 == 0 {
+                checkpoint.store(next, Ordering::SeqCst);
+            }
+            // Slow enough that the crash lands mid-stream.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    out.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconstruction_source_that_crashes_and_replays_yields_every_pair_once() {
+    const SCANS: u64 = 40;
+    const K: u32 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = node(
+        dir.path(),
+        &[("patterns", 2), ("recons", 1), ("view.samples", 1)],
+    )
+    .await;
+    // Two views over the same reconstruction stream.
+    let mut samples_view = View::start(
+        &client,
+        samples("samples", K).output_topic("view.samples"),
+        ViewOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut recon_index = View::start(
+        &client,
+        ViewSpec::new("recon-index")
+            .source("recons", "recons", "scan", 1)
+            .id_key("scan"),
+        ViewOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    // Patterns arrive out of order across two partitions, K per scan.
+    let mut pats: Vec<Item> = (0..SCANS)
+        .flat_map(|s| (0..K).map(move |_| item(s, 4096)))
+        .collect();
+    pats.reverse();
+    produce(&client, "patterns", pats).await;
+
+    // The reconstruction service crashes mid-stream, then restarts from
+    // its checkpoint and replays.
+    let checkpoint = Arc::new(AtomicU64::new(0));
+    let svc = tokio::spawn(recon_service(
+        node.data_addr(),
+        node.ca_file(),
+        K as u64,
+        SCANS,
+        checkpoint.clone(),
+    ));
+    loop {
+        let m = client.metadata("recons").await.unwrap();
+        if m.partitions[0].next_offset >= 17 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    svc.abort();
+    let _ = svc.await;
+    let crashed_at = client.metadata("recons").await.unwrap().partitions[0].next_offset;
+    let resumed_from = checkpoint.load(Ordering::SeqCst);
+    assert!(
+        resumed_from < crashed_at,
+        "the restart replays: checkpoint {resumed_from}, published {crashed_at}"
+    );
+    recon_service(
+        node.data_addr(),
+        node.ca_file(),
+        K as u64,
+        SCANS,
+        checkpoint,
+    )
+    .await;
+    let published = client.metadata("recons").await.unwrap().partitions[0].next_offset;
+    assert!(
+        published > SCANS,
+        "{published} reconstructions published for {SCANS} scans: some twice"
+    );
+
+    // Every complete pair, exactly once, in both views.
+    let got = take(&mut samples_view, SCANS as usize).await;
+    let keys: BTreeSet<String> = got.iter().map(|d| d.item.key.clone()).collect();
+    assert_eq!(keys, (0..SCANS).map(|s| s.to_string()).collect());
+    let ids: HashSet<u64> = got.iter().map(|d| d.id()).collect();
+    assert_eq!(ids.len(), SCANS as usize);
+    for d in &got {
+        assert_eq!(d.item.members.len(), K as usize + 1);
+        assert_eq!(d.missing(), 0);
+        // Payloads are the fetched bytes, not copies.
+        assert_eq!(d.payload(0).unwrap().len(), 4096);
+        assert_eq!(d.payload(K as usize).unwrap().len(), 1024);
+        for i in 0..=K as usize {
+            assert_eq!(
+                diaspora_view::runner::meta_text(&d.members[i].as_ref().unwrap().item, "scan")
+                    .unwrap(),
+                d.item.key
+            );
+        }
+    }
+    let replayed = published - SCANS;
+    assert!(samples_view.engine().stats().duplicates >= replayed);
+    assert_eq!(samples_view.stats().payload_bytes_copied, 0);
+    let index = take(&mut recon_index, SCANS as usize).await;
+    assert_eq!(recon_index.engine().stats().duplicates, replayed);
+    assert_eq!(
+        index
+            .iter()
+            .map(|d| d.item.key.clone())
+            .collect::<BTreeSet<_>>(),
+        keys
+    );
+
+    // The metastream on the fabric: 40 items of references, same ids.
+    let stats = samples_view.close().await.unwrap();
+    assert_eq!(stats.published, SCANS);
+    let mut c = diaspora_fabric::Consumer::assign(
+        &client,
+        diaspora_fabric::ConsumerConfig::new("view.samples"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut published_ids = HashSet::new();
+    while let Some(ci) = c.poll(Duration::from_secs(2)).await.unwrap() {
+        match wire::decode(ci.payload()).unwrap() {
+            ViewMessage::Item { id, members, .. } => {
+                assert_eq!(members.len(), K as usize + 1);
+                assert!(published_ids.insert(id));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(published_ids, ids);
+    recon_index.close().await.unwrap();
+    client.close();
+    node.shutdown().await;
+}
+
+fn qos() -> QosPolicy {
+    let mut p = QosPolicy::default();
+    p.progress_interval_ms = 50;
+    p
+}
+
+async fn pump_until(view: &mut View, what: &str, mut done: impl FnMut(&View) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(view) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: waited 30 s for {what}",
+            view.spec().name
+        );
+        view.pump(Duration::from_millis(100)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidating_a_member_reaches_view_items_and_samples_and_pin_holds_members() {
+    const SCANS: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut topics = vec![(NOTICE_TOPIC, 1)];
+    let names: Vec<String> = ["patterns", "recons"]
+        .iter()
+        .flat_map(|t| [t.to_string(), control_topic(t), replay_topic(t)])
+        .collect();
+    topics.extend(names.iter().map(|t| (t.as_str(), 1)));
+    let (node, client) = node(&dir.path().join("node"), &topics).await;
+    let url = dir.path().join("prov.sqlite").display().to_string();
+    let recorder = Arc::new(LineageRecorder::start(
+        Provenance::open(&url).unwrap(),
+        RecorderConfig {
+            tag_keys: vec!["scan".into()],
+            linger: Duration::from_millis(10),
+            ..Default::default()
+        },
+    ));
+
+    // Patterns, and reconstructions derived from them; the stream layer
+    // records the lineage of both.
+    let mut p = QosProducer::new(&client, "patterns", 0, qos())
+        .await
+        .unwrap()
+        .with_ack_hook(recorder.hook());
+    let mut r = QosProducer::new(&client, "recons", 0, qos())
+        .await
+        .unwrap()
+        .with_ack_hook(recorder.hook());
+    for s in 0..SCANS {
+        assert!(matches!(
+            p.send(item(s, 2048)).await.unwrap(),
+            Sent::Accepted(_)
+        ));
+        let mut rec = item(s, 512);
+        rec.lineage = Some(diaspora_proto::v1::Lineage {
+            sources: vec![diaspora_proto::v1::ItemRef {
+                topic: "patterns".into(),
+                partition: 0,
+                offset: s,
+            }],
+            activity: "epie".into(),
+            ..Default::default()
+        });
+        assert!(matches!(r.send(rec).await.unwrap(), Sent::Accepted(_)));
+    }
+    p.close(Duration::from_secs(20)).await.unwrap();
+    r.close(Duration::from_secs(20)).await.unwrap();
+
+    let opts = |lineage: Option<Arc<LineageRecorder>>| ViewOptions {
+        lineage,
+        invalidations: Some(NOTICE_TOPIC.into()),
+        ..Default::default()
+    };
+    let mut pin = View::start(
+        &client,
+        samples("pinned", 1).policy(Policy::Pin),
+        opts(Some(recorder.clone())),
+    )
+    .await
+    .unwrap();
+    let mut discard = View::start(
+        &client,
+        samples("discarding", 1).policy(Policy::Discard),
+        opts(None),
+    )
+    .await
+    .unwrap();
+    pump_until(&mut pin, "10 items", |v| v.outbox() == SCANS as usize).await;
+    pump_until(&mut discard, "10 items", |v| v.outbox() == SCANS as usize).await;
+
+    // The trainer consumes scans 0..=4 into samples (acknowledged), holds
+    // scan 5 (delivered, being used), and has not reached 6..=9.
+    recorder.flush().unwrap();
+    let mut prov = Provenance::open(&url).unwrap();
+    let mut sample_of = BTreeMap::new();
+    let mut view_record = BTreeMap::new();
+    let mut held5 = None;
+    for _ in 0..6 {
+        let d = pin.next(Duration::from_secs(5)).await.unwrap().unwrap();
+        let scan: u64 = d.item.key.parse().unwrap();
+        assert_eq!(
+            d.members[0].as_ref().unwrap().offset,
+            scan,
+            "pattern offset = scan"
+        );
+        let rec = prov
+            .backend()
+            .find_items("view:pinned", 0, d.seq, d.seq, 1)
+            .unwrap()[0]
+            .1;
+        let parents: HashSet<i64> = prov.get(rec).unwrap().parents.iter().map(|p| p.0).collect();
+        assert_eq!(
+            parents.len(),
+            3,
+            "the view item's record has its two members and the activity as parents"
+        );
+        view_record.insert(scan, rec);
+        let sample = prov
+            .add(Record::new(Kind::Data, format!("sample-{scan}")).parent(rec, EdgeKind::Derived))
+            .unwrap();
+        sample_of.insert(scan, sample);
+        if scan == 5 {
+            held5 = Some(d);
+        } else {
+            assert!(pin.ack(d.id()));
+        }
+    }
+    let held5 = held5.expect("scan 5 delivered");
+
+    // Patterns of scans 3 (consumed), 5 (in use) and 7 (not yet delivered)
+    // turn out bad.
+    let rt = tokio::runtime::Handle::current();
+    prov.set_event_sink(
+        Arc::new(FabricSink::start(client.clone(), &rt)),
+        Some(NOTICE_TOPIC.into()),
+    );
+    for s in [3, 5, 7] {
+        let t = Target::parse(&format!("patterns/0/{s}")).unwrap();
+        tokio::task::block_in_place(|| prov.invalidate(&t, "detector glitch", true)).unwrap();
+    }
+    pump_until(&mut pin, "3 invalidations", |v| {
+        v.stats().members_invalidated >= 3
+    })
+    .await;
+    pump_until(&mut discard, "3 invalidations", |v| {
+        v.stats().members_invalidated >= 3
+    })
+    .await;
+
+    // Provenance: the view items and the samples derived from them are
+    // invalid, with a why-chain to the pattern; the others are valid.
+    for s in 0..6 {
+        let bad = s == 3 || s == 5;
+        assert_eq!(
+            prov.is_invalid(view_record[&s]).unwrap(),
+            bad,
+            "view item of scan {s}"
+        );
+        assert_eq!(
+            prov.is_invalid(sample_of[&s]).unwrap(),
+            bad,
+            "sample of scan {s}"
+        );
+    }
+    let why = prov.why(sample_of[&3]).unwrap().unwrap();
+    assert_eq!(why.chain.last().unwrap().name, "patterns/0/3");
+
+    // Pin: nothing is freed before its dependants are consumed.
+    let member = |source, scan| MemberId {
+        source,
+        lane: if source == 0 { 0 } else { u32::MAX },
+        seq: scan,
+    };
+    let retracted: HashSet<u64> = pin.take_retractions().iter().map(|r| r.id).collect();
+    assert!(retracted.contains(&held5.id()));
+    assert!(
+        pin.is_held(member(0, 5)) && pin.is_held(member(1, 5)),
+        "scan 5 in use: its members stay"
+    );
+    assert!(
+        pin.is_held(member(0, 7)) && pin.is_held(member(1, 7)),
+        "scan 7 not consumed: its members stay"
+    );
+    assert!(pin.ack(held5.id()));
+    assert!(!pin.is_held(member(0, 5)) && !pin.is_held(member(1, 5)));
+    let mut rest = Vec::new();
+    while let Some(d) = pin.next(Duration::from_millis(500)).await.unwrap() {
+        rest.push((d.item.key.clone(), d.invalid, d.missing()));
+        let id = d.id();
+        if d.item.key == "7" {
+            assert!(pin.is_held(member(0, 7)));
+        }
+        pin.ack(id);
+    }
+    assert_eq!(
+        rest,
+        vec![
+            ("6".into(), false, 0),
+            ("7".into(), true, 0),
+            ("8".into(), false, 0),
+            ("9".into(), false, 0)
+        ]
+    );
+    assert!(!pin.is_held(member(0, 7)));
+    assert_eq!(pin.held(), 0);
+    assert_eq!(pin.stats().flagged_invalid, 2);
+
+    // Discard: the undelivered items of scans 3, 5 and 7 are dropped and
+    // their members released at once.
+    assert_eq!(discard.stats().discarded, 3);
+    assert!(!discard.is_held(member(0, 3)) && !discard.is_held(member(1, 7)));
+    let mut keys = Vec::new();
+    while let Some(d) = discard.next(Duration::from_millis(500)).await.unwrap() {
+        assert!(!d.invalid);
+        keys.push(d.item.key.clone());
+        discard.ack(d.id());
+    }
+    assert_eq!(keys, ["0", "1", "2", "4", "6", "8", "9"]);
+
+    pin.close().await.unwrap();
+    discard.close().await.unwrap();
+    let (stats, _) = Arc::try_unwrap(recorder).ok().unwrap().close().unwrap();
+    assert_eq!(stats.unrecorded_sources, 0, "{stats:?}");
+    client.close();
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_restored_from_a_snapshot_continues_without_its_sources() {
+    let topics = [("patterns", 1), ("recons", 1)];
+    let snaps = tempfile::tempdir().unwrap();
+    let store = || SnapshotStore::open(snaps.path()).unwrap();
+    let spec = samples("samples", 1);
+    let mut acked = Vec::new();
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, client) = node(dir.path(), &topics).await;
+        produce(&client, "patterns", (0..10).map(|s| item(s, 1000))).await;
+        produce(&client, "recons", (0..5).map(|s| item(s, 100))).await;
+        let mut view = View::start(
+            &client,
+            spec.clone(),
+            ViewOptions {
+                snapshots: Some(store()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        pump_until(&mut view, "5 items", |v| v.outbox() == 5).await;
+        for _ in 0..3 {
+            let d = view.next(Duration::from_secs(5)).await.unwrap().unwrap();
+            assert_eq!(d.missing(), 0);
+            acked.push(d.item.key.clone());
+            view.ack(d.id());
+        }
+        // One in use, one not delivered, five patterns waiting.
+        let _in_use = view.next(Duration::from_secs(5)).await.unwrap().unwrap();
+        assert_eq!(view.engine().pending(), 5);
+        let info = view.snapshot().unwrap();
+        assert_eq!(info.version, 1);
+        view.close().await.unwrap();
+        client.close();
+        node.shutdown().await;
+        // The node and its data are gone.
+    }
+    assert_eq!(store().list("samples").unwrap().len(), 1);
+
+    // A new node; the reconstruction service publishes the remaining scans.
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = node(dir.path(), &topics).await;
+    let mut view = View::start(
+        &client,
+        spec.clone(),
+        ViewOptions {
+            snapshots: Some(store()),
+            restore: Restore::Latest,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(view.engine().pending(), 5);
+    // The two unacknowledged items come again (at least once), their
+    // payloads no longer readable: the source is gone.
+    let mut again = Vec::new();
+    for _ in 0..2 {
+        let d = view.next(Duration::from_secs(10)).await.unwrap().unwrap();
+        assert_eq!(
+            d.missing(),
+            2,
+            "members of a gone source are references only"
+        );
+        again.push(d.item.key.clone());
+        view.ack(d.id());
+    }
+    assert_eq!(again, ["3", "4"]);
+    produce(&client, "recons", (5..10).map(|s| item(s, 100))).await;
+    let new = take(&mut view, 5).await;
+    let new_keys: Vec<String> = new.iter().map(|d| d.item.key.clone()).collect();
+    assert_eq!(new_keys, ["5", "6", "7", "8", "9"]);
+    for d in &new {
+        // The pattern was in the snapshot (reference only), the
+        // reconstruction is read now.
+        assert!(d.members[0].is_none() && d.members[1].is_some());
+    }
+    assert!(view.stats().payload_missing >= 4);
+    let all: BTreeSet<String> = acked.into_iter().chain(again).chain(new_keys).collect();
+    assert_eq!(all.len(), 10);
+    // Snapshots are versioned and listable.
+    assert_eq!(view.snapshot().unwrap().version, 2);
+    let list = store().list("samples").unwrap();
+    assert_eq!(list.iter().map(|i| i.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(list[1].summary["pending"], 0);
+    view.close().await.unwrap();
+    client.close();
+    node.shutdown().await;
+    let _ = StartFrom::Earliest;
+}
