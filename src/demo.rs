@@ -21,11 +21,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
-use diaspora_fabric::{Client, ClientConfig, Node, NodeConfig, TopicSettings};
+use diaspora_fabric::{
+    Client, ClientConfig, Node, NodeConfig, Producer, ProducerConfig, TopicSettings,
+};
 use diaspora_proto::v1::{value::Kind, Item, ItemRef, Lineage, Value};
 use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
 use diaspora_provenance::{EdgeKind, Kind as RecordKind, Provenance, Record, TagValue, Target};
 use diaspora_stream::control::{control_topic, replay_topic};
+use diaspora_stream::producer::AckedItem;
 use diaspora_stream::{ndarray as nd, Policy, QosConsumer, QosProducer, Sent};
 use diaspora_view::runner::{View, ViewOptions};
 use diaspora_view::ViewSpec;
@@ -154,8 +157,6 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         (control_topic("frames"), 1),
         (replay_topic("frames"), 1),
         ("recons".to_string(), 1),
-        (control_topic("recons"), 1),
-        (replay_topic("recons"), 1),
         (SAMPLES_TOPIC.to_string(), 1),
     ] {
         if broker.topic(&t).is_err() {
@@ -278,10 +279,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     });
 
     // HPC side: statistics per frame, a reconstruction per scan position.
-    let mut recons = QosProducer::new(&client, "recons", 0, policy.clone())
-        .await?
-        .with_ack_hook(recorder.hook());
-    let (recon_tx, mut recon_rx) = tokio::sync::mpsc::channel::<Item>(64);
+    // Reconstructions go out on a plain fabric producer (nothing downstream
+    // runs a QoS consumer for them: the view reads the topic), and their
+    // lineage is recorded as each is acknowledged, as a QoS hook would.
+    let recons = Producer::new(&client, ProducerConfig::new("recons")).await?;
+    let recons_lineage = recorder.clone();
     let mut consumer =
         QosConsumer::new(&client, "frames", &[], "hpc-recon", policy.clone(), None).await?;
     let received = Arc::new(AtomicU64::new(0));
@@ -294,6 +296,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         // Per scan position: the sum of its frames so far, and their places.
         let mut open: HashMap<i64, (Vec<u32>, Vec<ItemRef>)> = HashMap::new();
         let mut reconstructed = 0u64;
+        let mut acks = Vec::new();
         let mut lat =
             hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
         let mut seen: HashMap<i64, u32> = HashMap::new();
@@ -375,14 +378,29 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                     model_versions: Vec::new(),
                     activity: "hpc-reconstruct".into(),
                 });
-                recon_tx
-                    .send(r)
-                    .await
-                    .context("the reconstruction publisher stopped")?;
+                let lineage = r.lineage.clone();
+                let at = recons.send(r).await?;
+                let rec = recons_lineage.clone();
+                acks.push(tokio::spawn(async move {
+                    let at = at.await?;
+                    rec.record(AckedItem {
+                        topic: Arc::from("recons"),
+                        partition: at.partition,
+                        offset: at.offset,
+                        timestamp_us: diaspora_fabric::broker::now_us(),
+                        lineage,
+                        quality: None,
+                        tags: vec![("scan".into(), scan.to_string())],
+                    });
+                    Ok::<_, diaspora_fabric::FabricError>(())
+                }));
                 reconstructed += 1;
             }
         }
-        drop(recon_tx);
+        for a in acks {
+            a.await.context("reconstruction ack task")??;
+        }
+        recons.close().await?;
         s.reconstructed = reconstructed;
         let report = consumer.close().await?;
         let dupes = seen.values().filter(|c| **c > 1).count();
@@ -393,19 +411,6 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Ok((s, lat, originals, report))
     });
 
-    // The reconstructions are published from this task (a QoS producer is
-    // not shared across threads); the HPC task hands them over.
-    let publish = async move {
-        let mut n = 0u64;
-        while let Some(r) = recon_rx.recv().await {
-            match recons.send(r).await? {
-                Sent::Accepted(_) => n += 1,
-                other => anyhow::bail!("a reconstruction was not accepted: {other:?}"),
-            }
-        }
-        recons.close(Duration::from_secs(60)).await?;
-        Ok::<u64, anyhow::Error>(n)
-    };
     let started = Instant::now();
     let edge = async {
         // Edge side: one QoS stream per partition.
@@ -455,14 +460,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }
         Ok::<_, anyhow::Error>((acked, memory_high_water))
     };
-    let (reconstructed, (acked, memory_high_water)) = tokio::try_join!(publish, edge)?;
+    let (acked, memory_high_water) = edge.await?;
     let (stats, lat, originals, qos) = hpc.await.context("HPC consumer task")??;
     let trained = trainer.await.context("trainer task")??;
-    ensure!(
-        reconstructed == stats.reconstructed,
-        "{reconstructed} of {} reconstructions published",
-        stats.reconstructed
-    );
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let provenance =

@@ -272,17 +272,36 @@ impl Writer {
             self.resolve(&mut missing)?;
         }
         let mut present: HashSet<LocKey> = HashSet::new();
-        let mut newly = 0u64;
         let room = self.config.queue_max.max(1);
-        for (seen, a) in all {
-            let ready = force
-                || now.duration_since(seen) >= wait
-                || a.lineage.iter().flat_map(|l| &l.sources).all(|s| {
+        // Items whose sources are known or written earlier in this batch go
+        // first, pass after pass, so a source always precedes what derives
+        // from it (held-back items may arrive before their sources).
+        let mut waiting = all;
+        loop {
+            let before = waiting.len();
+            let mut rest = Vec::with_capacity(before);
+            for (seen, a) in waiting {
+                let ready = a.lineage.iter().flat_map(|l| &l.sources).all(|s| {
                     let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
                     self.known(&k).is_some() || present.contains(&k)
                 });
-            if ready || self.deferred.len() >= room {
-                present.insert((a.topic.clone(), a.partition, a.offset));
+                if ready {
+                    present.insert((a.topic.clone(), a.partition, a.offset));
+                    batch.push(a);
+                } else {
+                    rest.push((seen, a));
+                }
+            }
+            waiting = rest;
+            if waiting.is_empty() || waiting.len() == before {
+                break;
+            }
+        }
+        // The rest: written with placeholders when forced, when their wait
+        // is over or when too many wait; else held back.
+        let mut newly = 0u64;
+        for (seen, a) in waiting {
+            if force || now.duration_since(seen) >= wait || self.deferred.len() >= room {
                 batch.push(a);
             } else {
                 newly += u64::from(seen == now);
@@ -676,5 +695,36 @@ mod tests {
             .find_items("patterns", 0, 99, 99, 10)
             .unwrap();
         assert_eq!(ph.len(), 1);
+    }
+
+    /// Closing writes held-back items at once, each after its sources even
+    /// when they were recorded later.
+    #[test]
+    fn a_close_writes_sources_before_what_derives_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let prov = Provenance::open(&dir.path().join("p.sqlite").display().to_string()).unwrap();
+        let rec = LineageRecorder::start(
+            prov,
+            RecorderConfig {
+                linger: Duration::from_millis(1),
+                source_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        );
+        rec.record(acked("view", 0, &[("recons", 3)]));
+        std::thread::sleep(Duration::from_millis(50));
+        rec.record(acked("recons", 3, &[("patterns", 3)]));
+        std::thread::sleep(Duration::from_millis(50));
+        rec.record(acked("patterns", 3, &[]));
+        let (stats, mut prov) = rec.close().unwrap();
+        assert_eq!(
+            (stats.recorded, stats.unrecorded_sources),
+            (3, 0),
+            "{stats:?}"
+        );
+        let view = prov.backend().find_items("view", 0, 0, 0, 1).unwrap()[0].1;
+        let recon = prov.backend().find_items("recons", 0, 3, 3, 9).unwrap();
+        assert_eq!(recon.len(), 1);
+        assert_eq!(prov.get(view).unwrap().parents[0].0, recon[0].1);
     }
 }

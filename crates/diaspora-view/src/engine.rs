@@ -387,6 +387,18 @@ impl JoinEngine {
         if ring.insert(id.seq, view) {
             self.used_count += 1;
         }
+        // Forget what lies beyond the replay horizon behind the ring's
+        // newest entry, an eighth of the horizon at a time (the sparse map is
+        // swept once per eighth). Sparse-only lanes (hashed ids) have no
+        // order to forget by: `used_members_max` bounds them.
+        let horizon = self.spec.limits.replay_horizon;
+        let span = ring.slots.len() as u64;
+        if span > horizon.saturating_add(horizon / 8) {
+            let newest = ring.base + (span - 1);
+            let n = ring.forget_below(newest - (horizon - 1));
+            self.used_count -= n as usize;
+            self.stats.forgotten += n;
+        }
     }
 
     /// Offers a member under join key `key`; appends the view items it
@@ -929,6 +941,31 @@ mod tests {
         // Forgotten members join again: that is what forgetting means.
         assert_eq!(e.forget_below(0, 0, 2), 1);
         assert_eq!(e.used(), 1);
+    }
+
+    #[test]
+    fn the_replay_horizon_bounds_used_members() {
+        let mut s = ViewSpec::new("idx").source("a", "a", "k", 1);
+        s.limits.replay_horizon = 100;
+        let mut e = JoinEngine::new(s).unwrap();
+        let mut out = Vec::new();
+        for o in 0..10_000u64 {
+            e.offer(&o.to_string(), Member::at(0, 0, o, 0), 0, &mut out)
+                .unwrap();
+        }
+        assert_eq!(out.len(), 10_000);
+        assert!(e.used() <= 113, "{}", e.used());
+        assert_eq!(e.stats().forgotten as usize, 10_000 - e.used());
+        // Within the horizon a replay is recognised; beyond it, it joins again.
+        assert_eq!(
+            e.offer("9950", Member::at(0, 0, 9950, 0), 0, &mut out)
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            e.offer("5", Member::at(0, 0, 5, 0), 0, &mut out).unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -123,6 +123,13 @@ pub struct Limits {
     /// Members remembered as used (so a replay does not emit them again).
     #[serde(default = "used_max")]
     pub used_members_max: usize,
+    /// Per source partition (or id lane), how far back used members are
+    /// remembered, counted in offsets (or ids) behind the newest: older
+    /// ones are forgotten as the stream moves on, which bounds memory on
+    /// an endless stream. A replay reaching further back than this would
+    /// join again.
+    #[serde(default = "horizon")]
+    pub replay_horizon: u64,
     /// Members waiting under one key, at most.
     #[serde(default = "key_max")]
     pub key_members_max: usize,
@@ -130,6 +137,10 @@ pub struct Limits {
     /// (the view stops reading its sources when reached).
     #[serde(default = "outbox_max")]
     pub outbox_max: usize,
+}
+
+fn horizon() -> u64 {
+    1_000_000
 }
 
 fn key_max() -> usize {
@@ -153,6 +164,7 @@ impl Default for Limits {
         Limits {
             pending_members_max: pending_max(),
             used_members_max: used_max(),
+            replay_horizon: horizon(),
             key_members_max: key_max(),
             outbox_max: outbox_max(),
         }
@@ -280,6 +292,7 @@ impl ViewSpec {
             ("limits.used_members_max", self.limits.used_members_max),
             ("limits.key_members_max", self.limits.key_members_max),
             ("limits.outbox_max", self.limits.outbox_max),
+            ("limits.replay_horizon", self.limits.replay_horizon as usize),
         ] {
             if v == 0 {
                 return Err(ViewError::Spec(format!("{what} must be ≥ 1")));
