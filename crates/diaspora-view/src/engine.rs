@@ -1059,6 +1059,7 @@ mod tests {
             ("name = \"v\"\n[[source]]\nname=\"a\"\ntopic=\"t\"\nkey=\"k\"\ncount=0", "count must be"),
             ("name = \"v\"\n[[source]]\nname=\"a\"\ntopic=\"t\"\nkey=\"k\"\n[[source]]\nname=\"a\"\ntopic=\"u\"\nkey=\"k\"", "used twice"),
             ("name = \"v\"\nsurprise = 1", "surprise"),
+            ("name = \"a/b\"\n[[source]]\nname=\"a\"\ntopic=\"t\"\nkey=\"k\"", "[A-Za-z0-9._-]"),
         ] {
             let err = ViewSpec::from_toml(bad).unwrap_err().to_string();
             assert!(err.contains(what), "{bad:?}: {err}");

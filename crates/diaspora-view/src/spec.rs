@@ -262,8 +262,18 @@ impl ViewSpec {
 
     /// Checks the spec, naming the field at fault.
     pub fn validate(&self) -> Result<(), ViewError> {
-        if self.name.trim().is_empty() {
-            return Err(ViewError::Spec("name is empty".into()));
+        if self.name.is_empty()
+            || self.name.len() > 128
+            || self.name.starts_with('.')
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(ViewError::Spec(format!(
+                "name {:?}: 1..=128 characters of [A-Za-z0-9._-], not starting with '.' (it names snapshot directories and lineage)",
+                self.name
+            )));
         }
         if self.sources.is_empty() {
             return Err(ViewError::Spec(
