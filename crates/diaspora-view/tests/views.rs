@@ -267,9 +267,10 @@ async fn a_reconstruction_source_that_crashes_and_replays_yields_every_pair_once
 }
 
 fn qos() -> QosPolicy {
-    let mut p = QosPolicy::default();
-    p.progress_interval_ms = 50;
-    p
+    QosPolicy {
+        progress_interval_ms: 50,
+        ..Default::default()
+    }
 }
 
 async fn pump_until(view: &mut View, what: &str, mut done: impl FnMut(&View) -> bool) {
