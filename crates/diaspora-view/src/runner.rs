@@ -729,23 +729,19 @@ impl View {
     async fn fetch(&mut self, m: &crate::engine::Member, key: &str) -> Option<Arc<ConsumedItem>> {
         self.stats.payload_fetches += 1;
         let s = &self.spec.sources[m.source as usize];
-        let cfg = ConsumerConfig::new(s.topic.clone()).start(StartFrom::Offset(m.offset));
-        let got = async {
-            let mut c = Consumer::assign(&self.client, cfg, &[m.partition])
-                .await
-                .ok()?;
-            let r = c.poll(self.fetch_timeout).await.ok().flatten();
-            c.close().await;
-            r
-        };
-        let got = tokio::time::timeout(self.fetch_timeout * 2, got)
-            .await
-            .ok()
-            .flatten();
+        let got = read_ref(
+            &self.client,
+            &s.topic,
+            m.partition,
+            m.offset,
+            self.fetch_timeout,
+        )
+        .await
+        .ok()
+        .flatten();
         match got {
             Some(ci)
-                if ci.offset == m.offset
-                    && ci.item.timestamp_us == m.time_us
+                if ci.item.timestamp_us == m.time_us
                     && meta_text(&ci.item, &s.key).as_deref() == Some(key) =>
             {
                 Some(Arc::new(ci))
@@ -991,6 +987,36 @@ impl View {
                 .map_err(|e| ViewError::Fabric(format!("closing the output topic: {e}")))?;
         }
         Ok(self.stats)
+    }
+}
+
+/// Reads the item a reference names (`topic/partition/offset`, e.g. a
+/// member of a view item read from a view's output topic): `None` if it is
+/// not there within `timeout` (retention passed it, or the source is gone).
+/// The payload is the fetched bytes, not a copy.
+pub async fn read_ref(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    timeout: Duration,
+) -> Result<Option<ConsumedItem>, ViewError> {
+    let cfg = ConsumerConfig::new(topic).start(StartFrom::Offset(offset));
+    let read = async {
+        let mut c = Consumer::assign(client, cfg, &[partition])
+            .await
+            .map_err(|e| ViewError::Fabric(format!("{topic}/{partition}: {e}")))?;
+        let r = c
+            .poll(timeout)
+            .await
+            .map_err(|e| ViewError::Fabric(format!("{topic}/{partition}/{offset}: {e}")));
+        c.close().await;
+        r
+    };
+    match tokio::time::timeout(timeout * 2, read).await {
+        Ok(Ok(Some(ci))) if ci.offset == offset => Ok(Some(ci)),
+        Ok(Ok(_)) | Err(_) => Ok(None),
+        Ok(Err(e)) => Err(e),
     }
 }
 

@@ -253,9 +253,31 @@ async fn a_reconstruction_source_that_crashes_and_replays_yields_every_pair_once
     let mut published_ids = HashSet::new();
     while let Some(ci) = c.poll(Duration::from_secs(2)).await.unwrap() {
         match wire::decode(ci.payload()).unwrap() {
-            ViewMessage::Item { id, members, .. } => {
+            ViewMessage::Item {
+                id, members, key, ..
+            } => {
                 assert_eq!(members.len(), K as usize + 1);
                 assert!(published_ids.insert(id));
+                // A consumer of the metastream reads payloads by reference.
+                if published_ids.len() == 1 {
+                    for r in &members {
+                        let got = diaspora_view::runner::read_ref(
+                            &client,
+                            &r.topic,
+                            r.partition,
+                            r.offset,
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .unwrap()
+                        .expect("the member is still in its topic");
+                        assert_eq!(
+                            diaspora_view::runner::meta_text(&got.item, "scan").unwrap(),
+                            key
+                        );
+                        assert_eq!(got.item.timestamp_us, r.time_us);
+                    }
+                }
             }
             other => panic!("unexpected {other:?}"),
         }
