@@ -357,7 +357,7 @@ impl View {
         let (tx, rx) = mpsc::channel(opts.channel.max(1));
         let mut tasks = Vec::new();
         for (i, s) in spec.sources.iter().enumerate() {
-            if restored_is_fresh(&positions[i]) && opts.restore == Restore::Fresh {
+            if opts.restore == Restore::Fresh {
                 // A fresh view needs its sources now: say so at once.
                 client.metadata(&s.topic).await.map_err(|e| {
                     ViewError::Fabric(format!("source {:?} (topic {:?}): {e}", s.name, s.topic))
@@ -1018,10 +1018,6 @@ pub async fn read_ref(
         Ok(Ok(_)) | Err(_) => Ok(None),
         Ok(Err(e)) => Err(e),
     }
-}
-
-fn restored_is_fresh(p: &BTreeMap<u32, u64>) -> bool {
-    p.is_empty()
 }
 
 /// Attaches to a source topic at the saved positions. A saved position
