@@ -60,8 +60,26 @@ struct ClientInner {
     endpoint: quinn::Endpoint,
     quic_config: quinn::ClientConfig,
     connections: Mutex<Vec<Option<quinn::Connection>>>,
-    connect_lock: tokio::sync::Mutex<()>,
+    /// One per slot: a slot's slow handshake (say, its first packets lost
+    /// in an outage) does not hold back another slot's reconnect.
+    connect_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// How long one *re*connection attempt may take: a few round trips of the
+/// path the previous connection measured, at least [`RECONNECT_ATTEMPT_MIN`]
+/// and at most the configured connect timeout. A handshake started while a
+/// link is down has its Initial packets dropped, and QUIC retransmits them on
+/// a doubling timer (about 1 s, then 2 s, …); starting a fresh attempt
+/// instead bounds the time from the link's return to a working connection by
+/// about one attempt, not by the idle timeout plus back-off.
+pub fn reconnect_attempt_timeout(last_rtt: Duration, connect_timeout: Duration) -> Duration {
+    (last_rtt * 8 + Duration::from_millis(300))
+        .max(RECONNECT_ATTEMPT_MIN)
+        .min(connect_timeout)
+}
+
+/// Shortest reconnection attempt (see [`reconnect_attempt_timeout`]).
+pub const RECONNECT_ATTEMPT_MIN: Duration = Duration::from_millis(800);
 
 /// A handle to a node; cheap to clone.
 #[derive(Clone)]
@@ -94,7 +112,7 @@ impl Client {
                 endpoint,
                 quic_config,
                 connections: Mutex::new(vec![None; n]),
-                connect_lock: tokio::sync::Mutex::new(()),
+                connect_locks: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
             }),
         };
         client.connection(0).await?;
@@ -111,6 +129,19 @@ impl Client {
         self.inner.connections.lock().len()
     }
 
+    /// The pool's connections as they are now, one entry per slot, without
+    /// (re)connecting: `None` for a slot never connected or whose connection
+    /// closed. For reading path statistics (`rtt`, `stats`), as
+    /// diaspora-telemetry's QUIC collector does.
+    pub fn open_connections(&self) -> Vec<Option<quinn::Connection>> {
+        self.inner
+            .connections
+            .lock()
+            .iter()
+            .map(|c| c.clone().filter(|c| c.close_reason().is_none()))
+            .collect()
+    }
+
     /// Connection `i % n`, (re)connecting when it is absent or closed.
     pub async fn connection(&self, i: usize) -> Result<quinn::Connection> {
         let n = self.connection_count();
@@ -120,13 +151,18 @@ impl Client {
                 return Ok(c.clone());
             }
         }
-        let _g = self.inner.connect_lock.lock().await;
-        if let Some(c) = &self.inner.connections.lock()[slot] {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
-        }
+        let _g = self.inner.connect_locks[slot].lock().await;
+        // A slot that held a connection is reconnecting: bound the attempt
+        // by the path's measured round trip (see reconnect_attempt_timeout).
+        let previous_rtt = match &self.inner.connections.lock()[slot] {
+            Some(c) if c.close_reason().is_none() => return Ok(c.clone()),
+            Some(c) => Some(c.rtt()),
+            None => None,
+        };
         let cfg = &self.inner.config;
+        let limit = previous_rtt.map_or(cfg.connect_timeout, |rtt| {
+            reconnect_attempt_timeout(rtt, cfg.connect_timeout)
+        });
         let addr = cfg.addr;
         let err = |m: String| FabricError::Connection {
             addr: addr.to_string(),
@@ -137,14 +173,9 @@ impl Client {
             .endpoint
             .connect_with(self.inner.quic_config.clone(), addr, &cfg.server_name)
             .map_err(|e| err(e.to_string()))?;
-        let conn = tokio::time::timeout(cfg.connect_timeout, connecting)
+        let conn = tokio::time::timeout(limit, connecting)
             .await
-            .map_err(|_| {
-                err(format!(
-                    "no answer within {:?} (is the node running?)",
-                    cfg.connect_timeout
-                ))
-            })?
+            .map_err(|_| err(format!("no answer within {limit:?} (is the node running?)")))?
             .map_err(|e| match e {
                 quinn::ConnectionError::TimedOut => err("timed out (is the node running?)".into()),
                 e => err(e.to_string()),
@@ -314,5 +345,27 @@ impl Lane {
             addr: self.remote.to_string(),
             message: "lane closed before the answer".into(),
         })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnection_attempt_is_bounded_by_the_paths_round_trip() {
+        let cap = Duration::from_secs(5);
+        // A LAN or a short WAN: the floor.
+        assert_eq!(
+            reconnect_attempt_timeout(Duration::from_millis(1), cap),
+            RECONNECT_ATTEMPT_MIN
+        );
+        // 200 ms of round trip: eight of them and a margin.
+        assert_eq!(
+            reconnect_attempt_timeout(Duration::from_millis(200), cap),
+            Duration::from_millis(1_900)
+        );
+        // A satellite hop: never longer than the configured timeout.
+        assert_eq!(reconnect_attempt_timeout(Duration::from_secs(2), cap), cap);
     }
 }
