@@ -29,7 +29,15 @@
 
 use std::path::PathBuf;
 
+pub mod anomaly;
+pub mod baseline;
+pub mod bench;
+pub mod detector;
+pub mod forecast;
+pub mod fuzzing;
+pub mod monitor;
 pub mod nab;
+pub mod traces;
 
 /// Errors of the prediction layer.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +49,9 @@ pub enum PredictError {
     /// A bound was reached, naming the thing, the value and the limit.
     #[error("limit reached: {0}")]
     Limit(String),
+    /// The model (candle) failed: a shape, device or numerical error.
+    #[error("model: {0}")]
+    Model(String),
     /// A file or directory could not be read.
     #[error("reading {}: {source}", path.display())]
     Io {

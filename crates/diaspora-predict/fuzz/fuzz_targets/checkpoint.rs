@@ -1,0 +1,8 @@
+//! A model checkpoint read from disk must load or be refused, never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    diaspora_predict::fuzzing::checkpoint(data);
+});
