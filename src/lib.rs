@@ -21,6 +21,7 @@
 
 pub use diaspora_fabric as fabric;
 pub use diaspora_log as log;
+pub use diaspora_predict as predict;
 pub use diaspora_proto as proto;
 pub use diaspora_provenance as provenance;
 pub use diaspora_stream as stream;

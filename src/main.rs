@@ -13,6 +13,7 @@ use diaspora::fabric::{
 };
 use diaspora::proto::v1;
 
+mod predict_cmd;
 mod prov_cmd;
 mod stream_cmd;
 mod view_cmd;
@@ -73,6 +74,10 @@ enum Command {
     /// references; healing on replay, pin/discard on invalidation, snapshots.
     #[command(subcommand)]
     View(view_cmd::ViewCommand),
+    /// Prediction: the LSTM forecaster (candle) and forecast-error anomaly
+    /// detector; evaluation on NAB and on twin congestion traces.
+    #[command(subcommand)]
+    Predict(predict_cmd::PredictCommand),
 }
 
 #[derive(Args)]
@@ -389,6 +394,21 @@ enum TwinCommand {
         /// Multiply every time in the scenario by X (e.g. 0.2 to shorten it for CI).
         #[arg(long, default_value_t = 1.0)]
         duration_scale: f64,
+        /// Sample every link's metrics (utilisation, delivered and capacity
+        /// Mbit/s, bytes held, drops) and append one JSON metric event per
+        /// line to FILE.
+        #[arg(long, value_name = "FILE")]
+        metrics_out: Option<PathBuf>,
+        /// Also publish each metric event on this topic of --metrics-node
+        /// (what `diaspora predict serve` monitors read).
+        #[arg(long, value_name = "TOPIC", requires = "metrics_node")]
+        metrics_topic: Option<String>,
+        /// The scenario node that --metrics-topic lives on.
+        #[arg(long, value_name = "NODE", requires = "metrics_topic")]
+        metrics_node: Option<String>,
+        /// Metric sampling interval, ms.
+        #[arg(long, default_value_t = 500)]
+        metrics_interval_ms: u64,
     },
     /// Measure a relay's real delay, throughput and loss against configured values.
     Calibrate {
@@ -413,6 +433,9 @@ enum BenchCommand {
     Fabric(diaspora::bench::FabricBenchArgs),
     /// The QoS stream layer's overhead against the raw fabric client, in the same run.
     Stream(diaspora::bench_stream::StreamBenchArgs),
+    /// The LSTM forecaster: batched inference per series-step (against
+    /// one series per call), and one online training step.
+    Predict(predict_cmd::BenchArgs),
 }
 
 fn init_tracing(default: &str) {
@@ -483,6 +506,10 @@ async fn run(cli: Cli) -> Result<()> {
             init_tracing("warn");
             stream_cmd::run(s).await
         }
+        Command::Bench(BenchCommand::Predict(a)) => {
+            init_tracing("warn");
+            tokio::task::block_in_place(|| predict_cmd::bench(a))
+        }
         Command::Bench(BenchCommand::Stream(a)) => {
             init_tracing("warn");
             print_report(&diaspora::bench_stream::stream(&a).await?, a.json)
@@ -494,6 +521,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::View(v) => {
             init_tracing("warn");
             view_cmd::run(v).await
+        }
+        Command::Predict(p) => {
+            init_tracing("warn");
+            predict_cmd::run(p).await
         }
         Command::Prov(p) => {
             init_tracing("warn");
@@ -598,8 +629,19 @@ async fn twin(t: TwinCommand) -> Result<()> {
             report,
             seed,
             duration_scale,
+            metrics_out,
+            metrics_topic,
+            metrics_node,
+            metrics_interval_ms,
         } => {
             let scenario = diaspora_twin::Scenario::load(&file).map_err(anyhow::Error::msg)?;
+            let metrics = (metrics_out.is_some() || metrics_topic.is_some()).then(|| {
+                diaspora_twin::MetricsOptions {
+                    interval: std::time::Duration::from_millis(metrics_interval_ms.max(10)),
+                    out: metrics_out.clone(),
+                    publish: metrics_node.clone().zip(metrics_topic.clone()),
+                }
+            });
             let tmp = tempfile::tempdir()?;
             let work_dir = match &report {
                 Some(dir) => dir.join("hosts"),
@@ -610,6 +652,7 @@ async fn twin(t: TwinCommand) -> Result<()> {
                 seed,
                 duration_scale,
                 work_dir,
+                metrics,
             };
             let bar = indicatif::ProgressBar::new(1000);
             bar.set_style(

@@ -148,3 +148,39 @@ fn calibration_is_within_the_fidelity_targets() {
     assert!((bw - 100.0).abs() <= 5.0, "bandwidth {bw}");
     assert!((loss - 0.01).abs() <= 0.002, "loss {loss}");
 }
+
+#[test]
+fn a_live_monitor_predicts_the_wan_saturating_before_it_does() {
+    // Real time (the monitor's model knows 0.5 s steps and 20–35 s ramps).
+    let r = run_scenario("twins/congestion-predict.toml", "1.0");
+    let ramp_start = r["faults"][0]["start_s"].as_f64().unwrap();
+    let saturated = r["saturated_s"]["wan"].as_array().unwrap();
+    let onset = saturated
+        .first()
+        .and_then(|v| v.as_f64())
+        .unwrap_or_else(|| panic!("the WAN never saturated: {}", r["saturated_s"]));
+    let m = &r["monitors"]["predictor"];
+    let predictions: Vec<f64> = m["prediction_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // The first prediction of this congestion: after the ramp began, before
+    // the link saturated, with a forecast lead that points past now.
+    let first = predictions
+        .iter()
+        .copied()
+        .find(|&t| t >= ramp_start)
+        .unwrap_or_else(|| panic!("no prediction after the ramp began at {ramp_start} s: {m}"));
+    assert!(
+        first < onset,
+        "first prediction at {first:.1} s, the WAN saturated at {onset:.1} s: {m}"
+    );
+    assert!(
+        predictions.iter().all(|&t| t >= ramp_start - 1.0),
+        "a prediction before the congestion began (false alarm): {m}"
+    );
+    let lead = m["prediction_lead_s"][0].as_f64().unwrap();
+    assert!(lead > 0.0, "{m}");
+}

@@ -71,6 +71,7 @@
 pub mod analysis;
 pub mod calibrate;
 pub mod link;
+pub mod metrics;
 pub mod relay;
 pub mod report;
 pub mod runner;
@@ -82,5 +83,5 @@ pub use link::{
     ScheduledChange, ScheduledLink, Verdict,
 };
 pub use relay::{Counter, DirectionStats, Relay, RelayConfig, RelayError, RelayStats};
-pub use runner::{run, RunOptions, RunResults};
+pub use runner::{run, MetricsOptions, RunOptions, RunResults};
 pub use scenario::Scenario;

@@ -29,6 +29,95 @@ pub struct RunOptions {
     pub duration_scale: f64,
     /// Where hosts keep their data directories, logs and records.
     pub work_dir: PathBuf,
+    /// Sample the links' metrics (see [`crate::metrics`]); `None`: no sampling.
+    pub metrics: Option<MetricsOptions>,
+}
+
+/// Where the twin's link metrics go.
+#[derive(Debug, Clone)]
+pub struct MetricsOptions {
+    /// Sampling interval.
+    pub interval: Duration,
+    /// Append one JSON metric event per line to this file.
+    pub out: Option<PathBuf>,
+    /// Publish each event as an item on this topic of this scenario node
+    /// (created if absent; 1 partition), through `diaspora produce`.
+    pub publish: Option<(String, String)>,
+}
+
+/// The sampler and its outputs.
+struct MetricsSink {
+    sampler: crate::metrics::LinkSampler,
+    /// Per link: samples below 0.95 in a row, samples at or over in a row,
+    /// and the saturation onsets so far.
+    saturation: HashMap<String, (u64, u64, Vec<f64>)>,
+    out: Option<std::io::BufWriter<File>>,
+    producer: Option<Child>,
+}
+
+impl MetricsSink {
+    fn poll(&mut self, relays: &HashMap<String, Relay>) {
+        use std::io::Write;
+        let Some(ev) = self.sampler.poll(relays) else {
+            return;
+        };
+        let quiet = (10_000 / ev.interval_ms.max(1)).max(1);
+        let elapsed = ev
+            .samples
+            .iter()
+            .find(|x| x.name == "twin.elapsed_s")
+            .map_or(0.0, |x| x.value);
+        for x in ev.samples.iter().filter(|x| x.name == "link.utilisation") {
+            let link = x.labels.get("link").cloned().unwrap_or_default();
+            let (below, above, onsets) = self.saturation.entry(link).or_default();
+            if x.value >= 0.95 {
+                *above += 1;
+                if *above == 2 && *below >= quiet {
+                    onsets.push(elapsed - ev.interval_ms as f64 / 1e3);
+                }
+                if *above >= 2 {
+                    *below = 0;
+                }
+            } else {
+                if *above == 1 {
+                    // A lone sample over: not a saturation; keep the run below.
+                    *below += 1;
+                }
+                *above = 0;
+                *below += 1;
+            }
+        }
+        let mut line = diaspora_telemetry::encode_event(&ev);
+        line.push(b'\n');
+        if let Some(f) = &mut self.out {
+            if let Err(e) = f.write_all(&line).and_then(|_| f.flush()) {
+                tracing::warn!(error = %e, "twin metrics: cannot write; stopping the file");
+                self.out = None;
+            }
+        }
+        if let Some(stdin) = self.producer.as_mut().and_then(|p| p.stdin.as_mut()) {
+            if let Err(e) = stdin.write_all(&line).and_then(|_| stdin.flush()) {
+                tracing::warn!(error = %e, "twin metrics: the publisher went away");
+                self.producer = None;
+            }
+        }
+    }
+
+    /// Sleeps until the next sample or `max`, whichever is sooner.
+    async fn sleep(sink: &Option<MetricsSink>, max: Duration) {
+        let until = Instant::now() + max;
+        let until = sink
+            .as_ref()
+            .map_or(until, |s| s.sampler.next_due().min(until));
+        tokio::time::sleep_until(until).await;
+    }
+
+    fn finish(mut self) {
+        if let Some(mut p) = self.producer.take() {
+            drop(p.stdin.take());
+            let _ = p.wait();
+        }
+    }
 }
 
 /// A fault as it happened.
@@ -87,6 +176,29 @@ pub struct RunResults {
     pub links: std::collections::BTreeMap<String, crate::RelayStats>,
     /// Where the hosts' data, logs and records are.
     pub work_dir: PathBuf,
+    /// Per link, when its measured utilisation reached saturation
+    /// (`link.utilisation` ≥ 0.95 for two samples after 10 s below),
+    /// seconds from the start (only with metrics sampling).
+    pub saturated_s: std::collections::BTreeMap<String, Vec<f64>>,
+    /// Per monitor host, the events it published.
+    pub monitors: std::collections::BTreeMap<String, MonitorFigures>,
+}
+
+/// What a monitor host published.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MonitorFigures {
+    /// Prediction events.
+    pub predictions: u64,
+    /// Alert events.
+    pub alerts: u64,
+    /// Times of the prediction events (their samples), seconds from the start.
+    pub prediction_s: Vec<f64>,
+    /// Each prediction's forecast lead time, seconds.
+    pub prediction_lead_s: Vec<f64>,
+    /// Each prediction's confidence.
+    pub prediction_confidence: Vec<f64>,
+    /// Times of the alert events, seconds from the start.
+    pub alert_s: Vec<f64>,
 }
 
 impl RunResults {
@@ -661,6 +773,101 @@ pub async fn run(
         // Producers: the clock starts.
         let t0 = Instant::now();
         let t0_us = now_us();
+        // Metrics: the command line's options, else the scenario's [metrics].
+        let metrics_options = match (&options.metrics, &scenario.metrics) {
+            (Some(m), Some(sm)) if m.publish.is_none() => Some(MetricsOptions {
+                publish: Some((sm.node.clone(), sm.topic.clone())),
+                ..m.clone()
+            }),
+            (Some(m), _) => Some(m.clone()),
+            (None, Some(sm)) => Some(MetricsOptions {
+                interval: Duration::from_millis(sm.interval_ms),
+                out: None,
+                publish: Some((sm.node.clone(), sm.topic.clone())),
+            }),
+            (None, None) => None,
+        };
+        let mut metrics = match &metrics_options {
+            None => None,
+            Some(m) => {
+                let mut sampler = crate::metrics::LinkSampler::new(&scenario.name, m.interval, t0);
+                for (name, (up, _)) in &base {
+                    sampler.set_capacity(name, up.bandwidth_bps);
+                }
+                let out = match &m.out {
+                    None => None,
+                    Some(p) => Some(std::io::BufWriter::new(
+                        File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+                    )),
+                };
+                let producer = match &m.publish {
+                    None => None,
+                    Some((node, topic)) => {
+                        let a = nodes
+                            .get(node)
+                            .ok_or_else(|| format!("metrics: no node '{node}'"))?;
+                        let admin = ["--admin".to_string(), a.admin.to_string()];
+                        let ca = ["--ca".to_string(), a.ca.display().to_string()];
+                        // Absent or already there: either way it exists after this.
+                        let _ = Command::new(bin)
+                            .args(["topic", "create", topic.as_str()])
+                            .args(&admin)
+                            .args(&ca)
+                            .output();
+                        Some(
+                            Command::new(bin)
+                                .args(["produce", "--topic", topic.as_str()])
+                                .args(["--addr", &a.data.to_string()])
+                                .args(&ca)
+                                .stdin(Stdio::piped())
+                                .stdout(Stdio::null())
+                                .stderr(Stdio::null())
+                                .spawn()
+                                .map_err(|e| format!("metrics publisher: {e}"))?,
+                        )
+                    }
+                };
+                Some(MetricsSink {
+                    sampler,
+                    saturation: HashMap::new(),
+                    out,
+                    producer,
+                })
+            }
+        };
+        let mut monitor_files = Vec::new();
+        for m in &scenario.monitors {
+            let dir = host_dir(&m.name)?;
+            let a = &nodes[&m.node];
+            let events = dir.join("events.jsonl");
+            let args = vec![
+                "predict".into(),
+                "serve".into(),
+                "--monitor".into(),
+                m.file.display().to_string(),
+                "--addr".into(),
+                a.data.to_string(),
+                "--ca".into(),
+                a.ca.display().to_string(),
+                "--admin".into(),
+                a.admin.to_string(),
+            ];
+            let mut p = Proc::new(&m.name, &dir, args, Some(events.clone()));
+            p.spawn(bin)?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !p.log_text().contains("monitor ") {
+                if Instant::now() > deadline || p.exited().is_some() {
+                    return Err(format!(
+                        "monitor '{}' did not start; its log:\n{}",
+                        m.name,
+                        p.log_text()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            procs.insert(m.name.clone(), p);
+            monitor_files.push((m.name.clone(), events));
+        }
         let mut produced = 0u64;
         let mut ack_files: Vec<(String, PathBuf)> = Vec::new();
         let mut producer_names = Vec::new();
@@ -724,6 +931,14 @@ pub async fn run(
                         } else {
                             format!("{link}: {:?} bit/s", up.bandwidth_bps)
                         };
+                        if let Some(m) = &mut metrics {
+                            let cap = if up.blackhole {
+                                Some(0)
+                            } else {
+                                up.bandwidth_bps
+                            };
+                            m.sampler.set_capacity(&link, cap);
+                        }
                         r.set_up(up).map_err(|e| e.to_string())?;
                         r.set_down(down).map_err(|e| e.to_string())?;
                     }
@@ -778,7 +993,10 @@ pub async fn run(
                 producer_failures.push("producers did not finish in duration + drain".into());
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(m) = &mut metrics {
+                m.poll(&relays);
+            }
+            MetricsSink::sleep(&metrics, Duration::from_millis(200)).await;
         }
 
         // Drain: until every acknowledged item has been seen, or the drain time ends.
@@ -801,7 +1019,10 @@ pub async fn run(
             if seen >= acked_total || Instant::now() >= drain_end {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(m) = &mut metrics {
+                m.poll(&relays);
+            }
+            MetricsSink::sleep(&metrics, Duration::from_millis(200)).await;
         }
 
         // Stop consumers and bridges first (they flush and commit), then nodes.
@@ -810,11 +1031,46 @@ pub async fn run(
             .iter()
             .map(|c| &c.name)
             .chain(scenario.bridges.iter().map(|b| &b.name))
+            .chain(scenario.monitors.iter().map(|m| &m.name))
         {
             if let Some(p) = procs.get_mut(c) {
                 p.signal(libc::SIGCONT);
                 p.stop(Duration::from_secs(5)).await;
             }
+        }
+        let mut saturated_s = std::collections::BTreeMap::new();
+        if let Some(mut m) = metrics.take() {
+            for (link, (_, _, onsets)) in m.saturation.drain() {
+                saturated_s.insert(link, onsets);
+            }
+            m.finish();
+        }
+        let mut monitors = std::collections::BTreeMap::new();
+        for (name, file) in &monitor_files {
+            let mut f = MonitorFigures::default();
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let t = (v["t_us"].as_i64().unwrap_or(0) - t0_us) as f64 / 1e6;
+                match v["kind"].as_str() {
+                    Some("prediction") => {
+                        f.predictions += 1;
+                        f.prediction_s.push(t);
+                        f.prediction_lead_s
+                            .push(v["lead_time_s"].as_f64().unwrap_or(0.0));
+                        f.prediction_confidence
+                            .push(v["confidence"].as_f64().unwrap_or(0.0));
+                    }
+                    Some("alert") => {
+                        f.alerts += 1;
+                        f.alert_s.push(t);
+                    }
+                    _ => {}
+                }
+            }
+            monitors.insert(name.clone(), f);
         }
         let mut link_stats = std::collections::BTreeMap::new();
         for (name, r) in relays.drain() {
@@ -1036,6 +1292,8 @@ pub async fn run(
             figures: a,
             links: link_stats,
             work_dir: work.clone(),
+            saturated_s,
+            monitors,
         })
     }
     .await;

@@ -46,9 +46,51 @@ pub struct Scenario {
     /// Fault schedule.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Publish the links' metrics on a node's metrics topic (see
+    /// [`crate::metrics`]).
+    #[serde(default)]
+    pub metrics: Option<MetricsSpec>,
+    /// Monitors (`diaspora predict serve`) reading the metrics topic.
+    #[serde(default)]
+    pub monitors: Vec<MonitorHost>,
     /// What must hold.
     #[serde(default)]
     pub assertions: Assertions,
+}
+
+/// Where a scenario publishes its link metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// The node the metrics topic lives on.
+    pub node: String,
+    /// The topic (default `diaspora.metrics`).
+    #[serde(default = "default_metrics_topic")]
+    pub topic: String,
+    /// Sampling interval, ms (default 500; not scaled by --duration-scale).
+    #[serde(default = "default_metrics_interval")]
+    pub interval_ms: u64,
+}
+
+fn default_metrics_topic() -> String {
+    "diaspora.metrics".into()
+}
+fn default_metrics_interval() -> u64 {
+    500
+}
+
+/// A monitor host: `diaspora predict serve --monitor FILE` against a node.
+/// Its events (one JSON line each) are kept in its directory as
+/// `events.jsonl` and summarised in the results.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorHost {
+    /// Host name.
+    pub name: String,
+    /// Node it reads metrics from and publishes events to.
+    pub node: String,
+    /// The monitor file (relative to the working directory).
+    pub file: std::path::PathBuf,
 }
 
 fn default_drain_s() -> f64 {
@@ -328,7 +370,8 @@ impl Scenario {
             .map(|n| &n.name)
             .chain(self.bridges.iter().map(|b| &b.name))
             .chain(self.producers.iter().map(|p| &p.name))
-            .chain(self.consumers.iter().map(|c| &c.name));
+            .chain(self.consumers.iter().map(|c| &c.name))
+            .chain(self.monitors.iter().map(|m| &m.name));
         for h in hosts {
             if !names.insert(h.as_str()) {
                 return Err(format!("host name '{h}' is used twice"));
@@ -405,6 +448,24 @@ impl Scenario {
                 qos_topic(&c.topic, &format!("consumer '{}'", c.name))?;
             }
             link(&c.via, &format!("consumer '{}'", c.name))?;
+        }
+        if let Some(m) = &self.metrics {
+            node(&m.node, "[metrics]")?;
+            if m.interval_ms < 10 {
+                return Err(format!(
+                    "[metrics] interval_ms = {} must be ≥ 10",
+                    m.interval_ms
+                ));
+            }
+        }
+        for m in &self.monitors {
+            node(&m.node, &format!("monitor '{}'", m.name))?;
+            if self.metrics.is_none() {
+                return Err(format!(
+                    "monitor '{}' needs [metrics] (the link metrics it reads)",
+                    m.name
+                ));
+            }
         }
         for t in self.assertions.topics.keys() {
             if !self.topics.iter().any(|x| &x.name == t) {

@@ -1,0 +1,639 @@
+//! `diaspora predict …`: the LSTM forecaster and anomaly detector.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use diaspora::predict::detector::{nab_eval, DetectorConfig};
+use diaspora::predict::{forecast, nab};
+
+#[derive(Subcommand)]
+pub enum PredictCommand {
+    /// Evaluate the detector and forecaster: on NAB (`--nab DIR`: NAB's
+    /// standard, reward-low-FP and reward-low-FN scores, normalised so the
+    /// null detector scores 0 and a perfect one 100, with per-series
+    /// scores) and/or on twin congestion traces (`--twin-traces DIR`).
+    Eval(EvalArgs),
+    /// Make congestion traces: run a twin congestion scenario once per seed,
+    /// with the congestion's start, depth, ramp and hold drawn from the seed
+    /// (every sixth seed a near miss that never saturates the link), and
+    /// write each run's link metric as DIR/seed-NNN.csv (`t_s,value`), with
+    /// every metric event in seed-NNN.jsonl and the parameters in
+    /// seed-NNN.json. Runs in real time (about 1–2 minutes per seed).
+    Traces(TracesArgs),
+    /// Run monitors (TOML, see `monitors/`) against a live node: read the
+    /// metric events on each monitor's source topic, forecast and learn
+    /// online, and publish prediction and alert events on its output topic
+    /// (also printed, one JSON line each). Stops on Ctrl-C, after --max-s,
+    /// or after --idle-s without metric events; saves models on the way out.
+    Serve(ServeArgs),
+    /// Train the forecaster on metric traces (DIR/*.csv, `t_s,value`) and
+    /// write a safetensors checkpoint that monitors can start from.
+    Train(TrainArgs),
+    /// Check a monitor file and print it with every default filled in.
+    Check {
+        /// The monitor file.
+        monitor: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Directory of traces.
+    #[arg(long)]
+    traces: PathBuf,
+    /// Checkpoint to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training steps.
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    /// Window, steps.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Horizon, steps.
+    #[arg(long, default_value_t = 20)]
+    horizon: usize,
+    /// LSTM hidden size.
+    #[arg(long, default_value_t = 32)]
+    hidden: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Device: cpu, or cuda / cuda:N with a CUDA build.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    use diaspora::predict::forecast::{Forecaster, ForecasterConfig, SeriesState};
+    let traces = diaspora::predict::traces::load_traces(&a.traces)?;
+    let config = ForecasterConfig {
+        window: a.window,
+        horizon: a.horizon,
+        hidden: a.hidden,
+        history: 8192,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut model = Forecaster::new(config, forecast::device(&a.device)?)?;
+    let states: Vec<SeriesState> = traces
+        .iter()
+        .map(|t| {
+            let mut s = SeriesState::new(&config);
+            for &v in &t.values {
+                s.push(v);
+            }
+            s
+        })
+        .collect();
+    let refs: Vec<&SeriesState> = states.iter().collect();
+    let t0 = Instant::now();
+    let mut recent = Vec::new();
+    for i in 0..a.steps {
+        if let Some(l) = model.train_step(&refs)? {
+            recent.push(l);
+        }
+        if (i + 1) % 500 == 0 || i + 1 == a.steps {
+            let n = recent.len().max(1) as f64;
+            eprintln!(
+                "step {}: mean loss {:.4} ({:.1} s)",
+                i + 1,
+                recent.iter().sum::<f64>() / n,
+                t0.elapsed().as_secs_f64()
+            );
+            recent.clear();
+        }
+    }
+    model.save(&a.out)?;
+    println!(
+        "trained on {} traces ({} rows) for {} steps in {:.1} s → {}",
+        traces.len(),
+        traces.iter().map(|t| t.values.len()).sum::<usize>(),
+        a.steps,
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Series per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Window, steps.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Horizon, steps.
+    #[arg(long, default_value_t = 20)]
+    horizon: usize,
+    /// LSTM hidden size.
+    #[arg(long, default_value_t = 32)]
+    hidden: usize,
+    /// Timed batched forecasts.
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// Device: cpu, or cuda / cuda:N with a CUDA build.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    use diaspora::predict::bench::{run, PredictBenchConfig};
+    let device = forecast::device(&a.device)?;
+    let cfg = PredictBenchConfig {
+        forecaster: forecast::ForecasterConfig {
+            window: a.window,
+            horizon: a.horizon,
+            hidden: a.hidden,
+            ..Default::default()
+        },
+        batch: a.batch,
+        iterations: a.iterations,
+        train_iterations: 30,
+        device: a.device.clone(),
+    };
+    cfg.forecaster.validate()?;
+    let r = run(&cfg, device)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "forecaster (window {}, horizon {}, hidden {}) on {}:",
+            r.window, r.horizon, r.hidden, r.device
+        );
+        println!(
+            "  batched inference: {:.2} µs per series-step ({} series in {:.2} ms)",
+            r.inference_us_per_series_step, r.batch, r.batch_forecast_ms
+        );
+        println!(
+            "  baseline, one series per call: {:.1} µs per series-step",
+            r.unbatched_us_per_series_step
+        );
+        println!(
+            "  online training step ({} windows): {:.2} ms",
+            r.train_batch, r.train_step_ms
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Monitor files.
+    #[arg(long = "monitor", required = true)]
+    monitors: Vec<PathBuf>,
+    #[command(flatten)]
+    conn: crate::DataConn,
+    /// gRPC admin address of the node, to create an absent output topic.
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// Read the metric topic from its start (default: only new events).
+    #[arg(long)]
+    from_start: bool,
+    /// Stop after this many seconds (0 = run until Ctrl-C).
+    #[arg(long, default_value_t = 0.0)]
+    max_s: f64,
+    /// Stop after this many seconds without a metric event (0 = never).
+    #[arg(long, default_value_t = 0.0)]
+    idle_s: f64,
+}
+
+#[derive(Args)]
+pub struct TracesArgs {
+    /// The twin scenario (its first congestion fault is varied).
+    #[arg(long, default_value = "twins/congestion-ramp.toml")]
+    scenario: PathBuf,
+    /// Number of seeds (runs).
+    #[arg(long, default_value_t = 12)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// The metric written to the CSV.
+    #[arg(long, default_value = "link.utilisation")]
+    metric: String,
+    /// Metric sampling interval, ms.
+    #[arg(long, default_value_t = 500)]
+    interval_ms: u64,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A NAB directory with `data/**/*.csv` and `labels/combined_windows.json`.
+    #[arg(long)]
+    nab: Option<PathBuf>,
+    /// A directory of metric traces (`*.csv`, `t_s,value`; see `predict
+    /// traces`): forecast RMSE at 1, 5 and 10 s against persistence and the
+    /// best EWMA, and congestion-onset precision, recall and lead time,
+    /// leave-one-trace-out.
+    #[arg(long)]
+    twin_traces: Option<PathBuf>,
+    /// Trace-evaluation configuration (TOML; defaults for anything left out).
+    #[arg(long)]
+    twin_config: Option<PathBuf>,
+    /// Detector configuration (TOML; defaults for anything left out).
+    #[arg(long)]
+    detector: Option<PathBuf>,
+    /// Only series whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    /// Worker threads (series run in parallel); default: cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Device: cpu, or cuda / cuda:N with a CUDA build.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cmd: PredictCommand) -> Result<()> {
+    match cmd {
+        PredictCommand::Eval(a) => tokio::task::block_in_place(|| eval(a)),
+        PredictCommand::Traces(a) => traces(a).await,
+        PredictCommand::Serve(a) => serve(a).await,
+        PredictCommand::Train(a) => tokio::task::block_in_place(|| train(a)),
+        PredictCommand::Check { monitor } => {
+            let spec = diaspora::predict::monitor::MonitorSpec::load(&monitor)?;
+            print!("{}", toml::to_string_pretty(&spec)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    use diaspora::predict::monitor::{encode_event, MonitorCore, MonitorSpec};
+    use diaspora_fabric::{Client, ClientConfig, Producer, ProducerConfig, StartFrom};
+    use diaspora_telemetry::publish::TopicCreation;
+    use std::time::Duration;
+
+    let client = Client::connect(ClientConfig::new(a.conn.addr, &a.conn.ca))
+        .await
+        .with_context(|| format!("connecting to {}", a.conn.addr))?;
+    let mut monitors = Vec::new();
+    for path in &a.monitors {
+        let spec = MonitorSpec::load(path)?;
+        let device = forecast::device(&spec.model.device)?;
+        let core = tokio::task::block_in_place(|| MonitorCore::new(spec.clone(), device))?;
+        let how = match a.admin {
+            Some(addr) => TopicCreation::Admin(addr),
+            None => TopicCreation::MustExist,
+        };
+        diaspora_telemetry::publish::ensure_topic(&client, &spec.output.topic, &how)
+            .await
+            .with_context(|| {
+                format!(
+                    "monitor {}: output topic {:?} (give --admin to create it)",
+                    spec.name, spec.output.topic
+                )
+            })?;
+        let producer = Producer::new(&client, ProducerConfig::new(spec.output.topic.clone()))
+            .await
+            .with_context(|| format!("monitor {}: producer", spec.name))?;
+        let start = if a.from_start {
+            StartFrom::Earliest
+        } else {
+            StartFrom::Latest
+        };
+        let stream = diaspora_telemetry::subscribe(&client, &spec.source.topic, start)
+            .await
+            .with_context(|| {
+                format!(
+                    "monitor {}: metric topic {:?}",
+                    spec.name, spec.source.topic
+                )
+            })?;
+        eprintln!(
+            "monitor {}: {} {:?} on {} → {}",
+            spec.name, spec.source.metric, spec.source.labels, spec.source.topic, spec.output.topic
+        );
+        monitors.push((core, producer, stream, Instant::now()));
+    }
+    // Ctrl-C or SIGTERM: stop after the current event, saving the models.
+    tokio::spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        a_stop();
+    });
+    let t0 = Instant::now();
+    let mut last_event = Instant::now();
+    let save = |core: &MonitorCore| -> Result<()> {
+        if let Some(p) = &core.spec().model.save_to {
+            core.model().save(p)?;
+        }
+        Ok(())
+    };
+    loop {
+        if a.max_s > 0.0 && t0.elapsed().as_secs_f64() >= a.max_s {
+            break;
+        }
+        if a.idle_s > 0.0 && last_event.elapsed().as_secs_f64() >= a.idle_s {
+            break;
+        }
+        let mut got = false;
+        for (core, producer, stream, saved) in monitors.iter_mut() {
+            let ev = stream.next(Duration::from_millis(100)).await?;
+            let Some(ev) = ev else { continue };
+            got = true;
+            let mut out = Vec::new();
+            tokio::task::block_in_place(|| -> Result<()> {
+                for s in &ev.samples {
+                    if core.wants(&s.name, &s.labels) {
+                        out.extend(core.observe(&s.labels, s.value, ev.t_us)?);
+                    }
+                }
+                Ok(())
+            })?;
+            for e in out {
+                let bytes = encode_event(&e);
+                println!("{}", String::from_utf8_lossy(&bytes));
+                producer
+                    .send(diaspora_fabric::item::payload_item(bytes.into()))
+                    .await?;
+            }
+            let every = core.spec().model.save_every_s;
+            if every > 0.0 && saved.elapsed().as_secs_f64() >= every {
+                tokio::task::block_in_place(|| save(core))?;
+                *saved = Instant::now();
+            }
+        }
+        if got {
+            last_event = Instant::now();
+        }
+        if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+    }
+    for (core, producer, stream, _) in monitors {
+        producer.close().await?;
+        stream.close().await;
+        tokio::task::block_in_place(|| save(&core))?;
+        eprintln!(
+            "monitor {}: {}",
+            core.spec().name,
+            serde_json::to_string(&core.stats())?
+        );
+    }
+    Ok(())
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn a_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The congestion parameters of one seed.
+#[derive(serde::Serialize)]
+struct TraceParams {
+    seed: u64,
+    at_s: f64,
+    to_fraction: f64,
+    ramp_s: f64,
+    hold_s: f64,
+    duration_s: f64,
+    near_miss: bool,
+}
+
+fn trace_params(seed: u64) -> TraceParams {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let near_miss = seed % 6 == 5;
+    let at_s: f64 = rng.gen_range(10.0..30.0);
+    let ramp_s: f64 = rng.gen_range(20.0..35.0);
+    let hold_s: f64 = rng.gen_range(10.0..20.0);
+    let to_fraction: f64 = if near_miss {
+        rng.gen_range(0.68..0.78)
+    } else {
+        rng.gen_range(0.25..0.45)
+    };
+    TraceParams {
+        seed,
+        at_s: (at_s * 10.0).round() / 10.0,
+        to_fraction: (to_fraction * 100.0).round() / 100.0,
+        ramp_s: ramp_s.round(),
+        hold_s: hold_s.round(),
+        duration_s: (at_s + 2.0 * ramp_s + hold_s + 15.0).round(),
+        near_miss,
+    }
+}
+
+async fn traces(a: TracesArgs) -> Result<()> {
+    use diaspora_twin::scenario::FaultKind;
+    let base = diaspora_twin::Scenario::load(&a.scenario).map_err(anyhow::Error::msg)?;
+    let fault = base
+        .faults
+        .iter()
+        .position(|f| matches!(f.kind, FaultKind::Congestion { .. }))
+        .with_context(|| format!("{}: no congestion fault to vary", a.scenario.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let binary = std::env::current_exe().context("locating the diaspora binary")?;
+    for seed in a.first_seed..a.first_seed + a.seeds {
+        let p = trace_params(seed);
+        let mut scenario = base.clone();
+        scenario.duration_s = p.duration_s;
+        let f = &mut scenario.faults[fault];
+        f.at_s = p.at_s;
+        if let FaultKind::Congestion {
+            to_fraction,
+            ramp_s,
+            hold_s,
+            ..
+        } = &mut f.kind
+        {
+            (*to_fraction, *ramp_s, *hold_s) = (p.to_fraction, p.ramp_s, p.hold_s);
+        }
+        let stem = a.out.join(format!("seed-{seed:03}"));
+        let jsonl = stem.with_extension("jsonl");
+        let work = tempfile::tempdir()?;
+        let options = diaspora_twin::RunOptions {
+            binary: binary.clone(),
+            seed: Some(seed),
+            duration_scale: 1.0,
+            work_dir: work.path().join("hosts"),
+            metrics: Some(diaspora_twin::MetricsOptions {
+                interval: std::time::Duration::from_millis(a.interval_ms.max(10)),
+                out: Some(jsonl.clone()),
+                publish: None,
+            }),
+        };
+        eprintln!(
+            "seed {seed}: congestion at {:.1} s to {:.2} over {} s, hold {} s ({} s run{})",
+            p.at_s,
+            p.to_fraction,
+            p.ramp_s,
+            p.hold_s,
+            p.duration_s,
+            if p.near_miss { ", near miss" } else { "" }
+        );
+        let results = diaspora_twin::run(scenario, &options, &|_, _, _| {})
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let text = std::fs::read_to_string(&jsonl)?;
+        let mut csv = String::from("t_s,value\n");
+        let mut rows = 0;
+        for line in text.lines() {
+            let ev = diaspora_telemetry::decode_event(line.as_bytes())?;
+            let t = ev.samples.iter().find(|s| s.name == "twin.elapsed_s");
+            let v = ev.samples.iter().find(|s| s.name == a.metric);
+            if let (Some(t), Some(v)) = (t, v) {
+                csv.push_str(&format!("{:.3},{}\n", t.value, v.value));
+                rows += 1;
+            }
+        }
+        std::fs::write(stem.with_extension("csv"), csv)?;
+        let mut meta = serde_json::to_value(&p)?;
+        meta["metric"] = a.metric.clone().into();
+        meta["rows"] = rows.into();
+        meta["lost"] = results.figures.lost.into();
+        meta["duplicated"] = results.figures.duplicated.into();
+        std::fs::write(
+            stem.with_extension("json"),
+            serde_json::to_vec_pretty(&meta)?,
+        )?;
+        eprintln!(
+            "  {rows} samples → {}",
+            stem.with_extension("csv").display()
+        );
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    if a.nab.is_none() && a.twin_traces.is_none() {
+        anyhow::bail!("nothing to evaluate: give --nab DIR (and/or --twin-traces DIR)");
+    }
+    let device = forecast::device(&a.device)?;
+    let detector: DetectorConfig = match &a.detector {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("detector configuration {}", p.display()))?,
+        None => DetectorConfig::default(),
+    };
+    detector.forecaster.validate()?;
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let mut out = serde_json::Map::new();
+    if let Some(dir) = &a.nab {
+        let mut corpus = nab::load_corpus(dir)?;
+        if let Some(only) = &a.only {
+            corpus
+                .series
+                .retain(|(s, _)| s.name.contains(only.as_str()));
+            anyhow::ensure!(!corpus.series.is_empty(), "no NAB series matches {only:?}");
+        }
+        let t0 = Instant::now();
+        let report = nab_eval(&corpus, &detector, &device, threads)?;
+        let secs = t0.elapsed().as_secs_f64();
+        if !a.json {
+            println!(
+                "NAB ({} series, {} windows, {} rows) in {secs:.1} s",
+                report.series_count, report.window_count, report.rows
+            );
+            println!(
+                "  score: standard {:.1}, reward-low-FP {:.1}, reward-low-FN {:.1} (threshold {:.6})",
+                report.nab_score_standard,
+                report.nab_score_reward_low_fp,
+                report.nab_score_reward_low_fn,
+                report.threshold_standard
+            );
+            for (name, v) in &report.baselines {
+                println!("  baseline {name} (same corpus, same run): {v:.1}");
+            }
+            for s in &report.series {
+                println!(
+                    "  {:60} {:>7} tp {:>2} fp {:>3} fn {:>2}  rmse/persistence {:.3}",
+                    s.name,
+                    s.score.map_or("-".into(), |v| format!("{v:.1}")),
+                    s.tp,
+                    s.fp,
+                    s.fn_,
+                    s.rmse_ratio_to_persistence
+                );
+            }
+            println!(
+                "  published, full 58-series corpus (orientation only): {}",
+                report
+                    .reference_full_corpus
+                    .iter()
+                    .map(|(n, v)| format!("{n} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let mut v = serde_json::to_value(&report)?;
+        v["seconds"] = serde_json::json!(secs);
+        for (k, val) in v.as_object().expect("object").clone() {
+            out.insert(k, val);
+        }
+    }
+    if let Some(dir) = &a.twin_traces {
+        use diaspora::predict::traces::{load_traces, twin_eval, TwinEvalConfig};
+        let cfg: TwinEvalConfig = match &a.twin_config {
+            Some(p) => toml::from_str(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("trace-evaluation configuration {}", p.display()))?,
+            None => TwinEvalConfig::default(),
+        };
+        cfg.forecaster.validate()?;
+        let traces = load_traces(dir)?;
+        let t0 = Instant::now();
+        let r = twin_eval(&traces, &cfg, &device)?;
+        let secs = t0.elapsed().as_secs_f64();
+        if !a.json {
+            println!(
+                "twin traces ({} traces, step {} s) in {secs:.1} s, leave-one-trace-out:",
+                r.traces, r.step_s
+            );
+            for h in &r.rmse {
+                println!(
+                    "  {:>4} s: RMSE LSTM {:.4}, persistence {:.4}, EWMA(α={}) {:.4} → ratio to the better baseline {:.3}",
+                    h.horizon_s, h.lstm, h.persistence, h.ewma_alpha, h.ewma, h.ratio_to_best_baseline
+                );
+            }
+            println!(
+                "  congestion onsets: {} onsets, {} alarm events; precision {:.2}, recall {:.2}, median lead {:.1} s (≥ {} s ahead required)",
+                r.onsets,
+                r.alarm_events,
+                r.onset_precision,
+                r.onset_recall,
+                r.lead_time_s_median,
+                r.config.lead_min_s
+            );
+            for t in &r.per_trace {
+                println!(
+                    "    {}: onsets {:?}, alarms {:?}, leads {:?}",
+                    t.name, t.onsets_s, t.alarms_s, t.leads_s
+                );
+            }
+        }
+        let mut v = serde_json::to_value(&r)?;
+        v["twin_seconds"] = serde_json::json!(secs);
+        for (k, val) in v.as_object().expect("object").clone() {
+            out.insert(k, val);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Object(out));
+    }
+    Ok(())
+}

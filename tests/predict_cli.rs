@@ -1,0 +1,152 @@
+//! `diaspora predict …` and `diaspora bench predict` through the binary.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
+
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run diaspora");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn nab_eval_prints_the_standard_score_and_per_series_scores() {
+    let v = run_json(&[
+        "predict",
+        "eval",
+        "--nab",
+        "../shared/data/nab",
+        "--only",
+        "artificialWithAnomaly",
+        "--json",
+    ]);
+    let score = v["nab_score_standard"].as_f64().unwrap();
+    assert!((-100.0..=100.0).contains(&score), "{score}");
+    let series = v["series"].as_array().unwrap();
+    assert_eq!(series.len(), 6);
+    assert!(series
+        .iter()
+        .all(|s| s["name"].as_str().is_some() && s.get("score").is_some()));
+    assert_eq!(v["window_count"], 6);
+    assert!(v["baselines"]["windowed_gaussian"].as_f64().is_some());
+}
+
+#[test]
+fn trace_eval_prints_ratios_precision_recall_and_lead() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    // Fewer training steps than the default: this checks the command, not the model.
+    std::fs::write(cfg.path(), "pretrain_steps = 20\nonline_train_every = 8\n").unwrap();
+    let v = run_json(&[
+        "predict",
+        "eval",
+        "--twin-traces",
+        "predict/traces/congestion-ramp",
+        "--twin-config",
+        cfg.path().to_str().unwrap(),
+        "--json",
+    ]);
+    for h in ["1s", "5s", "10s"] {
+        let r = v["rmse_ratio_to_best_baseline"][h].as_f64().unwrap();
+        assert!(r.is_finite() && r > 0.0, "{h}: {r}");
+    }
+    for k in ["onset_precision", "onset_recall"] {
+        let x = v[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{k}: {x}");
+    }
+    assert!(v["lead_time_s_median"].as_f64().is_some());
+    assert!(
+        v["onsets"].as_u64().unwrap() >= 8,
+        "the traces hold congestion onsets"
+    );
+}
+
+#[test]
+fn bench_predict_prints_the_named_fields() {
+    let v = run_json(&[
+        "bench",
+        "predict",
+        "--batch",
+        "16",
+        "--iterations",
+        "2",
+        "--json",
+    ]);
+    assert!(v["inference_us_per_series_step"].as_f64().unwrap() > 0.0);
+    assert!(v["train_step_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["batch"], 16);
+}
+
+#[test]
+fn train_writes_a_checkpoint_a_monitor_can_start_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let out = Command::new(BIN)
+        .args([
+            "predict",
+            "train",
+            "--traces",
+            "predict/traces/congestion-ramp",
+            "--steps",
+            "5",
+        ])
+        .args(["--window", "8", "--horizon", "4", "--hidden", "8", "--out"])
+        .arg(&model)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = diaspora::predict::forecast::Forecaster::load(
+        &model,
+        diaspora::predict::forecast::device("cpu").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(f.config().window, 8);
+    assert_eq!(f.train_steps(), 5);
+    // The shipped monitor checks, and a broken one is refused clearly.
+    let ok = Command::new(BIN)
+        .args(["predict", "check", "monitors/wan-congestion.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("link.utilisation"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\n[source]\nmetric = \"m\"\n[prediction]\nthreshold = 1\nconfidence_min = 2\n",
+    )
+    .unwrap();
+    let no = Command::new(BIN)
+        .args(["predict", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!no.status.success());
+    assert!(String::from_utf8_lossy(&no.stderr).contains("confidence_min"));
+    // Without CUDA support a CUDA device is refused with the reason.
+    if !cfg!(feature = "cuda") {
+        let e = diaspora::predict::forecast::device("cuda")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--features cuda"), "{e}");
+    }
+}
