@@ -82,6 +82,8 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Directory for topics, group offsets and (by default) certificates.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -331,6 +333,8 @@ struct ConsumeArgs {
 
 #[derive(Args)]
 struct BridgeArgs {
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Source, as HOST:PORT/TOPIC (data-plane address of the source node).
     #[arg(long, value_name = "ADDR/TOPIC")]
     from: String,
@@ -358,6 +362,41 @@ struct BridgeArgs {
     /// target recognises those batches, so a longer interval costs only re-sends.
     #[arg(long, default_value_t = 200)]
     commit_interval_ms: u64,
+}
+
+/// Publishing this process's metrics on a fabric topic.
+#[derive(Args, Clone)]
+struct MetricsArgs {
+    /// Publish this process's metrics as events on --metrics-topic every
+    /// this many ms (0 = off). See crates/diaspora-telemetry for the names.
+    #[arg(long, default_value_t = 0)]
+    metrics_interval_ms: u64,
+    /// Topic for --metrics-interval-ms.
+    #[arg(long, default_value = "diaspora.metrics")]
+    metrics_topic: String,
+}
+
+impl MetricsArgs {
+    /// Starts publishing `registry` through `client`, if asked to.
+    async fn start(
+        &self,
+        client: Client,
+        source: String,
+        registry: diaspora_telemetry::Registry,
+        create: diaspora_telemetry::publish::TopicCreation,
+    ) -> Result<Option<diaspora_telemetry::publish::MetricsPublisher>> {
+        if self.metrics_interval_ms == 0 {
+            return Ok(None);
+        }
+        let mut cfg = diaspora_telemetry::publish::PublisherConfig::new(source);
+        cfg.topic = self.metrics_topic.clone();
+        cfg.interval = Duration::from_millis(self.metrics_interval_ms.max(10));
+        cfg.create_topic = create;
+        let p = diaspora_telemetry::publish::MetricsPublisher::start(client, cfg, registry)
+            .await
+            .with_context(|| format!("publishing metrics on {:?}", self.metrics_topic))?;
+        Ok(Some(p))
+    }
 }
 
 fn parse_endpoint(s: &str) -> Result<(SocketAddr, String)> {
@@ -438,13 +477,29 @@ enum BenchCommand {
     Predict(predict_cmd::BenchArgs),
 }
 
+/// The OpenTelemetry guard of this process (flushed at exit).
+static TELEMETRY: std::sync::Mutex<Option<diaspora_telemetry::TelemetryGuard>> =
+    std::sync::Mutex::new(None);
+
+/// Logging on stderr (RUST_LOG, else `default`), and — when the standard
+/// OTEL_EXPORTER_OTLP_* variables ask for it — OTLP export of traces and
+/// metrics (service `diaspora`, or OTEL_SERVICE_NAME).
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let mut config = match diaspora_telemetry::OtelConfig::from_env("diaspora") {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: telemetry export off: {e}");
+            diaspora_telemetry::OtelConfig::new("diaspora")
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        config.log_filter = default.to_string();
+    }
+    match diaspora_telemetry::init_with(config) {
+        Ok(guard) => *TELEMETRY.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard),
+        Err(diaspora_telemetry::TelemetryError::AlreadyInitialized) => {}
+        Err(e) => eprintln!("warning: telemetry: {e}"),
+    }
 }
 
 fn main() {
@@ -453,7 +508,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = rt.block_on(run(cli));
+    let result = rt.block_on(async {
+        let r = run(cli).await;
+        let guard = TELEMETRY.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(g) = guard {
+            if let Err(e) = g.shutdown_async().await {
+                eprintln!("warning: telemetry flush: {e}");
+            }
+        }
+        r
+    });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -559,12 +623,30 @@ async fn serve(a: ServeArgs) -> Result<()> {
         a.fsync,
         node.ca_file().display()
     );
+    let publisher = if a.metrics.metrics_interval_ms > 0 {
+        let registry = diaspora_telemetry::Registry::new();
+        diaspora_telemetry::collect_broker(&registry, node.broker().clone())?;
+        let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file())).await?;
+        a.metrics
+            .start(
+                client,
+                format!("node:{}", node.data_addr()),
+                registry,
+                diaspora_telemetry::publish::TopicCreation::Embedded(node.broker().clone()),
+            )
+            .await?
+    } else {
+        None
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     eprintln!("shutting down");
+    if let Some(p) = publisher {
+        p.stop().await;
+    }
     node.shutdown().await;
     Ok(())
 }
@@ -592,6 +674,25 @@ async fn bridge(a: BridgeArgs) -> Result<()> {
         "bridge '{name}': {from_addr}/{from_topic} → {to_addr}/{to_topic}, {} partition(s)",
         bridge.partitions()
     );
+    let publisher = if a.metrics.metrics_interval_ms > 0 {
+        // The bridge's counters, and the QUIC path to the target as a
+        // connection of its own sees it (RTT, congestion window, loss).
+        let registry = diaspora_telemetry::Registry::new();
+        diaspora_telemetry::collect_bridge(&registry, &name, bridge.stats().clone())?;
+        let to_client = Client::connect(ClientConfig::new(to_addr, &to_ca)).await?;
+        diaspora_telemetry::collect_quic(&registry, &to_addr.to_string(), to_client)?;
+        let client = Client::connect(ClientConfig::new(from_addr, &from_ca)).await?;
+        a.metrics
+            .start(
+                client,
+                format!("bridge:{name}"),
+                registry,
+                diaspora_telemetry::publish::TopicCreation::MustExist,
+            )
+            .await?
+    } else {
+        None
+    };
     let stats = bridge.stats().clone();
     let report = move || {
         let o = std::sync::atomic::Ordering::Relaxed;
@@ -613,6 +714,9 @@ async fn bridge(a: BridgeArgs) -> Result<()> {
         }
     }
     let failed = bridge.stats().failed.lock().clone();
+    if let Some(p) = publisher {
+        p.stop().await;
+    }
     bridge.stop().await;
     eprintln!("{}", report());
     if let Some((p, e)) = failed.first() {

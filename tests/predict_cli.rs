@@ -150,3 +150,64 @@ fn train_writes_a_checkpoint_a_monitor_can_start_from() {
         assert!(e.contains("--features cuda"), "{e}");
     }
 }
+
+#[test]
+fn a_node_publishes_its_metrics_as_events_on_the_metrics_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |p: u16| -> u16 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port().max(p)
+    };
+    let (data, admin) = (port(0), port(0));
+    let mut node = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .args(["--listen", &format!("127.0.0.1:{data}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--metrics-interval-ms", "100"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ca = dir.path().join("d/certs/ca.pem");
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = Command::new(BIN)
+            .args([
+                "consume",
+                "--topic",
+                "diaspora.metrics",
+                "--from",
+                "earliest",
+            ])
+            .args([
+                "--count",
+                "3",
+                "--idle-timeout-ms",
+                "2000",
+                "--addr",
+                &format!("127.0.0.1:{data}"),
+            ])
+            .arg("--ca")
+            .arg(&ca)
+            .arg("--json")
+            .output()
+            .unwrap();
+        events = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("node:"))
+            .map(str::to_string)
+            .collect();
+        if events.len() >= 3 {
+            break;
+        }
+    }
+    node.kill().unwrap();
+    let _ = node.wait();
+    assert!(events.len() >= 3, "{events:?}");
+    assert!(
+        events.iter().any(|e| e.contains("node.items_appended")),
+        "{}",
+        events[0]
+    );
+}

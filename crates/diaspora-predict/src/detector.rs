@@ -57,7 +57,7 @@ impl Default for DetectorConfig {
             chunk: 16,
             train_steps_per_chunk: 1,
             likelihood_long: 500,
-            likelihood_short: 5,
+            likelihood_short: 3,
             alert_threshold: 0.9999,
             refractory: 200,
         }

@@ -176,6 +176,26 @@ pub struct PredictionSpec {
     /// At most one prediction per series this often, seconds.
     #[serde(default = "default_repeat")]
     pub repeat_s: f64,
+    /// Once the series reaches the threshold it is *in trouble* (nothing
+    /// left to predict) until it stays under this for `clear_s`
+    /// (default: the threshold less 0.1 of its magnitude).
+    #[serde(default)]
+    pub clear_below: Option<f64>,
+    /// See `clear_below`, seconds.
+    #[serde(default = "default_clear")]
+    pub clear_s: f64,
+}
+
+fn default_clear() -> f64 {
+    5.0
+}
+
+impl PredictionSpec {
+    /// The value under which trouble ends.
+    pub fn clear_below(&self) -> f64 {
+        self.clear_below
+            .unwrap_or(self.threshold - 0.1 * self.threshold.abs())
+    }
 }
 
 fn default_confidence() -> f64 {
@@ -290,6 +310,12 @@ impl MonitorSpec {
             return bad(format!(
                 "prediction.confidence_min = {c}: must be in (0, 1)"
             ));
+        }
+        if !(self.prediction.clear_below() < self.prediction.threshold) {
+            return bad("prediction.clear_below must be under the threshold".into());
+        }
+        if !(self.prediction.clear_s.is_finite() && self.prediction.clear_s >= 0.0) {
+            return bad("prediction.clear_s must be ≥ 0".into());
         }
         if !(self.prediction.repeat_s.is_finite() && self.prediction.repeat_s >= 0.0) {
             return bad("prediction.repeat_s must be ≥ 0".into());
@@ -435,6 +461,10 @@ struct Followed {
     gate: AlertGate,
     last_prediction_us: Option<i64>,
     samples: u64,
+    /// In trouble (reached the threshold, not yet clear), and for how many
+    /// samples it has been under `clear_below`.
+    in_trouble: bool,
+    under: u64,
 }
 
 /// What [`MonitorCore`] has done.
@@ -546,6 +576,8 @@ impl MonitorCore {
                     gate: AlertGate::new(a.alert_threshold, refractory),
                     last_prediction_us: None,
                     samples: 0,
+                    in_trouble: false,
+                    under: 0,
                 });
                 self.series.len() - 1
             }
@@ -596,11 +628,24 @@ impl MonitorCore {
                 });
             }
         }
+        // Trouble, with hysteresis: nothing to predict while in it.
+        let th = spec.prediction.threshold;
+        if s.in_trouble {
+            s.under = if value < spec.prediction.clear_below() {
+                s.under + 1
+            } else {
+                0
+            };
+            if s.under as f64 * spec.source.step_s >= spec.prediction.clear_s {
+                (s.in_trouble, s.under) = (false, 0);
+            }
+        } else if value >= th {
+            (s.in_trouble, s.under) = (true, 0);
+        }
         // Forecast from here.
         if let Some(f) = self.model.forecast(&[&s.state])?.pop().flatten() {
-            let th = spec.prediction.threshold;
             let step = spec.source.step_s;
-            if value < th {
+            if !s.in_trouble {
                 if let Some(k) = f.iter().position(|&v| v >= th) {
                     // P(reaching θ within the horizon) ≈ the best single step's.
                     let warm = s.mse_n >= fc.horizon as u64;

@@ -174,9 +174,14 @@ pub struct TwinEvalConfig {
     pub online_train_every: usize,
     /// The metric value that means congestion.
     pub onset_threshold: f64,
-    /// An onset must stay at or over the threshold this long, seconds.
+    /// Congestion ends once the metric stays under this for `clear_s`.
+    pub clear_below: f64,
+    /// See `clear_below`, seconds.
+    pub clear_s: f64,
+    /// At least half the samples of this long after an onset must be at or
+    /// over the threshold (a lone spike is not congestion), seconds.
     pub onset_hold_s: f64,
-    /// …after at least this long under it, seconds.
+    /// An onset needs at least this long without congestion before it, seconds.
     pub onset_quiet_s: f64,
     /// An alarm must come at least this long before the onset, seconds.
     pub lead_min_s: f64,
@@ -201,6 +206,8 @@ impl Default for TwinEvalConfig {
             pretrain_steps: 400,
             online_train_every: 2,
             onset_threshold: 0.95,
+            clear_below: 0.85,
+            clear_s: 5.0,
             onset_hold_s: 2.0,
             onset_quiet_s: 10.0,
             lead_min_s: 5.0,
@@ -271,24 +278,56 @@ pub struct TwinEvalReport {
     pub config: TwinEvalConfig,
 }
 
-/// Onset times (as sample indices) of a series: upward crossings of
-/// `threshold` held for `hold` samples after `quiet` samples below.
-pub fn onsets(values: &[f64], threshold: f64, hold: usize, quiet: usize) -> Vec<usize> {
+/// Whether each sample is inside a congestion episode, causally: an
+/// episode starts at a sample at or over `threshold` and ends once the
+/// series has stayed under `clear_below` for `clear` samples.
+pub fn congested(values: &[f64], threshold: f64, clear_below: f64, clear: usize) -> Vec<bool> {
+    let mut out = Vec::with_capacity(values.len());
+    let (mut inside, mut under) = (false, 0usize);
+    for &v in values {
+        if inside {
+            under = if v < clear_below { under + 1 } else { 0 };
+            if under >= clear.max(1) {
+                inside = false;
+                under = 0;
+            }
+        } else if v >= threshold {
+            inside = true;
+            under = 0;
+        }
+        out.push(inside);
+    }
+    out
+}
+
+/// Onsets (sample indices): starts of congestion episodes (see
+/// [`congested`]) after at least `quiet` samples outside one, where at
+/// least half of the `hold` samples from the start are at or over
+/// `threshold`.
+pub fn onsets(
+    values: &[f64],
+    mask: &[bool],
+    threshold: f64,
+    hold: usize,
+    quiet: usize,
+) -> Vec<usize> {
     let mut out = Vec::new();
-    let mut below = 0usize;
-    let mut i = 0;
-    while i < values.len() {
-        if values[i] < threshold {
-            below += 1;
-            i += 1;
+    let mut outside = 0usize;
+    for i in 0..values.len() {
+        if !mask[i] {
+            outside += 1;
             continue;
         }
-        let held = values[i..].iter().take_while(|&&v| v >= threshold).count();
-        if below >= quiet && held >= hold.max(1) {
+        if i > 0 && mask[i - 1] {
+            continue;
+        }
+        let h = hold.max(1);
+        let window = &values[i..(i + h).min(values.len())];
+        let over = window.iter().filter(|&&v| v >= threshold).count();
+        if outside >= quiet && 2 * over >= h {
             out.push(i);
         }
-        below = 0;
-        i += held;
+        outside = 0;
     }
     out
 }
@@ -414,6 +453,13 @@ pub fn twin_eval(
         let v = &test.values;
         let mut state = SeriesState::new(&fc);
         let mut ewmas: Vec<Ewma> = config.ewma_alphas.iter().map(|&a| Ewma::new(a)).collect();
+        let steps = |s: f64| (s / step_s).round() as usize;
+        let mask = congested(
+            v,
+            config.onset_threshold,
+            config.clear_below,
+            steps(config.clear_s),
+        );
         let mut flags = vec![false; v.len()];
         for t in 0..v.len() {
             state.push(v[t]);
@@ -437,17 +483,17 @@ pub fn twin_eval(
                     n[hi] += 1;
                 }
             }
-            flags[t] = v[t] < config.onset_threshold
-                && f[..alarm_h].iter().any(|&x| x >= config.onset_threshold);
+            // Alarms only outside congestion (the mask at t is causal).
+            flags[t] = !mask[t] && f[..alarm_h].iter().any(|&x| x >= config.onset_threshold);
             if config.online_train_every > 0 && t % config.online_train_every == 0 {
                 let mut refs: Vec<&SeriesState> = others.iter().collect();
                 refs.push(&state);
                 model.train_step(&refs)?;
             }
         }
-        let steps = |s: f64| (s / step_s).round() as usize;
         let on = onsets(
             v,
+            &mask,
             config.onset_threshold,
             steps(config.onset_hold_s),
             steps(config.onset_quiet_s),
@@ -533,14 +579,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn onsets_need_a_quiet_run_up_and_a_hold() {
+    fn congestion_episodes_ride_out_dips_and_onsets_need_a_quiet_run_up() {
         let v = [
-            0.1, 0.1, 0.1, 1.0, 1.0, 1.0, 0.1, 1.0, 0.1, 0.1, 0.1, 0.1, 1.0, 1.0,
+            0.5, 0.5, 0.5, 1.0, 0.9, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5,
+            0.5,
         ];
-        // Quiet 3, hold 2: index 3 (after 3 below), not 7 (1 below, held 1),
-        // 12 (4 below, held 2).
-        assert_eq!(onsets(&v, 0.95, 2, 3), vec![3, 12]);
-        assert_eq!(onsets(&v, 0.95, 3, 3), vec![3]);
+        // Clear after 2 samples under 0.85: the dip to 0.9 at 4 stays inside.
+        let mask = congested(&v, 0.95, 0.85, 2);
+        let inside: Vec<usize> = (0..v.len()).filter(|&i| mask[i]).collect();
+        assert_eq!(inside, vec![3, 4, 5, 6, 11, 12]);
+        // Quiet 3, hold 2: the episode at 3 (1.0, 0.9: half over) counts; the
+        // spike at 11 (4 outside before it, 1 of 2 over) too.
+        assert_eq!(onsets(&v, &mask, 0.95, 2, 3), vec![3, 11]);
+        // Hold 3: the spike (1 of 3) is no onset. Quiet 4: the first episode
+        // (3 outside before it) is no onset, the spike is.
+        assert_eq!(onsets(&v, &mask, 0.95, 3, 3), vec![3]);
+        assert_eq!(onsets(&v, &mask, 0.95, 2, 4), vec![11]);
     }
 
     #[test]

@@ -45,12 +45,21 @@ pub struct MetricsOptions {
     pub publish: Option<(String, String)>,
 }
 
+/// A link's saturation state (see `MetricsSink::poll`).
+#[derive(Default)]
+struct Saturation {
+    inside: bool,
+    over: u64,
+    under: u64,
+    outside: u64,
+    onsets: Vec<f64>,
+}
+
 /// The sampler and its outputs.
 struct MetricsSink {
     sampler: crate::metrics::LinkSampler,
-    /// Per link: samples below 0.95 in a row, samples at or over in a row,
-    /// and the saturation onsets so far.
-    saturation: HashMap<String, (u64, u64, Vec<f64>)>,
+    /// Per link: the saturation episodes so far.
+    saturation: HashMap<String, Saturation>,
     out: Option<std::io::BufWriter<File>>,
     producer: Option<Child>,
 }
@@ -61,7 +70,11 @@ impl MetricsSink {
         let Some(ev) = self.sampler.poll(relays) else {
             return;
         };
-        let quiet = (10_000 / ev.interval_ms.max(1)).max(1);
+        // Saturation episodes, with hysteresis: one starts at the first of
+        // two samples in a row at or over 0.95, after 10 s outside an
+        // episode; it ends once the utilisation stays under 0.85 for 5 s.
+        let per_s = 1000 / ev.interval_ms.max(1);
+        let (quiet, clear) = ((10 * per_s).max(1), (5 * per_s).max(1));
         let elapsed = ev
             .samples
             .iter()
@@ -69,22 +82,23 @@ impl MetricsSink {
             .map_or(0.0, |x| x.value);
         for x in ev.samples.iter().filter(|x| x.name == "link.utilisation") {
             let link = x.labels.get("link").cloned().unwrap_or_default();
-            let (below, above, onsets) = self.saturation.entry(link).or_default();
-            if x.value >= 0.95 {
-                *above += 1;
-                if *above == 2 && *below >= quiet {
-                    onsets.push(elapsed - ev.interval_ms as f64 / 1e3);
+            let st = self.saturation.entry(link).or_default();
+            if st.inside {
+                st.under = if x.value < 0.85 { st.under + 1 } else { 0 };
+                if st.under >= clear {
+                    (st.inside, st.under, st.outside, st.over) = (false, 0, 0, 0);
                 }
-                if *above >= 2 {
-                    *below = 0;
+            } else if x.value >= 0.95 {
+                st.over += 1;
+                if st.over == 2 {
+                    if st.outside >= quiet {
+                        st.onsets.push(elapsed - ev.interval_ms as f64 / 1e3);
+                    }
+                    (st.inside, st.under) = (true, 0);
                 }
             } else {
-                if *above == 1 {
-                    // A lone sample over: not a saturation; keep the run below.
-                    *below += 1;
-                }
-                *above = 0;
-                *below += 1;
+                st.outside += st.over + 1;
+                st.over = 0;
             }
         }
         let mut line = diaspora_telemetry::encode_event(&ev);
@@ -177,7 +191,8 @@ pub struct RunResults {
     /// Where the hosts' data, logs and records are.
     pub work_dir: PathBuf,
     /// Per link, when its measured utilisation reached saturation
-    /// (`link.utilisation` ≥ 0.95 for two samples after 10 s below),
+    /// (`link.utilisation` ≥ 0.95 for two samples in a row, after 10 s
+    /// outside a saturation episode; an episode ends after 5 s under 0.85),
     /// seconds from the start (only with metrics sampling).
     pub saturated_s: std::collections::BTreeMap<String, Vec<f64>>,
     /// Per monitor host, the events it published.
@@ -1040,8 +1055,8 @@ pub async fn run(
         }
         let mut saturated_s = std::collections::BTreeMap::new();
         if let Some(mut m) = metrics.take() {
-            for (link, (_, _, onsets)) in m.saturation.drain() {
-                saturated_s.insert(link, onsets);
+            for (link, st) in m.saturation.drain() {
+                saturated_s.insert(link, st.onsets);
             }
             m.finish();
         }
