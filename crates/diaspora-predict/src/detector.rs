@@ -2,12 +2,10 @@
 //!
 //! Each series gets its own freshly initialised [`Forecaster`] that learns
 //! online as the rows arrive; nothing is learned ahead of time or across
-//! series. Rows are taken in chunks of `chunk`: the chunk's rows join the
-//! history, each row of the chunk is forecast (one step ahead) from the
-//! window just before it with the weights as they were *before* the chunk,
-//! and then the model trains on the history so far. Batching a chunk's
-//! forecasts is only a speed-up: every score depends on past rows and on
-//! weights trained on past rows, as if the rows had come one at a time.
+//! series. Every row is forecast one step ahead from the rows before it
+//! (the recurrent state, see [`crate::forecast`]), and every `chunk` rows
+//! the model takes `train_steps_per_chunk` training steps on the history
+//! so far.
 //!
 //! A row's anomaly score is the [`Likelihood`] of its normalised one-step
 //! error; after an [`AlertGate`] alert the scores of the hold-off rows are
@@ -28,8 +26,7 @@ pub struct DetectorConfig {
     /// The forecaster (its horizon is used for training; scoring uses the
     /// one-step forecast).
     pub forecaster: ForecasterConfig,
-    /// Rows per chunk: forecasts of a chunk share weights; the model trains
-    /// after each chunk.
+    /// The model trains every this many rows.
     pub chunk: usize,
     /// Training steps after each chunk.
     pub train_steps_per_chunk: usize,
@@ -96,51 +93,40 @@ pub fn detect(
     let mut scores = vec![0.0; values.len()];
     let mut alerts = Vec::new();
     let (mut se, mut se_p, mut n_err) = (0.0, 0.0, 0u64);
-    let mut start = 0usize;
-    while start < values.len() {
-        let end = (start + config.chunk).min(values.len());
-        for &v in &values[start..end] {
-            series.push(v);
+    // The one-step forecast made at the previous row, with that row's
+    // value and deviation.
+    let mut pending: Option<(f64, f64, f64)> = None;
+    for (r, &raw) in values.iter().enumerate() {
+        let x = if raw.is_finite() {
+            raw
+        } else {
+            series.last().unwrap_or(0.0)
+        };
+        if let Some((f, prev, std)) = pending.take() {
+            let err = x - f;
+            se += err * err;
+            se_p += (x - prev) * (x - prev);
+            n_err += 1;
+            let l = likelihood.update(err.abs() / std);
+            let row = r as u64;
+            scores[r] = if gate.check(row, l) {
+                alerts.push(r);
+                l
+            } else if gate.quiet(row) {
+                l * 0.5
+            } else {
+                l
+            };
         }
-        // Forecast each row of the chunk from the window before it.
-        let mut rows = Vec::new();
-        let mut windows = Vec::new();
-        for r in start..end {
-            if let Some(w) = series.window_before(r as u64, fc.window) {
-                rows.push(r);
-                windows.push(w);
+        series.push(x);
+        if let Some(f) = model.forecast(&mut [&mut series])?.pop().flatten() {
+            pending = Some((f[0], x, series.norm().std()));
+        }
+        if (r + 1) % config.chunk == 0 {
+            for _ in 0..config.train_steps_per_chunk {
+                model.train_step(&[&series])?;
             }
         }
-        if !windows.is_empty() {
-            let refs: Vec<(&[f32], f32, f32)> = windows
-                .iter()
-                .map(|(w, m, s)| (w.as_slice(), *m, *s))
-                .collect();
-            let forecasts = model.forecast_windows(&refs)?;
-            for ((&r, f), (w, _, std)) in rows.iter().zip(&forecasts).zip(&windows) {
-                let x = series_value(&series, values, r);
-                let err = x - f[0];
-                let prev = *w.last().expect("window ≥ 2") as f64;
-                se += err * err;
-                se_p += (x - prev) * (x - prev);
-                n_err += 1;
-                let l = likelihood.update(err.abs() / *std as f64);
-                let row = r as u64;
-                let score = if gate.check(row, l) {
-                    alerts.push(r);
-                    l
-                } else if gate.quiet(row) {
-                    l * 0.5
-                } else {
-                    l
-                };
-                scores[r] = score;
-            }
-        }
-        for _ in 0..config.train_steps_per_chunk {
-            model.train_step(&[&series])?;
-        }
-        start = end;
     }
     let rmse = |s: f64| {
         if n_err == 0 {
@@ -156,22 +142,6 @@ pub fn detect(
         rmse: rmse(se),
         rmse_persistence: rmse(se_p),
     })
-}
-
-/// The value the series stored for row `r` (a non-finite input repeats
-/// the previous value, as [`SeriesState::push`] does).
-fn series_value(_series: &SeriesState, values: &[f64], r: usize) -> f64 {
-    let mut i = r;
-    loop {
-        if values[i].is_finite() || i == 0 {
-            return if values[i].is_finite() {
-                values[i]
-            } else {
-                0.0
-            };
-        }
-        i -= 1;
-    }
 }
 
 /// The detector's NAB result: the corpus score under each profile with the

@@ -1,24 +1,34 @@
-//! The LSTM forecaster: candle-nn's LSTM and a linear head that forecasts
-//! the next `horizon` steps of a metric series from its last `window` steps.
+//! The LSTM forecaster: candle-nn's LSTM and a linear head that forecast
+//! the next `horizon` steps of a metric series, one new sample at a time.
 //!
 //! One model serves many series of the same kind (every link's RTT, every
-//! partition's lag): each series keeps its own history and normaliser
-//! ([`SeriesState`]), and forecasts for many series run as one batch.
+//! partition's lag): each series keeps its own history, normaliser and
+//! recurrent state ([`SeriesState`]), and the series' new samples go through
+//! the network as one batch.
 //!
-//! **What the network sees.** A window `w[0..W]` with the series' running
-//! mean `μ` and deviation `σ` becomes, per step, two inputs: the value
-//! relative to the window's last value, `(w[i] − w[W−1]) / σ`, and its level,
-//! `(w[i] − μ) / σ`. The head predicts the future relative to the last value,
-//! `(y[h] − w[W−1]) / σ` for `h = 1..=H`, so a network that outputs zeros is
-//! the persistence forecast and anything it learns is an improvement on it.
-//! Inputs and targets are clamped to ±[`CLAMP`] so one wild sample cannot
-//! blow the weights up.
+//! **What the network sees.** Each row `x[t]`, with the series' running mean
+//! `μ[t]` and deviation `σ[t]` at that row, is two inputs: the change
+//! `(x[t] − x[t−1]) / σ[t]` and the level `(x[t] − μ[t]) / σ[t]`. After each
+//! row the head predicts the future relative to it, `(x[t+k] − x[t]) / σ[t]`
+//! for `k = 1..=H`, so a network that outputs zeros is the persistence
+//! forecast and anything it learns is an improvement on it. Inputs and
+//! targets are clamped to ±[`CLAMP`] so one wild sample cannot blow the
+//! weights up.
+//!
+//! **Streaming, exactly as trained.** Inference costs one LSTM step per new
+//! sample (not a pass over a window). So that what the network meets at run
+//! time is what it was trained on, every series runs two recurrent streams,
+//! each reset to zero every `2W` samples (`W` = `window`), staggered by `W`:
+//! at every sample one of them has read between `W` and `2W` samples since
+//! its reset, and that one forecasts. Training runs sequences of `2W` rows
+//! from a zero state and scores the forecasts after `W` to `2W` rows — the
+//! same range of context.
 //!
 //! **Online training.** [`Forecaster::train_step`] draws a mini-batch of
-//! windows (with their true futures) at random from the series' recent
-//! history and takes one AdamW step on the mean squared error. Nothing is
-//! trained on data the forecast has not yet seen: a window is usable for
-//! training only once its whole future has arrived.
+//! such sequences (with their true futures) at random from the series'
+//! recent history and takes one AdamW step on the mean squared error.
+//! Nothing is trained on data the forecast has not yet seen: a sequence is
+//! usable only once its whole future has arrived.
 //!
 //! **Devices.** CPU by default; with the crate's `cuda` feature
 //! [`device`]`("cuda")` returns the first GPU. The model's maths is the same
@@ -55,14 +65,15 @@ pub const BATCH_MAX: usize = 1 << 16;
 /// Largest checkpoint file read, bytes.
 pub const CHECKPOINT_BYTES_MAX: u64 = 256 << 20;
 
-/// Inputs per step (relative value and level).
+/// Inputs per step (change and level).
 const INPUTS: usize = 2;
 
 /// How the forecaster is shaped and trained.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForecasterConfig {
-    /// Steps of history the network reads.
+    /// Context: a forecast is made after `window` to `2 × window` samples
+    /// of recurrent state (see the module docs).
     pub window: usize,
     /// Steps ahead it forecasts.
     pub horizon: usize,
@@ -208,13 +219,28 @@ impl RunningNorm {
     }
 }
 
-/// One series: its recent history (value, mean and deviation at that row).
+/// One recurrent stream of a series (see the module docs).
+#[derive(Debug, Clone, Default)]
+struct Stream {
+    h: Vec<f32>,
+    c: Vec<f32>,
+    /// Samples read since the last reset; `None` before the stream starts.
+    age: Option<usize>,
+}
+
+/// One series: its recent history (value, mean and deviation at that row)
+/// and its recurrent state.
 #[derive(Debug, Clone)]
 pub struct SeriesState {
     rows: VecDeque<(f32, f32, f32)>,
     capacity: usize,
     norm: RunningNorm,
     seen: u64,
+    /// Rows the recurrent streams have read.
+    consumed: u64,
+    streams: [Stream; 2],
+    /// The value before the oldest held row (for its change input).
+    before_first: Option<f32>,
 }
 
 impl SeriesState {
@@ -225,6 +251,9 @@ impl SeriesState {
             capacity: config.history,
             norm: RunningNorm::new(config.norm_halflife),
             seen: 0,
+            consumed: 0,
+            streams: Default::default(),
+            before_first: None,
         }
     }
 
@@ -238,7 +267,7 @@ impl SeriesState {
         };
         self.norm.push(v);
         if self.rows.len() == self.capacity {
-            self.rows.pop_front();
+            self.before_first = self.rows.pop_front().map(|r| r.0);
         }
         self.rows
             .push_back((v as f32, self.norm.mean as f32, self.norm.std() as f32));
@@ -270,62 +299,26 @@ impl SeriesState {
         &self.norm
     }
 
-    /// The raw window of `w` values ending just before row `end` (counted
-    /// from the series' first row), with the mean and deviation at its last
-    /// row; `None` if those rows are not all held.
-    pub fn window_before(&self, end: u64, w: usize) -> Option<(Vec<f32>, f32, f32)> {
-        let first = self.seen - self.rows.len() as u64;
-        if end < first + w as u64 || end > self.seen {
-            return None;
+    /// The network's two inputs for held row `i`.
+    fn input(&self, i: usize) -> [f32; 2] {
+        let (v, mean, std) = self.rows[i];
+        let prev = if i > 0 {
+            self.rows[i - 1].0
+        } else {
+            self.before_first.unwrap_or(v)
+        };
+        [
+            ((v - prev) / std).clamp(-CLAMP, CLAMP),
+            ((v - mean) / std).clamp(-CLAMP, CLAMP),
+        ]
+    }
+
+    /// Training targets after held row `i`: `(x[i+k] − x[i]) / σ[i]`.
+    fn targets(&self, i: usize, horizon: usize, out: &mut Vec<f32>) {
+        let (v, _, std) = self.rows[i];
+        for k in 1..=horizon {
+            out.push(((self.rows[i + k].0 - v) / std).clamp(-CLAMP, CLAMP));
         }
-        let e = (end - first) as usize;
-        let values = (e - w..e).map(|i| self.rows[i].0).collect();
-        let (_, mean, std) = self.rows[e - 1];
-        Some((values, mean, std))
-    }
-
-    /// The window of `w` rows ending at row `end` (exclusive) of the held
-    /// history, with the mean and deviation at its last row.
-    fn window(&self, end: usize, w: usize) -> Option<Window<'_>> {
-        if end < w || end > self.rows.len() {
-            return None;
-        }
-        Some(Window {
-            series: self,
-            start: end - w,
-            end,
-        })
-    }
-}
-
-/// A window of a series' history (borrowed).
-struct Window<'a> {
-    series: &'a SeriesState,
-    start: usize,
-    end: usize,
-}
-
-impl Window<'_> {
-    fn last(&self) -> (f32, f32, f32) {
-        self.series.rows[self.end - 1]
-    }
-    fn encode_into(&self, out: &mut Vec<f32>) {
-        let (last, mean, std) = self.last();
-        for i in self.start..self.end {
-            let v = self.series.rows[i].0;
-            out.push(((v - last) / std).clamp(-CLAMP, CLAMP));
-            out.push(((v - mean) / std).clamp(-CLAMP, CLAMP));
-        }
-    }
-}
-
-/// Encodes one raw window (oldest first) with the given mean and deviation,
-/// appending `2 × window.len()` network inputs to `out`.
-pub fn encode_window(window: &[f32], mean: f32, std: f32, out: &mut Vec<f32>) {
-    let last = *window.last().unwrap_or(&0.0);
-    for &v in window {
-        out.push(((v - last) / std).clamp(-CLAMP, CLAMP));
-        out.push(((v - mean) / std).clamp(-CLAMP, CLAMP));
     }
 }
 
@@ -420,76 +413,114 @@ impl Forecaster {
         self.train_steps
     }
 
-    /// Runs the network on `batch` encoded windows (`batch × window × 2`
-    /// inputs, see [`encode_window`]) and returns `batch × horizon`
-    /// normalised forecasts relative to each window's last value.
-    pub fn forward_encoded(&self, inputs: Vec<f32>, batch: usize) -> Result<Tensor, PredictError> {
-        let w = self.config.window;
-        if batch == 0 || batch > BATCH_MAX || inputs.len() != batch * w * INPUTS {
-            return Err(PredictError::Data(format!(
-                "forecast batch: {} inputs for {batch} windows of {w} steps (batch ≤ {BATCH_MAX})",
-                inputs.len()
+    /// Reads every row each series holds and its streams have not (one,
+    /// normally: push a sample, then forecast), one LSTM step per row for
+    /// all series and both streams in one batch, and returns each series'
+    /// forecast of the next `horizon` values from its latest row — `None`
+    /// for a series with fewer than `window` samples.
+    pub fn forecast(
+        &self,
+        series: &mut [&mut SeriesState],
+    ) -> Result<Vec<Option<Vec<f64>>>, PredictError> {
+        let (w, hid) = (self.config.window, self.config.hidden);
+        if series.len() > BATCH_MAX / 2 {
+            return Err(PredictError::Limit(format!(
+                "forecast batch of {} series, over {}",
+                series.len(),
+                BATCH_MAX / 2
             )));
         }
-        let x = Tensor::from_vec(inputs, (batch, w, INPUTS), &self.device).map_err(model)?;
-        let states = self.lstm.seq(&x).map_err(model)?;
-        let h = &states.last().expect("window ≥ 2").h;
-        self.head.forward(h).map_err(model)
-    }
-
-    /// Forecasts the next `horizon` values of each raw window (oldest
-    /// first, `window` values each) given the series' mean and deviation
-    /// at the window's last row. Returns forecasts in the series' units.
-    pub fn forecast_windows(
-        &self,
-        windows: &[(&[f32], f32, f32)],
-    ) -> Result<Vec<Vec<f64>>, PredictError> {
-        let w = self.config.window;
-        let mut inputs = Vec::with_capacity(windows.len() * w * INPUTS);
-        for (i, (win, mean, std)) in windows.iter().enumerate() {
-            if win.len() != w {
-                return Err(PredictError::Data(format!(
-                    "forecast window {i} has {} values, the model reads {w}",
-                    win.len()
-                )));
+        loop {
+            // (series, held row) of every series with a row to read.
+            let pending: Vec<(usize, usize)> = series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.consumed < s.seen)
+                .map(|(i, s)| {
+                    let first = s.seen - s.rows.len() as u64;
+                    let next = s.consumed.max(first);
+                    (i, (next - first) as usize)
+                })
+                .collect();
+            if pending.is_empty() {
+                break;
             }
-            encode_window(win, *mean, *std, &mut inputs);
+            let n = pending.len() * 2;
+            let mut x = Vec::with_capacity(n * INPUTS);
+            let mut h = Vec::with_capacity(n * hid);
+            let mut c = Vec::with_capacity(n * hid);
+            for &(i, row) in &pending {
+                let s = &mut *series[i];
+                let input = s.input(row);
+                let t = s.seen - s.rows.len() as u64 + row as u64;
+                for (k, st) in s.streams.iter_mut().enumerate() {
+                    // Stream 1 starts W samples after stream 0; each resets
+                    // after 2W samples.
+                    if st.age.is_none() && t >= (k * w) as u64 {
+                        st.age = Some(0);
+                    }
+                    if st.age == Some(2 * w) || st.h.len() != hid {
+                        st.age = st.age.map(|_| 0);
+                        st.h = vec![0.0; hid];
+                        st.c = vec![0.0; hid];
+                    }
+                    x.extend_from_slice(&input);
+                    h.extend_from_slice(&st.h);
+                    c.extend_from_slice(&st.c);
+                }
+            }
+            let dev = &self.device;
+            let x = Tensor::from_vec(x, (n, INPUTS), dev).map_err(model)?;
+            let state = candle_nn::rnn::LSTMState::new(
+                Tensor::from_vec(h, (n, hid), dev).map_err(model)?,
+                Tensor::from_vec(c, (n, hid), dev).map_err(model)?,
+            );
+            let next = self.lstm.step(&x, &state).map_err(model)?;
+            let h: Vec<f32> = next
+                .h
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(model)?;
+            let c: Vec<f32> = next
+                .c
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(model)?;
+            for (j, &(i, _)) in pending.iter().enumerate() {
+                let s = &mut *series[i];
+                for (k, st) in s.streams.iter_mut().enumerate() {
+                    let r = (2 * j + k) * hid..(2 * j + k + 1) * hid;
+                    if let Some(age) = st.age.as_mut() {
+                        st.h.copy_from_slice(&h[r.clone()]);
+                        st.c.copy_from_slice(&c[r]);
+                        *age += 1;
+                    }
+                }
+                s.consumed = s.consumed.max(s.seen - s.rows.len() as u64) + 1;
+            }
         }
-        let out = self.forward_encoded(inputs, windows.len())?;
-        let rows: Vec<Vec<f32>> = out.to_vec2().map_err(model)?;
-        Ok(rows
-            .into_iter()
-            .zip(windows)
-            .map(|(r, (win, _, std))| {
-                let last = *win.last().expect("checked length") as f64;
-                r.into_iter()
-                    .map(|d| last + d as f64 * *std as f64)
-                    .collect()
-            })
-            .collect())
-    }
-
-    /// Forecasts each series from its latest window; `None` for a series
-    /// with less than a window of history.
-    pub fn forecast(&self, series: &[&SeriesState]) -> Result<Vec<Option<Vec<f64>>>, PredictError> {
-        let w = self.config.window;
-        let ready: Vec<usize> = (0..series.len())
-            .filter(|&i| series[i].len() >= w)
-            .collect();
+        // Forecast from the stream with W..=2W samples of context.
         let mut out = vec![None; series.len()];
+        let mut ready = Vec::new();
+        let mut hs = Vec::new();
+        for (i, s) in series.iter().enumerate() {
+            let st = s
+                .streams
+                .iter()
+                .find(|st| st.age.is_some_and(|a| (w..=2 * w).contains(&a)));
+            if let (Some(st), false) = (st, s.rows.is_empty()) {
+                ready.push(i);
+                hs.extend_from_slice(&st.h);
+            }
+        }
         if ready.is_empty() {
             return Ok(out);
         }
-        let mut inputs = Vec::with_capacity(ready.len() * w * INPUTS);
-        for &i in &ready {
-            let s = series[i];
-            s.window(s.len(), w)
-                .expect("length checked")
-                .encode_into(&mut inputs);
-        }
+        let h = Tensor::from_vec(hs, (ready.len(), hid), &self.device).map_err(model)?;
         let rows: Vec<Vec<f32>> = self
-            .forward_encoded(inputs, ready.len())?
-            .to_vec2()
+            .head
+            .forward(&h)
+            .and_then(|t| t.to_vec2())
             .map_err(model)?;
         for (&i, r) in ready.iter().zip(rows) {
             let (last, _, std) = *series[i].rows.back().expect("ready");
@@ -502,27 +533,30 @@ impl Forecaster {
         Ok(out)
     }
 
-    /// One AdamW step on a mini-batch of windows drawn at random from the
-    /// series' histories (only windows whose whole future is known).
-    /// Returns the batch's loss (mean squared normalised error), or `None`
-    /// when no series has `window + horizon` rows yet.
+    /// One AdamW step on a mini-batch of sequences drawn at random from the
+    /// series' histories: `2 × window` rows from a zero state, scored on the
+    /// forecasts after `window` to `2 × window` rows (only sequences whose
+    /// whole future is known). Returns the batch's loss (mean squared
+    /// normalised error), or `None` when no series holds enough rows yet.
     pub fn train_step(&mut self, series: &[&SeriesState]) -> Result<Option<f64>, PredictError> {
         let (w, h) = (self.config.window, self.config.horizon);
+        let len = 2 * w;
         let usable: Vec<(usize, usize)> = series
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.len() >= w + h)
-            .map(|(i, s)| (i, s.len() - w - h + 1))
+            .filter(|(_, s)| s.len() >= len + h)
+            .map(|(i, s)| (i, s.len() - len - h + 1))
             .collect();
         let total: usize = usable.iter().map(|u| u.1).sum();
         if total == 0 {
             return Ok(None);
         }
         let b = self.config.batch;
-        let mut inputs = Vec::with_capacity(b * w * INPUTS);
-        let mut targets = Vec::with_capacity(b * h);
+        let scored = w + 1; // rows w−1 ..= 2w−1 of the sequence
+        let mut inputs = Vec::with_capacity(b * len * INPUTS);
+        let mut targets = Vec::with_capacity(b * scored * h);
         for _ in 0..b {
-            // Uniform over every usable window of every series.
+            // Uniform over every usable sequence of every series.
             let mut k = self.rng.gen_range(0..total);
             let (si, _) = *usable
                 .iter()
@@ -536,22 +570,25 @@ impl Forecaster {
                 })
                 .expect("k < total");
             let s = series[si];
-            let end = k + w;
-            let win = s.window(end, w).expect("in range");
-            win.encode_into(&mut inputs);
-            let (last, _, std) = win.last();
-            for j in 0..h {
-                let y = s.rows[end + j].0;
-                targets.push(((y - last) / std).clamp(-CLAMP, CLAMP));
+            for r in k..k + len {
+                inputs.extend_from_slice(&s.input(r));
+            }
+            for r in k + w - 1..k + len {
+                s.targets(r, h, &mut targets);
             }
         }
-        let pred = self.forward_encoded(inputs, b)?;
-        let target = Tensor::from_vec(targets, (b, h), &self.device).map_err(model)?;
+        let x = Tensor::from_vec(inputs, (b, len, INPUTS), &self.device).map_err(model)?;
+        let states = self.lstm.seq(&x).map_err(model)?;
+        // (b, scored, hidden) → (b × scored, hidden): batch-major, as the targets.
+        let hs: Vec<Tensor> = states[w - 1..].iter().map(|st| st.h.clone()).collect();
+        let hs = Tensor::stack(&hs, 1)
+            .and_then(|t| t.reshape((b * scored, self.config.hidden)))
+            .map_err(model)?;
+        let pred = self.head.forward(&hs).map_err(model)?;
+        let target = Tensor::from_vec(targets, (b * scored, h), &self.device).map_err(model)?;
         let loss = (pred - target)
-            .map_err(model)?
-            .sqr()
-            .map_err(model)?
-            .mean_all()
+            .and_then(|d| d.sqr())
+            .and_then(|d| d.mean_all())
             .map_err(model)?;
         self.opt.backward_step(&loss).map_err(model)?;
         self.train_steps += 1;
@@ -737,4 +774,206 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PredictE
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The forecaster's recent error at each horizon step, learned from its
+/// own forecasts as their targets arrive: forecasts made at past samples
+/// are kept, and when a sample arrives each forecast that targeted it
+/// updates an exponentially weighted mean squared error (plain mean for
+/// the first 200 samples, then weight 1/200).
+#[derive(Debug, Clone)]
+pub struct HorizonErrors {
+    made: VecDeque<Vec<f64>>,
+    mse: Vec<f64>,
+    n: u64,
+    horizon: usize,
+}
+
+impl HorizonErrors {
+    /// For forecasts of `horizon` steps.
+    pub fn new(horizon: usize) -> Self {
+        HorizonErrors {
+            made: VecDeque::with_capacity(horizon + 1),
+            mse: vec![0.0; horizon],
+            n: 0,
+            horizon,
+        }
+    }
+
+    /// A sample arrived: scores the forecasts that targeted it and returns
+    /// the one-step forecast made for it, if any.
+    pub fn observe(&mut self, value: f64) -> Option<f64> {
+        let n_made = self.made.len();
+        let mut one_step = None;
+        let a = if self.n < 200 {
+            1.0 / (self.n + 1) as f64
+        } else {
+            0.005
+        };
+        for (age, f) in self.made.iter().enumerate() {
+            let h = n_made - age; // made h samples ago: its step h − 1 targets now
+            if h <= f.len() && h <= self.horizon {
+                let e = f[h - 1] - value;
+                self.mse[h - 1] += a * (e * e - self.mse[h - 1]);
+                if h == 1 {
+                    one_step = Some(f[0]);
+                }
+            }
+        }
+        if n_made > 0 {
+            self.n += 1;
+        }
+        one_step
+    }
+
+    /// Keeps a forecast made now.
+    pub fn push(&mut self, forecast: Vec<f64>) {
+        if self.made.len() == self.horizon {
+            self.made.pop_front();
+        }
+        self.made.push_back(forecast);
+    }
+
+    /// Whether every horizon step has been scored a few times.
+    pub fn warm(&self) -> bool {
+        self.n >= 2 * self.horizon as u64
+    }
+
+    /// The root mean squared error at step `k` (0-based).
+    pub fn rmse(&self, k: usize) -> f64 {
+        self.mse.get(k).copied().unwrap_or(f64::INFINITY).sqrt()
+    }
+
+    /// The confidence that the series reaches `threshold` within the first
+    /// `steps` of `forecast`: the largest, over those steps, of
+    /// `Φ((forecast − threshold) / rmse)` (a normal error at each step).
+    /// Before the errors are warm, 1 when the forecast reaches the
+    /// threshold and 0 otherwise — the forecast alone.
+    pub fn reach_confidence(&self, forecast: &[f64], threshold: f64, steps: usize) -> f64 {
+        forecast
+            .iter()
+            .take(steps)
+            .enumerate()
+            .map(|(k, &v)| {
+                let sd = self.rmse(k);
+                if self.warm() && sd > 0.0 && sd.is_finite() {
+                    crate::anomaly::normal_cdf((v - threshold) / sd)
+                } else if v >= threshold {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ForecasterConfig {
+        ForecasterConfig {
+            window: 8,
+            horizon: 4,
+            hidden: 16,
+            batch: 16,
+            history: 4096,
+            learning_rate: 1e-2,
+            ..ForecasterConfig::default()
+        }
+    }
+
+    fn wave(t: usize) -> f64 {
+        10.0 + (t as f64 * 0.3).sin()
+    }
+
+    #[test]
+    fn untrained_it_is_persistence_and_needs_a_window_of_context() {
+        let f = Forecaster::new(cfg(), Device::Cpu).unwrap();
+        let mut s = SeriesState::new(&cfg());
+        for t in 0..7 {
+            s.push(wave(t));
+            assert_eq!(f.forecast(&mut [&mut s]).unwrap(), vec![None]);
+        }
+        s.push(wave(7));
+        let out = f.forecast(&mut [&mut s]).unwrap().pop().flatten().unwrap();
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|&v| (v - wave(7)).abs() < 1e-4), "{out:?}");
+    }
+
+    #[test]
+    fn it_learns_a_wave_online_and_beats_persistence() {
+        let c = cfg();
+        let mut f = Forecaster::new(c, Device::Cpu).unwrap();
+        let mut hist = SeriesState::new(&c);
+        for t in 0..600 {
+            hist.push(wave(t));
+        }
+        for _ in 0..300 {
+            f.train_step(&[&hist]).unwrap().unwrap();
+        }
+        // Stream a fresh stretch, one sample at a time, scoring every horizon.
+        let mut s = SeriesState::new(&c);
+        let (mut se, mut se_p, mut n) = (0.0, 0.0, 0);
+        let mut made: Vec<(usize, Vec<f64>)> = Vec::new();
+        for t in 1000..1300 {
+            s.push(wave(t));
+            if let Some(fc) = f.forecast(&mut [&mut s]).unwrap().pop().flatten() {
+                made.push((t, fc));
+            }
+        }
+        for (t, fc) in &made {
+            for (k, v) in fc.iter().enumerate() {
+                let y = wave(t + k + 1);
+                se += (v - y).powi(2);
+                se_p += (wave(*t) - y).powi(2);
+                n += 1;
+            }
+        }
+        let (r, p) = ((se / n as f64).sqrt(), (se_p / n as f64).sqrt());
+        assert!(r < 0.5 * p, "LSTM RMSE {r:.4} vs persistence {p:.4}");
+        // A checkpoint reloads to the same forecasts.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        f.save(&path).unwrap();
+        let g = Forecaster::load(&path, Device::Cpu).unwrap();
+        assert_eq!(g.train_steps(), 300);
+        let (mut a, mut b) = (SeriesState::new(&c), SeriesState::new(&c));
+        for t in 0..40 {
+            a.push(wave(t));
+            b.push(wave(t));
+            let fa = f.forecast(&mut [&mut a]).unwrap();
+            let fb = g.forecast(&mut [&mut b]).unwrap();
+            assert_eq!(fa, fb);
+        }
+    }
+
+    #[test]
+    fn batched_forecasts_equal_one_series_at_a_time() {
+        let c = cfg();
+        let f = Forecaster::new(c, Device::Cpu).unwrap();
+        let mut many: Vec<SeriesState> = (0..5).map(|_| SeriesState::new(&c)).collect();
+        let mut one: Vec<SeriesState> = (0..5).map(|_| SeriesState::new(&c)).collect();
+        for t in 0..30 {
+            for (i, (m, o)) in many.iter_mut().zip(one.iter_mut()).enumerate() {
+                m.push(wave(t + 7 * i));
+                o.push(wave(t + 7 * i));
+            }
+            let mut refs: Vec<&mut SeriesState> = many.iter_mut().collect();
+            let batched = f.forecast(&mut refs).unwrap();
+            for (i, o) in one.iter_mut().enumerate() {
+                let single = f.forecast(&mut [o]).unwrap().pop().unwrap();
+                match (&batched[i], &single) {
+                    (Some(x), Some(y)) => {
+                        for (a, b) in x.iter().zip(y) {
+                            assert!((a - b).abs() < 1e-5, "{a} {b}");
+                        }
+                    }
+                    (None, None) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
 }

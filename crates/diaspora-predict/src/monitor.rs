@@ -38,13 +38,13 @@
 //! [`MonitorCore`] is the pure part: it takes metric samples with their
 //! times and returns the events to publish. The clock is the samples' own.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::anomaly::{normal_cdf, AlertGate, Likelihood};
-use crate::forecast::{Forecaster, ForecasterConfig, SeriesState};
+use crate::anomaly::{AlertGate, Likelihood};
+use crate::forecast::{Forecaster, ForecasterConfig, HorizonErrors, SeriesState};
 use crate::PredictError;
 
 /// Most series one monitor follows.
@@ -451,12 +451,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<MonitorEvent, PredictError> {
 struct Followed {
     labels: BTreeMap<String, String>,
     state: SeriesState,
-    /// Forecasts made at past samples (newest last), to score the model's
-    /// error at each horizon.
-    made: VecDeque<Vec<f64>>,
-    /// Running mean squared error per horizon step.
-    mse: Vec<f64>,
-    mse_n: u64,
+    /// The model's recent error at each horizon step.
+    errors: HorizonErrors,
     likelihood: Likelihood,
     gate: AlertGate,
     last_prediction_us: Option<i64>,
@@ -569,9 +565,7 @@ impl MonitorCore {
                 self.series.push(Followed {
                     labels: labels.clone(),
                     state: SeriesState::new(&fc),
-                    made: VecDeque::with_capacity(fc.horizon + 1),
-                    mse: vec![0.0; fc.horizon],
-                    mse_n: 0,
+                    errors: HorizonErrors::new(fc.horizon),
                     likelihood: Likelihood::new(a.likelihood_long, a.likelihood_short),
                     gate: AlertGate::new(a.alert_threshold, refractory),
                     last_prediction_us: None,
@@ -587,28 +581,7 @@ impl MonitorCore {
         let spec = &self.spec;
         let s = &mut self.series[idx];
         // Score the forecasts that targeted this sample.
-        let n_made = s.made.len();
-        let mut one_step = None;
-        for (age, f) in s.made.iter().enumerate() {
-            let h = n_made - age; // made h samples ago → its step h−1 targets now
-            if h <= f.len() {
-                let e = f[h - 1] - value;
-                let k = h - 1;
-                // An exponentially weighted MSE (≈ the last 200 samples).
-                let a = if s.mse_n < 200 {
-                    1.0 / (s.mse_n + 1) as f64
-                } else {
-                    0.005
-                };
-                s.mse[k] += a * (e * e - s.mse[k]);
-                if h == 1 {
-                    one_step = Some(f[0]);
-                }
-            }
-        }
-        if n_made > 0 {
-            s.mse_n += 1;
-        }
+        let one_step = s.errors.observe(value);
         s.state.push(value);
         s.samples += 1;
         if let (Some(expected), true) = (one_step, spec.anomaly.enabled) {
@@ -643,58 +616,42 @@ impl MonitorCore {
             (s.in_trouble, s.under) = (true, 0);
         }
         // Forecast from here.
-        if let Some(f) = self.model.forecast(&[&s.state])?.pop().flatten() {
+        if let Some(f) = self.model.forecast(&mut [&mut s.state])?.pop().flatten() {
             let step = spec.source.step_s;
             if !s.in_trouble {
-                if let Some(k) = f.iter().position(|&v| v >= th) {
-                    // P(reaching θ within the horizon) ≈ the best single step's.
-                    let warm = s.mse_n >= fc.horizon as u64;
-                    let confidence = f
-                        .iter()
+                let confidence = s.errors.reach_confidence(&f, th, f.len());
+                // When it comes: the first step the forecast reaches the
+                // threshold, else the step most likely to.
+                let k = f.iter().position(|&v| v >= th).unwrap_or_else(|| {
+                    f.iter()
                         .enumerate()
-                        .map(|(j, &v)| {
-                            let sd = if warm { s.mse[j].sqrt() } else { f64::INFINITY };
-                            if sd > 0.0 && sd.is_finite() {
-                                normal_cdf((v - th) / sd)
-                            } else if sd == 0.0 {
-                                if v >= th {
-                                    1.0
-                                } else {
-                                    0.0
-                                }
-                            } else {
-                                0.5
-                            }
-                        })
-                        .fold(0.0, f64::max);
-                    let due = s
-                        .last_prediction_us
-                        .is_none_or_due(t_us, (spec.prediction.repeat_s * 1e6) as i64);
-                    if confidence >= spec.prediction.confidence_min
-                        && due
-                        && spec.output.events.iter().any(|e| e == "prediction")
-                    {
-                        s.last_prediction_us = Some(t_us);
-                        self.stats.predictions += 1;
-                        out.push(MonitorEvent::Prediction {
-                            monitor: spec.name.clone(),
-                            metric: spec.source.metric.clone(),
-                            labels: s.labels.clone(),
-                            t_us,
-                            value,
-                            threshold: th,
-                            lead_time_s: (k + 1) as f64 * step,
-                            confidence,
-                            forecast: f.clone(),
-                            step_s: step,
-                        });
-                    }
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map_or(0, |(k, _)| k)
+                });
+                let due = s
+                    .last_prediction_us
+                    .is_none_or_due(t_us, (spec.prediction.repeat_s * 1e6) as i64);
+                if confidence >= spec.prediction.confidence_min
+                    && due
+                    && spec.output.events.iter().any(|e| e == "prediction")
+                {
+                    s.last_prediction_us = Some(t_us);
+                    self.stats.predictions += 1;
+                    out.push(MonitorEvent::Prediction {
+                        monitor: spec.name.clone(),
+                        metric: spec.source.metric.clone(),
+                        labels: s.labels.clone(),
+                        t_us,
+                        value,
+                        threshold: th,
+                        lead_time_s: (k + 1) as f64 * step,
+                        confidence,
+                        forecast: f.clone(),
+                        step_s: step,
+                    });
                 }
             }
-            if s.made.len() == fc.horizon {
-                s.made.pop_front();
-            }
-            s.made.push_back(f);
+            s.errors.push(f);
         }
         // Learn.
         self.since_train += 1;

@@ -28,7 +28,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Ewma;
-use crate::forecast::{Forecaster, ForecasterConfig, SeriesState};
+use crate::forecast::{Forecaster, ForecasterConfig, HorizonErrors, SeriesState};
 use crate::PredictError;
 
 /// Largest trace file read, bytes.
@@ -183,6 +183,10 @@ pub struct TwinEvalConfig {
     pub onset_hold_s: f64,
     /// An onset needs at least this long without congestion before it, seconds.
     pub onset_quiet_s: f64,
+    /// An alarm is raised when the confidence that the forecast reaches the
+    /// threshold within `lead_max_s` (see `HorizonErrors::reach_confidence`;
+    /// 0.5 means the forecast itself reaches it) is at least this.
+    pub alarm_confidence: f64,
     /// An alarm must come at least this long before the onset, seconds.
     pub lead_min_s: f64,
     /// …and at most this long before it, seconds.
@@ -210,6 +214,7 @@ impl Default for TwinEvalConfig {
             clear_s: 5.0,
             onset_hold_s: 2.0,
             onset_quiet_s: 10.0,
+            alarm_confidence: 0.5,
             lead_min_s: 5.0,
             lead_max_s: 30.0,
             ewma_alphas: vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9],
@@ -461,14 +466,16 @@ pub fn twin_eval(
             steps(config.clear_s),
         );
         let mut flags = vec![false; v.len()];
+        let mut errors = HorizonErrors::new(fc.horizon);
         for t in 0..v.len() {
+            errors.observe(v[t]);
             state.push(v[t]);
             let ew: Vec<f64> = ewmas.iter_mut().map(|e| e.push(v[t])).collect();
             if state.len() < fc.window {
                 continue;
             }
             let f = model
-                .forecast(&[&state])?
+                .forecast(&mut [&mut state])?
                 .pop()
                 .flatten()
                 .expect("window held");
@@ -484,7 +491,10 @@ pub fn twin_eval(
                 }
             }
             // Alarms only outside congestion (the mask at t is causal).
-            flags[t] = !mask[t] && f[..alarm_h].iter().any(|&x| x >= config.onset_threshold);
+            flags[t] = !mask[t]
+                && errors.reach_confidence(&f, config.onset_threshold, alarm_h)
+                    >= config.alarm_confidence;
+            errors.push(f);
             if config.online_train_every > 0 && t % config.online_train_every == 0 {
                 let mut refs: Vec<&SeriesState> = others.iter().collect();
                 refs.push(&state);
