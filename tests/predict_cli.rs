@@ -190,7 +190,6 @@ fn a_node_publishes_its_metrics_as_events_on_the_metrics_topic() {
             ])
             .arg("--ca")
             .arg(&ca)
-            .arg("--json")
             .output()
             .unwrap();
         events = String::from_utf8_lossy(&out.stdout)
@@ -202,12 +201,49 @@ fn a_node_publishes_its_metrics_as_events_on_the_metrics_topic() {
             break;
         }
     }
+    // The events decode, and carry the node's series.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let decoded = rt.block_on(async {
+        let client = diaspora_fabric::Client::connect(diaspora_fabric::ClientConfig::new(
+            format!("127.0.0.1:{data}").parse().unwrap(),
+            &ca,
+        ))
+        .await
+        .unwrap();
+        let mut stream = diaspora_telemetry::subscribe(
+            &client,
+            "diaspora.metrics",
+            diaspora_fabric::StartFrom::Earliest,
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match stream
+                .next(std::time::Duration::from_secs(5))
+                .await
+                .unwrap()
+            {
+                Some(e) => got.push(e),
+                None => break,
+            }
+        }
+        got
+    });
     node.kill().unwrap();
     let _ = node.wait();
     assert!(events.len() >= 3, "{events:?}");
-    assert!(
-        events.iter().any(|e| e.contains("node.items_appended")),
-        "{}",
-        events[0]
-    );
+    assert!(decoded.len() >= 3, "{decoded:?}");
+    assert!(decoded.windows(2).all(|w| w[0].t_us < w[1].t_us));
+    let names: Vec<&str> = decoded
+        .iter()
+        .flat_map(|e| e.samples.iter().map(|s| s.name.as_str()))
+        .collect();
+    assert!(names.contains(&"node.items_appended"), "{names:?}");
+    assert!(decoded
+        .iter()
+        .all(|e| e.source.starts_with("node:") && e.interval_ms == 100));
 }
