@@ -51,8 +51,8 @@ impl Default for DetectorConfig {
                 history: 2048,
                 ..ForecasterConfig::default()
             },
-            chunk: 16,
-            train_steps_per_chunk: 1,
+            chunk: 8,
+            train_steps_per_chunk: 2,
             likelihood_long: 500,
             likelihood_short: 3,
             alert_threshold: 0.9999,

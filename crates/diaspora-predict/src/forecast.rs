@@ -60,7 +60,7 @@ pub const HORIZON_MAX: usize = 1024;
 pub const HIDDEN_MAX: usize = 1024;
 /// Largest accepted history per series, rows.
 pub const HISTORY_MAX: usize = 1 << 20;
-/// Largest batch accepted by [`Forecaster::forecast_windows`].
+/// Largest batch (rows of the network, two per series) of [`Forecaster::forecast`].
 pub const BATCH_MAX: usize = 1 << 16;
 /// Largest checkpoint file read, bytes.
 pub const CHECKPOINT_BYTES_MAX: u64 = 256 << 20;

@@ -311,7 +311,8 @@ impl MonitorSpec {
                 "prediction.confidence_min = {c}: must be in (0, 1)"
             ));
         }
-        if !(self.prediction.clear_below() < self.prediction.threshold) {
+        let clear = self.prediction.clear_below();
+        if clear.is_nan() || clear >= self.prediction.threshold {
             return bad("prediction.clear_below must be under the threshold".into());
         }
         if !(self.prediction.clear_s.is_finite() && self.prediction.clear_s >= 0.0) {
