@@ -38,6 +38,31 @@ pub enum PredictCommand {
     },
 }
 
+/// The forecaster's shape, shared by `predict train` and `bench predict`.
+#[derive(Args)]
+pub struct ModelShape {
+    /// Window, steps.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Horizon, steps.
+    #[arg(long, default_value_t = 20)]
+    horizon: usize,
+    /// LSTM hidden size.
+    #[arg(long, default_value_t = 32)]
+    hidden: usize,
+}
+
+impl ModelShape {
+    fn config(&self) -> forecast::ForecasterConfig {
+        forecast::ForecasterConfig {
+            window: self.window,
+            horizon: self.horizon,
+            hidden: self.hidden,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct TrainArgs {
     /// Directory of traces.
@@ -49,15 +74,8 @@ pub struct TrainArgs {
     /// Training steps.
     #[arg(long, default_value_t = 2000)]
     steps: usize,
-    /// Window, steps.
-    #[arg(long, default_value_t = 32)]
-    window: usize,
-    /// Horizon, steps.
-    #[arg(long, default_value_t = 20)]
-    horizon: usize,
-    /// LSTM hidden size.
-    #[arg(long, default_value_t = 32)]
-    hidden: usize,
+    #[command(flatten)]
+    shape: ModelShape,
     /// Seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -70,12 +88,9 @@ fn train(a: TrainArgs) -> Result<()> {
     use diaspora::predict::forecast::{Forecaster, ForecasterConfig, SeriesState};
     let traces = diaspora::predict::traces::load_traces(&a.traces)?;
     let config = ForecasterConfig {
-        window: a.window,
-        horizon: a.horizon,
-        hidden: a.hidden,
         history: 8192,
         seed: a.seed,
-        ..Default::default()
+        ..a.shape.config()
     };
     let mut model = Forecaster::new(config, forecast::device(&a.device)?)?;
     let states: Vec<SeriesState> = traces
@@ -123,15 +138,8 @@ pub struct BenchArgs {
     /// Series per batch.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Window, steps.
-    #[arg(long, default_value_t = 32)]
-    window: usize,
-    /// Horizon, steps.
-    #[arg(long, default_value_t = 20)]
-    horizon: usize,
-    /// LSTM hidden size.
-    #[arg(long, default_value_t = 32)]
-    hidden: usize,
+    #[command(flatten)]
+    shape: ModelShape,
     /// Timed batched forecasts.
     #[arg(long, default_value_t = 50)]
     iterations: usize,
@@ -147,12 +155,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     use diaspora::predict::bench::{run, PredictBenchConfig};
     let device = forecast::device(&a.device)?;
     let cfg = PredictBenchConfig {
-        forecaster: forecast::ForecasterConfig {
-            window: a.window,
-            horizon: a.horizon,
-            hidden: a.hidden,
-            ..Default::default()
-        },
+        forecaster: a.shape.config(),
         batch: a.batch,
         iterations: a.iterations,
         train_iterations: 30,
@@ -513,18 +516,25 @@ async fn traces(a: TracesArgs) -> Result<()> {
     Ok(())
 }
 
+/// A TOML configuration file (defaults for anything it leaves out), or the
+/// defaults when there is none.
+fn load_toml_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+    what: &str,
+) -> Result<T> {
+    let Some(p) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("{what} configuration {}", p.display()))
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
     if a.nab.is_none() && a.twin_traces.is_none() {
         anyhow::bail!("nothing to evaluate: give --nab DIR (and/or --twin-traces DIR)");
     }
     let device = forecast::device(&a.device)?;
-    let detector: DetectorConfig = match &a.detector {
-        Some(p) => toml::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("detector configuration {}", p.display()))?,
-        None => DetectorConfig::default(),
-    };
+    let detector: DetectorConfig = load_toml_or_default(a.detector.as_deref(), "detector")?;
     detector.forecaster.validate()?;
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -587,13 +597,8 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     if let Some(dir) = &a.twin_traces {
         use diaspora::predict::traces::{load_traces, twin_eval, TwinEvalConfig};
-        let cfg: TwinEvalConfig = match &a.twin_config {
-            Some(p) => toml::from_str(
-                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("trace-evaluation configuration {}", p.display()))?,
-            None => TwinEvalConfig::default(),
-        };
+        let cfg: TwinEvalConfig =
+            load_toml_or_default(a.twin_config.as_deref(), "trace-evaluation")?;
         cfg.forecaster.validate()?;
         let traces = load_traces(dir)?;
         let t0 = Instant::now();

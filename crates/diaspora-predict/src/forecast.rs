@@ -614,14 +614,9 @@ impl Forecaster {
             "__train_steps__".into(),
             Tensor::from_vec(steps, 8, &Device::Cpu).map_err(model)?,
         );
-        let bytes = safetensors::tensor::serialize(
-            tensors
-                .iter()
-                .map(|(k, t)| SafeView::new(t).map(|v| (k.clone(), v)))
-                .collect::<Result<Vec<_>, _>>()?,
-            None,
-        )
-        .map_err(|e| PredictError::Model(format!("safetensors: {e}")))?;
+        // candle's tensors are safetensors views (copied to host bytes).
+        let bytes = safetensors::tensor::serialize(tensors.iter(), None)
+            .map_err(|e| PredictError::Model(format!("safetensors: {e}")))?;
         write_atomically(path, &bytes)
     }
 
@@ -702,52 +697,6 @@ impl Forecaster {
         }
         f.train_steps = u64::from_le_bytes(steps);
         Ok(f)
-    }
-}
-
-/// A candle tensor as a safetensors view (copied to host bytes).
-struct SafeView {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl SafeView {
-    fn new(t: &Tensor) -> Result<Self, PredictError> {
-        let shape = t.dims().to_vec();
-        let flat = t.flatten_all().map_err(model)?;
-        let (dtype, data) = match t.dtype() {
-            DType::F32 => (
-                safetensors::Dtype::F32,
-                flat.to_vec1::<f32>()
-                    .map_err(model)?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            DType::U8 => (safetensors::Dtype::U8, flat.to_vec1::<u8>().map_err(model)?),
-            other => {
-                return Err(PredictError::Model(format!(
-                    "checkpoint: unsupported dtype {other:?}"
-                )))
-            }
-        };
-        Ok(SafeView { dtype, shape, data })
-    }
-}
-
-impl safetensors::View for SafeView {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
     }
 }
 
