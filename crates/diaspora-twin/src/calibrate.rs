@@ -4,8 +4,9 @@
 //! [`calibrate`] runs three passes, each through a fresh [`Relay`] on
 //! 127.0.0.1 whose far side is a receiver that records every probe. Probes
 //! carry a sequence number and a send timestamp; sender and receiver share
-//! one process clock, so one-way times are exact up to the relay's own
-//! overhead.
+//! one process clock, and the receiver takes each probe's arrival from the
+//! kernel's receive timestamp ([`crate::rxtime`]), so one-way times are
+//! exact up to the relay's own overhead.
 //!
 //! 1. **Delay**: `delay_probes` probes of `packet_bytes`, one per
 //!    millisecond, through a link with the configured delay only (no
@@ -24,6 +25,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +35,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::link::LinkParams;
 use crate::relay::{Relay, RelayConfig, RelayError, RelayStats};
+use crate::rxtime;
 
 /// Probe header: sequence number and send time, both little-endian `u64`.
 const PROBE_HEADER_BYTES: usize = 16;
@@ -536,7 +539,9 @@ fn probe_socket(addr: SocketAddr) -> io::Result<StdUdpSocket> {
     let _ = socket.set_recv_buffer_size(8 << 20);
     let _ = socket.set_send_buffer_size(8 << 20);
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    let socket: StdUdpSocket = socket.into();
+    let _ = rxtime::enable(&socket);
+    Ok(socket)
 }
 
 fn send_probe(
@@ -554,10 +559,13 @@ fn send_probe(
 fn receive_probes(socket: &StdUdpSocket, epoch: Instant, stop: &AtomicBool) -> Vec<Arrival> {
     let mut arrivals = Vec::new();
     let mut buf = vec![0u8; 65_536];
+    let fd = socket.as_raw_fd();
     loop {
-        match socket.recv(&mut buf) {
-            Ok(len) if len >= PROBE_HEADER_BYTES => {
-                let received_ns = epoch.elapsed().as_nanos() as u64;
+        match rxtime::recv_from(fd, &mut buf) {
+            Ok(rxtime::Received { len, age, .. }) if len >= PROBE_HEADER_BYTES => {
+                // Arrival is when the kernel received the probe, not when
+                // this thread woke to read it.
+                let received_ns = epoch.elapsed().saturating_sub(age).as_nanos() as u64;
                 let word =
                     |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or([0; 8]));
                 arrivals.push(Arrival {

@@ -75,6 +75,7 @@ pub mod metrics;
 pub mod relay;
 pub mod report;
 pub mod runner;
+pub mod rxtime;
 pub mod scenario;
 
 pub use calibrate::{calibrate, CalibrateConfig, CalibrateError, CalibrationReport};

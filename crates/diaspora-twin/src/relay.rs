@@ -16,8 +16,11 @@
 //! sleeps on a condition variable until the head packet is due. A thread
 //! rather than a tokio timer because tokio's timer wheel has 1 ms
 //! granularity, which alone would add up to 1 ms of error to every delay;
-//! a futex wait is accurate to tens of microseconds. Deliveries are
-//! monotonic per direction, so the held queue is a FIFO.
+//! a futex wait (with the thread's timer slack set to 1 ns) is accurate to
+//! tens of microseconds. A packet's delay counts from the kernel's receive
+//! timestamp ([`crate::rxtime`]), so the receive task's wake-up latency is
+//! not added to it either. Deliveries are monotonic per direction, so the
+//! held queue is a FIFO.
 //!
 //! Time is a [`std::time::Instant`] captured at start; the core sees the
 //! elapsed [`Duration`].
@@ -31,6 +34,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,10 +42,12 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
 use crate::link::{DropReason, LinkParams, ParamsError, Schedule, ScheduledLink, Verdict};
+use crate::rxtime;
 
 /// Largest accepted `sessions_max`.
 pub const SESSIONS_MAX_LIMIT: usize = 65_536;
@@ -340,6 +346,10 @@ struct LaneState {
     held_bytes: usize,
     stats: DirectionStats,
     stopped: bool,
+    /// The latest arrival time offered: kernel stamps from different
+    /// sockets can interleave by microseconds, and the link model needs
+    /// time that does not go back.
+    last_arrival: Duration,
 }
 
 /// One direction: its link, its held packets, and the condition variable
@@ -359,6 +369,7 @@ impl Lane {
                 held_bytes: 0,
                 stats: DirectionStats::default(),
                 stopped: false,
+                last_arrival: Duration::ZERO,
             }),
             wake: Condvar::new(),
             held_bytes_max,
@@ -375,6 +386,8 @@ impl Lane {
     ) {
         let size = payload.len();
         let mut state = self.state.lock();
+        let now = now.max(state.last_arrival);
+        state.last_arrival = now;
         state.stats.received.add(size);
         match state.link.on_packet(now, size) {
             Verdict::Drop(reason) => state.stats.dropped_mut(reason).add(size),
@@ -407,6 +420,7 @@ impl Lane {
     /// The sender thread: sleeps until the head packet is due, then sends
     /// every due packet outside the lock.
     fn run_sender(&self, start: Instant) {
+        crate::rxtime::tighten_timer_slack();
         let mut due: Vec<Held> = Vec::new();
         let mut state = self.state.lock();
         loop {
@@ -617,6 +631,9 @@ fn open_upstream(target: SocketAddr, buffer_bytes: usize) -> io::Result<(StdUdpS
     socket.bind(&bind.into())?;
     socket.connect(&target.into())?;
     let socket: StdUdpSocket = socket.into();
+    if let Err(error) = rxtime::enable(&socket) {
+        tracing::debug!(%error, "no kernel receive timestamps; delays count from task wake-up");
+    }
     let send = socket.try_clone()?;
     Ok((send, UdpSocket::from_std(socket)?))
 }
@@ -624,16 +641,27 @@ fn open_upstream(target: SocketAddr, buffer_bytes: usize) -> io::Result<(StdUdpS
 /// Client → target: the listen socket's receive loop.
 async fn run_upstream(inner: Arc<Inner>, listen: UdpSocket) {
     let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+    let fd = listen.as_raw_fd();
     loop {
-        let (len, client) = match listen.recv_from(&mut buf).await {
-            Ok(received) => received,
+        let received = listen
+            .async_io(Interest::READABLE, || rxtime::recv_from(fd, &mut buf))
+            .await;
+        let (len, client, age) = match received {
+            Ok(rxtime::Received {
+                len,
+                from: Some(client),
+                age,
+            }) => (len, client, age),
+            Ok(_) => continue,
             Err(error) => {
                 // ICMP errors for earlier sends surface here; keep serving.
                 tracing::debug!(%error, "relay listen socket receive error");
                 continue;
             }
         };
-        let now = inner.now();
+        // Delay counts from when the kernel received the packet, not from
+        // when this task got to run.
+        let now = inner.now().saturating_sub(age);
         if let Some(session) = inner.session_for(client, now) {
             inner
                 .up
@@ -650,9 +678,13 @@ async fn run_downstream(
     client: SocketAddr,
 ) {
     let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+    let fd = upstream.as_raw_fd();
     loop {
-        let len = match upstream.recv(&mut buf).await {
-            Ok(len) => len,
+        let received = upstream
+            .async_io(Interest::READABLE, || rxtime::recv_from(fd, &mut buf))
+            .await;
+        let (len, age) = match received {
+            Ok(received) => (received.len, received.age),
             // The target port was closed when we sent (ICMP); it may reopen.
             Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => continue,
             Err(error) => {
@@ -660,7 +692,7 @@ async fn run_downstream(
                 return;
             }
         };
-        let now = inner.now();
+        let now = inner.now().saturating_sub(age);
         session.touch(now);
         inner
             .down
@@ -725,6 +757,9 @@ impl Relay {
             .and_then(|socket| socket.bind(&config.listen.into()).map(|()| socket))
             .map_err(socket_error("bind", config.listen))?;
         let listen: StdUdpSocket = listen.into();
+        if let Err(error) = rxtime::enable(&listen) {
+            tracing::debug!(%error, "no kernel receive timestamps; delays count from task wake-up");
+        }
         let listen_send = listen
             .try_clone()
             .map_err(socket_error("clone", config.listen))?;
