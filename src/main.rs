@@ -371,12 +371,18 @@ struct MetricsArgs {
     /// this many ms (0 = off). See crates/diaspora-telemetry for the names.
     #[arg(long, default_value_t = 0)]
     metrics_interval_ms: u64,
-    /// Topic for --metrics-interval-ms.
+    /// Topic for --metrics-interval-ms. `serve` creates it; other commands
+    /// need it to exist (`diaspora topic create diaspora.metrics`).
     #[arg(long, default_value = "diaspora.metrics")]
     metrics_topic: String,
 }
 
 impl MetricsArgs {
+    /// Whether publishing is on.
+    fn enabled(&self) -> bool {
+        self.metrics_interval_ms > 0
+    }
+
     /// Starts publishing `registry` through `client`, if asked to.
     async fn start(
         &self,

@@ -11,7 +11,11 @@ use diaspora::stream::consumer::quality_label;
 use diaspora::stream::control;
 use diaspora::stream::{Policy, QosConsumer, QosProducer, Sent};
 
-use crate::{admin, client, AdminConn, DataConn, Stop, StopArgs};
+use diaspora::stream::consumer::ConsumerReport;
+use diaspora_telemetry::publish::{MetricsPublisher, TopicCreation};
+use diaspora_telemetry::{collect_fields, Registry, ReportSlot};
+
+use crate::{admin, client, AdminConn, DataConn, MetricsArgs, Stop, StopArgs};
 
 #[derive(Subcommand)]
 pub enum StreamCommand {
@@ -91,6 +95,9 @@ pub struct StreamProduceArgs {
     json: bool,
     #[command(flatten)]
     conn: DataConn,
+    /// `stream.producer.*` metrics (labels topic, partition).
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -118,6 +125,47 @@ pub struct StreamConsumeArgs {
     json: bool,
     #[command(flatten)]
     conn: DataConn,
+    /// `stream.consumer.*` metrics (labels topic, consumer).
+    #[command(flatten)]
+    metrics: MetricsArgs,
+}
+
+/// The producer's gauges (the rest of its figures are counters).
+const PRODUCER_GAUGES: &[(&str, &str)] = &[
+    ("memory_bytes", "By"),
+    ("memory_fill", "1"),
+    ("spill_bytes", "By"),
+    ("unacked", "{item}"),
+    ("congested", "1"),
+    ("stages", "{stage}"),
+    ("memory_high_water", "By"),
+    ("spill_high_water", "By"),
+    ("memory_bytes_max", "By"),
+    ("level_max", "{stage}"),
+];
+
+/// A consumer's figures as its loop last saw them.
+#[derive(Clone, Default, serde::Serialize)]
+struct ConsumerFigures {
+    #[serde(flatten)]
+    report: ConsumerReport,
+    /// Items held for reordering.
+    held: u64,
+    /// End-to-end latency of the latest item (now minus its timestamp), ms.
+    latency_ms: f64,
+}
+
+const CONSUMER_GAUGES: &[(&str, &str)] = &[("held", "{item}"), ("latency_ms", "ms")];
+
+/// Starts a publisher for `registry` if `--metrics-interval-ms` asks for one.
+async fn publish_metrics(
+    args: &MetricsArgs,
+    client: &diaspora::fabric::Client,
+    source: String,
+    registry: Registry,
+) -> Result<Option<MetricsPublisher>> {
+    args.start(client.clone(), source, registry, TopicCreation::MustExist)
+        .await
 }
 
 fn load_policy(p: &Option<PathBuf>) -> Result<Policy> {
@@ -203,6 +251,26 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
     let stop = Stop::on_signal()?;
     let client = client(&a.conn).await?;
     let mut p = QosProducer::new(&client, &a.topic, a.partition, policy.clone()).await?;
+    let publisher = if a.metrics.enabled() {
+        let registry = Registry::new();
+        let probe = p.probe();
+        let partition = a.partition.to_string();
+        collect_fields(
+            &registry,
+            "stream.producer",
+            &[
+                ("topic", a.topic.as_str()),
+                ("partition", partition.as_str()),
+            ],
+            "{item}",
+            PRODUCER_GAUGES,
+            move || Some(probe.figures()),
+        )?;
+        let source = format!("producer:{}/{}", a.topic, a.partition);
+        publish_metrics(&a.metrics, &client, source, registry).await?
+    } else {
+        None
+    };
     let mut acks = p.subscribe_acks();
     let mut ack_file = match &a.acks {
         Some(path) => Some(std::io::BufWriter::new(
@@ -328,6 +396,9 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
             report.counters.spilled
         );
     }
+    if let Some(publisher) = publisher {
+        publisher.stop().await;
+    }
     p.close(Duration::from_secs(1)).await.ok();
     client.close();
     flushed?;
@@ -347,6 +418,24 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
         a.checkpoint.as_deref(),
     )
     .await?;
+    let figures = ReportSlot::new(ConsumerFigures::default());
+    let publisher = if a.metrics.enabled() {
+        let registry = Registry::new();
+        let reader = figures.clone();
+        collect_fields(
+            &registry,
+            "stream.consumer",
+            &[("topic", a.topic.as_str()), ("consumer", a.name.as_str())],
+            "{item}",
+            CONSUMER_GAUGES,
+            move || Some(reader.load()),
+        )?;
+        let source = format!("consumer:{}/{}", a.topic, a.name);
+        publish_metrics(&a.metrics, &client, source, registry).await?
+    } else {
+        None
+    };
+    let mut latency_ms = 0.0;
     let idle = a.stop.idle();
     let stop = Stop::on_signal()?;
     use std::io::Write;
@@ -358,7 +447,20 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
     let mut last_flush = Instant::now();
     let mut result = Ok(());
     while a.stop.more(seen) && !stop.stopped() {
-        let Some(x) = c.next(tick.min(idle)).await? else {
+        let next = c.next(tick.min(idle)).await?;
+        if publisher.is_some() {
+            if let Some(x) = &next {
+                latency_ms = diaspora::fabric::broker::now_us().saturating_sub(x.item.timestamp_us)
+                    as f64
+                    / 1e3;
+            }
+            figures.store(ConsumerFigures {
+                report: c.report(),
+                held: c.held() as u64,
+                latency_ms,
+            });
+        }
+        let Some(x) = next else {
             out.flush()?;
             idle_for += tick;
             if idle_for < idle {
@@ -377,7 +479,7 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
             let mut line = serde_json::json!({
                 "topic": a.topic, "partition": x.partition, "seq": x.seq,
                 "size": x.item.payload.len(), "timestamp_us": x.item.timestamp_us,
-                "latency_us": diaspora::fabric::broker::now_us() - x.item.timestamp_us,
+                "latency_us": diaspora::fabric::broker::now_us().saturating_sub(x.item.timestamp_us),
                 "id": control::get_u64(&x.item, "id"),
                 "quality": x.quality(), "replayed": x.replayed, "supersedes": x.supersedes,
                 "crc32c": crc32c::crc32c(&x.item.payload),
@@ -405,6 +507,9 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
     }
     out.flush()?;
     drop(out);
+    if let Some(publisher) = publisher {
+        publisher.stop().await;
+    }
     let report = c.close().await?;
     eprintln!("{}", serde_json::to_string(&report)?);
     client.close();

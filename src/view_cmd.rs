@@ -10,7 +10,30 @@ use diaspora::view::snapshot::SnapshotStore;
 use diaspora::view::ViewSpec;
 use diaspora_fabric::{Client, ClientConfig};
 
-use crate::DataConn;
+use diaspora::view::runner::ViewStats;
+use diaspora_telemetry::publish::TopicCreation;
+use diaspora_telemetry::{collect_fields, Registry, ReportSlot};
+
+use crate::{DataConn, MetricsArgs};
+
+/// A view's figures as its loop last saw them (`view.*` metrics).
+#[derive(Clone, Default, serde::Serialize)]
+struct ViewFigures {
+    #[serde(flatten)]
+    stats: ViewStats,
+    /// Members waiting for their join.
+    pending: u64,
+    /// Emitted view items waiting for delivery.
+    outbox: u64,
+    /// Source items held (pending members, members of unacknowledged items).
+    held: u64,
+}
+
+const VIEW_GAUGES: &[(&str, &str)] = &[
+    ("pending", "{member}"),
+    ("outbox", "{item}"),
+    ("held", "{member}"),
+];
 
 #[derive(Subcommand)]
 pub enum ViewCommand {
@@ -69,6 +92,9 @@ pub struct RunArgs {
     /// Print a JSON summary at the end instead of a line of text.
     #[arg(long)]
     json: bool,
+    /// `view.*` metrics (label view).
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -140,6 +166,7 @@ fn load(path: &PathBuf) -> Result<ViewSpec> {
 
 async fn run_view(a: RunArgs) -> Result<()> {
     let spec = load(&a.spec)?;
+    let view_name = spec.name.clone();
     let restore = match a.restore.as_deref() {
         None => Restore::Fresh,
         Some("latest") => Restore::Latest,
@@ -165,6 +192,36 @@ async fn run_view(a: RunArgs) -> Result<()> {
         },
     )
     .await?;
+    let figures = ReportSlot::new(ViewFigures::default());
+    let observe = |view: &View| ViewFigures {
+        stats: view.stats().clone(),
+        pending: view.engine().pending() as u64,
+        outbox: view.outbox() as u64,
+        held: view.held() as u64,
+    };
+    let publisher = if a.metrics.enabled() {
+        figures.store(observe(&view));
+        let registry = Registry::new();
+        let reader = figures.clone();
+        collect_fields(
+            &registry,
+            "view",
+            &[("view", view_name.as_str())],
+            "{item}",
+            VIEW_GAUGES,
+            move || Some(reader.load()),
+        )?;
+        a.metrics
+            .start(
+                client.clone(),
+                format!("view:{view_name}"),
+                registry,
+                TopicCreation::MustExist,
+            )
+            .await?
+    } else {
+        None
+    };
     let mut n = 0u64;
     let mut idle = Duration::ZERO;
     let step = Duration::from_millis(500);
@@ -181,6 +238,9 @@ async fn run_view(a: RunArgs) -> Result<()> {
             _ = &mut ctrl_c => break,
             got = view.next(step) => got?,
         };
+        if publisher.is_some() {
+            figures.store(observe(&view));
+        }
         match got {
             Some(d) => {
                 idle = Duration::ZERO;
@@ -207,6 +267,10 @@ async fn run_view(a: RunArgs) -> Result<()> {
     if a.snapshots.is_some() {
         let info = view.snapshot()?;
         eprintln!("snapshot {} v{} saved", info.view, info.version);
+    }
+    if let Some(publisher) = publisher {
+        figures.store(observe(&view));
+        publisher.stop().await;
     }
     let stats = view.close().await?;
     client.close();

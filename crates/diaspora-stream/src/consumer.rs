@@ -243,6 +243,11 @@ impl QosConsumer {
         r
     }
 
+    /// Items held for reordering (arrived ahead of a gap).
+    pub fn held(&self) -> usize {
+        self.core.held()
+    }
+
     /// The next sequence number of `partition`.
     pub fn position(&self, partition: u32) -> Option<u64> {
         self.core.position(partition)

@@ -24,7 +24,7 @@ pub mod spill;
 
 pub use consumer::{QosConsumer, QosItem};
 pub use policy::{FlowMode, Policy};
-pub use producer::{QosProducer, Sent, StreamError};
+pub use producer::{ProducerFigures, ProducerProbe, QosProducer, Sent, StreamError};
 
 /// Creates the topics a QoS stream on `topic` needs, skipping those that
 /// exist: `topic` itself (with `partitions` and `config`'s retention), its

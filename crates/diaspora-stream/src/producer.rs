@@ -216,6 +216,62 @@ impl Shared {
     fn now(&self) -> u64 {
         self.origin.elapsed().as_micros() as u64
     }
+
+    fn report(&self) -> ProducerReport {
+        let st = self.state.lock();
+        let mut r = st.report.clone();
+        r.counters = st.core.counters().clone();
+        if let Some(s) = &st.spill {
+            r.spill_high_water = r.spill_high_water.max(s.used());
+        }
+        r
+    }
+}
+
+/// A producer's figures and its state now, as a metrics collector reads
+/// them ([`ProducerProbe::figures`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProducerFigures {
+    /// The report (counters and high-water marks).
+    #[serde(flatten)]
+    pub report: ProducerReport,
+    /// Memory-tier bytes in use now.
+    pub memory_bytes: u64,
+    /// `memory_bytes` over the memory cap (0..=1).
+    pub memory_fill: f64,
+    /// Spill-tier bytes in use now.
+    pub spill_bytes: u64,
+    /// Items accepted and not yet acknowledged.
+    pub unacked: u64,
+    /// 1 while the flow controller finds the stream congested, else 0.
+    pub congested: u64,
+    /// Reduction stages engaged now.
+    pub stages: u64,
+}
+
+/// Reads a producer's figures from another task (a metrics collector)
+/// without holding the producer; cheap to clone. It keeps the producer's
+/// shared state alive, not its tasks: after the producer closes it reads
+/// the final figures.
+#[derive(Clone)]
+pub struct ProducerProbe(Arc<Shared>);
+
+impl ProducerProbe {
+    /// The figures now.
+    pub fn figures(&self) -> ProducerFigures {
+        let report = self.0.report();
+        let st = self.0.state.lock();
+        let memory_bytes = st.core.memory_used();
+        ProducerFigures {
+            memory_fill: memory_bytes as f64 / (report.memory_bytes_max.max(1)) as f64,
+            report,
+            memory_bytes,
+            spill_bytes: st.spill.as_ref().map_or(0, |s| s.used()),
+            unacked: st.core.unacked() as u64,
+            congested: st.core.flow().congested() as u64,
+            stages: st.core.active_stages() as u64,
+        }
+    }
 }
 
 /// A QoS producer. See the module docs.
@@ -346,13 +402,13 @@ impl QosProducer {
 
     /// The figures so far.
     pub fn report(&self) -> ProducerReport {
-        let st = self.shared.state.lock();
-        let mut r = st.report.clone();
-        r.counters = st.core.counters().clone();
-        if let Some(s) = &st.spill {
-            r.spill_high_water = r.spill_high_water.max(s.used());
-        }
-        r
+        self.shared.report()
+    }
+
+    /// A handle a metrics collector keeps to read this producer's figures
+    /// (see [`ProducerProbe`]).
+    pub fn probe(&self) -> ProducerProbe {
+        ProducerProbe(self.shared.clone())
     }
 
     /// Memory-tier bytes in use now.

@@ -21,7 +21,9 @@
 //!   predictor's input.
 //! - **Collectors** (feature `fabric`): [`collect_broker`],
 //!   [`collect_bridge`], [`collect_quic`] register the node's counters, a
-//!   bridge's counters and QUIC path statistics on a registry.
+//!   bridge's counters and QUIC path statistics on a registry;
+//!   [`collect_fields`] registers any component's report struct (the QoS
+//!   stream producer and consumer, a view) field by field.
 //!
 //! What it does not do: store or aggregate metrics over time, alert, or
 //! export over OTLP/HTTP (gRPC only, one TLS stack: rustls with ring).
@@ -91,9 +93,25 @@
 //! | `quic.lost_bytes` | counter | `By` | `link` (`conn`) | bytes declared lost |
 //! | `quic.congestion_events` | counter | `{event}` | `link` (`conn`) | congestion events |
 //! | `quic.udp_tx_bytes`, `quic.udp_rx_bytes` | counter | `By` | `link` (`conn`) | UDP bytes sent, received |
+//! | `stream.producer.FIELD` | counter | `{item}` | `topic`, `partition` | each counter of the QoS producer's report: `offered`, `accepted`, `acked`, `shed`, `reduced_away`, `spilled`, `resent`, `replayed`, `waits`, … |
+//! | `stream.producer.memory_bytes`, `.spill_bytes` | gauge | `By` | `topic`, `partition` | buffer tiers in use now |
+//! | `stream.producer.memory_fill` | gauge | `1` | `topic`, `partition` | memory tier over its cap |
+//! | `stream.producer.unacked` | gauge | `{item}` | `topic`, `partition` | accepted, not yet acknowledged |
+//! | `stream.producer.congested`, `.stages` | gauge | `1`, `{stage}` | `topic`, `partition` | flow controller: congested (0/1), reduction stages engaged |
+//! | `stream.consumer.FIELD` | counter | `{item}` | `topic`, `consumer` | each counter of the QoS consumer's report: `delivered`, `reconstructed_missing`, `lost`, `duplicates`, `replay_requests`, … |
+//! | `stream.consumer.held` | gauge | `{item}` | `topic`, `consumer` | items held for reordering |
+//! | `stream.consumer.latency_ms` | gauge | `ms` | `topic`, `consumer` | now minus the latest item's timestamp (the consumer's lag in time) |
+//! | `view.FIELD` | counter | `{item}` | `view` | each counter of the view's report: `items_read`, `emitted`, `delivered`, `acked`, `retracted`, `members_expired`, … |
+//! | `view.pending`, `view.held`, `view.outbox` | gauge | `{member}`, `{item}` | `view` | members waiting to join, source items held, view items awaiting delivery |
 //! | `telemetry.events_published` | counter | `{event}` | `source` | metric events acknowledged |
 //! | `telemetry.events_failed` | counter | `{event}` | `source` | metric events that failed for good |
 //! | `telemetry.snapshots_dropped` | counter | `{event}` | `source` | snapshots dropped (producer buffer full) |
+//!
+//! `diaspora stream produce|consume` and `diaspora view run` publish the
+//! stream and view series with `--metrics-interval-ms` (through
+//! [`collect_fields`]); `diaspora serve` and `diaspora bridge` the node and
+//! bridge ones; `diaspora twin run` the `link.*` series of its emulated
+//! links (see `diaspora-twin`'s `metrics` module).
 //!
 //! The interval loss of a link is `quic.lost_packets.rate / quic.sent_packets.rate`.
 #![warn(missing_docs)]
@@ -102,6 +120,7 @@
 pub mod collect;
 pub mod error;
 pub mod event;
+pub mod fields;
 #[cfg(feature = "otel")]
 pub mod otel;
 #[cfg(feature = "fabric")]
@@ -112,6 +131,7 @@ pub mod registry;
 pub use collect::{collect_bridge, collect_broker, collect_quic, QuicPath};
 pub use error::{Result, TelemetryError};
 pub use event::{decode_event, encode_event, MetricEvent, MetricSample};
+pub use fields::{collect_fields, ReportSlot};
 #[cfg(feature = "otel")]
 pub use otel::{init, init_with, layers, ExportTarget, OtelConfig, TelemetryGuard};
 #[cfg(feature = "fabric")]

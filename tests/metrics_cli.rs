@@ -1,0 +1,152 @@
+//! Stream and view metrics on the fabric: a QoS producer, a QoS consumer
+//! and a view, each run as a real `diaspora` process with
+//! `--metrics-interval-ms`, publish `stream.producer.*`,
+//! `stream.consumer.*` and `view.*` events on `diaspora.metrics`, and their
+//! last events carry the figures the processes ended with.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+
+const ITEMS: u64 = 200;
+
+/// Every event on the metrics topic, by source, in order.
+fn events_by_source(node: &Served) -> HashMap<String, Vec<diaspora_telemetry::MetricEvent>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = diaspora_fabric::Client::connect(diaspora_fabric::ClientConfig::new(
+            node.data, &node.ca,
+        ))
+        .await
+        .unwrap();
+        let mut stream = diaspora_telemetry::subscribe(
+            &client,
+            "diaspora.metrics",
+            diaspora_fabric::StartFrom::Earliest,
+        )
+        .await
+        .unwrap();
+        let mut by: HashMap<String, Vec<_>> = HashMap::new();
+        while let Some(e) = stream.next(Duration::from_secs(2)).await.unwrap() {
+            by.entry(e.source.clone()).or_default().push(e);
+        }
+        by
+    })
+}
+
+/// The value of `name` in the source's last event.
+fn last(events: &[diaspora_telemetry::MetricEvent], name: &str) -> f64 {
+    let e = events.last().expect("events");
+    e.samples
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = e.samples.iter().map(|s| s.name.as_str()).collect();
+            panic!("no {name} in {names:?}")
+        })
+        .value
+}
+
+#[test]
+fn producer_consumer_and_view_publish_their_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(&dir.path().join("node"), "interval");
+    cli(&node, &["topic", "create", "diaspora.metrics"]);
+    cli(&node, &["stream", "init", "frames"]);
+    cli(&node, &["topic", "create", "view.frames"]);
+    let n = ITEMS.to_string();
+    cli(
+        &node,
+        &[
+            "stream",
+            "produce",
+            "--topic",
+            "frames",
+            "--synthetic",
+            &n,
+            "--rate",
+            "400",
+            "--metrics-interval-ms",
+            "100",
+        ],
+    );
+    cli(
+        &node,
+        &[
+            "stream",
+            "consume",
+            "--topic",
+            "frames",
+            "--name",
+            "hpc",
+            "--count",
+            &n,
+            "--idle-timeout-ms",
+            "10000",
+            "--metrics-interval-ms",
+            "100",
+        ],
+    );
+    let spec = dir.path().join("frames.toml");
+    std::fs::write(
+        &spec,
+        "name = \"frames\"\n[[source]]\nname = \"f\"\ntopic = \"frames\"\nkey = \"id\"\n[output]\ntopic = \"view.frames\"\n",
+    )
+    .unwrap();
+    cli(
+        &node,
+        &[
+            "view",
+            "run",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--max-items",
+            &n,
+            "--idle-s",
+            "20",
+            "--metrics-interval-ms",
+            "100",
+        ],
+    );
+
+    let by = events_by_source(&node);
+    let mut sources: Vec<&String> = by.keys().collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        ["consumer:frames/hpc", "producer:frames/0", "view:frames"],
+        "sources"
+    );
+    let producer = &by["producer:frames/0"];
+    // 200 items at 400/s: about half a second of events, and a last one at stop.
+    assert!(producer.len() >= 3, "{} producer events", producer.len());
+    assert_eq!(last(producer, "stream.producer.offered"), ITEMS as f64);
+    assert_eq!(last(producer, "stream.producer.acked"), ITEMS as f64);
+    assert_eq!(last(producer, "stream.producer.unacked"), 0.0);
+    let fill = last(producer, "stream.producer.memory_fill");
+    assert!((0.0..=1.0).contains(&fill), "memory_fill {fill}");
+    // Rates from the second snapshot on (the first has no interval).
+    assert!(producer.iter().skip(1).all(|e| e
+        .samples
+        .iter()
+        .any(|s| s.name == "stream.producer.acked.rate"
+            && s.labels.get("topic").map(String::as_str) == Some("frames")
+            && s.labels.get("partition").map(String::as_str) == Some("0"))));
+
+    let consumer = &by["consumer:frames/hpc"];
+    assert_eq!(last(consumer, "stream.consumer.delivered"), ITEMS as f64);
+    assert_eq!(last(consumer, "stream.consumer.lost"), 0.0);
+    let latency = last(consumer, "stream.consumer.latency_ms");
+    assert!(latency > 0.0, "latency_ms {latency}");
+
+    let view = &by["view:frames"];
+    assert_eq!(last(view, "view.items_read"), ITEMS as f64);
+    assert_eq!(last(view, "view.emitted"), ITEMS as f64);
+    assert_eq!(last(view, "view.pending"), 0.0);
+}
