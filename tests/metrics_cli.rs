@@ -150,3 +150,52 @@ fn producer_consumer_and_view_publish_their_figures() {
     assert_eq!(last(view, "view.emitted"), ITEMS as f64);
     assert_eq!(last(view, "view.pending"), 0.0);
 }
+
+/// `predict serve` keeps following its metric topic across a node crash:
+/// the fabric consumer reconnects and the monitor goes on observing the
+/// restarted node's events.
+#[test]
+fn a_monitor_resubscribes_after_the_node_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("node");
+    let data: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics = ["--metrics-interval-ms", "100"];
+    let mut node = serve_with(&data_dir, data, admin, "interval", &metrics);
+    let monitor = dir.path().join("uptime.toml");
+    std::fs::write(
+        &monitor,
+        "name = \"uptime\"\n[source]\nmetric = \"node.uptime_s\"\nstep_s = 0.1\n\
+         [model]\nwindow = 8\nhorizon = 4\nhidden = 8\nbatch = 4\n\
+         [prediction]\nthreshold = 1e9\n[output]\ntopic = \"diaspora.predictions\"\n",
+    )
+    .unwrap();
+    let serve = std::process::Command::new(BIN)
+        .args(["predict", "serve", "--monitor"])
+        .arg(&monitor)
+        .args(["--from-start", "--max-s", "14"])
+        .args(["--admin", &admin.to_string(), "--addr", &data.to_string()])
+        .arg("--ca")
+        .arg(&node.ca)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    sigkill(&mut node);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut node = serve_with(&data_dir, data, admin, "interval", &metrics);
+    let out = serve.wait_with_output().unwrap();
+    sigkill(&mut node);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The stats line at exit: samples from before the crash (~3 s at 10/s)
+    // and from the restarted node.
+    let stats: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("monitor uptime: "))
+        .find_map(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no stats line: {stderr}"));
+    let samples = stats["samples"].as_u64().unwrap();
+    assert!(samples >= 60, "{samples} samples: {stderr}");
+}

@@ -239,8 +239,31 @@ pub struct HorizonRmse {
     pub ewma_alpha: f64,
     /// LSTM over the better baseline (below 1 is better; 0.8 is 20 % lower).
     pub ratio_to_best_baseline: f64,
+    /// Share of persistence's squared error that comes from abrupt errors
+    /// (over [`ABRUPT_SIGMAS`] times the trace's robust one-step noise
+    /// scale): steps, dips and recoveries no forecaster sees coming from
+    /// the series alone.
+    pub persistence_abrupt_share: f64,
+    /// The ratio a forecaster would reach if it were exact everywhere
+    /// except on those abrupt errors, where it did no better than
+    /// persistence: a floor for forecasters without foresight of them.
+    pub ratio_floor_if_abrupt_unforeseen: f64,
     /// Forecasts scored.
     pub n: u64,
+}
+
+/// An error is abrupt above this many robust noise deviations.
+pub const ABRUPT_SIGMAS: f64 = 5.0;
+
+/// A trace's robust noise scale: the median absolute one-step change,
+/// scaled to a Gaussian's deviation of one sample (1.4826 / √2).
+pub fn noise_scale(values: &[f64]) -> f64 {
+    let mut d: Vec<f64> = values.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
+    if d.is_empty() {
+        return 0.0;
+    }
+    d.sort_by(f64::total_cmp);
+    d[d.len() / 2] * 1.4826 / std::f64::consts::SQRT_2
 }
 
 /// One trace's onsets and alarms.
@@ -424,6 +447,7 @@ pub fn twin_eval(
     let alarm_h = ((config.lead_max_s / step_s).round() as usize).clamp(1, fc.horizon);
     let mut se_lstm = vec![0.0; horizons.len()];
     let mut se_pers = vec![0.0; horizons.len()];
+    let mut se_pers_abrupt = vec![0.0; horizons.len()];
     let mut se_ewma = vec![vec![0.0; config.ewma_alphas.len()]; horizons.len()];
     let mut n = vec![0u64; horizons.len()];
     let mut per_trace = Vec::new();
@@ -465,6 +489,7 @@ pub fn twin_eval(
             config.clear_below,
             steps(config.clear_s),
         );
+        let abrupt = ABRUPT_SIGMAS * noise_scale(v);
         let mut flags = vec![false; v.len()];
         let mut errors = HorizonErrors::new(fc.horizon);
         for t in 0..v.len() {
@@ -484,6 +509,9 @@ pub fn twin_eval(
                     let y = v[t + h];
                     se_lstm[hi] += (f[h - 1] - y).powi(2);
                     se_pers[hi] += (v[t] - y).powi(2);
+                    if (v[t] - y).abs() > abrupt {
+                        se_pers_abrupt[hi] += (v[t] - y).powi(2);
+                    }
                     for (ai, e) in ew.iter().enumerate() {
                         se_ewma[hi][ai] += (e - y).powi(2);
                     }
@@ -544,6 +572,16 @@ pub fn twin_eval(
         let best = p.min(e);
         let ratio = if best > 0.0 { l / best } else { f64::INFINITY };
         ratios.insert(format!("{}s", config.horizons_s[hi]), ratio);
+        let share = if se_pers[hi] > 0.0 {
+            se_pers_abrupt[hi] / se_pers[hi]
+        } else {
+            0.0
+        };
+        let floor = if best > 0.0 {
+            rmse(se_pers_abrupt[hi], n[hi]) / best
+        } else {
+            0.0
+        };
         rows.push(HorizonRmse {
             horizon_s: config.horizons_s[hi],
             steps: h,
@@ -552,6 +590,8 @@ pub fn twin_eval(
             ewma: e,
             ewma_alpha: config.ewma_alphas.get(ai).copied().unwrap_or(0.0),
             ratio_to_best_baseline: ratio,
+            persistence_abrupt_share: share,
+            ratio_floor_if_abrupt_unforeseen: floor,
             n: n[hi],
         });
     }
@@ -605,6 +645,20 @@ mod tests {
         // (3 outside before it) is no onset, the spike is.
         assert_eq!(onsets(&v, &mask, 0.95, 3, 3), vec![3]);
         assert_eq!(onsets(&v, &mask, 0.95, 2, 4), vec![11]);
+    }
+
+    #[test]
+    fn the_noise_scale_is_robust_to_steps() {
+        // Alternating ±0.01 noise: one-step changes of 0.02, and one step of 0.5.
+        let mut v: Vec<f64> = (0..101)
+            .map(|i| if i % 2 == 0 { 0.01 } else { -0.01 })
+            .collect();
+        for x in &mut v[50..] {
+            *x += 0.5;
+        }
+        let s = noise_scale(&v);
+        assert!((s - 0.02 * 1.4826 / 2f64.sqrt()).abs() < 1e-12, "{s}");
+        assert_eq!(noise_scale(&[1.0]), 0.0);
     }
 
     #[test]
