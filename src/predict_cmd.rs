@@ -334,6 +334,9 @@ async fn serve(a: ServeArgs) -> Result<()> {
     });
     let t0 = Instant::now();
     let mut last_event = Instant::now();
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut deliveries = tokio::task::JoinSet::new();
     let save = |core: &MonitorCore| -> Result<()> {
         if let Some(p) = &core.spec().model.save_to {
             core.model().save(p)?;
@@ -364,9 +367,23 @@ async fn serve(a: ServeArgs) -> Result<()> {
             for e in out {
                 let bytes = encode_event(&e);
                 println!("{}", String::from_utf8_lossy(&bytes));
-                producer
+                let delivery = producer
                     .send(diaspora_fabric::item::payload_item(bytes.into()))
                     .await?;
+                // Count the outcome when the node answers (events are few:
+                // a task each is cheap); a failure is logged, not fatal.
+                let (acked, failed) = (acked.clone(), failed.clone());
+                let name = core.spec().name.clone();
+                deliveries.spawn(async move {
+                    match delivery.await {
+                        Ok(_) => acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("monitor {name}: an event was not acknowledged: {e}");
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        }
+                    };
+                });
+                while deliveries.try_join_next().is_some() {}
             }
             let every = core.spec().model.save_every_s;
             if every > 0.0 && saved.elapsed().as_secs_f64() >= every {
@@ -381,8 +398,11 @@ async fn serve(a: ServeArgs) -> Result<()> {
             break;
         }
     }
+    let mut closed = Ok(());
     for (core, producer, stream, _) in monitors {
-        producer.close().await?;
+        if let Err(e) = producer.close().await {
+            closed = Err(e);
+        }
         stream.close().await;
         tokio::task::block_in_place(|| save(&core))?;
         eprintln!(
@@ -390,6 +410,16 @@ async fn serve(a: ServeArgs) -> Result<()> {
             core.spec().name,
             serde_json::to_string(&core.stats())?
         );
+    }
+    while deliveries.join_next().await.is_some() {}
+    let (acked, failed) = (
+        acked.load(std::sync::atomic::Ordering::Relaxed),
+        failed.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    eprintln!("events: {acked} acknowledged, {failed} not");
+    closed?;
+    if failed > 0 {
+        anyhow::bail!("{failed} monitor event(s) were not acknowledged");
     }
     Ok(())
 }

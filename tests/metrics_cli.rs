@@ -198,4 +198,11 @@ fn a_monitor_resubscribes_after_the_node_restarts() {
         .unwrap_or_else(|| panic!("no stats line: {stderr}"));
     let samples = stats["samples"].as_u64().unwrap();
     assert!(samples >= 60, "{samples} samples: {stderr}");
+    // Whatever events it published were all acknowledged.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("events: ") && l.ends_with(" acknowledged, 0 not")),
+        "{stderr}"
+    );
 }

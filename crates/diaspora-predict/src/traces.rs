@@ -241,13 +241,11 @@ pub struct HorizonRmse {
     pub ratio_to_best_baseline: f64,
     /// Share of persistence's squared error that comes from abrupt errors
     /// (over [`ABRUPT_SIGMAS`] times the trace's robust one-step noise
-    /// scale): steps, dips and recoveries no forecaster sees coming from
-    /// the series alone.
+    /// scale). At a horizon of a step or two these are jumps — dips while
+    /// saturated, the drop when congestion clears — that the series does
+    /// not announce; at longer horizons they include a ramp's steady
+    /// progress too, which is predictable.
     pub persistence_abrupt_share: f64,
-    /// The ratio a forecaster would reach if it were exact everywhere
-    /// except on those abrupt errors, where it did no better than
-    /// persistence: a floor for forecasters without foresight of them.
-    pub ratio_floor_if_abrupt_unforeseen: f64,
     /// Forecasts scored.
     pub n: u64,
 }
@@ -577,11 +575,7 @@ pub fn twin_eval(
         } else {
             0.0
         };
-        let floor = if best > 0.0 {
-            rmse(se_pers_abrupt[hi], n[hi]) / best
-        } else {
-            0.0
-        };
+
         rows.push(HorizonRmse {
             horizon_s: config.horizons_s[hi],
             steps: h,
@@ -591,7 +585,6 @@ pub fn twin_eval(
             ewma_alpha: config.ewma_alphas.get(ai).copied().unwrap_or(0.0),
             ratio_to_best_baseline: ratio,
             persistence_abrupt_share: share,
-            ratio_floor_if_abrupt_unforeseen: floor,
             n: n[hi],
         });
     }
