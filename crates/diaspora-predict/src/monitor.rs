@@ -130,19 +130,22 @@ pub struct ModelSpec {
 }
 
 impl Default for ModelSpec {
+    /// The forecaster's defaults, with a longer history: a monitor runs for
+    /// days and trains on what it has seen.
     fn default() -> Self {
+        let f = ForecasterConfig::default();
         ModelSpec {
             checkpoint: None,
             save_to: None,
             save_every_s: 0.0,
             train_every: 2,
-            window: 32,
-            horizon: 20,
-            hidden: 32,
-            learning_rate: 3e-3,
-            batch: 32,
-            history: 8192,
-            seed: 1,
+            window: f.window,
+            horizon: f.horizon,
+            hidden: f.hidden,
+            learning_rate: f.learning_rate,
+            batch: f.batch,
+            history: 2 * f.history,
+            seed: f.seed,
             device: "cpu".into(),
         }
     }

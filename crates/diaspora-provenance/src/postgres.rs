@@ -147,26 +147,6 @@ impl<T> PgResult<T> for std::result::Result<T, postgres::Error> {
     }
 }
 
-/// Decodes `%XX` escapes (for recognising a `password` parameter).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// `url` with any password removed: the one in the user info (parsed as
 /// the driver parses it: the user info ends at the first `@`) and any
 /// `password=` parameter.
@@ -187,7 +167,7 @@ pub(crate) fn redact_url(url: &str) -> String {
                 .split('&')
                 .filter(|p| {
                     let key = p.split_once('=').map_or(*p, |(k, _)| k);
-                    percent_decode(key) != "password"
+                    percent_encoding::percent_decode_str(key).decode_utf8_lossy() != "password"
                 })
                 .collect();
             if kept.is_empty() {

@@ -256,22 +256,9 @@ fn parse_resource_attributes(s: &str) -> Result<Vec<(String, String)>> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The layer [`layers`] returns: everything this crate adds to a
@@ -590,36 +577,38 @@ fn bridge(meter: Meter, registry: &Registry) {
     registry.on_new_name(move |info: &NameInfo| {
         let name = info.name.clone();
         let weak = weak.clone();
+        // Each series of the name, as long as the registry lives.
+        let each = move |f: &mut dyn FnMut(SeriesValue, &[KeyValue])| {
+            if let Some(registry) = weak.upgrade() {
+                for (labels, value) in registry.values_of(&name) {
+                    f(value, &attributes(&labels));
+                }
+            }
+        };
         match info.kind {
             Kind::Counter => {
                 meter
-                    .u64_observable_counter(name.clone())
+                    .u64_observable_counter(info.name.clone())
                     .with_unit(info.unit.clone())
                     .with_callback(move |observer| {
-                        let Some(registry) = weak.upgrade() else {
-                            return;
-                        };
-                        for (labels, value) in registry.values_of(&name) {
+                        each(&mut |value, attrs| {
                             if let SeriesValue::Counter(total) = value {
-                                observer.observe(total, &attributes(&labels));
+                                observer.observe(total, attrs);
                             }
-                        }
+                        })
                     })
                     .build();
             }
             Kind::Gauge => {
                 meter
-                    .f64_observable_gauge(name.clone())
+                    .f64_observable_gauge(info.name.clone())
                     .with_unit(info.unit.clone())
                     .with_callback(move |observer| {
-                        let Some(registry) = weak.upgrade() else {
-                            return;
-                        };
-                        for (labels, value) in registry.values_of(&name) {
+                        each(&mut |value, attrs| {
                             if let SeriesValue::Gauge(v) = value {
-                                observer.observe(v, &attributes(&labels));
+                                observer.observe(v, attrs);
                             }
-                        }
+                        })
                     })
                     .build();
             }
