@@ -12,7 +12,7 @@ use diaspora::stream::control;
 use diaspora::stream::{Policy, QosConsumer, QosProducer, Sent};
 
 use diaspora::stream::consumer::ConsumerReport;
-use diaspora_telemetry::publish::{MetricsPublisher, TopicCreation};
+use diaspora_telemetry::publish::TopicCreation;
 use diaspora_telemetry::{collect_fields, Registry, ReportSlot};
 
 use crate::{admin, client, AdminConn, DataConn, MetricsArgs, Stop, StopArgs};
@@ -157,17 +157,6 @@ struct ConsumerFigures {
 
 const CONSUMER_GAUGES: &[(&str, &str)] = &[("held", "{item}"), ("latency_ms", "ms")];
 
-/// Starts a publisher for `registry` if `--metrics-interval-ms` asks for one.
-async fn publish_metrics(
-    args: &MetricsArgs,
-    client: &diaspora::fabric::Client,
-    source: String,
-    registry: Registry,
-) -> Result<Option<MetricsPublisher>> {
-    args.start(client.clone(), source, registry, TopicCreation::MustExist)
-        .await
-}
-
 fn load_policy(p: &Option<PathBuf>) -> Result<Policy> {
     Ok(match p {
         Some(p) => Policy::from_file(p)?,
@@ -267,7 +256,9 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
             move || Some(probe.figures()),
         )?;
         let source = format!("producer:{}/{}", a.topic, a.partition);
-        publish_metrics(&a.metrics, &client, source, registry).await?
+        a.metrics
+            .start(client.clone(), source, registry, TopicCreation::MustExist)
+            .await?
     } else {
         None
     };
@@ -431,7 +422,9 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
             move || Some(reader.load()),
         )?;
         let source = format!("consumer:{}/{}", a.topic, a.name);
-        publish_metrics(&a.metrics, &client, source, registry).await?
+        a.metrics
+            .start(client.clone(), source, registry, TopicCreation::MustExist)
+            .await?
     } else {
         None
     };

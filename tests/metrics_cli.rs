@@ -15,29 +15,11 @@ const ITEMS: u64 = 200;
 
 /// Every event on the metrics topic, by source, in order.
 fn events_by_source(node: &Served) -> HashMap<String, Vec<diaspora_telemetry::MetricEvent>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = diaspora_fabric::Client::connect(diaspora_fabric::ClientConfig::new(
-            node.data, &node.ca,
-        ))
-        .await
-        .unwrap();
-        let mut stream = diaspora_telemetry::subscribe(
-            &client,
-            "diaspora.metrics",
-            diaspora_fabric::StartFrom::Earliest,
-        )
-        .await
-        .unwrap();
-        let mut by: HashMap<String, Vec<_>> = HashMap::new();
-        while let Some(e) = stream.next(Duration::from_secs(2)).await.unwrap() {
-            by.entry(e.source.clone()).or_default().push(e);
-        }
-        by
-    })
+    let mut by: HashMap<String, Vec<_>> = HashMap::new();
+    for e in metric_events(node.data, &node.ca, usize::MAX, Duration::from_secs(2)) {
+        by.entry(e.source.clone()).or_default().push(e);
+    }
+    by
 }
 
 /// The value of `name` in the source's last event.

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
 
 fn run_json(args: &[&str]) -> serde_json::Value {
@@ -261,37 +263,12 @@ fn a_node_publishes_its_metrics_as_events_on_the_metrics_topic() {
         }
     }
     // The events decode, and carry the node's series.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let decoded = rt.block_on(async {
-        let client = diaspora_fabric::Client::connect(diaspora_fabric::ClientConfig::new(
-            format!("127.0.0.1:{data}").parse().unwrap(),
-            &ca,
-        ))
-        .await
-        .unwrap();
-        let mut stream = diaspora_telemetry::subscribe(
-            &client,
-            "diaspora.metrics",
-            diaspora_fabric::StartFrom::Earliest,
-        )
-        .await
-        .unwrap();
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            match stream
-                .next(std::time::Duration::from_secs(5))
-                .await
-                .unwrap()
-            {
-                Some(e) => got.push(e),
-                None => break,
-            }
-        }
-        got
-    });
+    let decoded = common::metric_events(
+        format!("127.0.0.1:{data}").parse().unwrap(),
+        &ca,
+        3,
+        std::time::Duration::from_secs(5),
+    );
     node.kill().unwrap();
     let _ = node.wait();
     assert!(events.len() >= 3, "{events:?}");

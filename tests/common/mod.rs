@@ -194,3 +194,37 @@ pub fn stop_bridge(bridge: Child) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the report: {line}"))
 }
+
+/// Metric events on the node's `diaspora.metrics` topic from its start: up
+/// to `max`, stopping once `idle` passes without one.
+pub fn metric_events(
+    data: SocketAddr,
+    ca: &Path,
+    max: usize,
+    idle: Duration,
+) -> Vec<diaspora_telemetry::MetricEvent> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = diaspora_fabric::Client::connect(diaspora_fabric::ClientConfig::new(data, ca))
+            .await
+            .unwrap();
+        let mut stream = diaspora_telemetry::subscribe(
+            &client,
+            "diaspora.metrics",
+            diaspora_fabric::StartFrom::Earliest,
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        while got.len() < max {
+            match stream.next(idle).await.unwrap() {
+                Some(e) => got.push(e),
+                None => break,
+            }
+        }
+        got
+    })
+}
