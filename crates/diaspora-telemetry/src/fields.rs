@@ -71,28 +71,38 @@ where
             numeric.len()
         )));
     }
+    let gauge_unit = |field: &str| gauges.iter().find(|(g, _)| *g == field).map(|(_, u)| *u);
+    // Refuse before registering anything.
+    if let Some((field, _)) = numeric
+        .iter()
+        .find(|(f, is_float)| *is_float && gauge_unit(f).is_none())
+    {
+        return Err(TelemetryError::InvalidSeries(format!(
+            "'{prefix}.{field}' is fractional: name it as a gauge"
+        )));
+    }
     let read = Arc::new(read);
-    for (field, is_float) in numeric {
+    for (field, _) in numeric {
         let name = format!("{prefix}.{field}");
-        let gauge_unit = gauges.iter().find(|(g, _)| *g == field).map(|(_, u)| *u);
         let r = Arc::clone(&read);
-        let f = field.clone();
-        let value = move || read_field(&*r, &f);
-        match gauge_unit {
-            Some(unit) => {
-                registry.observe(&name, unit, labels, move || value().unwrap_or(f64::NAN))?
-            }
-            None if is_float => {
-                return Err(TelemetryError::InvalidSeries(format!(
-                    "'{name}' is fractional: name it as a gauge"
-                )))
-            }
+        match gauge_unit(&field) {
+            Some(unit) => registry.observe(&name, unit, labels, move || {
+                read_field(&*r, &field).unwrap_or(f64::NAN)
+            })?,
             None => registry.observe_counter(&name, counter_unit, labels, move || {
-                value().map(|v| v as u64)
+                read_field(&*r, &field).map(|v| v as u64)
             })?,
         }
     }
     Ok(())
+}
+
+/// Reads one field of a fresh report. Each field's callback reads its own
+/// report: a snapshot then shows every field as of the same moment or
+/// later, never a cached value older than a report the owner just stored.
+fn read_field<T: Serialize>(read: &dyn Fn() -> Option<T>, field: &str) -> Option<f64> {
+    let report = read()?;
+    to_object(&report).ok()?.get(field)?.as_f64()
 }
 
 fn to_object<T: Serialize>(report: &T) -> Result<serde_json::Map<String, serde_json::Value>> {
@@ -105,11 +115,6 @@ fn to_object<T: Serialize>(report: &T) -> Result<serde_json::Map<String, serde_j
             "report does not serialise: {e}"
         ))),
     }
-}
-
-fn read_field<T: Serialize>(read: &dyn Fn() -> Option<T>, field: &str) -> Option<f64> {
-    let report = read()?;
-    to_object(&report).ok()?.get(field)?.as_f64()
 }
 
 /// The latest copy of a report kept by a loop, read by [`collect_fields`]
@@ -217,6 +222,10 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("'x.fill' is fractional"), "{err}");
+        // Nothing was registered.
+        let registry = Registry::new();
+        let _ = collect_fields(&registry, "x", &[], "1", &[], || Some(Report::default()));
+        assert!(registry.is_empty());
     }
 
     #[test]
