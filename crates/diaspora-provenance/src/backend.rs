@@ -3,7 +3,8 @@
 //! (cycle refusal, cascades, versions, actions) lives above it, once.
 //!
 //! Implementations: [`crate::sqlite::SqliteBackend`] (embedded default) and
-//! [`crate::postgres::PgBackend`]. Both pass `tests/store.rs`.
+//! [`crate::postgres::PgBackend`]. Both pass `tests/store.rs`, and both
+//! encode rows through [`crate::codec`]; this module depends on neither.
 
 use crate::model::*;
 
@@ -106,101 +107,4 @@ pub trait Backend: Send {
 
     /// Store-wide counts.
     fn counts(&mut self) -> Result<Counts>;
-}
-
-/// A record's columns as both stores keep them: parents packed
-/// ([`crate::sqlite::pack_parents`]), tags and URIs as JSON
-/// ([`extra_json`]), an item record's name left NULL.
-pub(crate) struct StoredRecord {
-    pub id: RecordId,
-    pub kind: i64,
-    pub name: Option<String>,
-    pub time_us: i64,
-    pub item: Option<ItemLoc>,
-    pub version: Option<i64>,
-    pub origin: Option<String>,
-    pub parents: Option<Vec<u8>>,
-    pub extra: Option<String>,
-}
-
-/// Tags and URIs of a record, kept as JSON in its row (they are indexed
-/// separately for queries).
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct Extra {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    uris: Vec<String>,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    tags: std::collections::BTreeMap<String, (i64, String)>,
-}
-
-/// The JSON column of a record's tags (typed) and URIs; `None` if it has neither.
-pub(crate) fn extra_json(r: &Record) -> Option<String> {
-    if r.tags.is_empty() && r.uris.is_empty() {
-        return None;
-    }
-    let extra = Extra {
-        uris: r.uris.clone(),
-        tags: r
-            .tags
-            .iter()
-            .map(|(k, t)| (k.clone(), (t.type_code(), t.text())))
-            .collect(),
-    };
-    Some(serde_json::to_string(&extra).expect("serializable"))
-}
-
-impl StoredRecord {
-    /// The record; anything that does not decode is [`ProvError::Corrupt`].
-    pub fn into_record(self) -> Result<Record> {
-        let id = self.id;
-        let extra: Extra = match self.extra {
-            Some(s) => serde_json::from_str(&s)
-                .map_err(|e| ProvError::Corrupt(format!("record {id} extra: {e}")))?,
-            None => Extra::default(),
-        };
-        let mut tags = std::collections::BTreeMap::new();
-        for (k, (code, text)) in extra.tags {
-            tags.insert(k, TagValue::from_stored(code, &text)?);
-        }
-        Ok(Record {
-            id,
-            kind: Kind::from_code(self.kind)?,
-            name: match (self.name, &self.item) {
-                (Some(n), _) => n,
-                (None, Some(loc)) => loc.to_string(),
-                (None, None) => String::new(),
-            },
-            time_us: self.time_us,
-            uris: extra.uris,
-            tags,
-            item: self.item,
-            version: self.version,
-            origin: self.origin,
-            parents: self
-                .parents
-                .as_deref()
-                .map(crate::sqlite::unpack_parents)
-                .transpose()?
-                .unwrap_or_default(),
-        })
-    }
-}
-
-/// Adds `e`'s parent to a child's parents unless it is there already;
-/// returns whether it was added.
-pub(crate) fn add_parent(parents: &mut Vec<(RecordId, EdgeKind)>, e: &Edge) -> bool {
-    if parents.iter().any(|(p, _)| *p == e.parent) {
-        return false;
-    }
-    parents.push((e.parent, e.kind));
-    true
-}
-
-/// A row's packed parents with `e`'s parent added; `None` if it had it.
-pub(crate) fn packed_with_parent(blob: Option<&[u8]>, e: &Edge) -> Result<Option<Vec<u8>>> {
-    let mut parents = blob
-        .map(crate::sqlite::unpack_parents)
-        .transpose()?
-        .unwrap_or_default();
-    Ok(add_parent(&mut parents, e).then(|| crate::sqlite::pack_parents(&parents)))
 }

@@ -105,7 +105,7 @@ pub fn item_batch(data: &[u8]) {
     let blob = &data[2..];
     let mut items = Vec::new();
     for k in 0..n.min(4096) {
-        match crate::sqlite::decode_batch_item(blob, n, k) {
+        match crate::codec::decode_batch_item(blob, n, k) {
             Ok(item) => items.push(item),
             Err(ProvError::Corrupt(_)) => return,
             Err(e) => panic!("unexpected error kind: {e}"),
@@ -114,7 +114,7 @@ pub fn item_batch(data: &[u8]) {
     if n > 0 && n <= 4096 && items.len() == n {
         let refs: Vec<(i64, &[(RecordId, EdgeKind)])> =
             items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
-        let again = crate::sqlite::encode_batch(&refs);
+        let again = crate::codec::encode_batch(&refs);
         // A blob may carry bytes past the last item; what the items span must match.
         assert_eq!(
             &blob[..again.len().min(blob.len())],
@@ -122,8 +122,8 @@ pub fn item_batch(data: &[u8]) {
             "decode/encode round trip"
         );
     }
-    match crate::sqlite::unpack_parents(blob) {
-        Ok(ps) => assert_eq!(crate::sqlite::pack_parents(&ps), blob),
+    match crate::codec::unpack_parents(blob) {
+        Ok(ps) => assert_eq!(crate::codec::pack_parents(&ps), blob),
         Err(ProvError::Corrupt(_)) => {}
         Err(e) => panic!("unexpected error kind: {e}"),
     }
@@ -148,12 +148,12 @@ mod item_batch_tests {
                 .map(|(t, ps)| (t, ps.into_iter().map(|(p, k)| (p, kinds[k])).collect()))
                 .collect();
             let refs: Vec<(i64, &[(i64, crate::model::EdgeKind)])> = items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
-            let blob = crate::sqlite::encode_batch(&refs);
+            let blob = crate::codec::encode_batch(&refs);
             let mut data = (items.len() as u16).to_le_bytes().to_vec();
             data.extend_from_slice(&blob);
             super::item_batch(&data);
             for (k, it) in items.iter().enumerate() {
-                prop_assert_eq!(&crate::sqlite::decode_batch_item(&blob, items.len(), k).unwrap(), it);
+                prop_assert_eq!(&crate::codec::decode_batch_item(&blob, items.len(), k).unwrap(), it);
             }
         }
     }

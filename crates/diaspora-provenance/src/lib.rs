@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod codec;
 pub mod fabric;
 pub mod fuzzing;
 pub mod interchange;

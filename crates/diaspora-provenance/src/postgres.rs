@@ -20,9 +20,12 @@
 //! A connection that was lost (server restart) is re-established on the
 //! next call; a call that fails because of the loss returns an error.
 
-use crate::backend::{extra_json, packed_with_parent, Backend, StoredRecord};
+use crate::backend::Backend;
+use crate::codec::{
+    extra_json, offset_column, packed_with_parent, parent_edges, parents_column, unpack_parents,
+    StoredRecord,
+};
 use crate::model::*;
-use crate::sqlite::{pack_parents, unpack_parents};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
@@ -461,7 +464,7 @@ impl Backend for PgBackend {
                 }
                 version.push(r.version);
                 origin.push(r.origin.as_deref());
-                parents.push((!r.parents.is_empty()).then(|| pack_parents(&r.parents)));
+                parents.push(parents_column(&r.parents));
                 extra.push(extra_json(r));
             }
             tx.execute(
@@ -606,13 +609,7 @@ impl Backend for PgBackend {
         for r in rows {
             let child: i64 = r.get(0);
             let blob: Vec<u8> = r.get(1);
-            for (parent, kind) in unpack_parents(&blob)? {
-                out.push(Edge {
-                    parent,
-                    child,
-                    kind,
-                });
-            }
+            out.extend(parent_edges(child, unpack_parents(&blob)?));
         }
         Ok(out)
     }
@@ -661,8 +658,7 @@ impl Backend for PgBackend {
         to: u64,
         limit: usize,
     ) -> Result<Vec<(u64, RecordId)>> {
-        let from = from.min(i64::MAX as u64) as i64;
-        let to = to.min(i64::MAX as u64) as i64;
+        let (from, to) = (offset_column(from), offset_column(to));
         Ok(self
             .query(
                 "SELECT off, id FROM records

@@ -24,7 +24,11 @@
 //! lookup scans. Names, tags and URIs are indexed only for the records that
 //! have them.
 
-use crate::backend::{add_parent, extra_json, packed_with_parent, Backend, StoredRecord};
+use crate::backend::Backend;
+use crate::codec::{
+    batch_with_parent, decode_batch_item, encode_batch, extra_json, offset_column,
+    packed_with_parent, parent_edges, parents_column, unpack_optional, StoredRecord,
+};
 use crate::model::*;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -80,32 +84,6 @@ CREATE TABLE IF NOT EXISTS action_runs(id INTEGER PRIMARY KEY, action INTEGER NO
   event INTEGER NOT NULL, time_us INTEGER NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS action_runs_record ON action_runs(record);
 ";
-
-/// Packs parent edges: 9 bytes each (id LE, kind).
-pub fn pack_parents(parents: &[(RecordId, EdgeKind)]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(parents.len() * 9);
-    for (p, k) in parents {
-        v.extend_from_slice(&p.to_le_bytes());
-        v.push(k.code() as u8);
-    }
-    v
-}
-
-/// Unpacks [`pack_parents`]' output; a malformed blob is an error.
-pub fn unpack_parents(b: &[u8]) -> Result<Vec<(RecordId, EdgeKind)>> {
-    if b.len() % 9 != 0 {
-        return Err(ProvError::Corrupt(format!(
-            "parents blob of {} bytes",
-            b.len()
-        )));
-    }
-    b.chunks_exact(9)
-        .map(|c| {
-            let id = i64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-            Ok((id, EdgeKind::from_code(c[8] as i64)?))
-        })
-        .collect()
-}
 
 /// `(min, max)` of `ids` when there are many and they span at most twice
 /// their number: then a range scan reads little besides what is wanted.
@@ -501,51 +479,6 @@ fn batchable(r: &Record) -> bool {
             .is_some_and(|loc| r.name.is_empty() || r.name == loc.to_string())
 }
 
-/// Packs the per-item part of a batch: `n` little-endian u32 end offsets,
-/// then per item its time (i64) and packed parents.
-pub fn encode_batch(items: &[(i64, &[(RecordId, EdgeKind)])]) -> Vec<u8> {
-    let n = items.len();
-    let body: usize = items.iter().map(|(_, p)| 8 + 9 * p.len()).sum();
-    let mut out = Vec::with_capacity(4 * n + body);
-    let mut end = 0u32;
-    for (_, p) in items {
-        end += 8 + 9 * p.len() as u32;
-        out.extend_from_slice(&end.to_le_bytes());
-    }
-    for (t, p) in items {
-        out.extend_from_slice(&t.to_le_bytes());
-        for (id, k) in p.iter() {
-            out.extend_from_slice(&id.to_le_bytes());
-            out.push(k.code() as u8);
-        }
-    }
-    out
-}
-
-/// Item `k` of a batch blob of `n` items: (time, parents). Every length
-/// and offset is checked; a bad blob is an error, never a panic.
-pub fn decode_batch_item(
-    data: &[u8],
-    n: usize,
-    k: usize,
-) -> Result<(i64, Vec<(RecordId, EdgeKind)>)> {
-    let bad = |what: &str| ProvError::Corrupt(format!("item batch: {what}"));
-    if k >= n || data.len() < 4 * n {
-        return Err(bad("index out of range"));
-    }
-    let end_at =
-        |i: usize| u32::from_le_bytes(data[4 * i..4 * i + 4].try_into().expect("4 bytes")) as usize;
-    let start = if k == 0 { 0 } else { end_at(k - 1) };
-    let end = end_at(k);
-    let body = &data[4 * n..];
-    if start > end || end > body.len() || end - start < 8 {
-        return Err(bad("bad offsets"));
-    }
-    let item = &body[start..end];
-    let t = i64::from_le_bytes(item[..8].try_into().expect("8 bytes"));
-    Ok((t, unpack_parents(&item[8..])?))
-}
-
 /// A batch being assembled: (first id, topic, partition, first offset,
 /// per item its time and parents).
 type PendingBatch<'a> = (i64, i64, i64, i64, Vec<(i64, &'a [(RecordId, EdgeKind)])>);
@@ -733,11 +666,7 @@ impl Backend for SqliteBackend {
                 }
                 v.push(r.version.map_or(Value::Null, Value::Integer));
                 v.push(r.origin.clone().map_or(Value::Null, Value::Text));
-                v.push(if r.parents.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Blob(pack_parents(&r.parents))
-                });
+                v.push(parents_column(&r.parents).map_or(Value::Null, Value::Blob));
                 v.push(extra_json(r).map_or(Value::Null, Value::Text));
             },
         )?;
@@ -818,19 +747,13 @@ impl Backend for SqliteBackend {
                     .optional()?
                     .filter(|b| b.covers(e.child))
                     .ok_or_else(|| ProvError::NotFound(e.child.to_string()))?;
-                let n = b.count as usize;
-                let mut items = (0..n)
-                    .map(|k| decode_batch_item(&b.data, n, k))
-                    .collect::<Result<Vec<_>>>()?;
                 let k = (e.child - b.first_id) as usize;
-                if !add_parent(&mut items[k].1, e) {
+                let Some(data) = batch_with_parent(&b.data, b.count as usize, k, e)? else {
                     continue;
-                }
-                let refs: Vec<(i64, &[(RecordId, EdgeKind)])> =
-                    items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+                };
                 tx.execute(
                     "UPDATE item_batches SET data=?1 WHERE first_id=?2",
-                    params![encode_batch(&refs), b.first_id],
+                    params![data, b.first_id],
                 )?;
                 tx.execute(
                     "INSERT OR IGNORE INTO down(parent,child,count,kind) VALUES (?1,?2,1,?3)",
@@ -1015,18 +938,7 @@ impl Backend for SqliteBackend {
                 let child: i64 = r.get(0)?;
                 found.insert(child);
                 let blob: Option<Vec<u8>> = r.get(1)?;
-                for (parent, kind) in blob
-                    .as_deref()
-                    .map(unpack_parents)
-                    .transpose()?
-                    .unwrap_or_default()
-                {
-                    out.push(Edge {
-                        parent,
-                        child,
-                        kind,
-                    });
-                }
+                out.extend(parent_edges(child, unpack_optional(blob.as_deref())?));
             }
         }
         if found.len() < ids.len() {
@@ -1039,11 +951,7 @@ impl Backend for SqliteBackend {
                         b.count as usize,
                         (child - b.first_id) as usize,
                     )?;
-                    out.extend(parents.into_iter().map(|(parent, kind)| Edge {
-                        parent,
-                        child,
-                        kind,
-                    }));
+                    out.extend(parent_edges(child, parents));
                 }
             }
         }
@@ -1095,10 +1003,7 @@ impl Backend for SqliteBackend {
             }
             return self.find_items(topic, partition, from, to, limit);
         };
-        let (from, to) = (
-            from.min(i64::MAX as u64) as i64,
-            to.min(i64::MAX as u64) as i64,
-        );
+        let (from, to) = (offset_column(from), offset_column(to));
         let mut st = self.conn.prepare_cached(
             "SELECT off, count, id FROM item_runs WHERE topic=?1 AND part=?2 AND off BETWEEN ?3 AND ?4 ORDER BY off, id",
         )?;
@@ -1530,15 +1435,5 @@ mod tests {
             kind: EdgeKind::Derived
         }));
         assert_eq!(runs.iter().map(|r| r.count).sum::<i64>(), 8);
-    }
-
-    #[test]
-    fn packed_parents_reject_bad_lengths_and_kinds() {
-        let ps = vec![(42, EdgeKind::Trained), (-7, EdgeKind::Inferred)];
-        assert_eq!(unpack_parents(&pack_parents(&ps)).unwrap(), ps);
-        assert!(unpack_parents(&[0u8; 8]).is_err());
-        let mut bad = pack_parents(&ps);
-        bad[8] = 200;
-        assert!(unpack_parents(&bad).is_err());
     }
 }
