@@ -117,7 +117,11 @@ pub(crate) struct StoredRecord {
     pub kind: i64,
     pub name: Option<String>,
     pub time_us: i64,
-    pub item: Option<ItemLoc>,
+    /// An item record's topic: its id and name (`None` if the id names no
+    /// topic, which is corruption).
+    pub topic: Option<(i64, Option<String>)>,
+    pub part: Option<i64>,
+    pub off: Option<i64>,
     pub version: Option<i64>,
     pub origin: Option<String>,
     pub parents: Option<Vec<u8>>,
@@ -154,6 +158,14 @@ impl StoredRecord {
     /// The record; anything that does not decode is [`ProvError::Corrupt`].
     pub fn into_record(self) -> Result<Record> {
         let id = self.id;
+        let item = match self.topic {
+            Some((t, name)) => Some(ItemLoc {
+                topic: name.ok_or_else(|| ProvError::Corrupt(format!("unknown topic id {t}")))?,
+                partition: self.part.unwrap_or(0) as u32,
+                offset: self.off.unwrap_or(0) as u64,
+            }),
+            None => None,
+        };
         let extra: Extra = match self.extra {
             Some(s) => serde_json::from_str(&s)
                 .map_err(|e| ProvError::Corrupt(format!("record {id} extra: {e}")))?,
@@ -166,7 +178,7 @@ impl StoredRecord {
         Ok(Record {
             id,
             kind: Kind::from_code(self.kind)?,
-            name: match (self.name, &self.item) {
+            name: match (self.name, &item) {
                 (Some(n), _) => n,
                 (None, Some(loc)) => loc.to_string(),
                 (None, None) => String::new(),
@@ -174,12 +186,30 @@ impl StoredRecord {
             time_us: self.time_us,
             uris: extra.uris,
             tags,
-            item: self.item,
+            item,
             version: self.version,
             origin: self.origin,
             parents: unpack_optional(self.parents.as_deref())?,
         })
     }
+}
+
+/// The rows of the tag index for `recs`: (key, canonical value text, record).
+pub(crate) fn tag_rows(recs: &[Record]) -> Vec<(&str, String, RecordId)> {
+    recs.iter()
+        .flat_map(|r| {
+            r.tags
+                .iter()
+                .map(move |(k, t)| (k.as_str(), t.text(), r.id))
+        })
+        .collect()
+}
+
+/// The rows of the URI index for `recs`: (URI, record).
+pub(crate) fn uri_rows(recs: &[Record]) -> Vec<(&str, RecordId)> {
+    recs.iter()
+        .flat_map(|r| r.uris.iter().map(move |u| (u.as_str(), r.id)))
+        .collect()
 }
 
 /// Adds `e`'s parent to a child's parents unless it is there already;

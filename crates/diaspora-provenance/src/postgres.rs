@@ -22,8 +22,8 @@
 
 use crate::backend::Backend;
 use crate::codec::{
-    extra_json, offset_column, packed_with_parent, parent_edges, parents_column, unpack_parents,
-    StoredRecord,
+    extra_json, offset_column, packed_with_parent, parent_edges, parents_column, tag_rows,
+    unpack_parents, uri_rows, StoredRecord,
 };
 use crate::model::*;
 use postgres::types::ToSql;
@@ -302,21 +302,14 @@ impl PgBackend {
         let origin: Option<String> = r.get(9);
         let parents: Option<Vec<u8>> = r.get(10);
         let extra: Option<String> = r.get(11);
-        let item = match topic {
-            Some(t) => Some(ItemLoc {
-                topic: topic_name
-                    .ok_or_else(|| ProvError::Corrupt(format!("unknown topic id {t}")))?,
-                partition: part.unwrap_or(0) as u32,
-                offset: off.unwrap_or(0) as u64,
-            }),
-            None => None,
-        };
         StoredRecord {
             id,
             kind: kind as i64,
             name,
             time_us,
-            item,
+            topic: topic.map(|t| (i64::from(t), topic_name)),
+            part,
+            off,
             version,
             origin,
             parents,
@@ -492,14 +485,7 @@ impl Backend for PgBackend {
             tx.execute(&st_down, &[&parent, &child, &kind]).pg()?;
         }
 
-        let tags: Vec<(&str, String, i64)> = recs
-            .iter()
-            .flat_map(|r| {
-                r.tags
-                    .iter()
-                    .map(move |(k, t)| (k.as_str(), t.text(), r.id))
-            })
-            .collect();
+        let tags = tag_rows(recs);
         for chunk in tags.chunks(ROWS_PER_STATEMENT) {
             let key: Vec<&str> = chunk.iter().map(|t| t.0).collect();
             let value: Vec<&str> = chunk.iter().map(|t| t.1.as_str()).collect();
@@ -507,10 +493,7 @@ impl Backend for PgBackend {
             tx.execute(&st_tags, &[&key, &value, &record]).pg()?;
         }
 
-        let uris: Vec<(&str, i64)> = recs
-            .iter()
-            .flat_map(|r| r.uris.iter().map(move |u| (u.as_str(), r.id)))
-            .collect();
+        let uris = uri_rows(recs);
         for chunk in uris.chunks(ROWS_PER_STATEMENT) {
             let uri: Vec<&str> = chunk.iter().map(|u| u.0).collect();
             let record: Vec<i64> = chunk.iter().map(|u| u.1).collect();

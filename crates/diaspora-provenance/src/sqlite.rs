@@ -27,7 +27,8 @@
 use crate::backend::Backend;
 use crate::codec::{
     batch_with_parent, decode_batch_item, encode_batch, extra_json, offset_column,
-    packed_with_parent, parent_edges, parents_column, unpack_optional, StoredRecord,
+    packed_with_parent, parent_edges, parents_column, tag_rows, unpack_optional, uri_rows,
+    StoredRecord,
 };
 use crate::model::*;
 use rusqlite::types::Value;
@@ -341,32 +342,20 @@ impl SqliteBackend {
         let origin: Option<String> = r.get(8)?;
         let parents: Option<Vec<u8>> = r.get(9)?;
         let extra: Option<String> = r.get(10)?;
-        Ok((|| {
-            let item = match topic {
-                Some(t) => Some(ItemLoc {
-                    topic: self
-                        .topic_names
-                        .get(&t)
-                        .cloned()
-                        .ok_or_else(|| ProvError::Corrupt(format!("unknown topic id {t}")))?,
-                    partition: part.unwrap_or(0) as u32,
-                    offset: off.unwrap_or(0) as u64,
-                }),
-                None => None,
-            };
-            StoredRecord {
-                id,
-                kind,
-                name,
-                time_us,
-                item,
-                version,
-                origin,
-                parents,
-                extra,
-            }
-            .into_record()
-        })())
+        Ok(StoredRecord {
+            id,
+            kind,
+            name,
+            time_us,
+            topic: topic.map(|t| (t, self.topic_names.get(&t).cloned())),
+            part,
+            off,
+            version,
+            origin,
+            parents,
+            extra,
+        }
+        .into_record())
     }
 
     fn ids_query(&mut self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<RecordId>> {
@@ -688,14 +677,7 @@ impl Backend for SqliteBackend {
                 |r, v| v.extend([r.parent, r.child, r.count, r.kind.code()].map(Value::Integer)),
             )?;
         }
-        let tags: Vec<(&str, String, i64)> = recs
-            .iter()
-            .flat_map(|r| {
-                r.tags
-                    .iter()
-                    .map(move |(k, t)| (k.as_str(), t.text(), r.id))
-            })
-            .collect();
+        let tags = tag_rows(recs);
         if !tags.is_empty() {
             insert_rows(
                 &tx,
@@ -711,10 +693,7 @@ impl Backend for SqliteBackend {
                 },
             )?;
         }
-        let uris: Vec<(&str, i64)> = recs
-            .iter()
-            .flat_map(|r| r.uris.iter().map(move |u| (u.as_str(), r.id)))
-            .collect();
+        let uris = uri_rows(recs);
         if !uris.is_empty() {
             insert_rows(
                 &tx,
@@ -737,41 +716,46 @@ impl Backend for SqliteBackend {
                     r.get(0)
                 })
                 .optional()?;
-            let Some(blob) = blob else {
-                // A batched item: rewrite its batch's blob.
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT {BATCH_COLS} FROM item_batches WHERE first_id <= ?1 ORDER BY first_id DESC LIMIT 1"
-                ))?;
-                let b = st
-                    .query_row([e.child], BatchRow::from_row)
-                    .optional()?
-                    .filter(|b| b.covers(e.child))
-                    .ok_or_else(|| ProvError::NotFound(e.child.to_string()))?;
-                let k = (e.child - b.first_id) as usize;
-                let Some(data) = batch_with_parent(&b.data, b.count as usize, k, e)? else {
-                    continue;
-                };
-                tx.execute(
-                    "UPDATE item_batches SET data=?1 WHERE first_id=?2",
-                    params![data, b.first_id],
-                )?;
+            let added = match blob {
+                Some(blob) => match packed_with_parent(blob.as_deref(), e)? {
+                    Some(packed) => {
+                        tx.execute(
+                            "UPDATE records SET parents=?1 WHERE id=?2",
+                            params![packed, e.child],
+                        )?;
+                        true
+                    }
+                    None => false,
+                },
+                None => {
+                    // A batched item: rewrite its batch's blob.
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT {BATCH_COLS} FROM item_batches WHERE first_id <= ?1 ORDER BY first_id DESC LIMIT 1"
+                    ))?;
+                    let b = st
+                        .query_row([e.child], BatchRow::from_row)
+                        .optional()?
+                        .filter(|b| b.covers(e.child))
+                        .ok_or_else(|| ProvError::NotFound(e.child.to_string()))?;
+                    let k = (e.child - b.first_id) as usize;
+                    match batch_with_parent(&b.data, b.count as usize, k, e)? {
+                        Some(data) => {
+                            tx.execute(
+                                "UPDATE item_batches SET data=?1 WHERE first_id=?2",
+                                params![data, b.first_id],
+                            )?;
+                            true
+                        }
+                        None => false,
+                    }
+                }
+            };
+            if added {
                 tx.execute(
                     "INSERT OR IGNORE INTO down(parent,child,count,kind) VALUES (?1,?2,1,?3)",
                     params![e.parent, e.child, e.kind.code()],
                 )?;
-                continue;
-            };
-            let Some(packed) = packed_with_parent(blob.as_deref(), e)? else {
-                continue;
-            };
-            tx.execute(
-                "UPDATE records SET parents=?1 WHERE id=?2",
-                params![packed, e.child],
-            )?;
-            tx.execute(
-                "INSERT OR IGNORE INTO down(parent,child,count,kind) VALUES (?1,?2,1,?3)",
-                params![e.parent, e.child, e.kind.code()],
-            )?;
+            }
         }
         tx.commit()?;
         Ok(())

@@ -89,6 +89,15 @@ fn node_for<'a>(
     })
 }
 
+/// The warning for an edge `c -> p` an end of which was not imported.
+fn end_not_imported(nodes: &[Node], c: usize, p: usize) -> String {
+    format!(
+        "edge {:?} -> {:?} skipped: an end was not imported",
+        short(nodes[c].id),
+        short(nodes[p].id)
+    )
+}
+
 /// Parses a PROV-JSON document and merges it into the store (see the
 /// module docs). Idempotent: importing the same document again creates,
 /// links and invalidates nothing.
@@ -225,13 +234,7 @@ pub fn import_document(prov: &mut Provenance, doc: &ProvDocument) -> Result<Impo
     for &(c, p, k) in &edges {
         match (nodes[c].state, nodes[p].state) {
             (State::Skip, _) | (_, State::Skip) => {
-                skips.note(|| {
-                    format!(
-                        "edge {:?} -> {:?} skipped: an end was not imported",
-                        short(nodes[c].id),
-                        short(nodes[p].id)
-                    )
-                });
+                skips.note(|| end_not_imported(&nodes, c, p));
             }
             (State::Pending, _) => {
                 let list = parents.entry(c).or_default();
@@ -372,13 +375,7 @@ pub fn import_document(prov: &mut Provenance, doc: &ProvDocument) -> Result<Impo
     }
     for (c, p, k) in deferred {
         let (State::Local(cid), State::Local(pid)) = (nodes[c].state, nodes[p].state) else {
-            skips.note(|| {
-                format!(
-                    "edge {:?} -> {:?} skipped: an end was not imported",
-                    short(nodes[c].id),
-                    short(nodes[p].id)
-                )
-            });
+            skips.note(|| end_not_imported(&nodes, c, p));
             continue;
         };
         if have.contains(&(cid, pid)) {

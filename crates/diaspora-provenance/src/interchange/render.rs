@@ -1,6 +1,6 @@
 //! Graphviz DOT and Mermaid renderings of a scope.
 
-use super::scope::{page_invalid, EventCache, Pager, Scope};
+use super::scope::{Pager, Scope};
 use crate::model::*;
 use crate::store::Provenance;
 use std::fmt::Write as _;
@@ -13,9 +13,7 @@ fn visit_graph(
     mut f: impl FnMut(&Record, Option<&str>, &[(RecordId, EdgeKind)]),
 ) -> Result<()> {
     let mut pager = Pager::new(prov, scope)?;
-    let mut events = EventCache::default();
-    while let Some(page) = pager.next(prov)? {
-        let invalid = page_invalid(prov, &page, &mut events)?;
+    while let Some((page, invalid)) = pager.next(prov)? {
         for r in &page {
             let parents: Vec<(RecordId, EdgeKind)> = r
                 .parents

@@ -24,13 +24,18 @@ pub enum Scope {
     },
 }
 
-/// Hands out the records of a scope in ascending id order, [`PAGE`] at a time.
+/// The invalidity (and its event) of the invalid records of a page.
+pub(super) type PageInvalid = HashMap<RecordId, (Invalid, Option<InvalidationEvent>)>;
+
+/// Hands out the records of a scope in ascending id order, [`PAGE`] at a
+/// time, with their invalidity.
 pub(super) struct Pager {
     /// For [`Scope::Around`]: the ids, sorted, and as a set.
     around: Option<(Vec<RecordId>, HashSet<RecordId>)>,
     pos: usize,
     after: RecordId,
     done: bool,
+    events: EventCache,
 }
 
 impl Pager {
@@ -59,6 +64,7 @@ impl Pager {
             pos: 0,
             after: RecordId::MIN,
             done: false,
+            events: EventCache::default(),
         })
     }
 
@@ -69,7 +75,11 @@ impl Pager {
         }
     }
 
-    pub(super) fn next(&mut self, prov: &mut Provenance) -> Result<Option<Vec<Record>>> {
+    /// The next page and the invalidity of its records; `None` at the end.
+    pub(super) fn next(
+        &mut self,
+        prov: &mut Provenance,
+    ) -> Result<Option<(Vec<Record>, PageInvalid)>> {
         let ids = match &self.around {
             None => {
                 if self.done {
@@ -97,20 +107,17 @@ impl Pager {
         };
         let mut recs = prov.backend().records(&ids)?;
         recs.sort_unstable_by_key(|r| r.id);
-        Ok(Some(recs))
+        let invalid = page_invalid(prov, &recs, &mut self.events)?;
+        Ok(Some((recs, invalid)))
     }
 }
 
 /// Invalidation events by id, bounded.
 #[derive(Default)]
-pub(super) struct EventCache(HashMap<i64, Option<InvalidationEvent>>);
+struct EventCache(HashMap<i64, Option<InvalidationEvent>>);
 
 impl EventCache {
-    pub(super) fn get(
-        &mut self,
-        prov: &mut Provenance,
-        id: i64,
-    ) -> Result<Option<InvalidationEvent>> {
+    fn get(&mut self, prov: &mut Provenance, id: i64) -> Result<Option<InvalidationEvent>> {
         if let Some(e) = self.0.get(&id) {
             return Ok(e.clone());
         }
@@ -125,11 +132,11 @@ impl EventCache {
 
 /// The invalidity (and its event) of those records of a page that are
 /// invalid.
-pub(super) fn page_invalid(
+fn page_invalid(
     prov: &mut Provenance,
     page: &[Record],
     events: &mut EventCache,
-) -> Result<HashMap<RecordId, (Invalid, Option<InvalidationEvent>)>> {
+) -> Result<PageInvalid> {
     let ids: Vec<RecordId> = page.iter().map(|r| r.id).collect();
     let mut out = HashMap::new();
     for inv in prov.backend().invalid(&ids)? {

@@ -1,7 +1,7 @@
 //! Fixtures the interchange tests share: a store, a graph with every kind
 //! of record and edge, and a snapshot of what an export carries.
 
-use super::record_iri;
+use super::{record_iri, ImportReport};
 use crate::model::*;
 use crate::sqlite::SqliteBackend;
 use crate::store::{Provenance, Target};
@@ -182,4 +182,14 @@ pub(super) fn section_keys(doc: &Value, section: &str) -> BTreeSet<String> {
 
 pub(super) fn section_len(doc: &Value, section: &str) -> usize {
     section_keys(doc, section).len()
+}
+
+/// An import's counts: (created, merged, edges added, invalidations applied).
+pub(super) fn tally(rep: &ImportReport) -> (u64, u64, u64, u64) {
+    (
+        rep.records_created,
+        rep.records_merged,
+        rep.edges_added,
+        rep.invalidations_applied,
+    )
 }
