@@ -19,8 +19,37 @@
 //!   and PostgreSQL ([`postgres::PgBackend`]), behind [`backend::Backend`].
 //! - **Interchange**: W3C PROV-JSON export and import/merge, Graphviz DOT
 //!   and Mermaid ([`interchange`]).
+//!
+//! # Modules
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`model`] | the data: records, tags, edges, item locations, invalidation events, actions, errors |
+//! | [`store`] | [`Provenance`]: the semantics, written once over any [`Backend`] (adding, cycle refusal, versions, cascades, notices, queries) |
+//! | [`actions`] | running the actions an invalidation triggers, their template placeholders, recording outcomes |
+//! | [`backend`] | the [`Backend`] trait a store implements (storage only, no rules) |
+//! | [`codec`] | the row encoding both stores share: packed parents, item-batch blobs, the tags/URIs column |
+//! | [`sqlite`], [`postgres`] | the two stores; each depends on [`backend`] and [`codec`], never on the other |
+//! | [`lineage`] | [`lineage::LineageRecorder`], per-item lineage from the stream layer |
+//! | [`fabric`] | the fabric side: the notice sink and the invalidation feed |
+//! | [`interchange`] | PROV-JSON export, parse and import; DOT and Mermaid rendering (one submodule per job) |
+//! | [`bench`](mod@bench) | the `diaspora prov bench` workloads |
+//! | [`fuzzing`] | bodies of the `fuzz/` targets, also run by the unit tests |
+//!
+//! # What it does not do
+//!
+//! - It keeps no item payloads: a streamed item is its fabric location.
+//! - It is blocking: call [`Provenance`] from a plain thread or
+//!   `spawn_blocking`, not from an async task.
+//! - Actions run inside [`Provenance::invalidate`], in the calling
+//!   process; a Rust callback runs only where it was registered.
+//! - Interchange reads and writes PROV-JSON only (no PROV-N or PROV-XML);
+//!   on import, agents, bundles and relations other than derivation,
+//!   usage, generation and communication are ignored and counted.
+//! - It has no command line: `diaspora prov …` lives in the root package.
 #![warn(missing_docs)]
 
+pub mod actions;
 pub mod backend;
 pub mod bench;
 pub mod codec;

@@ -49,11 +49,12 @@
 //! one that [`crate::Backend::find_origin`] knows is that record; anything
 //! else is created with `origin` = the IRI. An element that a relation names
 //! without declaring it is created too (data for an entity role, an
-//! activity for an activity role). Creation is batched ([`PAGE`] records per
-//! [`Provenance::add_batch`]) in a topological order of the document's
-//! edges, so edges into new records need no cycle check; every other edge
-//! goes through [`Provenance::derive`], and a refused one (a cycle) is
-//! reported in [`ImportReport::skipped`]. Records the document says are
+//! activity for an activity role). Creation is batched ([`PAGE`] records
+//! per [`Provenance::add_batch`](crate::Provenance::add_batch)) in a
+//! topological order of the document's edges, so edges into new records
+//! need no cycle check; every other edge goes through
+//! [`Provenance::derive`](crate::Provenance::derive), and a refused one (a
+//! cycle) is reported in [`ImportReport::skipped`]. Records the document says are
 //! invalid and are valid here are invalidated one by one, without cascade,
 //! with the cause `imported: <cause>`; the invalidation's time, event and
 //! parent chain are this store's own. Re-importing a document changes
