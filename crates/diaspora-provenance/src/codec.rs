@@ -1,8 +1,10 @@
 //! How both stores ([`crate::sqlite`], [`crate::postgres`]) encode a
 //! record's row: parents packed in a blob ([`pack_parents`]), the per-item
 //! blob of an `item_batches` row ([`encode_batch`]), tags and URIs as a
-//! JSON column, an item record's name left NULL. The stores depend on this
-//! module and on [`crate::backend`]; neither of those depends on a store.
+//! JSON column, an item record's name left NULL, an action's target and
+//! kind as JSON; and the rows of the tag and URI indexes. The stores
+//! depend on this module and on [`crate::backend`]; neither of those
+//! depends on a store.
 //!
 //! Every decoder checks lengths, offsets and codes: a malformed blob is a
 //! [`ProvError::Corrupt`], never a panic (`fuzz/` runs them on arbitrary
@@ -245,6 +247,26 @@ pub(crate) fn batch_with_parent(
     let refs: Vec<(i64, &[(RecordId, EdgeKind)])> =
         items.iter().map(|(t, p)| (*t, p.as_slice())).collect();
     Ok(Some(encode_batch(&refs)))
+}
+
+/// An action's columns: its target and kind as JSON.
+pub(crate) fn action_columns(target: &ActionTarget, kind: &ActionKind) -> (String, String) {
+    (
+        serde_json::to_string(target).expect("serializable"),
+        serde_json::to_string(kind).expect("serializable"),
+    )
+}
+
+/// An action from its row: id, target and kind as JSON; JSON that does not
+/// decode is [`ProvError::Corrupt`].
+pub(crate) fn action_from_row(id: i64, target: &str, kind: &str) -> Result<Action> {
+    Ok(Action {
+        id,
+        target: serde_json::from_str(target)
+            .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
+        kind: serde_json::from_str(kind)
+            .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
+    })
 }
 
 /// An item offset as the stores' signed column holds it (clamped to

@@ -22,8 +22,8 @@
 
 use crate::backend::Backend;
 use crate::codec::{
-    extra_json, offset_column, packed_with_parent, parent_edges, parents_column, tag_rows,
-    unpack_parents, uri_rows, StoredRecord,
+    action_columns, action_from_row, extra_json, offset_column, packed_with_parent, parent_edges,
+    parents_column, tag_rows, unpack_parents, uri_rows, StoredRecord,
 };
 use crate::model::*;
 use postgres::types::ToSql;
@@ -754,8 +754,7 @@ impl Backend for PgBackend {
     }
 
     fn insert_action(&mut self, target: &ActionTarget, kind: &ActionKind) -> Result<i64> {
-        let target = serde_json::to_string(target).expect("serializable");
-        let kind = serde_json::to_string(kind).expect("serializable");
+        let (target, kind) = action_columns(target, kind);
         Ok(self.query(
             "INSERT INTO actions(target, kind) VALUES ($1, $2) RETURNING id",
             &[&target, &kind],
@@ -770,13 +769,7 @@ impl Backend for PgBackend {
             let id: i64 = r.get(0);
             let t: &str = r.get(1);
             let k: &str = r.get(2);
-            out.push(Action {
-                id,
-                target: serde_json::from_str(t)
-                    .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
-                kind: serde_json::from_str(k)
-                    .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
-            });
+            out.push(action_from_row(id, t, k)?);
         }
         Ok(out)
     }

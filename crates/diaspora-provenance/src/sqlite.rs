@@ -26,9 +26,9 @@
 
 use crate::backend::Backend;
 use crate::codec::{
-    batch_with_parent, decode_batch_item, encode_batch, extra_json, offset_column,
-    packed_with_parent, parent_edges, parents_column, tag_rows, unpack_optional, uri_rows,
-    StoredRecord,
+    action_columns, action_from_row, batch_with_parent, decode_batch_item, encode_batch,
+    extra_json, offset_column, packed_with_parent, parent_edges, parents_column, tag_rows,
+    unpack_optional, uri_rows, StoredRecord,
 };
 use crate::model::*;
 use rusqlite::types::Value;
@@ -1165,12 +1165,10 @@ impl Backend for SqliteBackend {
     }
 
     fn insert_action(&mut self, target: &ActionTarget, kind: &ActionKind) -> Result<i64> {
+        let (target, kind) = action_columns(target, kind);
         self.conn.execute(
             "INSERT INTO actions(target, kind) VALUES (?1, ?2)",
-            params![
-                serde_json::to_string(target).expect("serializable"),
-                serde_json::to_string(kind).expect("serializable")
-            ],
+            params![target, kind],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -1189,13 +1187,7 @@ impl Backend for SqliteBackend {
         let mut out = Vec::new();
         for row in rows {
             let (id, t, k) = row?;
-            out.push(Action {
-                id,
-                target: serde_json::from_str(&t)
-                    .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
-                kind: serde_json::from_str(&k)
-                    .map_err(|e| ProvError::Corrupt(format!("action {id}: {e}")))?,
-            });
+            out.push(action_from_row(id, &t, &k)?);
         }
         Ok(out)
     }
