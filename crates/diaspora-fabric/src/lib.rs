@@ -46,6 +46,7 @@ pub mod node;
 pub mod producer;
 pub mod server;
 pub mod tls;
+pub mod topic;
 pub mod wire;
 
 pub use admin::AdminClient;
@@ -57,4 +58,6 @@ pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use diaspora_log::{Compression, FsyncPolicy};
 pub use error::{FabricError, Result};
 pub use node::Node;
+pub use item::{AckHook, AckedItem, ItemRef};
 pub use producer::{Delivered, Delivery, Producer, ProducerConfig};
+pub use topic::{ensure_topic, Ensured, TopicAdmin};
