@@ -116,7 +116,7 @@ pub(crate) struct StoredRecord {
     pub kind: i64,
     pub name: Option<String>,
     pub time_us: i64,
-    pub item: Option<ItemLoc>,
+    pub item: Option<ItemRef>,
     pub version: Option<i64>,
     pub origin: Option<String>,
     pub parents: Option<Vec<u8>>,

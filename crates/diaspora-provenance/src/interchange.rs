@@ -2268,7 +2268,7 @@ mod tests {
     /// output), a prediction, an unrelated record; then an invalidation
     /// cascading from the first item. 9 records, 8 edges, 5 invalid.
     fn build(p: &mut Provenance) -> Graph {
-        let loc = |offset| ItemLoc {
+        let loc = |offset| ItemRef {
             topic: "det/raw".into(),
             partition: 0,
             offset,
@@ -2345,7 +2345,7 @@ mod tests {
             i64,
             String,
             Vec<String>,
-            Option<ItemLoc>,
+            Option<ItemRef>,
             Option<i64>,
             bool,
             BTreeSet<(String, EdgeKind)>,
@@ -3302,8 +3302,8 @@ print(json.dumps(kinds))
                 let mut r = Record::new(kind, name).at(time_us);
                 r.uris = uris;
                 r.tags = tags;
-                r.item = item.map(|(topic, partition, offset)| ItemLoc {
-                    topic,
+                r.item = item.map(|(topic, partition, offset)| ItemRef {
+                    topic: topic.into(),
                     partition,
                     offset,
                 });

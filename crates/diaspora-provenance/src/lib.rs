@@ -65,7 +65,7 @@ pub struct Notice {
     /// Records newly invalid (this part).
     pub records: Vec<RecordId>,
     /// Their fabric locations, for those that are streamed items.
-    pub items: Vec<ItemLoc>,
+    pub items: Vec<ItemRef>,
 }
 
 /// Opens a backend by URL: `postgres://…` or `postgresql://…`, else a

@@ -12,7 +12,7 @@
 
 use crate::model::*;
 use crate::store::Provenance;
-use diaspora_stream::producer::{AckHook, AckedItem};
+use diaspora_fabric::item::{AckHook, AckedItem, IdBuildHasher, ItemRef};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -217,7 +217,7 @@ struct Writer {
     prov: Provenance,
     config: RecorderConfig,
     counters: Arc<Counters>,
-    cache: HashMap<LocKey, RecordId, std::hash::BuildHasherDefault<crate::store::IdHasher>>,
+    cache: HashMap<LocKey, RecordId, IdBuildHasher>,
     /// Items this recorder wrote: per topic and partition, runs of
     /// (first offset, count, first id).
     own: HashMap<Arc<str>, HashMap<u32, Vec<OwnRun>>>,
@@ -286,7 +286,7 @@ impl Writer {
                     self.known(&k).is_some() || present.contains(&k)
                 });
                 if ready {
-                    present.insert((a.topic.clone(), a.partition, a.offset));
+                    present.insert((a.item.topic.clone(), a.item.partition, a.item.offset));
                     batch.push(a);
                 } else {
                     rest.push((seen, a));
@@ -545,11 +545,7 @@ impl Writer {
         let mut positions: Vec<usize> = Vec::with_capacity(batch.len());
         let mut unrecorded = 0u64;
         for a in batch {
-            let mut rec = Record::item(ItemLoc {
-                topic: a.topic.to_string(),
-                partition: a.partition,
-                offset: a.offset,
-            });
+            let mut rec = Record::item(a.item.clone());
             rec.time_us = a.timestamp_us;
             for (k, v) in &a.tags {
                 rec.tags.insert(k.clone(), TagValue::infer(v));
@@ -576,11 +572,8 @@ impl Writer {
                         -(i as i64 + 1)
                     } else {
                         // Never recorded: keep the derivation with a placeholder.
-                        let mut ph = Record::item(ItemLoc {
-                            topic: s.topic.clone(),
-                            partition: s.partition,
-                            offset: s.offset,
-                        });
+                        let mut ph =
+                            Record::item(ItemRef::new(k.0.clone(), s.partition, s.offset));
                         ph.tags
                             .insert("unrecorded_source".into(), TagValue::Bool(true));
                         recs.push(ph);
@@ -607,13 +600,16 @@ impl Writer {
             }
             recs.push(rec);
             if sourced {
-                in_batch.insert((a.topic.clone(), a.partition, a.offset), recs.len() - 1);
+                in_batch.insert(
+                    (a.item.topic.clone(), a.item.partition, a.item.offset),
+                    recs.len() - 1,
+                );
             }
             positions.push(recs.len() - 1);
         }
         let ids = self.prov.add_batch(recs)?;
         for (a, i) in batch.iter().zip(positions) {
-            self.remember(&a.topic, a.partition, a.offset, ids[i]);
+            self.remember(&a.item.topic, a.item.partition, a.item.offset, ids[i]);
         }
         for (k, i) in placeholders {
             self.cache.insert(k, ids[i]);
@@ -633,9 +629,7 @@ mod tests {
 
     fn acked(topic: &str, offset: u64, sources: &[(&str, u64)]) -> AckedItem {
         AckedItem {
-            topic: Arc::from(topic),
-            partition: 0,
-            offset,
+            item: ItemRef::new(topic, 0, offset),
             timestamp_us: 1,
             lineage: (!sources.is_empty()).then(|| v1::Lineage {
                 sources: sources

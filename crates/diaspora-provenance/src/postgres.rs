@@ -300,9 +300,10 @@ impl PgBackend {
         let parents: Option<Vec<u8>> = r.get(10);
         let extra: Option<String> = r.get(11);
         let item = match topic {
-            Some(t) => Some(ItemLoc {
+            Some(t) => Some(ItemRef {
                 topic: topic_name
-                    .ok_or_else(|| ProvError::Corrupt(format!("unknown topic id {t}")))?,
+                    .ok_or_else(|| ProvError::Corrupt(format!("unknown topic id {t}")))?
+                    .into(),
                 partition: part.unwrap_or(0) as u32,
                 offset: off.unwrap_or(0) as u64,
             }),
@@ -394,7 +395,7 @@ impl Backend for PgBackend {
         let missing: Vec<&str> = {
             let mut m: Vec<&str> = recs
                 .iter()
-                .filter_map(|r| r.item.as_ref().map(|l| l.topic.as_str()))
+                .filter_map(|r| r.item.as_ref().map(|l| &*l.topic))
                 .filter(|t| !self.topics.contains_key(*t))
                 .collect();
             m.sort_unstable();

@@ -28,6 +28,17 @@ pub mod wire;
 pub use engine::{JoinEngine, Member, ViewItem};
 pub use spec::{Mode, SourceSpec, ViewSpec};
 
+impl ViewError {
+    /// A closure wrapping a [`FabricError`](diaspora_fabric::FabricError)
+    /// with what the view was doing (`.map_err(ViewError::fabric("…"))`).
+    pub fn fabric(
+        context: impl Into<String>,
+    ) -> impl FnOnce(diaspora_fabric::FabricError) -> ViewError {
+        let context = context.into();
+        move |source| ViewError::Fabric { context, source }
+    }
+}
+
 /// Errors of the view layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
@@ -43,9 +54,19 @@ pub enum ViewError {
     /// A malformed metastream message.
     #[error("view message: {0}")]
     Wire(String),
-    /// The fabric failed (a source, the output topic, the invalidation feed).
-    #[error("fabric: {0}")]
-    Fabric(String),
+    /// The fabric failed (a source, the output topic, the invalidation
+    /// feed): what the view was doing, and the fabric's error.
+    #[error("fabric: {context}: {source}")]
+    Fabric {
+        /// What the view was doing, naming the topic.
+        context: String,
+        /// The fabric's error.
+        #[source]
+        source: diaspora_fabric::FabricError,
+    },
+    /// A benchmark run that did not get what it streamed.
+    #[error("benchmark: {0}")]
+    Bench(String),
     /// The view is closed.
     #[error("view closed: {0}")]
     Closed(String),
