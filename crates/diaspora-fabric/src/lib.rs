@@ -57,7 +57,7 @@ pub use config::{Limits, NodeConfig};
 pub use consumer::{Consumer, ConsumerConfig, StartFrom};
 pub use diaspora_log::{Compression, FsyncPolicy};
 pub use error::{FabricError, Result};
-pub use node::Node;
 pub use item::{AckHook, AckedItem, ItemRef};
+pub use node::Node;
 pub use producer::{Delivered, Delivery, Producer, ProducerConfig};
 pub use topic::{ensure_topic, Ensured, TopicAdmin};

@@ -572,8 +572,7 @@ impl Writer {
                         -(i as i64 + 1)
                     } else {
                         // Never recorded: keep the derivation with a placeholder.
-                        let mut ph =
-                            Record::item(ItemRef::new(k.0.clone(), s.partition, s.offset));
+                        let mut ph = Record::item(ItemRef::new(k.0.clone(), s.partition, s.offset));
                         ph.tags
                             .insert("unrecorded_source".into(), TagValue::Bool(true));
                         recs.push(ph);

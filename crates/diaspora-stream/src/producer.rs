@@ -490,8 +490,7 @@ impl QosProducer {
                             "aggregate function 'user' needs QosProducer::with_aggregator".into(),
                         )),
                         (name, _) => reduce::aggregate_builtin(name, &group),
-                    }
-?;
+                    }?;
                     reduce::mark(&mut item, Kind::Reduced, &stage.method());
                     let mut st = sh.state.lock();
                     st.core.reduce_away(k - 1);
@@ -537,9 +536,7 @@ impl QosProducer {
                             let tags = h
                                 .tag_keys()
                                 .iter()
-                                .filter_map(|k| {
-                                    Some((k.clone(), tag_text(item.metadata.get(k)?)?))
-                                })
+                                .filter_map(|k| Some((k.clone(), tag_text(item.metadata.get(k)?)?)))
                                 .collect();
                             st.lineage.put(
                                 seq,

@@ -274,4 +274,3 @@ async fn invalidating_a_member_reaches_view_items_and_samples_and_pin_holds_memb
     client.close();
     node.shutdown().await;
 }
-

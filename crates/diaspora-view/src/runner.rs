@@ -342,10 +342,13 @@ impl View {
         for (i, s) in spec.sources.iter().enumerate() {
             if opts.restore == Restore::Fresh {
                 // A fresh view needs its sources now: say so at once.
-                client.metadata(&s.topic).await.map_err(ViewError::fabric(format!(
-                    "source {:?} (topic {:?})",
-                    s.name, s.topic
-                )))?;
+                client
+                    .metadata(&s.topic)
+                    .await
+                    .map_err(ViewError::fabric(format!(
+                        "source {:?} (topic {:?})",
+                        s.name, s.topic
+                    )))?;
             }
             tasks.push(tokio::spawn(read_source(
                 client.clone(),

@@ -216,7 +216,9 @@ mod tests {
             r#"{"source":"s","topic":"t","partition":0,"offset":1,"time_us":1,"extra":0}"#,
             r#"{"source":"s","topic":"t","partition":-1,"offset":1,"time_us":1}"#,
         ] {
-            let msg = format!(r#"{{"type":"item","view":"v","seq":1,"id":5,"key":"k","members":[{bad}]}}"#);
+            let msg = format!(
+                r#"{{"type":"item","view":"v","seq":1,"id":5,"key":"k","members":[{bad}]}}"#
+            );
             assert!(decode(msg.as_bytes()).is_err(), "{bad}");
         }
     }

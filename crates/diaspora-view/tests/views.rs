@@ -217,8 +217,7 @@ async fn a_reconstruction_source_that_crashes_and_replays_yields_every_pair_once
         assert_eq!(d.payload(K as usize).unwrap().len(), 1024);
         for i in 0..=K as usize {
             assert_eq!(
-                meta_text(&d.members[i].as_ref().unwrap().item, "scan")
-                    .unwrap(),
+                meta_text(&d.members[i].as_ref().unwrap().item, "scan").unwrap(),
                 d.item.key
             );
         }
@@ -267,10 +266,7 @@ async fn a_reconstruction_source_that_crashes_and_replays_yields_every_pair_once
                         .await
                         .unwrap()
                         .expect("the member is still in its topic");
-                        assert_eq!(
-                            meta_text(&got.item, "scan").unwrap(),
-                            key
-                        );
+                        assert_eq!(meta_text(&got.item, "scan").unwrap(), key);
                         assert_eq!(got.item.timestamp_us, r.time_us);
                     }
                 }
