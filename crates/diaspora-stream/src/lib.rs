@@ -10,6 +10,26 @@
 //! Every decision is made by deterministic cores with an injected clock
 //! ([`core`]); the async shells only move bytes between them, the fabric
 //! client and the spill files.
+//!
+//! - [`producer`], [`consumer`]: the shells; [`core`]: their decisions.
+//! - [`control`]: the stream's control events (on `TOPIC.qos`) and the
+//!   `qos.*` metadata keys. The metadata builders and readers it re-exports
+//!   (`control::int`, `control::get_u64`, …) are the fabric's one set
+//!   ([`diaspora_fabric::item::meta`]).
+//! - [`policy`], [`reduce`], [`spill`], [`ndarray`]: the policy, the
+//!   reductions, the disk tier, array payloads.
+//! - [`init_topics`]: the stream's three topics, through the fabric's
+//!   [`ensure_topic`](diaspora_fabric::ensure_topic).
+//!
+//! The acknowledgement hook a producer calls for provenance
+//! ([`AckHook`](producer::AckHook), [`AckedItem`](producer::AckedItem)) is
+//! the fabric's, re-exported in [`producer`]: a recorder implements it
+//! without depending on this crate. Errors are [`StreamError`], one typed
+//! variant per cause.
+//!
+//! What it does not do: store items durably (the fabric's logs do; the
+//! spill tier only buffers what is not yet acknowledged), record lineage
+//! (a hook hands it to diaspora-provenance), or join streams (diaspora-view).
 #![warn(missing_docs)]
 
 pub mod consumer;

@@ -5,6 +5,10 @@
 //! Items carry the source as their key (so one source's events stay in one
 //! partition, in order) and the header `content-type: application/json`.
 //!
+//! A publisher told to create its topic ([`TopicCreation`]) does it with
+//! the fabric's [`ensure_topic`](diaspora_fabric::ensure_topic), on an
+//! embedded node or through the admin plane.
+//!
 //! The publisher keeps going through node outages: the producer retries
 //! (and de-duplicates) unacknowledged events across reconnections for
 //! [`PublisherConfig::retry_for`]; events that fail for good, and snapshots

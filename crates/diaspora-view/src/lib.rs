@@ -14,6 +14,18 @@
 //! - [`snapshot`]: versioned, crash-safe snapshot files.
 //! - [`wire`]: the metastream's messages.
 //! - [`bench`]: the benchmarks behind `diaspora view bench`.
+//!
+//! A member reference is the fabric's [`ItemRef`](diaspora_fabric::item::ItemRef);
+//! a join key is a metadata value's text as the fabric writes it
+//! ([`meta_text`](diaspora_fabric::item::meta::meta_text): the float `17.0`
+//! and the int `17` are the same key). The crate depends on the fabric even
+//! without the `fabric` feature, for that vocabulary and [`ViewError`]'s
+//! wrapped [`FabricError`](diaspora_fabric::FabricError); it does not
+//! depend on diaspora-stream (a view reads any topic, QoS stream or not).
+//!
+//! What it does not do: copy payloads into the metastream (references
+//! only), keep sources alive (retention is the fabric's), or decide
+//! validity (provenance notices do; a view applies its policy to them).
 #![warn(missing_docs)]
 
 pub mod bench;

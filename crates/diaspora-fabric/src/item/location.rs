@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ItemRef {
     /// Topic.
+    #[serde(with = "arc_str")]
     pub topic: Arc<str>,
     /// Partition.
     pub partition: u32,
@@ -50,6 +51,22 @@ impl ItemRef {
         let partition = it.next()?.parse().ok()?;
         let topic = it.next()?;
         (!topic.is_empty()).then(|| ItemRef::new(topic, partition, offset))
+    }
+}
+
+/// `Arc<str>` as a plain JSON string (what serde's `rc` feature would do,
+/// without turning that feature on for the whole workspace).
+mod arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &Arc<str>, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
     }
 }
 
