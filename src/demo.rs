@@ -384,9 +384,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 acks.push(tokio::spawn(async move {
                     let at = at.await?;
                     rec.record(AckedItem {
-                        topic: Arc::from("recons"),
-                        partition: at.partition,
-                        offset: at.offset,
+                        item: diaspora_fabric::item::ItemRef::new(
+                            "recons",
+                            at.partition,
+                            at.offset,
+                        ),
                         timestamp_us: diaspora_fabric::broker::now_us(),
                         lineage,
                         quality: None,

@@ -43,29 +43,6 @@ impl AdminService {
     }
 }
 
-fn settings_from(c: Option<v1::TopicConfig>) -> TopicSettings {
-    let c = c.unwrap_or_default();
-    TopicSettings {
-        partitions: if c.partitions == 0 { 1 } else { c.partitions },
-        retention_bytes: (c.retention_bytes > 0).then_some(c.retention_bytes),
-        retention_ms: (c.retention_ms > 0).then_some(c.retention_ms),
-        compression: if c.compression.is_empty() {
-            "none".into()
-        } else {
-            c.compression
-        },
-    }
-}
-
-fn config_from(s: &TopicSettings) -> v1::TopicConfig {
-    v1::TopicConfig {
-        partitions: s.partitions,
-        retention_bytes: s.retention_bytes.unwrap_or(0),
-        retention_ms: s.retention_ms.unwrap_or(0),
-        compression: s.compression.clone(),
-    }
-}
-
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
     async fn create_topic(
@@ -74,7 +51,7 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let r = req.into_inner();
         let b = self.broker.clone();
-        let settings = settings_from(r.config);
+        let settings = TopicSettings::from_config(r.config.unwrap_or_default());
         tokio::task::spawn_blocking(move || b.create_topic(&r.name, settings))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
@@ -99,7 +76,7 @@ impl admin_server::Admin for AdminService {
         let t = self.broker.topic(&name).map_err(status)?;
         Ok(Response::new(v1::DescribeTopicResponse {
             name,
-            config: Some(config_from(&t.settings)),
+            config: Some(t.settings.to_config()),
             partitions: t
                 .partitions
                 .iter()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diaspora_log::{AppendOutcome, Log, LogConfig};
+use diaspora_proto::v1;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -45,6 +46,31 @@ impl TopicSettings {
             retention_bytes: None,
             retention_ms: None,
             compression: default_compression(),
+        }
+    }
+
+    /// Settings from the wire's topic configuration: 0 partitions means 1,
+    /// 0 retention means the node default, an empty compression `none`.
+    pub fn from_config(c: v1::TopicConfig) -> Self {
+        TopicSettings {
+            partitions: c.partitions.max(1),
+            retention_bytes: (c.retention_bytes > 0).then_some(c.retention_bytes),
+            retention_ms: (c.retention_ms > 0).then_some(c.retention_ms),
+            compression: if c.compression.is_empty() {
+                default_compression()
+            } else {
+                c.compression
+            },
+        }
+    }
+
+    /// The wire's topic configuration of these settings.
+    pub fn to_config(&self) -> v1::TopicConfig {
+        v1::TopicConfig {
+            partitions: self.partitions,
+            retention_bytes: self.retention_bytes.unwrap_or(0),
+            retention_ms: self.retention_ms.unwrap_or(0),
+            compression: self.compression.clone(),
         }
     }
 }
@@ -728,10 +754,6 @@ fn stable_node_id(data_dir: &Path) -> Result<String> {
     }
 }
 
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+/// The fabric's one wall clock, [`crate::item::now_us`], also reachable
+/// here where callers have long found it.
+pub use crate::item::now_us;

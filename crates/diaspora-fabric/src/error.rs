@@ -21,6 +21,17 @@ pub enum FabricError {
     /// A topic with this name exists already.
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    /// A topic exists with another partition count than the one asked for
+    /// (see [`crate::ensure_topic`]).
+    #[error("topic '{topic}' exists with {found} partition(s), not the {wanted} asked for")]
+    TopicMismatch {
+        /// Topic name.
+        topic: String,
+        /// Its partition count.
+        found: u32,
+        /// The partition count asked for.
+        wanted: u32,
+    },
     /// A configured limit was reached.
     #[error("{what} {value}{unit} exceeds {limit_name} {limit}")]
     Limit {
@@ -83,7 +94,9 @@ impl FabricError {
         match self {
             FabricError::UnknownTopic(_) => ErrorCode::UnknownTopic,
             FabricError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
-            FabricError::TopicExists(_) => ErrorCode::TopicExists,
+            FabricError::TopicExists(_) | FabricError::TopicMismatch { .. } => {
+                ErrorCode::TopicExists
+            }
             FabricError::Limit { limit_name, .. } => match *limit_name {
                 "item_bytes_max" | "record_bytes_max" => ErrorCode::ItemTooLarge,
                 "batch_bytes_max" => ErrorCode::BatchTooLarge,

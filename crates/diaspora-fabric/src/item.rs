@@ -1,5 +1,17 @@
-//! Items as the client sees them: building, encoding into batch records,
-//! decoding consumed records.
+//! The item vocabulary every service shares, and items as the client sees
+//! them.
+//!
+//! - [`ItemRef`]: where an item lives (topic, partition, offset), displayed
+//!   `topic/partition/offset`.
+//! - [`meta`]: building and reading metadata values, and their one text
+//!   form (a view's join key, a provenance tag).
+//! - [`AckHook`] / [`AckedItem`]: what a producer tells a provenance
+//!   recorder about each acknowledged item.
+//! - [`now_us`]: the wall clock items are stamped with; [`IdHasher`]: the
+//!   hasher for maps keyed by integers the system assigned.
+//! - Building ([`payload_item`]), encoding into batch records
+//!   ([`encode_item`], [`encode_item_parts`]) and decoding consumed records
+//!   ([`decode_batch_items`]); [`key_hash`], the key → partition hash.
 
 use bytes::Bytes;
 use diaspora_proto::v1;
@@ -7,7 +19,63 @@ use prost::Message;
 
 use crate::error::{FabricError, Result};
 
+mod ack;
+mod location;
+pub mod meta;
+
+pub use ack::{AckHook, AckedItem};
 pub use diaspora_proto::v1::Item;
+pub use location::ItemRef;
+
+/// Wall clock, µs since the Unix epoch (0 if the clock is before it): the
+/// time items, metric events and records are stamped with.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A hasher for integers the system assigned (offsets, sequence numbers,
+/// record ids, view item ids — never attacker-chosen strings): a rotate,
+/// xor and multiply per word instead of SipHash. Use it through
+/// [`IdBuildHasher`].
+///
+/// ```
+/// use std::collections::HashMap;
+/// let mut m: HashMap<u64, &str, diaspora_fabric::item::IdBuildHasher> = HashMap::default();
+/// m.insert(7, "seven");
+/// assert_eq!(m[&7], "seven");
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+/// The `BuildHasher` of [`IdHasher`], for `HashMap`s and `HashSet`s.
+pub type IdBuildHasher = std::hash::BuildHasherDefault<IdHasher>;
 
 /// An item read from the fabric, with its place.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +93,15 @@ pub struct ConsumedItem {
 }
 
 impl ConsumedItem {
+    /// Where the item lives.
+    pub fn item_ref(&self) -> ItemRef {
+        ItemRef {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
     /// The item's payload (zero-copy slice of the fetched batch for uncompressed batches).
     pub fn payload(&self) -> &Bytes {
         &self.item.payload
@@ -40,7 +117,7 @@ impl ConsumedItem {
 pub fn payload_item(payload: Bytes) -> Item {
     Item {
         payload,
-        timestamp_us: crate::broker::now_us(),
+        timestamp_us: now_us(),
         ..Default::default()
     }
 }
@@ -143,4 +220,28 @@ pub fn key_hash(key: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher, Hasher};
+
+    #[test]
+    fn id_hasher_spreads_neighbouring_ids() {
+        let b = IdBuildHasher::default();
+        let h: std::collections::HashSet<u64> = (0..1000u64).map(|i| b.hash_one(i) >> 57).collect();
+        // The top 7 bits (hashbrown's control byte) take many values.
+        assert!(h.len() > 64, "{}", h.len());
+        let mut a = IdHasher::default();
+        a.write_i64(-1);
+        let mut c = IdHasher::default();
+        c.write_u64(u64::MAX);
+        assert_eq!(a.finish(), c.finish());
+    }
+
+    #[test]
+    fn now_us_is_after_2020() {
+        assert!(now_us() > 1_577_836_800_000_000);
+    }
 }

@@ -215,7 +215,7 @@ impl Producer {
         ack: bool,
     ) -> Result<Option<Delivery>> {
         if item.timestamp_us == 0 {
-            item.timestamp_us = crate::broker::now_us();
+            item.timestamp_us = crate::item::now_us();
         }
         let timestamp_us = item.timestamp_us;
         let key_partition = (partition.is_none() && !item.key.is_empty())

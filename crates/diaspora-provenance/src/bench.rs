@@ -90,8 +90,8 @@ pub fn ingest(url: Option<&str>, records: u64, batch: usize) -> Result<IngestRep
                 let k = o - done;
                 let per = n.div_ceil(4);
                 let part = k / per;
-                let mut r = Record::item(ItemLoc {
-                    topic: topic.clone(),
+                let mut r = Record::item(ItemRef {
+                    topic: topic.as_str().into(),
                     partition: part as u32,
                     offset: offset[part as usize] + k % per,
                 });
@@ -253,8 +253,8 @@ pub fn lineage(
             let n = (width - o).min(100_000);
             let recs: Vec<Record> = (o..o + n)
                 .map(|i| {
-                    let mut r = Record::item(ItemLoc {
-                        topic: format!("layer{layer}"),
+                    let mut r = Record::item(ItemRef {
+                        topic: format!("layer{layer}").into(),
                         partition: 0,
                         offset: i,
                     });

@@ -161,8 +161,10 @@ impl StoredRecord {
     pub fn into_record(self) -> Result<Record> {
         let id = self.id;
         let item = match self.topic {
-            Some((t, name)) => Some(ItemLoc {
-                topic: name.ok_or_else(|| ProvError::Corrupt(format!("unknown topic id {t}")))?,
+            Some((t, name)) => Some(ItemRef {
+                topic: name
+                    .ok_or_else(|| ProvError::Corrupt(format!("unknown topic id {t}")))?
+                    .into(),
                 partition: self.part.unwrap_or(0) as u32,
                 offset: self.off.unwrap_or(0) as u64,
             }),

@@ -89,7 +89,7 @@ impl EventSink for FabricSink {
 /// item, a view can retract a row, a trainer can drop a sample.
 pub struct InvalidationFeed {
     consumer: Consumer,
-    items: HashSet<ItemLoc>,
+    items: HashSet<ItemRef>,
     records: HashSet<RecordId>,
     notices: u64,
     malformed: u64,
@@ -147,7 +147,7 @@ impl InvalidationFeed {
     }
 
     /// Whether the item at `loc` has been invalidated.
-    pub fn is_invalid(&self, loc: &ItemLoc) -> bool {
+    pub fn is_invalid(&self, loc: &ItemRef) -> bool {
         self.items.contains(loc)
     }
 

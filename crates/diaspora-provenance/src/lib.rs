@@ -2,7 +2,7 @@
 //!
 //! - **Records** ([`model::Record`]) of kind fact, data, model or activity,
 //!   with a name, URIs, typed tags, a time and, for streamed items, their
-//!   fabric location.
+//!   fabric location (the fabric's [`ItemRef`], re-exported in [`model`]).
 //! - **Derivations** form a DAG: [`Provenance::derive`] refuses an edge that
 //!   would close a cycle. Model updates make new, timestamped versions
 //!   ([`Provenance::update_model`]), so "what did model M know at time t"
@@ -14,7 +14,12 @@
 //!   callback) and records their outcomes, and publishes notices on a
 //!   fabric topic.
 //! - **Per-item lineage** from the stream layer is recorded in batches by
-//!   [`lineage::LineageRecorder`].
+//!   [`lineage::LineageRecorder`], which implements the fabric's
+//!   [`AckHook`](diaspora_fabric::item::AckHook): any producer that calls
+//!   the hook (a QoS stream, a view) feeds it, and this crate does not
+//!   depend on diaspora-stream. Tags are metadata values in the fabric's
+//!   one text form ([`diaspora_fabric::item::meta`]: a float `1.0` reads
+//!   `1`).
 //! - **Stores**: embedded SQLite ([`sqlite::SqliteBackend`], the default)
 //!   and PostgreSQL ([`postgres::PgBackend`]), behind [`backend::Backend`].
 //! - **Interchange**: W3C PROV-JSON export and import/merge, Graphviz DOT
@@ -39,6 +44,8 @@
 //! # What it does not do
 //!
 //! - It keeps no item payloads: a streamed item is its fabric location.
+//! - It does not decide what a notice means to a consumer (a view's
+//!   policy does).
 //! - It is blocking: call [`Provenance`] from a plain thread or
 //!   `spawn_blocking`, not from an async task.
 //! - Actions run inside [`Provenance::invalidate`], in the calling
@@ -95,7 +102,7 @@ pub struct Notice {
     /// Records newly invalid (this part).
     pub records: Vec<RecordId>,
     /// Their fabric locations, for those that are streamed items.
-    pub items: Vec<ItemLoc>,
+    pub items: Vec<ItemRef>,
 }
 
 /// Opens a backend by URL: `postgres://…` or `postgresql://…`, else a

@@ -12,7 +12,7 @@
 
 use crate::model::*;
 use crate::store::Provenance;
-use diaspora_stream::producer::{AckHook, AckedItem};
+use diaspora_fabric::item::{AckHook, AckedItem, IdBuildHasher, ItemRef};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -208,7 +208,8 @@ impl AckHook for LineageRecorder {
     }
 }
 
-type LocKey = (Arc<str>, u32, u64);
+/// A source location, as a cache and set key.
+type LocKey = ItemRef;
 
 /// A run of items this recorder wrote: (first offset, count, first id).
 type OwnRun = (u64, u64, RecordId);
@@ -217,7 +218,7 @@ struct Writer {
     prov: Provenance,
     config: RecorderConfig,
     counters: Arc<Counters>,
-    cache: HashMap<LocKey, RecordId, std::hash::BuildHasherDefault<crate::store::IdHasher>>,
+    cache: HashMap<LocKey, RecordId, IdBuildHasher>,
     /// Items this recorder wrote: per topic and partition, runs of
     /// (first offset, count, first id).
     own: HashMap<Arc<str>, HashMap<u32, Vec<OwnRun>>>,
@@ -262,7 +263,7 @@ impl Writer {
         let mut missing: Vec<LocKey> = Vec::new();
         for (_, a) in &all {
             for s in a.lineage.iter().flat_map(|l| &l.sources) {
-                let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                let k: LocKey = ItemRef::new(s.topic.as_str(), s.partition, s.offset);
                 if self.known(&k).is_none() {
                     missing.push(k);
                 }
@@ -282,11 +283,11 @@ impl Writer {
             let mut rest = Vec::with_capacity(before);
             for (seen, a) in waiting {
                 let ready = a.lineage.iter().flat_map(|l| &l.sources).all(|s| {
-                    let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                    let k: LocKey = ItemRef::new(s.topic.as_str(), s.partition, s.offset);
                     self.known(&k).is_some() || present.contains(&k)
                 });
                 if ready {
-                    present.insert((a.topic.clone(), a.partition, a.offset));
+                    present.insert(a.item.clone());
                     batch.push(a);
                 } else {
                     rest.push((seen, a));
@@ -449,12 +450,19 @@ impl Writer {
         missing.dedup();
         let mut i = 0;
         while i < missing.len() {
-            let (t, p, lo) = missing[i].clone();
+            let ItemRef {
+                topic: t,
+                partition: p,
+                offset: lo,
+            } = missing[i].clone();
             let mut j = i;
-            while j + 1 < missing.len() && missing[j + 1].0 == t && missing[j + 1].1 == p {
+            while j + 1 < missing.len()
+                && missing[j + 1].topic == t
+                && missing[j + 1].partition == p
+            {
                 j += 1;
             }
-            let hi = missing[j].2;
+            let hi = missing[j].offset;
             let want = j - i + 1;
             if hi - lo < (want as u64) * 64 + 1024 {
                 for (off, id) in
@@ -462,14 +470,17 @@ impl Writer {
                         .backend()
                         .find_items(&t, p, lo, hi, (hi - lo + 1) as usize)?
                 {
-                    self.cache.insert((t.clone(), p, off), id);
+                    self.cache.insert(ItemRef::new(t.clone(), p, off), id);
                 }
             } else {
                 for k in &missing[i..=j] {
-                    if let Some((off, id)) =
-                        self.prov.backend().find_items(&t, p, k.2, k.2, 1)?.pop()
+                    if let Some((off, id)) = self
+                        .prov
+                        .backend()
+                        .find_items(&t, p, k.offset, k.offset, 1)?
+                        .pop()
                     {
-                        self.cache.insert((t.clone(), p, off), id);
+                        self.cache.insert(ItemRef::new(t.clone(), p, off), id);
                     }
                 }
             }
@@ -480,12 +491,12 @@ impl Writer {
 
     /// The record of an item location this recorder knows.
     fn known(&self, k: &LocKey) -> Option<RecordId> {
-        if let Some(runs) = self.own.get(&*k.0).and_then(|p| p.get(&k.1)) {
+        if let Some(runs) = self.own.get(&*k.topic).and_then(|p| p.get(&k.partition)) {
             // Runs are in recording order; offsets rarely go back, so look
             // from the end.
             for &(first, count, id) in runs.iter().rev().take(64) {
-                if k.2 >= first && k.2 < first + count {
-                    return Some(id + (k.2 - first) as i64);
+                if k.offset >= first && k.offset < first + count {
+                    return Some(id + (k.offset - first) as i64);
                 }
             }
         }
@@ -524,7 +535,7 @@ impl Writer {
         for a in batch {
             if let Some(l) = &a.lineage {
                 for s in &l.sources {
-                    let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                    let k: LocKey = ItemRef::new(s.topic.as_str(), s.partition, s.offset);
                     if self.known(&k).is_none() {
                         missing.push(k);
                     }
@@ -545,11 +556,7 @@ impl Writer {
         let mut positions: Vec<usize> = Vec::with_capacity(batch.len());
         let mut unrecorded = 0u64;
         for a in batch {
-            let mut rec = Record::item(ItemLoc {
-                topic: a.topic.to_string(),
-                partition: a.partition,
-                offset: a.offset,
-            });
+            let mut rec = Record::item(a.item.clone());
             rec.time_us = a.timestamp_us;
             for (k, v) in &a.tags {
                 rec.tags.insert(k.clone(), TagValue::infer(v));
@@ -569,18 +576,14 @@ impl Writer {
             }
             if let Some(l) = &a.lineage {
                 for s in &l.sources {
-                    let k: LocKey = (Arc::from(s.topic.as_str()), s.partition, s.offset);
+                    let k: LocKey = ItemRef::new(s.topic.as_str(), s.partition, s.offset);
                     let parent = if let Some(id) = self.known(&k) {
                         id
                     } else if let Some(&i) = in_batch.get(&k).or_else(|| placeholders.get(&k)) {
                         -(i as i64 + 1)
                     } else {
                         // Never recorded: keep the derivation with a placeholder.
-                        let mut ph = Record::item(ItemLoc {
-                            topic: s.topic.clone(),
-                            partition: s.partition,
-                            offset: s.offset,
-                        });
+                        let mut ph = Record::item(k.clone());
                         ph.tags
                             .insert("unrecorded_source".into(), TagValue::Bool(true));
                         recs.push(ph);
@@ -607,13 +610,13 @@ impl Writer {
             }
             recs.push(rec);
             if sourced {
-                in_batch.insert((a.topic.clone(), a.partition, a.offset), recs.len() - 1);
+                in_batch.insert(a.item.clone(), recs.len() - 1);
             }
             positions.push(recs.len() - 1);
         }
         let ids = self.prov.add_batch(recs)?;
         for (a, i) in batch.iter().zip(positions) {
-            self.remember(&a.topic, a.partition, a.offset, ids[i]);
+            self.remember(&a.item.topic, a.item.partition, a.item.offset, ids[i]);
         }
         for (k, i) in placeholders {
             self.cache.insert(k, ids[i]);
@@ -633,9 +636,7 @@ mod tests {
 
     fn acked(topic: &str, offset: u64, sources: &[(&str, u64)]) -> AckedItem {
         AckedItem {
-            topic: Arc::from(topic),
-            partition: 0,
-            offset,
+            item: ItemRef::new(topic, 0, offset),
             timestamp_us: 1,
             lineage: (!sources.is_empty()).then(|| v1::Lineage {
                 sources: sources

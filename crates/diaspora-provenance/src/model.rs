@@ -226,22 +226,9 @@ pub struct Edge {
     pub kind: EdgeKind,
 }
 
-/// Where a streamed item lives in the fabric.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ItemLoc {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: u32,
-    /// Offset.
-    pub offset: u64,
-}
-
-impl fmt::Display for ItemLoc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.topic, self.partition, self.offset)
-    }
-}
+/// Where a streamed item lives in the fabric: the fabric's one location
+/// type, `topic/partition/offset`.
+pub use diaspora_fabric::item::ItemRef;
 
 /// One record with its parents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,7 +249,7 @@ pub struct Record {
     pub tags: BTreeMap<String, TagValue>,
     /// The fabric location of a streamed item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub item: Option<ItemLoc>,
+    pub item: Option<ItemRef>,
     /// A model version's number (1, 2, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
@@ -294,7 +281,7 @@ impl Record {
 
     /// A streamed item's record. Its name is left empty: the store names
     /// item records by their location, `topic/partition/offset`.
-    pub fn item(loc: ItemLoc) -> Record {
+    pub fn item(loc: ItemRef) -> Record {
         let mut r = Record::new(Kind::Data, String::new());
         r.item = Some(loc);
         r
@@ -492,15 +479,7 @@ impl From<postgres::Error> for ProvError {
 /// Result alias.
 pub type Result<T, E = ProvError> = std::result::Result<T, E>;
 
-/// Parses `topic/partition/offset`.
-pub fn parse_loc(s: &str) -> Option<ItemLoc> {
-    let mut it = s.rsplitn(3, '/');
-    let offset = it.next()?.parse().ok()?;
-    let partition = it.next()?.parse().ok()?;
-    let topic = it.next()?;
-    (!topic.is_empty()).then(|| ItemLoc {
-        topic: topic.to_string(),
-        partition,
-        offset,
-    })
+/// Parses `topic/partition/offset` ([`ItemRef::parse`]).
+pub fn parse_loc(s: &str) -> Option<ItemRef> {
+    ItemRef::parse(s)
 }

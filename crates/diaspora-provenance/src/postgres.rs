@@ -390,7 +390,7 @@ impl Backend for PgBackend {
         let missing: Vec<&str> = {
             let mut m: Vec<&str> = recs
                 .iter()
-                .filter_map(|r| r.item.as_ref().map(|l| l.topic.as_str()))
+                .filter_map(|r| r.item.as_ref().map(|l| &*l.topic))
                 .filter(|t| !self.topics.contains_key(*t))
                 .collect();
             m.sort_unstable();

@@ -582,7 +582,7 @@ impl Backend for SqliteBackend {
         for r in recs {
             topic_ids.push(match &r.item {
                 Some(loc) => match last {
-                    Some((name, id)) if name == loc.topic => Some(id),
+                    Some((name, id)) if name == &*loc.topic => Some(id),
                     _ => {
                         let id = Self::topic_id(
                             &tx,
@@ -785,8 +785,8 @@ impl Backend for SqliteBackend {
                 for &id in missing.iter().filter(|i| b.covers(**i)) {
                     let k = (id - b.first_id) as usize;
                     let (time_us, parents) = decode_batch_item(&b.data, n, k)?;
-                    let loc = ItemLoc {
-                        topic: topic.clone(),
+                    let loc = ItemRef {
+                        topic: topic.as_str().into(),
                         partition: b.part as u32,
                         offset: (b.off + k as i64) as u64,
                     };
@@ -1296,7 +1296,7 @@ mod tests {
                 let have = ids.len();
                 let recs: Vec<Record> = (0..n)
                     .map(|k| {
-                        let mut r = Record::item(ItemLoc { topic: "t".into(), partition: part, offset: next_off[part as usize] + k as u64 });
+                        let mut r = Record::item(ItemRef { topic: "t".into(), partition: part, offset: next_off[part as usize] + k as u64 });
                         if tagged && k % 2 == 0 {
                             r.tags.insert("scan".into(), TagValue::Int(k as i64)); // not batchable
                         }

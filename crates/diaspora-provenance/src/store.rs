@@ -110,7 +110,7 @@ impl Target {
         }
         if let Some(loc) = parse_loc(s) {
             return Ok(Target::Items {
-                topic: loc.topic,
+                topic: loc.topic.to_string(),
                 partition: loc.partition,
                 from: loc.offset,
                 to: loc.offset,
@@ -272,34 +272,8 @@ pub struct ModelKnowledge {
     pub records: Vec<RecordId>,
 }
 
-/// A hasher for record ids (integers the store made: no untrusted keys):
-/// one multiply instead of SipHash, for the million-entry sets of a cascade.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_i64(&mut self, i: i64) {
-        self.0 = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// A set of record ids.
-pub(crate) type IdSet = HashSet<RecordId, std::hash::BuildHasherDefault<IdHasher>>;
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub(crate) type IdSet = HashSet<RecordId, diaspora_fabric::item::IdBuildHasher>;
 
 /// A provenance store with its semantics. Blocking: call it from a plain
 /// thread or `spawn_blocking`, not from an async task.
@@ -318,7 +292,7 @@ impl Provenance {
     pub fn new(backend: Box<dyn Backend>) -> Provenance {
         Provenance {
             backend,
-            clock: Arc::new(now_us),
+            clock: Arc::new(diaspora_fabric::item::now_us),
             callbacks: HashMap::new(),
             sink: None,
             notice_topic: None,
@@ -899,7 +873,7 @@ impl Provenance {
         let per = self.limits.notice_items_max.max(1);
         let parts = newly.len().div_ceil(per);
         for (i, chunk) in newly.chunks(per).enumerate() {
-            let items: Vec<ItemLoc> = self
+            let items: Vec<ItemRef> = self
                 .backend
                 .records(chunk)?
                 .into_iter()

@@ -26,7 +26,7 @@ fn manual_clock(p: &mut Provenance) -> Arc<AtomicI64> {
 }
 
 fn item(topic: &str, partition: u32, offset: u64) -> Record {
-    Record::item(ItemLoc {
+    Record::item(ItemRef {
         topic: topic.into(),
         partition,
         offset,

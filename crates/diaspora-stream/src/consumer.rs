@@ -264,7 +264,7 @@ impl QosConsumer {
             if let Some(x) = self.ready.pop_front() {
                 *self.delivered_since.entry(x.partition).or_default() += 1;
                 if !x.supersedes && x.item.timestamp_us > 0 {
-                    let lat = (control::now_us() - x.item.timestamp_us).max(0) as u64;
+                    let lat = (diaspora_fabric::item::now_us() - x.item.timestamp_us).max(0) as u64;
                     self.last_latency_us.insert(x.partition, lat);
                 }
                 return Ok(Some(x));
@@ -585,19 +585,24 @@ impl QosConsumer {
 
 fn read_checkpoint(path: &Path) -> Result<Checkpoint, StreamError> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| StreamError::Other(format!("checkpoint {}: {e}", path.display()))),
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| StreamError::CheckpointFormat {
+            path: path.to_path_buf(),
+            source,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
-        Err(e) => Err(StreamError::Other(format!(
-            "checkpoint {}: {e}",
-            path.display()
-        ))),
+        Err(source) => Err(StreamError::Checkpoint {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 fn write_checkpoint(path: &Path, cp: &Checkpoint) -> Result<(), StreamError> {
     use std::io::Write;
-    let io = |e: std::io::Error| StreamError::Other(format!("checkpoint {}: {e}", path.display()));
+    let io = |source: std::io::Error| StreamError::Checkpoint {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&serde_json::to_vec(cp).expect("checkpoint serializes"))

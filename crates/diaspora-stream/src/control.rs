@@ -6,7 +6,6 @@
 
 use bytes::Bytes;
 use diaspora_fabric::item::Item;
-use diaspora_proto::v1;
 use serde::{Deserialize, Serialize};
 
 /// Control events are at most this large, bytes.
@@ -97,7 +96,7 @@ impl Control {
     pub fn to_item(&self) -> Item {
         let mut it = Item {
             payload: Bytes::from(serde_json::to_vec(self).expect("control events serialize")),
-            timestamp_us: now_us(),
+            timestamp_us: diaspora_fabric::item::now_us(),
             ..Default::default()
         };
         it.metadata.insert("qos.control".into(), int(1));
@@ -128,58 +127,9 @@ impl Control {
     }
 }
 
-/// An int metadata value.
-pub fn int(i: i64) -> v1::Value {
-    v1::Value {
-        kind: Some(v1::value::Kind::I(i)),
-    }
-}
-
-/// A bool metadata value.
-pub fn boolean(b: bool) -> v1::Value {
-    v1::Value {
-        kind: Some(v1::value::Kind::B(b)),
-    }
-}
-
-/// A string metadata value.
-pub fn string(s: &str) -> v1::Value {
-    v1::Value {
-        kind: Some(v1::value::Kind::S(s.to_string())),
-    }
-}
-
-/// An int metadata value of `item`, if present and an int ≥ 0.
-pub fn get_u64(item: &Item, key: &str) -> Option<u64> {
-    match item.metadata.get(key)?.kind {
-        Some(v1::value::Kind::I(i)) if i >= 0 => Some(i as u64),
-        _ => None,
-    }
-}
-
-/// A bool metadata value of `item` (false when absent).
-pub fn get_bool(item: &Item, key: &str) -> bool {
-    matches!(
-        item.metadata.get(key).and_then(|v| v.kind.as_ref()),
-        Some(v1::value::Kind::B(true))
-    )
-}
-
-/// A string metadata value of `item`.
-pub fn get_str<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    match item.metadata.get(key)?.kind.as_ref()? {
-        v1::value::Kind::S(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// Wall clock, µs since the Unix epoch.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+// The metadata builders and readers the stream uses, from the fabric's one
+// set (re-exported: `control::int`, `control::get_u64`, … stay valid).
+pub use diaspora_fabric::item::meta::{boolean, get_bool, get_str, get_u64, int, string};
 
 #[cfg(test)]
 #[allow(clippy::field_reassign_with_default)]

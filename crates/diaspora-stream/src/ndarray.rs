@@ -29,6 +29,7 @@ use std::borrow::Cow;
 
 use ::ndarray::{Array, ArrayView, ArrayViewD, CowArray, Dimension, IxDyn};
 use bytes::Bytes;
+use diaspora_fabric::item::meta;
 use diaspora_proto::v1::{value::Kind, Item, Value};
 
 #[cfg(target_endian = "big")]
@@ -253,9 +254,9 @@ pub fn array_view_item<T: Element, D: Dimension>(a: ArrayView<'_, T, D>) -> Item
 pub fn tag_array(item: &mut Item, dtype: &str, shape: &[usize]) {
     let shape = format_shape(shape);
     item.metadata
-        .insert(DTYPE_KEY.to_string(), string_value(dtype));
+        .insert(DTYPE_KEY.to_string(), meta::string(dtype));
     item.metadata
-        .insert(SHAPE_KEY.to_string(), string_value(shape));
+        .insert(SHAPE_KEY.to_string(), meta::string(&shape));
 }
 
 /// Reads the dtype and shape metadata of an array item.
@@ -527,12 +528,6 @@ fn vec_bytes<T: Element>(vec: Vec<T>) -> Bytes {
     }
     let len = vec.len();
     Bytes::from_owner(PodOwner { vec, start: 0, len })
-}
-
-fn string_value(s: impl Into<String>) -> Value {
-    Value {
-        kind: Some(Kind::S(s.into())),
-    }
 }
 
 fn build_item(dtype: &str, shape: &[usize], payload: Bytes) -> Item {
@@ -944,8 +939,8 @@ mod tests {
         ));
         // An odd payload length for u16 is a size mismatch, not a cast panic.
         let mut item = with_meta(
-            Some(string_value("u16")),
-            Some(string_value("1")),
+            Some(meta::string("u16")),
+            Some(meta::string("1")),
             Bytes::from_static(&[1, 2, 3]),
         );
         assert!(matches!(
@@ -972,7 +967,7 @@ mod tests {
             Some(Value {
                 kind: Some(Kind::I(2)),
             }),
-            Some(string_value("1")),
+            Some(meta::string("1")),
             Bytes::new(),
         );
         assert!(matches!(
@@ -980,21 +975,21 @@ mod tests {
             Err(ArrayError::BadDtype(_))
         ));
         let empty_dtype = with_meta(
-            Some(string_value("")),
-            Some(string_value("1")),
+            Some(meta::string("")),
+            Some(meta::string("1")),
             Bytes::new(),
         );
         assert!(matches!(
             array_meta(&empty_dtype),
             Err(ArrayError::BadDtype(_))
         ));
-        let no_shape = with_meta(Some(string_value("u8")), None, Bytes::new());
+        let no_shape = with_meta(Some(meta::string("u8")), None, Bytes::new());
         assert!(matches!(
             array_meta(&no_shape),
             Err(ArrayError::BadShape(_))
         ));
         let raw_shape = with_meta(
-            Some(string_value("u8")),
+            Some(meta::string("u8")),
             Some(Value {
                 kind: Some(Kind::Raw(Bytes::from_static(b"1,2"))),
             }),
@@ -1029,8 +1024,8 @@ mod tests {
         assert_eq!(parse_shape("0,5").unwrap(), vec![0, 5]);
         // Huge but in-range shape with no payload: a size mismatch, no allocation.
         let huge = with_meta(
-            Some(string_value("f64")),
-            Some(string_value("1048576,1048576")),
+            Some(meta::string("f64")),
+            Some(meta::string("1048576,1048576")),
             Bytes::new(),
         );
         assert!(matches!(
@@ -1039,8 +1034,8 @@ mod tests {
         ));
         // Overflowing byte size.
         let overflow = with_meta(
-            Some(string_value("f64")),
-            Some(string_value("1099511627776,1099511627776,1024")),
+            Some(meta::string("f64")),
+            Some(meta::string("1099511627776,1099511627776,1024")),
             Bytes::new(),
         );
         assert!(item_array::<f64>(&overflow).is_err());
@@ -1081,7 +1076,7 @@ mod tests {
             ..Default::default()
         };
         item.metadata
-            .insert("detector".to_string(), string_value("jungfrau"));
+            .insert("detector".to_string(), meta::string("jungfrau"));
         tag_array(&mut item, "u16", &[3, 2]);
         assert_eq!(item.metadata.len(), 3);
         assert_eq!(

@@ -7,13 +7,14 @@
 //! partition for more.
 
 use diaspora_proto::v1;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diaspora_fabric::client::Client;
 use diaspora_fabric::consumer::{Consumer, ConsumerConfig, StartFrom};
-use diaspora_fabric::item::Item;
+use diaspora_fabric::item::{meta, Item, ItemRef};
 use diaspora_fabric::producer::{Delivery, Producer, ProducerConfig};
 use diaspora_fabric::FabricError;
 use diaspora_proto::v1::quality::Kind;
@@ -45,12 +46,58 @@ pub enum StreamError {
     /// An item too large for the buffers.
     #[error(transparent)]
     TooLarge(#[from] crate::core::producer::TooLarge),
+    /// An aggregation the policy asked for could not be done.
+    #[error(transparent)]
+    Reduce(#[from] crate::reduce::ReduceError),
     /// A topic the stream needs is missing.
     #[error("topic '{0}' does not exist: create the stream's topics with `diaspora stream init {1}` (or diaspora_stream::init_topics)")]
     MissingTopic(String, String),
-    /// Anything else, with its reason.
-    #[error("{0}")]
-    Other(String),
+    /// The stream's partition is not one of the topic's.
+    #[error("partition {partition} of '{topic}' does not exist ({partitions} partitions)")]
+    NoPartition {
+        /// The data topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the topic has.
+        partitions: u32,
+    },
+    /// A spilled item could not be read back: it is lost, and the producer
+    /// stops accepting items.
+    #[error("spill tier lost item {seq}: {source}")]
+    ItemLost {
+        /// The item's sequence number.
+        seq: u64,
+        /// Why it could not be read.
+        #[source]
+        source: Arc<crate::spill::SpillError>,
+    },
+    /// [`QosProducer::flush`] ran out of time.
+    #[error("{items} accepted items still unacknowledged after {timeout:?}")]
+    Unacknowledged {
+        /// Items still unacknowledged.
+        items: usize,
+        /// How long it waited.
+        timeout: Duration,
+    },
+    /// A consumer checkpoint could not be read or written.
+    #[error("checkpoint {}: {source}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A consumer checkpoint is not valid JSON of a checkpoint.
+    #[error("checkpoint {}: {source}", path.display())]
+    CheckpointFormat {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// What became of an item given to [`QosProducer::send`].
@@ -79,37 +126,7 @@ pub struct Acked {
     pub id: Option<u64>,
 }
 
-/// What a provenance recorder learns of an acknowledged item: where it
-/// landed and what it was derived from (see [`AckHook`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AckedItem {
-    /// Topic.
-    pub topic: Arc<str>,
-    /// Partition it landed in.
-    pub partition: u32,
-    /// Offset it landed at.
-    pub offset: u64,
-    /// The item's timestamp, µs since the Unix epoch.
-    pub timestamp_us: i64,
-    /// Its lineage (sources, activity, model versions), if it had one.
-    pub lineage: Option<v1::Lineage>,
-    /// Its quality, if marked.
-    pub quality: Option<v1::Quality>,
-    /// The metadata values of the hook's [`AckHook::tag_keys`], as text.
-    pub tags: Vec<(String, String)>,
-}
-
-/// Called once per acknowledged item, outside the producer's locks (a
-/// provenance recorder: `diaspora_provenance::lineage::LineageRecorder`).
-/// It must return quickly: queue the work.
-pub trait AckHook: Send + Sync {
-    /// Metadata keys to pass along as tags (e.g. `scan`).
-    fn tag_keys(&self) -> &[String] {
-        &[]
-    }
-    /// One acknowledged item.
-    fn acked(&self, item: AckedItem);
-}
+pub use diaspora_fabric::item::{AckHook, AckedItem};
 
 /// Lineage captured per sequence number until its ack: sequence numbers
 /// are dense and acks come nearly in order, so a deque indexed from the
@@ -146,15 +163,13 @@ impl LineageSlots {
     }
 }
 
-/// A metadata value as text (`raw` bytes are not passed).
-fn value_text(v: &v1::Value) -> Option<String> {
-    Some(match v.kind.as_ref()? {
-        v1::value::Kind::S(s) => s.clone(),
-        v1::value::Kind::I(i) => i.to_string(),
-        v1::value::Kind::F(f) => format!("{f:?}"),
-        v1::value::Kind::B(b) => b.to_string(),
-        v1::value::Kind::Raw(_) => return None,
-    })
+/// A metadata value as a provenance tag: its text
+/// ([`meta::value_text`]); `raw` bytes are not passed.
+fn tag_text(v: &v1::Value) -> Option<String> {
+    match v.kind.as_ref()? {
+        v1::value::Kind::Raw(_) => None,
+        _ => meta::value_text(v).map(Cow::into_owned),
+    }
 }
 
 /// Figures of a QoS producer.
@@ -195,7 +210,22 @@ struct State {
     ids: BTreeMap<u64, u64>,
     /// Lineage captured at admission, by sequence, while an ack hook is set.
     lineage: LineageSlots,
-    fatal: Option<String>,
+    fatal: Option<Lost>,
+}
+
+/// An item the spill tier could not give back: the producer's fatal state.
+struct Lost {
+    seq: u64,
+    source: Arc<crate::spill::SpillError>,
+}
+
+impl Lost {
+    fn error(&self) -> StreamError {
+        StreamError::ItemLost {
+            seq: self.seq,
+            source: self.source.clone(),
+        }
+    }
 }
 
 struct Shared {
@@ -309,10 +339,11 @@ impl QosProducer {
         }
         let data = Arc::new(Producer::new(client, fabric_config(topic, &policy)).await?);
         if partition >= data.partition_count() {
-            return Err(StreamError::Other(format!(
-                "partition {partition} of '{topic}' does not exist ({} partitions)",
-                data.partition_count()
-            )));
+            return Err(StreamError::NoPartition {
+                topic: topic.into(),
+                partition,
+                partitions: data.partition_count(),
+            });
         }
         let mut ctl_cfg = ProducerConfig::new(control_topic(topic));
         ctl_cfg.retry_for = Duration::from_secs(5);
@@ -435,7 +466,7 @@ impl QosProducer {
         let (stages, chain) = {
             let st = sh.state.lock();
             if let Some(f) = &st.fatal {
-                return Err(StreamError::Other(f.clone()));
+                return Err(f.error());
             }
             (st.core.active_stages(), sh.policy.reduce.clone())
         };
@@ -459,8 +490,7 @@ impl QosProducer {
                             "aggregate function 'user' needs QosProducer::with_aggregator".into(),
                         )),
                         (name, _) => reduce::aggregate_builtin(name, &group),
-                    }
-                    .map_err(|e| StreamError::Other(e.to_string()))?;
+                    }?;
                     reduce::mark(&mut item, Kind::Reduced, &stage.method());
                     let mut st = sh.state.lock();
                     st.core.reduce_away(k - 1);
@@ -506,16 +536,12 @@ impl QosProducer {
                             let tags = h
                                 .tag_keys()
                                 .iter()
-                                .filter_map(|k| {
-                                    Some((k.clone(), value_text(item.metadata.get(k)?)?))
-                                })
+                                .filter_map(|k| Some((k.clone(), tag_text(item.metadata.get(k)?)?)))
                                 .collect();
                             st.lineage.put(
                                 seq,
                                 AckedItem {
-                                    topic: sh.topic_arc.clone(),
-                                    partition: sh.partition,
-                                    offset: 0,
+                                    item: ItemRef::new(sh.topic_arc.clone(), sh.partition, 0),
                                     timestamp_us: item.timestamp_us,
                                     lineage: item.lineage.clone(),
                                     quality: item.quality.clone(),
@@ -581,12 +607,10 @@ impl QosProducer {
                 return Ok(());
             }
             if let Some(f) = &self.shared.state.lock().fatal {
-                return Err(StreamError::Other(f.clone()));
+                return Err(f.error());
             }
             if Instant::now() >= end {
-                return Err(StreamError::Other(format!(
-                    "{n} accepted items still unacknowledged after {timeout:?}"
-                )));
+                return Err(StreamError::Unacknowledged { items: n, timeout });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -643,9 +667,12 @@ async fn pump(sh: Arc<Shared>, data: Arc<Producer>, out: mpsc::Sender<(u64, Deli
             Ok(i) => i,
             Err(e) => {
                 // A spill record we cannot read back: that item is lost here — say so, loudly.
-                let msg = format!("spill tier lost item {seq}: {e}");
-                tracing::error!("{msg}");
-                sh.state.lock().fatal = Some(msg);
+                let lost = Lost {
+                    seq,
+                    source: Arc::new(e),
+                };
+                tracing::error!("{}", lost.error());
+                sh.state.lock().fatal = Some(lost);
                 return;
             }
         };
@@ -678,8 +705,8 @@ async fn collect(sh: Arc<Shared>, mut rx: mpsc::Receiver<(u64, Delivery)>) {
                 if let AckOutcome::Acked { retired, .. } = st.core.on_ack(seq, now) {
                     let id = st.ids.remove(&seq);
                     if let Some(mut a) = st.lineage.take(seq) {
-                        a.partition = at.partition;
-                        a.offset = at.offset;
+                        a.item.partition = at.partition;
+                        a.item.offset = at.offset;
                         acked_lineage = Some(a);
                     }
                     let st = &mut *st;

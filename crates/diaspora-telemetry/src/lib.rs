@@ -17,8 +17,11 @@
 //!   its series are exported as observable instruments too.
 //! - **Metrics on the fabric** (feature `fabric`, on by default):
 //!   [`MetricsPublisher`] publishes a snapshot every interval on a topic
-//!   (default `diaspora.metrics`); [`subscribe`] reads them back — the
-//!   predictor's input.
+//!   (default `diaspora.metrics`), creating it when told to through the
+//!   fabric's one [`ensure_topic`](diaspora_fabric::ensure_topic) (see
+//!   [`TopicCreation`]); [`subscribe`] reads them back — the predictor's
+//!   input. Events are stamped with the fabric's clock
+//!   ([`now_us`](diaspora_fabric::item::now_us)).
 //! - **Collectors** (feature `fabric`): [`collect_broker`],
 //!   [`collect_bridge`], [`collect_quic`] register the node's counters, a
 //!   bridge's counters and QUIC path statistics on a registry;

@@ -5,6 +5,10 @@
 //! Items carry the source as their key (so one source's events stay in one
 //! partition, in order) and the header `content-type: application/json`.
 //!
+//! A publisher told to create its topic ([`TopicCreation`]) does it with
+//! the fabric's [`ensure_topic`](diaspora_fabric::ensure_topic), on an
+//! embedded node or through the admin plane.
+//!
 //! The publisher keeps going through node outages: the producer retries
 //! (and de-duplicates) unacknowledged events across reconnections for
 //! [`PublisherConfig::retry_for`]; events that fail for good, and snapshots
@@ -22,7 +26,7 @@ use diaspora_fabric::{
     AdminClient, Broker, Client, Consumer, ConsumerConfig, FabricError, Producer, ProducerConfig,
     StartFrom, TopicSettings,
 };
-use diaspora_proto::v1::{self, ErrorCode};
+use diaspora_proto::v1::ErrorCode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -133,54 +137,42 @@ pub struct MetricsPublisher {
     stats: Arc<PublisherStats>,
 }
 
-/// Makes sure `topic` exists, creating it as `how` says.
+/// The settings of a topic the publisher creates: 1 partition, retention
+/// [`CREATED_RETENTION_MS`] / [`CREATED_RETENTION_BYTES`].
+pub fn created_topic_settings() -> TopicSettings {
+    TopicSettings {
+        retention_bytes: Some(CREATED_RETENTION_BYTES),
+        retention_ms: Some(CREATED_RETENTION_MS),
+        ..TopicSettings::with_partitions(1)
+    }
+}
+
+/// Makes sure `topic` exists, creating it as `how` says (with
+/// [`created_topic_settings`], through the fabric's one
+/// [`ensure_topic`](diaspora_fabric::ensure_topic)). A topic that exists
+/// already is used as it is, whatever its partition count.
 pub async fn ensure_topic(client: &Client, topic: &str, how: &TopicCreation) -> Result<()> {
     match client.metadata(topic).await {
         Ok(_) => return Ok(()),
         Err(e) if e.code() == ErrorCode::UnknownTopic => {}
         Err(e) => return Err(e.into()),
     }
-    let created = match how {
+    let settings = created_topic_settings();
+    match how {
         TopicCreation::MustExist => {
             return Err(TelemetryError::Fabric(FabricError::Invalid(format!(
                 "metrics topic '{topic}' does not exist; create it or set PublisherConfig::create_topic"
             ))))
         }
-        TopicCreation::Embedded(broker) => broker.create_topic(
-            topic,
-            TopicSettings {
-                retention_bytes: Some(CREATED_RETENTION_BYTES),
-                retention_ms: Some(CREATED_RETENTION_MS),
-                ..TopicSettings::with_partitions(1)
-            },
-        ),
+        TopicCreation::Embedded(broker) => {
+            diaspora_fabric::ensure_topic(broker, topic, &settings).await?;
+        }
         TopicCreation::Admin(addr) => {
             let mut admin = AdminClient::connect(*addr, &client.config().ca_file).await?;
-            admin
-                .create_topic(
-                    topic,
-                    v1::TopicConfig {
-                        partitions: 1,
-                        retention_bytes: CREATED_RETENTION_BYTES,
-                        retention_ms: CREATED_RETENTION_MS,
-                        compression: "none".into(),
-                    },
-                )
-                .await
+            diaspora_fabric::ensure_topic(&mut admin, topic, &settings).await?;
         }
-    };
-    match created {
-        // Another publisher created it meanwhile.
-        Err(e) if e.code() == ErrorCode::TopicExists => Ok(()),
-        r => Ok(r?),
     }
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    Ok(())
 }
 
 impl MetricsPublisher {
@@ -292,7 +284,7 @@ async fn publish(
 ) {
     let event = MetricEvent {
         source: config.source.clone(),
-        t_us: now_us(),
+        t_us: diaspora_fabric::item::now_us(),
         interval_ms: config.interval.as_millis().min(u64::MAX.into()) as u64,
         samples: registry.snapshot(),
     };

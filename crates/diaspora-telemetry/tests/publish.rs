@@ -170,10 +170,7 @@ async fn publisher_and_subscriber_on_a_real_node_survive_a_restart() {
 
     // Restart the node on the same address and data directory.
     node.shutdown().await;
-    let restarted_at_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
+    let restarted_at_us = diaspora_fabric::item::now_us();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut again = NodeConfig::new(dir.path());
     again.listen = addr;

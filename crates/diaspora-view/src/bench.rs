@@ -122,10 +122,13 @@ pub struct FabricFigures {
 pub async fn fabric(items: u64, k: u32, payload_bytes: usize) -> Result<FabricFigures, ViewError> {
     use crate::runner::{View, ViewOptions};
     use diaspora_fabric::{
-        Client, ClientConfig, Consumer, ConsumerConfig, Node, NodeConfig, Producer, ProducerConfig,
-        TopicSettings,
+        ensure_topic, Client, ClientConfig, Consumer, ConsumerConfig, Node, NodeConfig, Producer,
+        ProducerConfig, TopicSettings,
     };
-    let fabric = |e: diaspora_fabric::FabricError| ViewError::Fabric(e.to_string());
+    let fabric = |e: diaspora_fabric::FabricError| ViewError::Fabric {
+        context: "benchmark".into(),
+        source: e,
+    };
     let dir = std::env::temp_dir().join(format!("diaspora-view-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = NodeConfig::new(&dir);
@@ -133,8 +136,8 @@ pub async fn fabric(items: u64, k: u32, payload_bytes: usize) -> Result<FabricFi
     let node = Node::start(cfg).await.map_err(fabric)?;
     let run = async {
         for t in ["patterns", "recons", "view.bench"] {
-            node.broker()
-                .create_topic(t, TopicSettings::with_partitions(1))
+            ensure_topic(node.broker(), t, &TopicSettings::with_partitions(1))
+                .await
                 .map_err(fabric)?;
         }
         let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
@@ -149,9 +152,7 @@ pub async fn fabric(items: u64, k: u32, payload_bytes: usize) -> Result<FabricFi
                 let mut it = diaspora_fabric::item::payload_item(payload.clone());
                 it.metadata.insert(
                     "scan".into(),
-                    diaspora_proto::v1::Value {
-                        kind: Some(diaspora_proto::v1::value::Kind::I((i / per) as i64)),
-                    },
+                    diaspora_fabric::item::meta::int((i / per) as i64),
                 );
                 p.send_unacked(None, it).await.map_err(fabric)?;
             }
@@ -174,7 +175,7 @@ pub async fn fabric(items: u64, k: u32, payload_bytes: usize) -> Result<FabricFi
                 c.poll(std::time::Duration::from_secs(30))
                     .await
                     .map_err(fabric)?
-                    .ok_or_else(|| ViewError::Fabric("baseline: items missing".into()))?;
+                    .ok_or_else(|| ViewError::Bench("baseline: items missing".into()))?;
                 n += 1;
             }
             c.close().await;
@@ -193,7 +194,7 @@ pub async fn fabric(items: u64, k: u32, payload_bytes: usize) -> Result<FabricFi
             let d = view
                 .next(std::time::Duration::from_secs(30))
                 .await?
-                .ok_or_else(|| ViewError::Fabric(format!("view: {delivered} of {items} items")))?;
+                .ok_or_else(|| ViewError::Bench(format!("view: {delivered} of {items} items")))?;
             bytes += (0..d.members.len())
                 .filter_map(|i| d.payload(i))
                 .map(|p| p.len() as u64)

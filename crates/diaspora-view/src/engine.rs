@@ -171,32 +171,7 @@ pub struct Snapshot {
     pub stats: EngineStats,
 }
 
-/// A hasher for integers the fabric assigned (not attacker-chosen
-/// strings): a multiply per word instead of SipHash.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(i as u64);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-}
-
-type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+use diaspora_fabric::item::IdBuildHasher as IdBuild;
 
 /// A gap beyond which a used member goes to the sparse map instead of
 /// growing the ring with empty slots.

@@ -14,6 +14,18 @@
 //! - [`snapshot`]: versioned, crash-safe snapshot files.
 //! - [`wire`]: the metastream's messages.
 //! - [`bench`]: the benchmarks behind `diaspora view bench`.
+//!
+//! A member reference is the fabric's [`ItemRef`](diaspora_fabric::item::ItemRef);
+//! a join key is a metadata value's text as the fabric writes it
+//! ([`meta_text`](diaspora_fabric::item::meta::meta_text): the float `17.0`
+//! and the int `17` are the same key). The crate depends on the fabric even
+//! without the `fabric` feature, for that vocabulary and [`ViewError`]'s
+//! wrapped [`FabricError`](diaspora_fabric::FabricError); it does not
+//! depend on diaspora-stream (a view reads any topic, QoS stream or not).
+//!
+//! What it does not do: copy payloads into the metastream (references
+//! only), keep sources alive (retention is the fabric's), or decide
+//! validity (provenance notices do; a view applies its policy to them).
 #![warn(missing_docs)]
 
 pub mod bench;
@@ -27,6 +39,17 @@ pub mod wire;
 
 pub use engine::{JoinEngine, Member, ViewItem};
 pub use spec::{Mode, SourceSpec, ViewSpec};
+
+impl ViewError {
+    /// A closure wrapping a [`FabricError`](diaspora_fabric::FabricError)
+    /// with what the view was doing (`.map_err(ViewError::fabric("…"))`).
+    pub fn fabric(
+        context: impl Into<String>,
+    ) -> impl FnOnce(diaspora_fabric::FabricError) -> ViewError {
+        let context = context.into();
+        move |source| ViewError::Fabric { context, source }
+    }
+}
 
 /// Errors of the view layer.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +66,19 @@ pub enum ViewError {
     /// A malformed metastream message.
     #[error("view message: {0}")]
     Wire(String),
-    /// The fabric failed (a source, the output topic, the invalidation feed).
-    #[error("fabric: {0}")]
-    Fabric(String),
+    /// The fabric failed (a source, the output topic, the invalidation
+    /// feed): what the view was doing, and the fabric's error.
+    #[error("fabric: {context}: {source}")]
+    Fabric {
+        /// What the view was doing, naming the topic.
+        context: String,
+        /// The fabric's error.
+        #[source]
+        source: diaspora_fabric::FabricError,
+    },
+    /// A benchmark run that did not get what it streamed.
+    #[error("benchmark: {0}")]
+    Bench(String),
     /// The view is closed.
     #[error("view closed: {0}")]
     Closed(String),

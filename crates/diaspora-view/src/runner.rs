@@ -34,15 +34,14 @@ use crate::ViewError;
 use bytes::Bytes;
 use diaspora_fabric::client::Client;
 use diaspora_fabric::consumer::{Consumer, ConsumerConfig, StartFrom};
-use diaspora_fabric::item::ConsumedItem;
+use diaspora_fabric::item::meta::meta_text;
+use diaspora_fabric::item::{now_us, AckedItem, ConsumedItem, ItemRef};
 use diaspora_fabric::producer::{Producer, ProducerConfig};
 use diaspora_proto::v1;
 use diaspora_provenance::fabric::InvalidationFeed;
 use diaspora_provenance::lineage::LineageRecorder;
 use diaspora_provenance::Notice;
-use diaspora_stream::producer::AckedItem;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -244,22 +243,6 @@ pub struct View {
     scratch: Vec<ViewItem>,
 }
 
-fn now_us() -> i64 {
-    diaspora_fabric::broker::now_us()
-}
-
-/// The text of a metadata value (the join key).
-pub fn meta_text<'a>(item: &'a v1::Item, key: &str) -> Option<Cow<'a, str>> {
-    use v1::value::Kind;
-    Some(match item.metadata.get(key)?.kind.as_ref()? {
-        Kind::S(s) => Cow::Borrowed(s.as_str()),
-        Kind::I(i) => Cow::Owned(i.to_string()),
-        Kind::F(f) => Cow::Owned(f.to_string()),
-        Kind::B(b) => Cow::Owned(b.to_string()),
-        Kind::Raw(r) => Cow::Owned(String::from_utf8_lossy(r).into_owned()),
-    })
-}
-
 fn fnv(bytes: &[u8]) -> u64 {
     diaspora_fabric::item::key_hash(bytes)
 }
@@ -350,7 +333,7 @@ impl View {
             Some(t) => Some(
                 Producer::new(client, ProducerConfig::new(t.clone()))
                     .await
-                    .map_err(|e| ViewError::Fabric(format!("output topic {t:?}: {e}")))?,
+                    .map_err(ViewError::fabric(format!("output topic {t:?}")))?,
             ),
             None => None,
         };
@@ -359,9 +342,13 @@ impl View {
         for (i, s) in spec.sources.iter().enumerate() {
             if opts.restore == Restore::Fresh {
                 // A fresh view needs its sources now: say so at once.
-                client.metadata(&s.topic).await.map_err(|e| {
-                    ViewError::Fabric(format!("source {:?} (topic {:?}): {e}", s.name, s.topic))
-                })?;
+                client
+                    .metadata(&s.topic)
+                    .await
+                    .map_err(ViewError::fabric(format!(
+                        "source {:?} (topic {:?})",
+                        s.name, s.topic
+                    )))?;
             }
             tasks.push(tokio::spawn(read_source(
                 client.clone(),
@@ -601,9 +588,7 @@ impl View {
                 let s = &self.spec.sources[m.source as usize];
                 RefMember {
                     source: s.name.clone(),
-                    topic: s.topic.clone(),
-                    partition: m.partition,
-                    offset: m.offset,
+                    item: ItemRef::new(s.topic.as_str(), m.partition, m.offset),
                     ident: m.ident,
                     time_us: m.time_us,
                 }
@@ -630,7 +615,7 @@ impl View {
         }
         p.send(item)
             .await
-            .map_err(|e| ViewError::Fabric(format!("publishing on {:?}: {e}", p.topic())))?;
+            .map_err(ViewError::fabric(format!("publishing on {:?}", p.topic())))?;
         self.stats.published += 1;
         Ok(())
     }
@@ -642,17 +627,15 @@ impl View {
         let refs = self.refs(&item);
         if let Some(rec) = &self.lineage {
             rec.record(AckedItem {
-                topic: self.lineage_topic.clone(),
-                partition: 0,
-                offset: seq,
+                item: ItemRef::new(self.lineage_topic.clone(), 0, seq),
                 timestamp_us: now_us(),
                 lineage: Some(v1::Lineage {
                     sources: refs
                         .iter()
                         .map(|r| v1::ItemRef {
-                            topic: r.topic.clone(),
-                            partition: r.partition,
-                            offset: r.offset,
+                            topic: r.item.topic.to_string(),
+                            partition: r.item.partition,
+                            offset: r.item.offset,
                         })
                         .collect(),
                     model_versions: Vec::new(),
@@ -984,7 +967,7 @@ impl View {
         if let Some(p) = self.output.take() {
             p.close()
                 .await
-                .map_err(|e| ViewError::Fabric(format!("closing the output topic: {e}")))?;
+                .map_err(ViewError::fabric("closing the output topic"))?;
         }
         Ok(self.stats)
     }
@@ -1005,11 +988,11 @@ pub async fn read_ref(
     let read = async {
         let mut c = Consumer::assign(client, cfg, &[partition])
             .await
-            .map_err(|e| ViewError::Fabric(format!("{topic}/{partition}: {e}")))?;
+            .map_err(ViewError::fabric(format!("{topic}/{partition}")))?;
         let r = c
             .poll(timeout)
             .await
-            .map_err(|e| ViewError::Fabric(format!("{topic}/{partition}/{offset}: {e}")));
+            .map_err(ViewError::fabric(format!("{topic}/{partition}/{offset}")));
         c.close().await;
         r
     };

@@ -335,7 +335,13 @@ impl SnapshotStore {
                 state_bytes.len()
             )));
         }
-        let header = SnapshotHeader::for_state(view, version, now_us(), &state_bytes, summary);
+        let header = SnapshotHeader::for_state(
+            view,
+            version,
+            diaspora_fabric::item::now_us(),
+            &state_bytes,
+            summary,
+        );
         let bytes = encode(&header, &state_bytes);
         let header_len = bytes.len() - state_bytes.len() - 1;
         if header_len > HEADER_BYTES_MAX {
@@ -653,13 +659,6 @@ fn sync_dir(dir: &Path) -> Result<(), ViewError> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
-}
-
-/// The wall clock, µs since the Unix epoch (0 before it).
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn io_error(path: &Path, what: &str, e: std::io::Error) -> ViewError {

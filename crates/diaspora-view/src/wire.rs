@@ -4,6 +4,7 @@
 //! docs/PROTOCOL.md §17.
 //!
 //! ```
+//! use diaspora_fabric::item::ItemRef;
 //! use diaspora_view::wire::{decode, encode, RefMember, ViewMessage};
 //! let m = ViewMessage::Item {
 //!     view: "samples".into(),
@@ -12,9 +13,7 @@
 //!     key: "17".into(),
 //!     members: vec![RefMember {
 //!         source: "patterns".into(),
-//!         topic: "patterns".into(),
-//!         partition: 0,
-//!         offset: 68,
+//!         item: ItemRef::new("patterns", 0, 68),
 //!         ident: None,
 //!         time_us: 1,
 //!     }],
@@ -25,6 +24,7 @@
 //! ```
 
 use crate::ViewError;
+use diaspora_fabric::item::ItemRef;
 use serde::{Deserialize, Serialize};
 
 /// Largest message accepted.
@@ -32,18 +32,17 @@ pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
 /// Most members one message may reference.
 pub const MESSAGE_MEMBERS_MAX: usize = 65_536;
 
-/// A member reference as published.
+/// A member reference as published: `{"source":…,"topic":…,"partition":…,
+/// "offset":…,"ident":…,"time_us":…}` (the fabric's [`ItemRef`] fields
+/// inline, in that place).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefMember {
     /// Source name within the view.
     pub source: String,
-    /// Fabric topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: u32,
-    /// Offset.
-    pub offset: u64,
+    /// Where the member lives in the fabric.
+    #[serde(flatten)]
+    pub item: ItemRef,
     /// Identity from the source's id key, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ident: Option<u64>,
@@ -115,7 +114,7 @@ pub fn decode(bytes: &[u8]) -> Result<ViewMessage, ViewError> {
             }
             if members
                 .iter()
-                .any(|r| r.topic.is_empty() || r.source.is_empty())
+                .any(|r| r.item.topic.is_empty() || r.source.is_empty())
             {
                 return Err(ViewError::Wire("member without topic or source".into()));
             }
@@ -146,9 +145,7 @@ mod tests {
             .prop_map(
                 |(source, topic, partition, offset, ident, time_us)| RefMember {
                     source,
-                    topic,
-                    partition,
-                    offset,
+                    item: ItemRef::new(topic, partition, offset),
                     ident,
                     time_us,
                 },
@@ -175,6 +172,54 @@ mod tests {
             let bytes = encode(&ViewMessage::Item { view: "v".into(), seq: 1, id: 9, key: "k".into(), members, invalid: false });
             let at = cut.index(bytes.len());
             prop_assert!(decode(&bytes[..at]).is_err());
+        }
+    }
+
+    /// The encoding the metastream had before `RefMember` held an
+    /// [`ItemRef`] (separate `topic`, `partition`, `offset` fields), byte
+    /// for byte: docs/PROTOCOL.md §17 is unchanged.
+    #[test]
+    fn the_encoding_is_the_protocol_one() {
+        let m = ViewMessage::Item {
+            view: "samples".into(),
+            seq: 3,
+            id: 0x1234,
+            key: "17".into(),
+            members: vec![
+                RefMember {
+                    source: "patterns".into(),
+                    item: ItemRef::new("patterns", 2, 68),
+                    ident: Some(u64::MAX),
+                    time_us: -1,
+                },
+                RefMember {
+                    source: "recons".into(),
+                    item: ItemRef::new("a/b", 0, u64::MAX),
+                    ident: None,
+                    time_us: 1,
+                },
+            ],
+            invalid: true,
+        };
+        let text = r#"{"type":"item","view":"samples","seq":3,"id":4660,"key":"17","members":[{"source":"patterns","topic":"patterns","partition":2,"offset":68,"ident":18446744073709551615,"time_us":-1},{"source":"recons","topic":"a/b","partition":0,"offset":18446744073709551615,"time_us":1}],"invalid":true}"#;
+        assert_eq!(String::from_utf8(encode(&m)).unwrap(), text);
+        assert_eq!(decode(text.as_bytes()).unwrap(), m);
+        // Fields in another order, as another writer may put them.
+        let shuffled = r#"{"type":"item","view":"samples","seq":3,"id":4660,"key":"17","members":[{"offset":68,"time_us":-1,"partition":2,"ident":18446744073709551615,"topic":"patterns","source":"patterns"},{"topic":"a/b","source":"recons","time_us":1,"offset":18446744073709551615,"partition":0}],"invalid":true}"#;
+        assert_eq!(decode(shuffled.as_bytes()).unwrap(), m);
+        // Every field of a member is still required, and no other is taken.
+        for bad in [
+            r#"{"source":"s","partition":0,"offset":1,"time_us":1}"#,
+            r#"{"source":"s","topic":"t","offset":1,"time_us":1}"#,
+            r#"{"source":"s","topic":"t","partition":0,"time_us":1}"#,
+            r#"{"source":"s","topic":"t","partition":0,"offset":1}"#,
+            r#"{"source":"s","topic":"t","partition":0,"offset":1,"time_us":1,"extra":0}"#,
+            r#"{"source":"s","topic":"t","partition":-1,"offset":1,"time_us":1}"#,
+        ] {
+            let msg = format!(
+                r#"{{"type":"item","view":"v","seq":1,"id":5,"key":"k","members":[{bad}]}}"#
+            );
+            assert!(decode(msg.as_bytes()).is_err(), "{bad}");
         }
     }
 

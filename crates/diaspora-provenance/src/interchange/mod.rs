@@ -159,8 +159,8 @@ mod tests {
                 let mut r = Record::new(kind, name).at(time_us);
                 r.uris = uris;
                 r.tags = tags;
-                r.item = item.map(|(topic, partition, offset)| ItemLoc {
-                    topic,
+                r.item = item.map(|(topic, partition, offset)| ItemRef {
+                    topic: topic.into(),
                     partition,
                     offset,
                 });

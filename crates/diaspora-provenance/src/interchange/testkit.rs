@@ -39,7 +39,7 @@ pub(super) const FACT_NAME: &str = "calibration \"v2\"\nsecond line";
 /// output), a prediction, an unrelated record; then an invalidation
 /// cascading from the first item. 9 records, 8 edges, 5 invalid.
 pub(super) fn build(p: &mut Provenance) -> Graph {
-    let loc = |offset| ItemLoc {
+    let loc = |offset| ItemRef {
         topic: "det/raw".into(),
         partition: 0,
         offset,
@@ -116,7 +116,7 @@ pub(super) type Snapshot = BTreeMap<
         i64,
         String,
         Vec<String>,
-        Option<ItemLoc>,
+        Option<ItemRef>,
         Option<i64>,
         bool,
         BTreeSet<(String, EdgeKind)>,

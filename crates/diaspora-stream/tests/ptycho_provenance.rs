@@ -11,6 +11,7 @@
 //! Runs against SQLite and against PostgreSQL.
 #![allow(clippy::field_reassign_with_default)]
 
+#[path = "../../diaspora-provenance/tests/common/mod.rs"]
 mod common;
 
 use bytes::Bytes;
@@ -363,7 +364,7 @@ fn ptycho_loop(url: &str) {
             .expect("a notice");
         assert_eq!(notice.event, rep.event);
         assert_eq!(notice.records.len(), must_be_invalid.len());
-        let loc = |t: &str, o: u64| ItemLoc {
+        let loc = |t: &str, o: u64| ItemRef {
             topic: t.into(),
             partition: 0,
             offset: o,
