@@ -29,8 +29,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What it does not do: replication between nodes (bridges, a later layer,
-//! mirror topics across sites), or quality-of-service policy (diaspora-stream).
+//! **Bridges** ([`bridge`]) mirror a topic from one node to another, exactly
+//! once across outages and restarts. The loop runs over two traits,
+//! [`BridgeSource`] and [`BridgeSink`], whose docs state what each side must
+//! guarantee (a sink recognises a re-sent batch by producer id and sequence;
+//! a source resumes from a durable position); the fabric pair is the first
+//! implementation, and another system's pair lives in its own crate.
+//!
+//! What it does not do: replication of a partition between nodes (a bridge
+//! copies items, it does not fail over), or quality-of-service policy
+//! (diaspora-stream).
 
 #![warn(missing_docs)]
 
@@ -49,7 +57,7 @@ pub mod tls;
 pub mod wire;
 
 pub use admin::AdminClient;
-pub use bridge::{Bridge, BridgeConfig, BridgeStats};
+pub use bridge::{Bridge, BridgeConfig, BridgeSink, BridgeSource, BridgeStats};
 pub use broker::{Broker, TopicSettings};
 pub use client::{Client, ClientConfig, Lane};
 pub use config::{Limits, NodeConfig};
