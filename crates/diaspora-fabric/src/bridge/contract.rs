@@ -164,7 +164,11 @@ pub trait BridgeSource: Send + 'static {
 ///   at restart; batches older than its window are refused as duplicates.)
 /// - **Refuse a gap or a partial overlap** (a batch that neither continues
 ///   nor repeats the producer's sequence) with [`BridgeError::Fatal`], never
-///   by appending it: a silent append there is a loss or a duplicate.
+///   by appending it: a silent append there is a loss or a duplicate. A sink
+///   may take the first batch of a producer it does not know at any sequence
+///   (the fabric does: a bridge starts wherever the source's items start);
+///   the loop keeps a single batch on the wire until the sink's first
+///   acknowledgement, so that batch is never overtaken by the next one.
 /// - **Append in order.** Batches sent on one connection are appended in the
 ///   order sent, and an acknowledgement means durable as the sink defines it.
 /// - **Answer in order.** The loop waits for answers oldest first.

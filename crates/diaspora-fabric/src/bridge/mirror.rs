@@ -138,9 +138,20 @@ impl<S: BridgeSource, K: BridgeSink> Mirror<S, K> {
         let mut fetch: Option<Pending<Fetched>> = None;
         let mut backoff = BACKOFF_MIN;
         let mut next_commit = Instant::now() + self.config.commit_interval;
+        // Until the sink acknowledged a batch it may not know the producer,
+        // and a sink takes an unknown producer's first batch at any
+        // sequence: a second batch sent behind a first one refused for now
+        // would become the producer's start, and the first would then look
+        // already held. So one batch is on the wire until the first answer.
+        let mut probing = true;
         loop {
+            let (window, resend) = if probing {
+                (1, 1)
+            } else {
+                (self.config.in_flight_max, usize::MAX)
+            };
             // Keep one fetch outstanding while the in-flight window has room.
-            if fetch.is_none() && self.inflight.len() < self.config.in_flight_max {
+            if fetch.is_none() && self.inflight.len() < window {
                 if !source_up {
                     source_up = self.connect_source(&mut backoff).await;
                 }
@@ -152,11 +163,16 @@ impl<S: BridgeSource, K: BridgeSink> Mirror<S, K> {
                 }
             }
             // Batches not written on the current connection are re-sent on a
-            // fresh one, all of them, in order.
-            if self.inflight.iter().any(|f| f.answer.is_none()) {
+            // fresh one, all of them (while probing, the first), in order.
+            if self
+                .inflight
+                .iter()
+                .take(resend)
+                .any(|f| f.answer.is_none())
+            {
                 sink_up = self.connect_sink(&mut backoff).await;
                 if sink_up {
-                    for f in self.inflight.iter_mut() {
+                    for f in self.inflight.iter_mut().take(resend) {
                         f.answer = self.sink.send(&f.batch).await.ok();
                     }
                 }
@@ -195,7 +211,8 @@ impl<S: BridgeSource, K: BridgeSink> Mirror<S, K> {
                                 sink_up = self.connect_sink(&mut backoff).await;
                             }
                             for items in batches {
-                                self.forward(items, sink_up).await?;
+                                let send = sink_up && (!probing || self.inflight.is_empty());
+                                self.forward(items, send).await?;
                             }
                         }
                         Ok(Fetched::OutOfRange) => self.skip_expired().await?,
@@ -209,6 +226,7 @@ impl<S: BridgeSource, K: BridgeSink> Mirror<S, K> {
                 Step::Answer(a) => match a {
                     Ok(acked) => {
                         backoff = BACKOFF_MIN;
+                        probing = false;
                         if acked == Acked::AlreadyHeld {
                             self.stats
                                 .duplicates_absorbed
@@ -263,13 +281,9 @@ impl<S: BridgeSource, K: BridgeSink> Mirror<S, K> {
         self.stats.forwarded.fetch_add(f.items, Ordering::Relaxed);
     }
 
-    /// Turns one source batch into one sink batch and sends it when the sink
-    /// is connected (otherwise the re-send pass sends it).
-    async fn forward(
-        &mut self,
-        items: Vec<ConsumedItem>,
-        sink_up: bool,
-    ) -> Result<(), BridgeError> {
+    /// Turns one source batch into one sink batch and sends it if `send`
+    /// (otherwise the re-send pass sends it).
+    async fn forward(&mut self, items: Vec<ConsumedItem>, send: bool) -> Result<(), BridgeError> {
         let (Some(first), Some(last)) = (items.first(), items.last()) else {
             return Ok(());
         };
@@ -280,7 +294,7 @@ impl<S: BridgeSource, K: BridgeSink> Mirror<S, K> {
             sequence,
         };
         let batch = self.sink.encode(id, items)?;
-        let answer = if sink_up {
+        let answer = if send {
             self.sink.send(&batch).await.ok()
         } else {
             None

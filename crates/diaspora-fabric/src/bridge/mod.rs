@@ -51,6 +51,13 @@
 //!    neither continues nor repeats the sink's sequence (a gap, a partial
 //!    overlap) is refused by the sink and stops that partition with the
 //!    error in [`BridgeStats::failed`]; it is never appended.
+//! 6. **The first batch is not overtaken.** A sink that does not know the
+//!    producer yet takes its first batch at any sequence, so it cannot tell
+//!    a gap there. Were batch `n + 1` sent behind a batch `n` refused for
+//!    now, `n + 1` would become the producer's start and the re-sent `n`
+//!    would look already held: a loss. Until the sink's first
+//!    acknowledgement the loop therefore keeps one batch on the wire; after
+//!    it, the sink knows the producer and refuses any gap (point 5).
 //!
 //! The traits state these obligations where an implementer reads them: see
 //! the contract sections of [`BridgeSource`] and [`BridgeSink`].

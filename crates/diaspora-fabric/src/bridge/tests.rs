@@ -440,3 +440,27 @@ async fn the_in_flight_window_is_bounded_by_the_sinks_duplicate_window() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_first_batch_refused_for_now_is_not_overtaken_by_the_next() {
+    // The sink does not know the bridge's producer yet, so it would take any
+    // sequence as the producer's start: had the second batch been sent
+    // behind a refused first one, the first would later look already held
+    // and its items would be lost.
+    let sources = [shared(SourceLog::with_batches(10, 3))];
+    let sink = SinkLog {
+        faults: [Fault::Unavailable].into(),
+        ..SinkLog::default()
+    };
+    let sinks = [shared(sink)];
+    let bridge = start(&sources, &sinks, config(Duration::from_millis(5)));
+    until("the partition is mirrored", || {
+        sources[0].lock().committed == Some(30)
+    })
+    .await;
+    let stats = bridge.stats().clone();
+    bridge.stop().await;
+    assert_eq!(sinks[0].lock().items, (0..30).collect::<Vec<_>>());
+    assert_eq!(count(&stats, |s| &s.duplicates_absorbed), 0);
+    assert_eq!(count(&stats, |s| &s.forwarded), 30);
+}
