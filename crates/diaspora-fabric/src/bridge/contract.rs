@@ -158,10 +158,12 @@ pub trait BridgeSource: Send + 'static {
 ///   [`BatchId`] the sink already holds must not be appended again: answer
 ///   [`Acked::AlreadyHeld`] (or an error the implementation maps to it). This
 ///   must hold across restarts of the sink and of the bridge, for every batch
-///   the bridge may re-send: the last [`BridgeSink::DUPLICATE_WINDOW`]
-///   batches sent and anything since the last committed position. (The
-///   fabric keeps each producer's last sequence with the log and recovers it
-///   at restart; batches older than its window are refused as duplicates.)
+///   the bridge may re-send: anything since the last committed position,
+///   however old. (The fabric keeps each producer's last sequence with the
+///   log and recovers it at restart: a re-send among the producer's last
+///   [`BridgeSink::DUPLICATE_WINDOW`] batches is answered with its original
+///   offsets, an older one is refused as `DuplicateSequence`; both are
+///   [`Acked::AlreadyHeld`].)
 /// - **Refuse a gap or a partial overlap** (a batch that neither continues
 ///   nor repeats the producer's sequence) with [`BridgeError::Fatal`], never
 ///   by appending it: a silent append there is a loss or a duplicate. A sink
@@ -177,8 +179,10 @@ pub trait BridgeSink: Send + 'static {
     /// a re-send is the very same batch.
     type Batch: Send + 'static;
 
-    /// The most batches the sink recognises as re-sends while they are
-    /// unacknowledged: the bridge's in-flight window may not exceed it.
+    /// How many of a producer's latest batches the sink answers, when
+    /// re-sent, as it answered the first time (the fabric: with their
+    /// offsets). `in_flight_max` may not exceed it, so re-sending the
+    /// in-flight window after an outage gets those plain answers.
     const DUPLICATE_WINDOW: usize;
 
     /// Encodes one source batch (its items in order) as one sink batch

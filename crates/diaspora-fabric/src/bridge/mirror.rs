@@ -1,9 +1,9 @@
 //! The bridge loop, over any [`BridgeSource`] and [`BridgeSink`]: one task
 //! per partition reads whole batches from the source, turns each into one
-//! sink batch with a stable [`BatchId`], keeps up to `in_flight_max` of them
-//! unacknowledged, moves its position only on acknowledgements (oldest
-//! first), commits that position on a timer and when stopping, and
-//! reconnects either side with a bounded backoff.
+//! sink batch with a stable [`BatchId`], fetches again while fewer than
+//! `in_flight_max` are unacknowledged, moves its position only on
+//! acknowledgements (oldest first), commits that position on a timer and
+//! when stopping, and reconnects either side with a bounded backoff.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -24,8 +24,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Settings of the loop, whatever the two sides are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorConfig {
-    /// Sink batches unacknowledged per partition (1 ..= the sink's
-    /// [`BridgeSink::DUPLICATE_WINDOW`]).
+    /// The loop fetches again while fewer sink batches than this are
+    /// unacknowledged (1 ..= the sink's [`BridgeSink::DUPLICATE_WINDOW`]).
+    /// One fetch may add more: its batches, at most the source's fetch size,
+    /// are sent together.
     pub in_flight_max: usize,
     /// Commit the position at most this often.
     pub commit_interval: Duration,
@@ -34,9 +36,8 @@ pub struct MirrorConfig {
 }
 
 impl MirrorConfig {
-    /// Checks `in_flight_max` against the sink's duplicate window: more
-    /// batches in flight than the sink recognises as re-sends could be
-    /// appended twice after an outage.
+    /// Checks `in_flight_max`: at least 1 (the loop would never fetch), at
+    /// most the sink's [`BridgeSink::DUPLICATE_WINDOW`].
     pub fn check<K: BridgeSink>(&self) -> Result<(), FabricError> {
         if self.in_flight_max == 0 || self.in_flight_max > K::DUPLICATE_WINDOW {
             return Err(FabricError::Limit {

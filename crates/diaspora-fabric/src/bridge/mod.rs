@@ -43,8 +43,8 @@
 //!    (outage). The sink recognises each of them by `(producer id,
 //!    sequence)` and answers [`Acked::AlreadyHeld`] instead of appending
 //!    (counted in [`BridgeStats::duplicates_absorbed`]); its check survives
-//!    its own restarts. The in-flight window is bounded by the sink's
-//!    [`BridgeSink::DUPLICATE_WINDOW`].
+//!    its own restarts and covers every sequence below the producer's last,
+//!    so no window size is part of the argument.
 //! 4. **Order.** One task per partition, one connection at a time, answers
 //!    taken oldest first; source partition `p` goes to sink partition `p`.
 //! 5. **Loudly, not silently, when the contracts break.** A batch that
