@@ -234,14 +234,7 @@ impl BridgeSource for FabricSource {
     }
 
     async fn connect(&mut self) -> std::result::Result<(), BridgeError> {
-        self.lane = None;
-        let lane = self
-            .client
-            .lane(self.partition as usize)
-            .await
-            .map_err(BridgeError::unavailable)?;
-        self.lane = Some(lane);
-        Ok(())
+        reconnect(&self.client, self.partition, &mut self.lane).await
     }
 
     async fn fetch(&mut self, position: u64) -> std::result::Result<Pending<Fetched>, BridgeError> {
@@ -373,14 +366,7 @@ impl BridgeSink for FabricSink {
     }
 
     async fn connect(&mut self) -> std::result::Result<(), BridgeError> {
-        self.lane = None;
-        let lane = self
-            .client
-            .lane(self.partition as usize)
-            .await
-            .map_err(BridgeError::unavailable)?;
-        self.lane = Some(lane);
-        Ok(())
+        reconnect(&self.client, self.partition, &mut self.lane).await
     }
 
     async fn send(&mut self, batch: &Bytes) -> std::result::Result<Pending<Acked>, BridgeError> {
@@ -417,6 +403,22 @@ fn classify(e: FabricError) -> BridgeError {
     } else {
         BridgeError::fatal(e)
     }
+}
+
+/// Replaces `lane` with a fresh one for `partition` (none if that fails).
+async fn reconnect(
+    client: &Client,
+    partition: u32,
+    lane: &mut Option<Lane>,
+) -> std::result::Result<(), BridgeError> {
+    *lane = None;
+    *lane = Some(
+        client
+            .lane(partition as usize)
+            .await
+            .map_err(BridgeError::unavailable)?,
+    );
+    Ok(())
 }
 
 fn not_connected() -> BridgeError {

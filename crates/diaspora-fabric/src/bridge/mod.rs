@@ -25,8 +25,8 @@
 //!
 //! 1. **Each source batch becomes exactly one sink batch, with the same
 //!    identity every time.** Source batches are immutable and the position
-//!    only moves to the end of a whole batch, so a re-fetch cuts the same
-//!    batches. Each sink batch carries a [`BatchId`]: a **producer id** that
+//!    only moves to the end of a whole batch (or, after expiry, to the
+//!    source's earliest item), so a re-fetch cuts the same batches. Each sink batch carries a [`BatchId`]: a **producer id** that
 //!    is stable for the bridge partition (the fabric derives it from the
 //!    bridge name, the topics and the partition: [`bridge_producer_id`]) and
 //!    a **sequence equal to the source offset of its first item**. So the
