@@ -48,6 +48,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! **Bridges** ([`bridge`]) mirror a topic from one node to another, exactly
+//! once across outages and restarts. The loop runs over two traits,
+//! [`BridgeSource`] and [`BridgeSink`], whose docs state what each side must
+//! guarantee (a sink recognises a re-sent batch by producer id and sequence;
+//! a source resumes from a durable position); the fabric pair is the first
+//! implementation, and another system's pair lives in its own crate.
+//!
 //! What it does not do: replicate partitions between nodes (a node is one
 //! machine; bridges copy topics between sites, they do not make a replica
 //! set), quality-of-service policy — rates, buffering tiers, reduction,
@@ -73,7 +80,7 @@ pub mod topic;
 pub mod wire;
 
 pub use admin::AdminClient;
-pub use bridge::{Bridge, BridgeConfig, BridgeStats};
+pub use bridge::{Bridge, BridgeConfig, BridgeSink, BridgeSource, BridgeStats};
 pub use broker::{Broker, TopicSettings};
 pub use client::{Client, ClientConfig, Lane};
 pub use config::{Limits, NodeConfig};
