@@ -70,15 +70,23 @@
 
 pub mod analysis;
 pub mod calibrate;
+pub mod cli_args;
+pub mod error;
+pub mod hosts;
 pub mod link;
 pub mod metrics;
+mod metrics_sink;
 pub mod relay;
 pub mod report;
+pub mod results;
 pub mod runner;
 pub mod rxtime;
 pub mod scenario;
+pub mod timeline;
 
 pub use calibrate::{calibrate, CalibrateConfig, CalibrateError, CalibrationReport};
+pub use cli_args::{example_invocations, scenario_invocations, ExampleInvocation, Invocation};
+pub use error::{RecordError, TwinError};
 pub use link::{
     Change, DropReason, GilbertElliott, LinkModel, LinkParams, ParamsError, Schedule,
     ScheduledChange, ScheduledLink, Verdict,
