@@ -9,7 +9,7 @@
 //!    nodes' ports.
 //! 2. **Start hosts**, phase by phase ([`crate::hosts`]): nodes; then the
 //!    topics and the links' relays; then bridges and consumers; the clock
-//!    starts (and the link metrics, [`crate::metrics_sink`]); then monitors
+//!    starts (and the link metrics, [`crate::metrics`]); then monitors
 //!    and producers.
 //! 3. **Fault timeline** ([`crate::timeline`]) until the producers are
 //!    done, then the **drain**: until every acknowledged item has been

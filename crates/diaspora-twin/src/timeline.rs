@@ -1,7 +1,7 @@
 //! The fault timeline: the scenario's faults (outages, congestion,
 //! bandwidth steps, kills, restarts, SIGSTOP/SIGCONT) as timed
 //! [`Action`]s ([`plan`], pure), applied to the links and hosts while the
-//! producers run ([`run`]).
+//! producers run.
 
 use std::collections::HashMap;
 
@@ -261,4 +261,81 @@ pub(crate) async fn run(
         MetricsSink::sleep(metrics, Duration::from_millis(200)).await;
     }
     Ok(producer_failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCENARIO: &str = r#"
+name = "t"
+duration_s = 60
+[[nodes]]
+name = "hpc"
+[[links]]
+name = "wan"
+to = "hpc"
+up = { delay_ms = 20, bandwidth_mbit = 100 }
+[[faults]]
+at_s = 10
+kind = "outage"
+link = "wan"
+duration_s = 5
+[[faults]]
+at_s = 20
+kind = "congestion"
+link = "wan"
+to_fraction = 0.5
+ramp_s = 4
+hold_s = 2
+[[faults]]
+at_s = 30
+kind = "kill"
+host = "hpc"
+[[faults]]
+at_s = 33
+kind = "restart"
+host = "hpc"
+"#;
+
+    #[test]
+    fn faults_become_sorted_actions_and_windows() {
+        let s = Scenario::parse(SCENARIO).unwrap();
+        let l = &s.links[0];
+        let base = HashMap::from([(l.name.clone(), (l.up.clone(), l.up.clone()))]);
+        let (actions, windows) = plan(&s, &base);
+        assert!(actions.windows(2).all(|w| w[0].0 <= w[1].0));
+        // Outage: blackhole at 10 s, the base parameters back at 15 s.
+        assert!(matches!(&actions[0], (t, Action::Link { up, .. }) if *t == 10.0 && up.blackhole));
+        assert!(matches!(&actions[1], (t, Action::Link { up, .. }) if *t == 15.0 && *up == l.up));
+        // Congestion: 21 steps down over the ramp, 21 back up; the bottom
+        // is half the bandwidth.
+        let congestion: Vec<_> = actions
+            .iter()
+            .filter(|(t, a)| (20.0..=30.0).contains(t) && matches!(a, Action::Link { .. }))
+            .collect();
+        assert_eq!(congestion.len(), 42);
+        let bottom = congestion
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Action::Link { up, .. } => up.bandwidth_bps,
+                _ => None,
+            })
+            .min();
+        assert_eq!(bottom, Some(50_000_000));
+        assert!(actions.contains(&(30.0, Action::Kill("hpc".into()))));
+        assert!(actions.contains(&(33.0, Action::Restart("hpc".into()))));
+        let labels: Vec<(f64, f64, &str)> = windows
+            .iter()
+            .map(|w| (w.start_s, w.end_s, w.label.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                (10.0, 15.0, "outage wan"),
+                (20.0, 30.0, "congestion wan to 50%"),
+                (30.0, 33.0, "SIGKILL hpc"),
+            ]
+        );
+    }
 }
