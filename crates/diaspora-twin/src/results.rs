@@ -527,3 +527,63 @@ pub fn checks(v: &Verdict<'_>) -> Vec<CheckRecord> {
     }
     checks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_follow_the_assertions() {
+        let s = Scenario::parse(
+            "name = \"t\"\nduration_s = 10\n[assertions]\nlost_max = 1\nrecovery_s_max = 2.0\nlatency_us_p99_max = 500",
+        )
+        .unwrap();
+        let figures = Analysis {
+            acked: 10,
+            lost: 1,
+            duplicated: 1,
+            latency_us_p99: 600,
+            ..Analysis::default()
+        };
+        let failures = vec!["p".to_string()];
+        let got = checks(&Verdict {
+            scenario: &s,
+            figures: &figures,
+            topics: &BTreeMap::new(),
+            summaries: &BTreeMap::new(),
+            producer_failures: &failures,
+            recovery_s: 1.5,
+            catchup_ratio: None,
+        });
+        let got: Vec<(&str, &str, bool)> = got
+            .iter()
+            .map(|c| (c.what.as_str(), c.measured.as_str(), c.passed))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("lost ≤ 1", "1", true),
+                ("duplicated ≤ 0", "1", false),
+                ("acked ≥ 1", "10", true),
+                ("every producer exited cleanly", "p", false),
+                ("latency p99 ≤ 500 µs", "600", false),
+                ("recovery ≤ 2.0 s", "1.50", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn monitor_events_are_counted_from_the_start() {
+        let text = concat!(
+            "{\"kind\":\"prediction\",\"t_us\":3000000,\"lead_time_s\":12.5,\"confidence\":0.8}\n",
+            "not json\n",
+            "{\"kind\":\"alert\",\"t_us\":5000000}\n",
+        );
+        let f = MonitorFigures::from_events(text, 1_000_000);
+        assert_eq!((f.predictions, f.alerts), (1, 1));
+        assert_eq!(f.prediction_s, vec![2.0]);
+        assert_eq!(f.prediction_lead_s, vec![12.5]);
+        assert_eq!(f.prediction_confidence, vec![0.8]);
+        assert_eq!(f.alert_s, vec![4.0]);
+    }
+}
