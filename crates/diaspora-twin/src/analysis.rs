@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::RecordError;
+
 /// One acknowledged item, as `diaspora produce --acks` writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckRecord {
@@ -212,11 +214,16 @@ pub fn recovery_s(consumed: &[ConsumeRecord], fault_end_us: i64) -> f64 {
 
 /// Parses JSON lines, skipping blank ones; a malformed line is an error
 /// naming its number.
-pub fn parse_lines<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<T>, String> {
+pub fn parse_lines<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<T>, RecordError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| RecordError {
+                line: i + 1,
+                source,
+            })
+        })
         .collect()
 }
 
@@ -325,6 +332,8 @@ mod tests {
         assert_eq!(c[0].id, Some(7));
         assert_eq!(c[0].received_us(), 12);
         let e = parse_lines::<AckRecord>("{\"id\":1}\nnot json").unwrap_err();
+        assert!(e.line == 1 || e.line == 2, "{e}");
+        let e = e.to_string();
         assert!(e.starts_with("line 1:") || e.starts_with("line 2:"), "{e}");
     }
 

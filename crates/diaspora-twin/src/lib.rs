@@ -1,14 +1,15 @@
-//! # diaspora-twin — link emulation for virtual infrastructure twins
+//! # diaspora-twin — virtual infrastructure twins
 //!
 //! A *virtual infrastructure twin* runs a scenario — hosts, the links between
-//! them, and a fault schedule — on one machine. Kernel netem is not available,
+//! them, and a fault schedule — on one machine ([`run`], see "Running a
+//! scenario" below). Kernel netem is not available,
 //! so this crate emulates links in user space: a UDP [`Relay`] is placed in
 //! front of a QUIC endpoint and the client is given the relay's address
 //! instead of the server's. Everything the client sends crosses the relay's
 //! *up* link to the target; everything the target answers crosses its *down*
 //! link back.
 //!
-//! ## Model
+//! ## The link model
 //!
 //! * **A link direction** is described by [`LinkParams`]: one-way delay with
 //!   uniform jitter, an optional bandwidth limit with a bounded drop-tail
@@ -40,6 +41,33 @@
 //!   through a real relay on this machine against the configured values, so
 //!   a twin's results can be trusted within known error bars.
 //!
+//! ## Running a scenario
+//!
+//! A scenario (`twins/*.toml`, [`Scenario`]) declares hosts, topics, links,
+//! a fault schedule, a workload and assertions. [`run`] plays it: every
+//! host is a real process of the `diaspora` binary, every link a
+//! [`Relay`] in this process. It is a sequence of steps, each in its own
+//! module:
+//!
+//! | step | module | what |
+//! |---|---|---|
+//! | load | [`scenario`] | parse and validate the file ([`TwinError`] names the entry, the value and the limit) |
+//! | plan and start hosts | [`hosts`] | one plug-in ([`hosts::HostKind`]) per kind of host — node, bridge, consumer, monitor, producer — started phase by phase |
+//! | command lines | [`cli_args`] | every `diaspora` command line, built from typed values in one place; [`example_invocations`] lists them for the CLI's parser to check |
+//! | fault timeline | [`timeline`] | outages, congestion, bandwidth steps, kills, restarts, SIGSTOP/SIGCONT as timed actions on the relays and hosts |
+//! | link metrics | [`metrics`] | the links' utilisation and more, sampled as telemetry events, written to a file or published on a node |
+//! | analysis | [`results`], [`analysis`] | the hosts' records matched (lost, duplicated, latency, recovery), the assertions checked: [`RunResults`] |
+//! | report | [`report`] | a self-contained HTML report of a run |
+//! | orchestration | [`runner`] | [`run`]: the steps above, and no host outlives it |
+//!
+//! The runner does **not**: run hosts on other machines or in containers
+//! (every host is a local process on loopback); isolate the hosts' CPU or
+//! memory from each other; restart a host on its own (only a scheduled
+//! `restart` fault does); check that a host's flags exist — the CLI's
+//! parser does that, in a test over [`example_invocations`]; or keep the
+//! hosts' directories of an earlier run in the same work directory (it
+//! clears them).
+//!
 //! ## What is not emulated
 //!
 //! * **Reordering**: deliveries in one direction are in arrival order; jitter
@@ -70,15 +98,23 @@
 
 pub mod analysis;
 pub mod calibrate;
+pub mod cli_args;
+pub mod error;
+pub mod hosts;
 pub mod link;
 pub mod metrics;
+mod metrics_sink;
 pub mod relay;
 pub mod report;
+pub mod results;
 pub mod runner;
 pub mod rxtime;
 pub mod scenario;
+pub mod timeline;
 
 pub use calibrate::{calibrate, CalibrateConfig, CalibrateError, CalibrationReport};
+pub use cli_args::{example_invocations, scenario_invocations, ExampleInvocation, Invocation};
+pub use error::{RecordError, TwinError};
 pub use link::{
     Change, DropReason, GilbertElliott, LinkModel, LinkParams, ParamsError, Schedule,
     ScheduledChange, ScheduledLink, Verdict,

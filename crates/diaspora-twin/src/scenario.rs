@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::LinkParams;
+use crate::{LinkParams, TwinError};
 
 /// A whole scenario.
 #[derive(Debug, Clone, Deserialize)]
@@ -348,54 +348,68 @@ impl Default for Assertions {
 
 impl Scenario {
     /// Reads and validates a scenario file.
-    pub fn load(path: &Path) -> Result<Scenario, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Scenario, TwinError> {
+        let text = std::fs::read_to_string(path).map_err(TwinError::io("read", path))?;
+        Self::parse(&text).map_err(|e| TwinError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// Parses and validates scenario text.
-    pub fn parse(text: &str) -> Result<Scenario, String> {
-        let s: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Scenario, TwinError> {
+        let s: Scenario = toml::from_str(text)?;
         s.validate()?;
         Ok(s)
     }
 
-    /// Every name refers to something declared; times and rates are sane.
-    pub fn validate(&self) -> Result<(), String> {
-        let mut names = HashSet::new();
-        let hosts = self
-            .nodes
+    /// Every host of the scenario, of every kind, in start order within a
+    /// kind: (kind, name).
+    pub fn hosts(&self) -> Vec<(&'static str, String)> {
+        crate::hosts::KINDS
             .iter()
-            .map(|n| &n.name)
-            .chain(self.bridges.iter().map(|b| &b.name))
-            .chain(self.producers.iter().map(|p| &p.name))
-            .chain(self.consumers.iter().map(|c| &c.name))
-            .chain(self.monitors.iter().map(|m| &m.name));
-        for h in hosts {
+            .flat_map(|k| k.plan(self).into_iter().map(|n| (k.kind(), n)))
+            .collect()
+    }
+
+    /// Every name refers to something declared; times and rates are sane.
+    pub fn validate(&self) -> Result<(), TwinError> {
+        let mut names = HashSet::new();
+        let hosts = self.hosts();
+        for (_, h) in &hosts {
             if !names.insert(h.as_str()) {
-                return Err(format!("host name '{h}' is used twice"));
+                return Err(TwinError::DuplicateHost { name: h.clone() });
             }
         }
-        let node = |n: &str, what: &str| -> Result<(), String> {
+        let node = |n: &str, what: &str| -> Result<(), TwinError> {
             if self.nodes.iter().any(|x| x.name == n) {
                 Ok(())
             } else {
-                Err(format!(
-                    "{what} names node '{n}', which is not declared under [[nodes]]"
-                ))
+                Err(TwinError::Undeclared {
+                    what: what.to_string(),
+                    kind: "node",
+                    name: n.to_string(),
+                    where_: " under [[nodes]]",
+                })
             }
         };
-        let link = |l: &Option<String>, what: &str| -> Result<(), String> {
+        let link = |l: &Option<String>, what: &str| -> Result<(), TwinError> {
             match l {
-                Some(l) if !self.links.iter().any(|x| &x.name == l) => Err(format!(
-                    "{what} names link '{l}', which is not declared under [[links]]"
-                )),
+                Some(l) if !self.links.iter().any(|x| &x.name == l) => Err(TwinError::Undeclared {
+                    what: what.to_string(),
+                    kind: "link",
+                    name: l.clone(),
+                    where_: " under [[links]]",
+                }),
                 _ => Ok(()),
             }
         };
         if !(self.duration_s > 0.0 && self.duration_s.is_finite()) {
-            return Err(format!("duration_s = {} must be > 0", self.duration_s));
+            return Err(TwinError::out_of_range(
+                "duration_s",
+                self.duration_s,
+                "> 0",
+            ));
         }
         for t in &self.topics {
             for n in &t.nodes {
@@ -410,13 +424,14 @@ impl Scenario {
             node(&b.to, &format!("bridge '{}'", b.name))?;
             link(&b.via, &format!("bridge '{}'", b.name))?;
         }
-        let qos_topic = |t: &str, what: &str| -> Result<(), String> {
+        let qos_topic = |t: &str, what: &str| -> Result<(), TwinError> {
             if self.topics.iter().any(|x| x.name == t && x.qos) {
                 Ok(())
             } else {
-                Err(format!(
-                    "{what} uses a QoS stream on '{t}': declare the topic with qos = true"
-                ))
+                Err(TwinError::NotQosTopic {
+                    what: what.to_string(),
+                    topic: t.to_string(),
+                })
             }
         };
         for p in &self.producers {
@@ -429,16 +444,17 @@ impl Scenario {
                 .as_deref()
                 .filter(|k| !["random", "frame"].contains(k))
             {
-                return Err(format!(
-                    "producer '{}': payload '{k}' is not random or frame",
-                    p.name
-                ));
+                return Err(TwinError::UnknownPayload {
+                    producer: p.name.clone(),
+                    payload: k.to_string(),
+                });
             }
             link(&p.via, &format!("producer '{}'", p.name))?;
             if p.rate.is_nan() || p.rate <= 0.0 {
-                return Err(format!(
-                    "producer '{}': rate = {} must be > 0",
-                    p.name, p.rate
+                return Err(TwinError::out_of_range(
+                    format!("producer '{}': rate", p.name),
+                    p.rate,
+                    "> 0",
                 ));
             }
         }
@@ -452,29 +468,34 @@ impl Scenario {
         if let Some(m) = &self.metrics {
             node(&m.node, "[metrics]")?;
             if m.interval_ms < 10 {
-                return Err(format!(
-                    "[metrics] interval_ms = {} must be ≥ 10",
-                    m.interval_ms
+                return Err(TwinError::out_of_range(
+                    "[metrics] interval_ms",
+                    m.interval_ms,
+                    "≥ 10",
                 ));
             }
         }
         for m in &self.monitors {
             node(&m.node, &format!("monitor '{}'", m.name))?;
             if self.metrics.is_none() {
-                return Err(format!(
-                    "monitor '{}' needs [metrics] (the link metrics it reads)",
-                    m.name
-                ));
+                return Err(TwinError::MonitorWithoutMetrics {
+                    monitor: m.name.clone(),
+                });
             }
         }
         for t in self.assertions.topics.keys() {
             if !self.topics.iter().any(|x| &x.name == t) {
-                return Err(format!("[assertions.topics.{t}] names an undeclared topic"));
+                return Err(TwinError::Undeclared {
+                    what: format!("[assertions.topics.{t}]"),
+                    kind: "topic",
+                    name: t.clone(),
+                    where_: " under [[topics]]",
+                });
             }
         }
         for f in &self.faults {
             if f.at_s.is_nan() || f.at_s < 0.0 {
-                return Err(format!("fault at_s = {} must be ≥ 0", f.at_s));
+                return Err(TwinError::out_of_range("fault at_s", f.at_s, "≥ 0"));
             }
             match &f.kind {
                 FaultKind::Outage { link: l, .. }
@@ -485,16 +506,21 @@ impl Scenario {
                 | FaultKind::Stop { host }
                 | FaultKind::Cont { host } => {
                     if !names.contains(host.as_str()) {
-                        return Err(format!(
-                            "a fault names host '{host}', which is not declared"
-                        ));
+                        return Err(TwinError::Undeclared {
+                            what: "a fault".into(),
+                            kind: "host",
+                            name: host.clone(),
+                            where_: "",
+                        });
                     }
                 }
             }
             if let FaultKind::Congestion { to_fraction, .. } = &f.kind {
                 if !(*to_fraction > 0.0 && *to_fraction <= 1.0) {
-                    return Err(format!(
-                        "congestion to_fraction = {to_fraction} must be in (0, 1]"
+                    return Err(TwinError::out_of_range(
+                        "congestion to_fraction",
+                        to_fraction,
+                        "in (0, 1]",
                     ));
                 }
             }
@@ -589,12 +615,17 @@ recovery_s_max = 8
 
     #[test]
     fn unknown_names_are_clear_errors() {
-        let e = Scenario::parse(&SMALL.replace("via = \"wan\"", "via = \"lan\"")).unwrap_err();
+        let e = Scenario::parse(&SMALL.replace("via = \"wan\"", "via = \"lan\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("link 'lan'"), "{e}");
-        let e = Scenario::parse(&SMALL.replace("host = \"hpc\"", "host = \"cloud\"")).unwrap_err();
+        let e = Scenario::parse(&SMALL.replace("host = \"hpc\"", "host = \"cloud\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("host 'cloud'"), "{e}");
-        let e =
-            Scenario::parse(&SMALL.replace("kind = \"kill\"", "kind = \"explode\"")).unwrap_err();
+        let e = Scenario::parse(&SMALL.replace("kind = \"kill\"", "kind = \"explode\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("explode"), "{e}");
     }
 }

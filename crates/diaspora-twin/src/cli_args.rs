@@ -1,0 +1,343 @@
+//! Every command line the twin gives the `diaspora` binary, built in one
+//! place from typed values.
+//!
+//! A twin host is a `diaspora` process; its flags are the CLI's flags. So
+//! that a renamed flag fails a test instead of a twin run,
+//! [`Invocation::argv`] is the only place the twin spells a flag, and
+//! [`example_invocations`] gives every command line the shipped scenarios
+//! would run — for the CLI's own parser to check (`Cli::try_parse_from`).
+//!
+//! ```
+//! use diaspora_twin::cli_args::{CreateTopic, Invocation};
+//! let create = Invocation::CreateTopic(CreateTopic {
+//!     topic: "frames".into(),
+//!     stream: false,
+//!     partitions: Some(2),
+//!     admin: "127.0.0.1:7001".parse().unwrap(),
+//!     ca: "ca.pem".into(),
+//! });
+//! assert_eq!(
+//!     create.argv().join(" "),
+//!     "topic create frames --partitions 2 --admin 127.0.0.1:7001 --ca ca.pem"
+//! );
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::{Scenario, TwinError};
+
+/// `diaspora serve`: a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serve {
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--listen`: the data plane.
+    pub listen: SocketAddr,
+    /// `--admin`: the admin plane.
+    pub admin: SocketAddr,
+    /// `--fsync` policy.
+    pub fsync: String,
+}
+
+/// `diaspora topic create` (or `stream init` for a QoS stream topic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTopic {
+    /// The topic.
+    pub topic: String,
+    /// `stream init`: also the stream's control and replay topics.
+    pub stream: bool,
+    /// `--partitions` (none: the CLI's default).
+    pub partitions: Option<u32>,
+    /// `--admin` of the node.
+    pub admin: SocketAddr,
+    /// `--ca` of the node.
+    pub ca: PathBuf,
+}
+
+/// `diaspora bridge`: forwards a topic from one node to another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bridge {
+    /// `--name`.
+    pub name: String,
+    /// The topic (same name on both sides).
+    pub topic: String,
+    /// The source node's data plane.
+    pub from: SocketAddr,
+    /// The target's data plane (or the relay in front of it).
+    pub to: SocketAddr,
+    /// `--from-ca`.
+    pub from_ca: PathBuf,
+    /// `--to-ca`.
+    pub to_ca: PathBuf,
+}
+
+/// How a consumer reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsumeMode {
+    /// `diaspora consume --group G`.
+    Group(String),
+    /// `diaspora stream consume --name N --policy P --checkpoint C`.
+    Stream {
+        /// `--name`.
+        name: String,
+        /// `--policy`: the QoS policy file.
+        policy: PathBuf,
+        /// `--checkpoint`: where its position is kept.
+        checkpoint: PathBuf,
+    },
+}
+
+/// `diaspora consume` / `diaspora stream consume`, printing one JSON line
+/// per item (`--json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consume {
+    /// Group or QoS stream.
+    pub mode: ConsumeMode,
+    /// `--topic`.
+    pub topic: String,
+    /// `--addr`: the node's data plane (or a relay).
+    pub addr: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+}
+
+/// A synthetic workload (`--synthetic N --size --rate --acks --id-start
+/// --json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synthetic {
+    /// `--synthetic`: items to make.
+    pub items: u64,
+    /// `--size`: payload bytes per item.
+    pub size: usize,
+    /// `--rate`: items per second.
+    pub rate: f64,
+    /// `--acks`: where each acknowledgement is recorded.
+    pub acks: PathBuf,
+    /// `--id-start`: the first item id.
+    pub id_start: u64,
+}
+
+/// `diaspora produce` / `diaspora stream produce`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Produce {
+    /// A QoS stream: `stream produce --policy P --payload K`.
+    pub stream: Option<StreamProduce>,
+    /// `--topic`.
+    pub topic: String,
+    /// Synthetic items (none: one item per line of stdin).
+    pub synthetic: Option<Synthetic>,
+    /// `--addr`: the node's data plane (or a relay).
+    pub addr: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+}
+
+/// The QoS part of [`Produce`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamProduce {
+    /// `--policy`: the QoS policy file.
+    pub policy: PathBuf,
+    /// `--payload`: `random` or `frame`.
+    pub payload: String,
+}
+
+/// `diaspora predict serve`: a monitor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictServe {
+    /// `--monitor`: the monitor file.
+    pub monitor: PathBuf,
+    /// `--addr`: the node's data plane.
+    pub addr: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+    /// `--admin`: the node's admin plane.
+    pub admin: SocketAddr,
+}
+
+/// One `diaspora` command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// A node.
+    Serve(Serve),
+    /// A topic or QoS stream topic.
+    CreateTopic(CreateTopic),
+    /// A bridge.
+    Bridge(Bridge),
+    /// A consumer.
+    Consume(Consume),
+    /// A producer.
+    Produce(Produce),
+    /// A monitor.
+    PredictServe(PredictServe),
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+impl Invocation {
+    /// The arguments after the binary's name.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        fn flag(a: &mut Vec<String>, name: &str, value: String) {
+            a.push(name.to_string());
+            a.push(value);
+        }
+        match self {
+            Invocation::Serve(s) => {
+                a.push("serve".into());
+                flag(&mut a, "--data-dir", path(&s.data_dir));
+                flag(&mut a, "--listen", s.listen.to_string());
+                flag(&mut a, "--admin", s.admin.to_string());
+                flag(&mut a, "--fsync", s.fsync.clone());
+            }
+            Invocation::CreateTopic(t) => {
+                let sub = if t.stream { "stream" } else { "topic" };
+                let verb = if t.stream { "init" } else { "create" };
+                a.extend([sub.into(), verb.into(), t.topic.clone()]);
+                if let Some(n) = t.partitions {
+                    flag(&mut a, "--partitions", n.to_string());
+                }
+                flag(&mut a, "--admin", t.admin.to_string());
+                flag(&mut a, "--ca", path(&t.ca));
+            }
+            Invocation::Bridge(b) => {
+                a.push("bridge".into());
+                flag(&mut a, "--name", b.name.clone());
+                flag(&mut a, "--from", format!("{}/{}", b.from, b.topic));
+                flag(&mut a, "--to", format!("{}/{}", b.to, b.topic));
+                flag(&mut a, "--from-ca", path(&b.from_ca));
+                flag(&mut a, "--to-ca", path(&b.to_ca));
+            }
+            Invocation::Consume(c) => {
+                match &c.mode {
+                    ConsumeMode::Stream {
+                        name,
+                        policy,
+                        checkpoint,
+                    } => {
+                        a.extend(["stream".into(), "consume".into()]);
+                        flag(&mut a, "--name", name.clone());
+                        flag(&mut a, "--policy", path(policy));
+                        flag(&mut a, "--checkpoint", path(checkpoint));
+                    }
+                    ConsumeMode::Group(g) => {
+                        a.push("consume".into());
+                        flag(&mut a, "--group", g.clone());
+                    }
+                }
+                flag(&mut a, "--topic", c.topic.clone());
+                a.push("--json".into());
+                flag(&mut a, "--addr", c.addr.to_string());
+                flag(&mut a, "--ca", path(&c.ca));
+            }
+            Invocation::Produce(p) => {
+                match &p.stream {
+                    Some(s) => {
+                        a.extend(["stream".into(), "produce".into()]);
+                        flag(&mut a, "--policy", path(&s.policy));
+                        flag(&mut a, "--payload", s.payload.clone());
+                    }
+                    None => a.push("produce".into()),
+                }
+                flag(&mut a, "--topic", p.topic.clone());
+                if let Some(s) = &p.synthetic {
+                    flag(&mut a, "--synthetic", s.items.to_string());
+                    flag(&mut a, "--size", s.size.to_string());
+                    flag(&mut a, "--rate", s.rate.to_string());
+                    flag(&mut a, "--acks", path(&s.acks));
+                    flag(&mut a, "--id-start", s.id_start.to_string());
+                    a.push("--json".into());
+                }
+                flag(&mut a, "--addr", p.addr.to_string());
+                flag(&mut a, "--ca", path(&p.ca));
+            }
+            Invocation::PredictServe(m) => {
+                a.extend(["predict".into(), "serve".into()]);
+                flag(&mut a, "--monitor", path(&m.monitor));
+                flag(&mut a, "--addr", m.addr.to_string());
+                flag(&mut a, "--ca", path(&m.ca));
+                flag(&mut a, "--admin", m.admin.to_string());
+            }
+        }
+        a
+    }
+}
+
+/// One command line the twin would run for a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExampleInvocation {
+    /// The scenario's name.
+    pub scenario: String,
+    /// What the process is: a host kind (`node`, `bridge`, `consumer`,
+    /// `monitor`, `producer`) or a setup step (`topic`, `metrics-topic`,
+    /// `metrics-publisher`).
+    pub kind: &'static str,
+    /// The arguments after the binary's name.
+    pub argv: Vec<String>,
+}
+
+/// Every command line a run of `scenario` would give the `diaspora`
+/// binary, in the order the run starts them, with the hosts' directories
+/// under `work_dir` and stand-in loopback addresses for the ports a run
+/// picks when it starts. Writes nothing and starts nothing.
+///
+/// The metrics publisher's lines appear when the scenario has `[metrics]`
+/// (a run may also be given metrics options on the command line).
+pub fn scenario_invocations(
+    scenario: &Scenario,
+    work_dir: &Path,
+) -> Result<Vec<ExampleInvocation>, TwinError> {
+    let env = crate::hosts::HostEnv::stand_in(scenario, work_dir);
+    let mut out = Vec::new();
+    let mut push = |kind: &'static str, inv: &Invocation| {
+        out.push(ExampleInvocation {
+            scenario: scenario.name.clone(),
+            kind,
+            argv: inv.argv(),
+        })
+    };
+    for phase in crate::hosts::Phase::ALL {
+        for h in crate::hosts::planned(scenario, phase) {
+            push(
+                h.kind.kind(),
+                &h.kind.command(scenario, h.index, &env)?.invocation,
+            );
+        }
+        if phase == crate::hosts::Phase::Serve {
+            for (_, _, inv) in crate::hosts::topic::create_topics(scenario, &env) {
+                push("topic", &inv);
+            }
+        }
+        if phase == crate::hosts::Phase::Receive {
+            if let Some(m) = &scenario.metrics {
+                let (create, publish) =
+                    crate::metrics_sink::publisher_invocations(&env, &m.node, &m.topic)?;
+                push("metrics-topic", &create);
+                push("metrics-publisher", &publish);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every command line the scenarios in `dir` (`*.toml`, e.g. the shipped
+/// `twins/`) would run, in file-name order; see [`scenario_invocations`].
+/// A test hands each `argv` to the CLI's own parser, so a flag the twin
+/// uses and the CLI no longer has fails there.
+pub fn example_invocations(dir: &Path) -> Result<Vec<ExampleInvocation>, TwinError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(TwinError::io("read", dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let s = Scenario::load(&f)?;
+        let work = Path::new("/tmp/twin").join(&s.name);
+        out.extend(scenario_invocations(&s, &work)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,49 @@
+//! Bridge hosts (`[[bridges]]`): `diaspora bridge` forwarding a topic from
+//! one node to another, optionally through a link.
+
+use super::{HostCommand, HostEnv, HostKind, Phase, Records};
+use crate::cli_args::{self, Invocation};
+use crate::{Scenario, TwinError};
+
+/// The bridge kind.
+pub struct Bridge;
+
+impl HostKind for Bridge {
+    fn kind(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Receive
+    }
+
+    fn plan(&self, scenario: &Scenario) -> Vec<String> {
+        scenario.bridges.iter().map(|b| b.name.clone()).collect()
+    }
+
+    fn command(
+        &self,
+        scenario: &Scenario,
+        index: usize,
+        env: &HostEnv,
+    ) -> Result<HostCommand, TwinError> {
+        let b = &scenario.bridges[index];
+        Ok(HostCommand {
+            invocation: Invocation::Bridge(cli_args::Bridge {
+                name: b.name.clone(),
+                topic: b.topic.clone(),
+                from: env.node(&b.from).data,
+                to: env.addr_of(scenario, &b.to, &b.via)?,
+                from_ca: env.node(&b.from).ca.clone(),
+                to_ca: env.node(&b.to).ca.clone(),
+            }),
+            stdout: None,
+            files: Vec::new(),
+            records: Records::None,
+        })
+    }
+
+    fn stop_after_drain(&self) -> Option<u8> {
+        Some(1)
+    }
+}
