@@ -12,6 +12,8 @@
 //! client and the spill files.
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod consumer;
 pub mod control;
 pub mod core;
