@@ -209,6 +209,37 @@ impl MetricsArgs {
             .with_context(|| format!("publishing metrics on {:?}", self.metrics_topic))?;
         Ok(Some(p))
     }
+
+    /// Publishes, if asked to, one component's figures as metrics
+    /// (`prefix.FIELD`, counters in `{item}` but for `gauges`, see
+    /// [`diaspora_telemetry::collect_fields`]) under `source`, on a topic
+    /// that must exist.
+    pub async fn publish_fields<T, F>(
+        &self,
+        client: &Client,
+        source: String,
+        prefix: &str,
+        labels: &[(&str, &str)],
+        gauges: &[(&str, &str)],
+        read: F,
+    ) -> Result<Option<diaspora_telemetry::publish::MetricsPublisher>>
+    where
+        T: serde::Serialize,
+        F: Fn() -> Option<T> + Send + Sync + 'static,
+    {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let registry = diaspora_telemetry::Registry::new();
+        diaspora_telemetry::collect_fields(&registry, prefix, labels, "{item}", gauges, read)?;
+        self.start(
+            client.clone(),
+            source,
+            registry,
+            diaspora_telemetry::publish::TopicCreation::MustExist,
+        )
+        .await
+    }
 }
 
 /// The one signal helper of every command: a future that completes at the

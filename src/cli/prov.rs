@@ -16,7 +16,7 @@ use diaspora_provenance::{
     TagValue, Target, Validity,
 };
 
-use super::DataConn;
+use super::{print_report, DataConn};
 
 /// The provenance store a command works on.
 #[derive(Args, Clone)]
@@ -786,14 +786,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
                 json,
             } => {
                 let r = bench::ingest(store.as_deref(), records, batch)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
+                print_report(&r, json, |r| {
+                    format!(
                         "ingest: {} records in {:.2} s = {:.0} records/s ({})",
                         r.records, r.elapsed_s, r.records_per_s, r.store
                     )
-                }
+                })?;
             }
             ProvBench::Cascade {
                 descendants,
@@ -802,14 +800,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
                 json,
             } => {
                 let r = bench::cascade(store.as_deref(), descendants, fanout)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
+                print_report(&r, json, |r| {
+                    format!(
                         "cascade: {} records invalidated in {:.3} s ({})",
                         r.invalidated, r.cascade_s, r.store
                     )
-                }
+                })?;
             }
             ProvBench::Lineage {
                 depth,
@@ -819,14 +815,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
                 json,
             } => {
                 let r = bench::lineage(store.as_deref(), depth, width, queries)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
-                        "lineage depth {}: p50 {:.0} µs, p99 {:.0} µs over {} queries ({:.1} records each)",
-                        r.depth, r.query_us_p50, r.query_us_p99, r.queries, r.records_per_query
+                print_report(&r, json, |r| {
+                    format!(
+                    "lineage depth {}: p50 {:.0} µs, p99 {:.0} µs over {} queries ({:.1} records each)",
+                    r.depth, r.query_us_p50, r.query_us_p99, r.queries, r.records_per_query
                     )
-                }
+                })?;
             }
             ProvBench::Mascot {
                 configs,
@@ -839,14 +833,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
             } => {
                 let r =
                     bench::mascot(store.as_deref(), configs, models, cycles, experiments, uris)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
+                print_report(&r, json, |r| {
+                    format!(
                         "mascot: {} rows in {:.2} s = {:.0} rows/s ({})",
                         r.rows, r.elapsed_s, r.rows_per_s, r.store
                     )
-                }
+                })?;
             }
         },
     }

@@ -12,8 +12,7 @@ use diaspora_stream::control;
 use diaspora_stream::{Policy, QosConsumer, QosProducer, Sent};
 
 use diaspora_stream::consumer::ConsumerReport;
-use diaspora_telemetry::publish::TopicCreation;
-use diaspora_telemetry::{collect_fields, Registry, ReportSlot};
+use diaspora_telemetry::ReportSlot;
 
 use super::{admin, client, AdminConn, DataConn, MetricsArgs, Stop, StopArgs};
 
@@ -245,28 +244,22 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
     let stop = Stop::on_signal()?;
     let client = client(&a.conn).await?;
     let mut p = QosProducer::new(&client, &a.topic, a.partition, policy.clone()).await?;
-    let publisher = if a.metrics.enabled() {
-        let registry = Registry::new();
-        let probe = p.probe();
-        let partition = a.partition.to_string();
-        collect_fields(
-            &registry,
+    let probe = p.probe();
+    let partition = a.partition.to_string();
+    let publisher = a
+        .metrics
+        .publish_fields(
+            &client,
+            format!("producer:{}/{}", a.topic, a.partition),
             "stream.producer",
             &[
                 ("topic", a.topic.as_str()),
                 ("partition", partition.as_str()),
             ],
-            "{item}",
             PRODUCER_GAUGES,
             move || Some(probe.figures()),
-        )?;
-        let source = format!("producer:{}/{}", a.topic, a.partition);
-        a.metrics
-            .start(client.clone(), source, registry, TopicCreation::MustExist)
-            .await?
-    } else {
-        None
-    };
+        )
+        .await?;
     let mut acks = p.subscribe_acks();
     let mut ack_file = match &a.acks {
         Some(path) => Some(std::io::BufWriter::new(
@@ -415,24 +408,18 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
     )
     .await?;
     let figures = ReportSlot::new(ConsumerFigures::default());
-    let publisher = if a.metrics.enabled() {
-        let registry = Registry::new();
-        let reader = figures.clone();
-        collect_fields(
-            &registry,
+    let reader = figures.clone();
+    let publisher = a
+        .metrics
+        .publish_fields(
+            &client,
+            format!("consumer:{}/{}", a.topic, a.name),
             "stream.consumer",
             &[("topic", a.topic.as_str()), ("consumer", a.name.as_str())],
-            "{item}",
             CONSUMER_GAUGES,
             move || Some(reader.load()),
-        )?;
-        let source = format!("consumer:{}/{}", a.topic, a.name);
-        a.metrics
-            .start(client.clone(), source, registry, TopicCreation::MustExist)
-            .await?
-    } else {
-        None
-    };
+        )
+        .await?;
     let mut latency_ms = 0.0;
     let idle = a.stop.idle();
     let stop = Stop::on_signal()?;

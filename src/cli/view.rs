@@ -10,8 +10,7 @@ use diaspora_view::runner::{Restore, View, ViewOptions};
 use diaspora_view::snapshot::SnapshotStore;
 use diaspora_view::ViewSpec;
 
-use diaspora_telemetry::publish::TopicCreation;
-use diaspora_telemetry::{collect_fields, Registry, ReportSlot};
+use diaspora_telemetry::ReportSlot;
 use diaspora_view::runner::ViewStats;
 
 use super::{shutdown_signal, DataConn, MetricsArgs};
@@ -203,29 +202,21 @@ async fn run_view(a: RunArgs) -> Result<()> {
         outbox: view.outbox() as u64,
         held: view.held() as u64,
     };
-    let publisher = if a.metrics.enabled() {
+    if a.metrics.enabled() {
         figures.store(observe(&view));
-        let registry = Registry::new();
-        let reader = figures.clone();
-        collect_fields(
-            &registry,
+    }
+    let reader = figures.clone();
+    let publisher = a
+        .metrics
+        .publish_fields(
+            &client,
+            format!("view:{view_name}"),
             "view",
             &[("view", view_name.as_str())],
-            "{item}",
             VIEW_GAUGES,
             move || Some(reader.load()),
-        )?;
-        a.metrics
-            .start(
-                client.clone(),
-                format!("view:{view_name}"),
-                registry,
-                TopicCreation::MustExist,
-            )
-            .await?
-    } else {
-        None
-    };
+        )
+        .await?;
     let mut n = 0u64;
     let mut idle = Duration::ZERO;
     let step = Duration::from_millis(500);
