@@ -21,7 +21,7 @@
 //! | [`nab`] | an exact port of the Numenta Anomaly Benchmark's scoring, and its data loaders |
 //! | [`baseline`] | NAB's windowed Gaussian detector; persistence and EWMA forecasts |
 //! | [`traces`] | forecast RMSE and congestion-onset precision, recall and lead time on twin traces |
-//! | [`bench`] | inference and training speed (`diaspora bench predict`) |
+//! | [`bench`](mod@bench) | inference and training speed (`diaspora bench predict`) |
 //! | `serve` (feature `fabric`) | the monitor runtime on the fabric: metric events in, prediction and alert events out (`diaspora predict serve`) |
 //! | [`fuzzing`] | fuzz bodies for the parsers |
 //!
