@@ -11,7 +11,8 @@ use diaspora::proto::{decode_frame, encode_frame};
 use prost::Message;
 
 fn item(size: usize) -> v1::Item {
-    let mut it = diaspora::fabric::item::payload_item(diaspora::bench::synthetic_payload(size));
+    let mut it =
+        diaspora::fabric::item::payload_item(diaspora::fabric::bench::synthetic_payload(size));
     it.metadata.insert(
         "frame".into(),
         v1::Value {

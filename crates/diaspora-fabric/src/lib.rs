@@ -65,6 +65,8 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod bridge;
 pub mod broker;
 pub mod client;

@@ -1,30 +1,43 @@
-//! Prediction for diaspora, starting with the yardstick: detector evaluation.
+//! Prediction for diaspora: an LSTM forecaster for metric series, anomaly
+//! detection from its forecast error, declarative monitors that turn both
+//! into events, and the yardsticks that measure them.
 //!
-//! Before diaspora predicts anything it needs an honest way to measure a
-//! predictor. The [`nab`] module is an exact port of the scoring of the
-//! Numenta Anomaly Benchmark (NAB, the public `numenta/NAB` repository),
-//! together with loaders for NAB's data files (`data/**/*.csv` and
-//! `labels/combined_windows.json`).
+//! The model: a metric series (a link's utilisation, a partition's lag)
+//! arrives one sample at a time. The [`forecast`] module's LSTM (candle)
+//! forecasts its next `horizon` steps and learns online; the [`anomaly`]
+//! module turns its forecast errors into a likelihood with a threshold that
+//! adapts to each series' own noise, and alerts. A [`monitor`] (a TOML file)
+//! says which series to read, which model to start from and which events to
+//! publish: a prediction when the forecast reaches a threshold with enough
+//! confidence, an alert when the error is unusual. [`monitor::MonitorCore`]
+//! is the pure part: samples with their own times in, events out.
 //!
-//! The model: a detector reads a series row by row and gives every row an
-//! anomaly score in `[0, 1]`. A threshold turns scores into detections. NAB
-//! scores the detections against labelled anomaly *windows*: an early
-//! detection inside a window earns the most, a window with no detection costs
-//! a false negative, a detection outside every window costs a false positive
-//! (less just after a window), and the first 15 % of each series is a
-//! probationary period that is not scored. The raw score is normalised so that
-//! the null detector (never detects) scores 0 and a perfect one 100. NAB picks
-//! each detector's threshold by sweeping every anomaly score it produced and
-//! keeping the best; [`nab::optimize_threshold`] does the same.
+//! | module | what |
+//! | --- | --- |
+//! | [`forecast`] | the forecaster, its per-series state, checkpoints (safetensors), devices (CPU, CUDA with feature `cuda`) |
+//! | [`anomaly`] | forecast-error likelihood and the alert gate (pure) |
+//! | [`monitor`] | monitor specs, [`monitor::MonitorCore`], the event codec |
+//! | [`detector`] | the forecast-error detector over whole series, scored on NAB |
+//! | [`nab`] | an exact port of the Numenta Anomaly Benchmark's scoring, and its data loaders |
+//! | [`baseline`] | NAB's windowed Gaussian detector; persistence and EWMA forecasts |
+//! | [`traces`] | forecast RMSE and congestion-onset precision, recall and lead time on twin traces |
+//! | [`bench`](mod@bench) | inference and training speed (`diaspora bench predict`) |
+//! | `serve` (feature `fabric`) | the monitor runtime on the fabric: metric events in, prediction and alert events out (`diaspora predict serve`) |
+//! | [`fuzzing`] | fuzz bodies for the parsers |
 //!
-//! The scoring functions are pure: they take series, windows and anomaly
-//! scores in memory and return numbers. Files are read only by
-//! [`nab::read_series`], [`nab::read_windows`] and [`nab::load_corpus`], each
-//! with a limit on what it will read.
+//! Without the `fabric` feature the crate does no I/O but reading and
+//! writing files (series, labels, traces, specs, checkpoints), each read
+//! with a limit. With it, the `serve` module connects to a node,
+//! subscribes to metric events (diaspora-telemetry's format), publishes
+//! events and checkpoints models; it takes its shutdown as a future, so the
+//! command line, the twins or a test decide what stops it.
 //!
-//! What this crate does not do (yet): it has no detectors of its own, it does
-//! not build NAB windows from raw labels (NAB's `LabelCombiner`), and it does
-//! not write NAB's results files.
+//! What this crate does not do: it does not collect metrics (that is
+//! diaspora-telemetry), it does not act on its predictions (a consumer of
+//! the output topic does), it does not build NAB windows from raw labels
+//! (NAB's `LabelCombiner`) or write NAB's results files, and the twin
+//! traces it evaluates are made by the command line (`diaspora predict
+//! traces`), not here.
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
@@ -37,6 +50,8 @@ pub mod forecast;
 pub mod fuzzing;
 pub mod monitor;
 pub mod nab;
+#[cfg(feature = "fabric")]
+pub mod serve;
 pub mod traces;
 
 /// Errors of the prediction layer.
@@ -52,6 +67,25 @@ pub enum PredictError {
     /// The model (candle) failed: a shape, device or numerical error.
     #[error("model: {0}")]
     Model(String),
+    /// The fabric failed (feature `fabric`).
+    #[cfg(feature = "fabric")]
+    #[error(transparent)]
+    Fabric(#[from] diaspora_fabric::FabricError),
+    /// Reading metric events failed (feature `fabric`).
+    #[cfg(feature = "fabric")]
+    #[error(transparent)]
+    Telemetry(#[from] diaspora_telemetry::TelemetryError),
+    /// The monitor runtime failed (feature `fabric`), saying what it was
+    /// doing; the cause is the error's source.
+    #[cfg(feature = "fabric")]
+    #[error("{context}")]
+    Runtime {
+        /// What the runtime was doing (which monitor, which topic).
+        context: String,
+        /// The fabric or telemetry error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A file or directory could not be read.
     #[error("reading {}: {source}", path.display())]
     Io {

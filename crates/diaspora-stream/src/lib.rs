@@ -32,6 +32,8 @@
 //! (a hook hands it to diaspora-provenance), or join streams (diaspora-view).
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod consumer;
 pub mod control;
 pub mod core;

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use diaspora::predict::detector::{nab_eval, DetectorConfig};
-use diaspora::predict::{forecast, nab};
+use diaspora_predict::detector::{nab_eval, DetectorConfig};
+use diaspora_predict::{forecast, nab};
 
+/// The subcommands of `diaspora predict`.
 #[derive(Subcommand)]
 pub enum PredictCommand {
     /// Evaluate the detector and forecaster: on NAB (`--nab DIR`: NAB's
@@ -63,6 +64,7 @@ impl ModelShape {
     }
 }
 
+/// Arguments of `diaspora predict train`.
 #[derive(Args)]
 pub struct TrainArgs {
     /// Directory of traces.
@@ -85,8 +87,8 @@ pub struct TrainArgs {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    use diaspora::predict::forecast::{Forecaster, ForecasterConfig, SeriesState};
-    let traces = diaspora::predict::traces::load_traces(&a.traces)?;
+    use diaspora_predict::forecast::{Forecaster, ForecasterConfig, SeriesState};
+    let traces = diaspora_predict::traces::load_traces(&a.traces)?;
     let config = ForecasterConfig {
         history: 8192,
         seed: a.seed,
@@ -133,6 +135,7 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Arguments of `diaspora bench predict`.
 #[derive(Args)]
 pub struct BenchArgs {
     /// Series per batch.
@@ -151,8 +154,9 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// Runs `diaspora bench predict` (blocking).
 pub fn bench(a: BenchArgs) -> Result<()> {
-    use diaspora::predict::bench::{run, PredictBenchConfig};
+    use diaspora_predict::bench::{run, PredictBenchConfig};
     let device = forecast::device(&a.device)?;
     let cfg = PredictBenchConfig {
         forecaster: a.shape.config(),
@@ -186,13 +190,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Arguments of `diaspora predict serve`.
 #[derive(Args)]
 pub struct ServeArgs {
     /// Monitor files.
     #[arg(long = "monitor", required = true)]
     monitors: Vec<PathBuf>,
     #[command(flatten)]
-    conn: crate::DataConn,
+    conn: super::DataConn,
     /// gRPC admin address of the node, to create an absent output topic.
     #[arg(long)]
     admin: Option<std::net::SocketAddr>,
@@ -207,6 +212,7 @@ pub struct ServeArgs {
     idle_s: f64,
 }
 
+/// Arguments of `diaspora predict traces`.
 #[derive(Args)]
 pub struct TracesArgs {
     /// The twin scenario (its first congestion fault is varied).
@@ -229,6 +235,7 @@ pub struct TracesArgs {
     interval_ms: u64,
 }
 
+/// Arguments of `diaspora predict eval`.
 #[derive(Args)]
 pub struct EvalArgs {
     /// A NAB directory with `data/**/*.csv` and `labels/combined_windows.json`.
@@ -260,6 +267,7 @@ pub struct EvalArgs {
     json: bool,
 }
 
+/// Runs a `diaspora predict` command.
 pub async fn run(cmd: PredictCommand) -> Result<()> {
     match cmd {
         PredictCommand::Eval(a) => tokio::task::block_in_place(|| eval(a)),
@@ -267,167 +275,52 @@ pub async fn run(cmd: PredictCommand) -> Result<()> {
         PredictCommand::Serve(a) => serve(a).await,
         PredictCommand::Train(a) => tokio::task::block_in_place(|| train(a)),
         PredictCommand::Check { monitor } => {
-            let spec = diaspora::predict::monitor::MonitorSpec::load(&monitor)?;
+            let spec = diaspora_predict::monitor::MonitorSpec::load(&monitor)?;
             print!("{}", toml::to_string_pretty(&spec)?);
             Ok(())
         }
     }
 }
 
+/// Runs monitors against a live node until SIGTERM, Ctrl-C or a limit:
+/// events on stdout (one JSON line each), progress on stderr.
 async fn serve(a: ServeArgs) -> Result<()> {
-    use diaspora::predict::monitor::{encode_event, MonitorCore, MonitorSpec};
-    use diaspora_fabric::{Client, ClientConfig, Producer, ProducerConfig, StartFrom};
-    use diaspora_telemetry::publish::TopicCreation;
-    use std::time::Duration;
-
-    let client = Client::connect(ClientConfig::new(a.conn.addr, &a.conn.ca))
-        .await
-        .with_context(|| format!("connecting to {}", a.conn.addr))?;
-    let mut monitors = Vec::new();
-    for path in &a.monitors {
-        let spec = MonitorSpec::load(path)?;
-        let device = forecast::device(&spec.model.device)?;
-        let core = tokio::task::block_in_place(|| MonitorCore::new(spec.clone(), device))?;
-        let how = match a.admin {
-            Some(addr) => TopicCreation::Admin(addr),
-            None => TopicCreation::MustExist,
-        };
-        diaspora_telemetry::publish::ensure_topic(&client, &spec.output.topic, &how)
-            .await
-            .with_context(|| {
-                format!(
-                    "monitor {}: output topic {:?} (give --admin to create it)",
-                    spec.name, spec.output.topic
-                )
-            })?;
-        let producer = Producer::new(&client, ProducerConfig::new(spec.output.topic.clone()))
-            .await
-            .with_context(|| format!("monitor {}: producer", spec.name))?;
-        let start = if a.from_start {
-            StartFrom::Earliest
+    use diaspora_predict::serve::{run, Progress, ServeConfig};
+    let config = ServeConfig {
+        node: diaspora_fabric::ClientConfig::new(a.conn.addr, &a.conn.ca),
+        admin: a.admin,
+        monitors: a.monitors,
+        start: if a.from_start {
+            diaspora_fabric::StartFrom::Earliest
         } else {
-            StartFrom::Latest
-        };
-        let stream = diaspora_telemetry::subscribe(&client, &spec.source.topic, start)
-            .await
-            .with_context(|| {
-                format!(
-                    "monitor {}: metric topic {:?}",
-                    spec.name, spec.source.topic
-                )
-            })?;
-        eprintln!(
+            diaspora_fabric::StartFrom::Latest
+        },
+        max_s: a.max_s,
+        idle_s: a.idle_s,
+    };
+    let mut progress = |p: Progress<'_>| match p {
+        Progress::Started(spec) => eprintln!(
             "monitor {}: {} {:?} on {} → {}",
             spec.name, spec.source.metric, spec.source.labels, spec.source.topic, spec.output.topic
-        );
-        monitors.push((core, producer, stream, Instant::now()));
-    }
-    // Ctrl-C or SIGTERM: stop after the current event, saving the models.
-    tokio::spawn(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        ),
+        Progress::Published { event, .. } => println!("{}", String::from_utf8_lossy(event)),
+        Progress::Unacknowledged { monitor, error } => {
+            eprintln!("monitor {monitor}: an event was not acknowledged: {error}")
         }
-        a_stop();
-    });
-    let t0 = Instant::now();
-    let mut last_event = Instant::now();
-    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut deliveries = tokio::task::JoinSet::new();
-    let save = |core: &MonitorCore| -> Result<()> {
-        if let Some(p) = &core.spec().model.save_to {
-            core.model().save(p)?;
-        }
-        Ok(())
-    };
-    loop {
-        if a.max_s > 0.0 && t0.elapsed().as_secs_f64() >= a.max_s {
-            break;
-        }
-        if a.idle_s > 0.0 && last_event.elapsed().as_secs_f64() >= a.idle_s {
-            break;
-        }
-        let mut got = false;
-        for (core, producer, stream, saved) in monitors.iter_mut() {
-            let ev = stream.next(Duration::from_millis(100)).await?;
-            let Some(ev) = ev else { continue };
-            got = true;
-            let mut out = Vec::new();
-            tokio::task::block_in_place(|| -> Result<()> {
-                for s in &ev.samples {
-                    if core.wants(&s.name, &s.labels) {
-                        out.extend(core.observe(&s.labels, s.value, ev.t_us)?);
-                    }
-                }
-                Ok(())
-            })?;
-            for e in out {
-                let bytes = encode_event(&e);
-                println!("{}", String::from_utf8_lossy(&bytes));
-                let delivery = producer
-                    .send(diaspora_fabric::item::payload_item(bytes.into()))
-                    .await?;
-                // Count the outcome when the node answers (events are few:
-                // a task each is cheap); a failure is logged, not fatal.
-                let (acked, failed) = (acked.clone(), failed.clone());
-                let name = core.spec().name.clone();
-                deliveries.spawn(async move {
-                    match delivery.await {
-                        Ok(_) => acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                        Err(e) => {
-                            eprintln!("monitor {name}: an event was not acknowledged: {e}");
-                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                        }
-                    };
-                });
-                while deliveries.try_join_next().is_some() {}
-            }
-            let every = core.spec().model.save_every_s;
-            if every > 0.0 && saved.elapsed().as_secs_f64() >= every {
-                tokio::task::block_in_place(|| save(core))?;
-                *saved = Instant::now();
-            }
-        }
-        if got {
-            last_event = Instant::now();
-        }
-        if STOP.load(std::sync::atomic::Ordering::Relaxed) {
-            break;
-        }
-    }
-    let mut closed = Ok(());
-    for (core, producer, stream, _) in monitors {
-        if let Err(e) = producer.close().await {
-            closed = Err(e);
-        }
-        stream.close().await;
-        tokio::task::block_in_place(|| save(&core))?;
-        eprintln!(
+        Progress::Stopped { monitor, stats } => eprintln!(
             "monitor {}: {}",
-            core.spec().name,
-            serde_json::to_string(&core.stats())?
-        );
-    }
-    while deliveries.join_next().await.is_some() {}
-    let (acked, failed) = (
-        acked.load(std::sync::atomic::Ordering::Relaxed),
-        failed.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    eprintln!("events: {acked} acknowledged, {failed} not");
-    closed?;
-    if failed > 0 {
-        anyhow::bail!("{failed} monitor event(s) were not acknowledged");
+            monitor.name,
+            serde_json::to_string(&stats).unwrap_or_default()
+        ),
+        Progress::Finished { acked, failed } => {
+            eprintln!("events: {acked} acknowledged, {failed} not")
+        }
+    };
+    let report = run(&config, super::shutdown_signal()?, &mut progress).await?;
+    if report.failed > 0 {
+        anyhow::bail!("{} monitor event(s) were not acknowledged", report.failed);
     }
     Ok(())
-}
-
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn a_stop() {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The congestion parameters of one seed.
@@ -626,7 +519,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     if let Some(dir) = &a.twin_traces {
-        use diaspora::predict::traces::{load_traces, twin_eval, TwinEvalConfig};
+        use diaspora_predict::traces::{load_traces, twin_eval, TwinEvalConfig};
         let cfg: TwinEvalConfig =
             load_toml_or_default(a.twin_config.as_deref(), "trace-evaluation")?;
         cfg.forecaster.validate()?;

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use diaspora::view::runner::{Restore, View, ViewOptions};
-use diaspora::view::snapshot::SnapshotStore;
-use diaspora::view::ViewSpec;
 use diaspora_fabric::{Client, ClientConfig};
+use diaspora_view::runner::{Restore, View, ViewOptions};
+use diaspora_view::snapshot::SnapshotStore;
+use diaspora_view::ViewSpec;
 
-use diaspora::view::runner::ViewStats;
-use diaspora_telemetry::publish::TopicCreation;
-use diaspora_telemetry::{collect_fields, Registry, ReportSlot};
+use diaspora_telemetry::ReportSlot;
+use diaspora_view::runner::ViewStats;
 
-use crate::{DataConn, MetricsArgs};
+use super::{shutdown_signal, DataConn, MetricsArgs};
 
 /// A view's figures as its loop last saw them (`view.*` metrics).
 #[derive(Clone, Default, serde::Serialize)]
@@ -35,6 +34,7 @@ const VIEW_GAUGES: &[(&str, &str)] = &[
     ("held", "{member}"),
 ];
 
+/// The subcommands of `diaspora view`.
 #[derive(Subcommand)]
 pub enum ViewCommand {
     /// Check a view spec (TOML) and print it with every default filled in.
@@ -64,6 +64,7 @@ pub enum ViewCommand {
     Bench(BenchArgs),
 }
 
+/// Arguments of `diaspora view run`.
 #[derive(Args)]
 pub struct RunArgs {
     /// The spec file (TOML; see `diaspora view check`).
@@ -97,6 +98,7 @@ pub struct RunArgs {
     metrics: MetricsArgs,
 }
 
+/// Arguments of `diaspora view bench`.
 #[derive(Args)]
 pub struct BenchArgs {
     /// View items per join shape in the engine benchmark.
@@ -122,6 +124,7 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// Runs a `diaspora view` command.
 pub async fn run(cmd: ViewCommand) -> Result<()> {
     match cmd {
         ViewCommand::Check { spec } => {
@@ -199,34 +202,26 @@ async fn run_view(a: RunArgs) -> Result<()> {
         outbox: view.outbox() as u64,
         held: view.held() as u64,
     };
-    let publisher = if a.metrics.enabled() {
+    if a.metrics.enabled() {
         figures.store(observe(&view));
-        let registry = Registry::new();
-        let reader = figures.clone();
-        collect_fields(
-            &registry,
+    }
+    let reader = figures.clone();
+    let publisher = a
+        .metrics
+        .publish_fields(
+            &client,
+            format!("view:{view_name}"),
             "view",
             &[("view", view_name.as_str())],
-            "{item}",
             VIEW_GAUGES,
             move || Some(reader.load()),
-        )?;
-        a.metrics
-            .start(
-                client.clone(),
-                format!("view:{view_name}"),
-                registry,
-                TopicCreation::MustExist,
-            )
-            .await?
-    } else {
-        None
-    };
+        )
+        .await?;
     let mut n = 0u64;
     let mut idle = Duration::ZERO;
     let step = Duration::from_millis(500);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let signal = shutdown_signal()?;
+    tokio::pin!(signal);
     loop {
         if a.max_items > 0 && n >= a.max_items {
             break;
@@ -235,7 +230,7 @@ async fn run_view(a: RunArgs) -> Result<()> {
             break;
         }
         let got = tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = &mut signal => break,
             got = view.next(step) => got?,
         };
         if publisher.is_some() {
@@ -293,13 +288,13 @@ async fn bench(a: BenchArgs) -> Result<()> {
     for k in [1, a.k] {
         let mut runs = Vec::new();
         for _ in 0..a.rounds {
-            runs.push(diaspora::view::bench::join(a.items, k, a.open_keys)?);
+            runs.push(diaspora_view::bench::join(a.items, k, a.open_keys)?);
         }
         runs.sort_by(|x, y| x.view_items_per_s.total_cmp(&y.view_items_per_s));
         shapes.push((k, runs.swap_remove(runs.len() / 2)));
     }
     let fabric = if a.fabric_items > 0 {
-        Some(diaspora::view::bench::fabric(a.fabric_items, a.k, a.payload_bytes).await?)
+        Some(diaspora_view::bench::fabric(a.fabric_items, a.k, a.payload_bytes).await?)
     } else {
         None
     };

@@ -13,6 +13,12 @@
 //! only, no payload copies), which a trainer stage checks. At the end the
 //! demo finds one frame bad, invalidates it and shows what that reached —
 //! the reconstruction, the training sample — and why.
+//!
+//! This is an application crate, not a library layer: it prints its
+//! progress and summary, and it is what `diaspora demo` runs. It does not
+//! reconstruct anything real (a position's "reconstruction" is the mean of
+//! its frames); the ptychography loop will rebuild it on a ptychography
+//! crate.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,34 +39,41 @@ use diaspora_stream::{ndarray as nd, Policy, QosConsumer, QosProducer, Sent};
 use diaspora_view::runner::{View, ViewOptions};
 use diaspora_view::ViewSpec;
 
-/// Arguments of `diaspora demo`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
+/// What the demo runs ([`Default`]: the defaults of `diaspora demo`).
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
     /// Diffraction frames to stream.
-    #[arg(long, default_value_t = 2000)]
     pub frames: u64,
     /// Frame width, pixels.
-    #[arg(long, default_value_t = 256)]
     pub width: usize,
     /// Frame height, pixels.
-    #[arg(long, default_value_t = 256)]
     pub height: usize,
     /// Frames per scan position (a training sample joins them with the
     /// position's reconstruction).
-    #[arg(long, default_value_t = 4)]
     pub frames_per_position: u64,
     /// Partitions of the frames topic.
-    #[arg(long, default_value_t = 2)]
     pub partitions: u32,
     /// Frame rate at the detector, frames/s (0 = as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Keep the node's data here instead of a temporary directory.
-    #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
     /// Print the summary as JSON.
-    #[arg(long)]
     pub json: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            frames: 2000,
+            width: 256,
+            height: 256,
+            frames_per_position: 4,
+            partitions: 2,
+            rate: 0.0,
+            data_dir: None,
+            json: false,
+        }
+    }
 }
 
 /// One synthetic far-field diffraction pattern: an Airy-like central disc and
@@ -134,7 +147,7 @@ struct TrainerStats {
 pub const SAMPLES_TOPIC: &str = "view.training-samples";
 
 /// Runs the demo and prints a summary.
-pub async fn run(args: DemoArgs) -> Result<()> {
+pub async fn run(args: DemoConfig) -> Result<()> {
     ensure!(args.frames > 0, "--frames must be > 0");
     ensure!(args.width * args.height > 0, "frame must have pixels");
     ensure!(

@@ -9,15 +9,16 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use diaspora::provenance::fabric::FabricSink;
-use diaspora::provenance::interchange::{self, Scope};
-use diaspora::provenance::{
+use diaspora_provenance::fabric::FabricSink;
+use diaspora_provenance::interchange::{self, Scope};
+use diaspora_provenance::{
     bench, ActionKind, ActionTarget, Direction, EdgeKind, Kind, Provenance, Record, RecordId,
     TagValue, Target, Validity,
 };
 
-use crate::DataConn;
+use super::{print_report, DataConn};
 
+/// The provenance store a command works on.
 #[derive(Args, Clone)]
 pub struct StoreArg {
     /// Provenance store: a SQLite file path, or postgres://USER:PASS@HOST/DB.
@@ -50,6 +51,7 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The subcommands of `diaspora prov`.
 #[derive(Subcommand)]
 pub enum ProvCommand {
     /// Show records: an id, an item (topic/0/17), name:NAME, a tag (scan=17) or model@version.
@@ -59,8 +61,10 @@ pub enum ProvCommand {
         /// At most this many records.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -77,8 +81,10 @@ pub enum ProvCommand {
         /// Levels to walk (all if omitted).
         #[arg(long)]
         depth: Option<usize>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -98,12 +104,15 @@ pub enum ProvCommand {
         #[arg(long)]
         notify: bool,
         /// Topic for invalidation notices.
-        #[arg(long, default_value = diaspora::provenance::NOTICE_TOPIC)]
+        #[arg(long, default_value = diaspora_provenance::NOTICE_TOPIC)]
         notice_topic: String,
+        /// The node (for --notify).
         #[command(flatten)]
         conn: DataConn,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -111,8 +120,10 @@ pub enum ProvCommand {
     Why {
         /// Record id.
         id: RecordId,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -123,6 +134,7 @@ pub enum ProvCommand {
         /// Time, µs since the Unix epoch.
         #[arg(long)]
         at: Option<i64>,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -137,15 +149,19 @@ pub enum ProvCommand {
         /// URI.
         #[arg(long, group = "by")]
         uri: Option<String>,
+        /// At most this many records.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
     /// Add a record; prints its id.
     Add {
+        /// The record's kind.
         #[arg(long, value_enum)]
         kind: KindArg,
+        /// The record's name.
         #[arg(long)]
         name: String,
         /// Tag KEY=VALUE (typed: bool, integer, float, else string); repeatable.
@@ -157,15 +173,20 @@ pub enum ProvCommand {
         /// Parent ID or ID:KIND (derived, used, generated, trained, revision, inferred); repeatable.
         #[arg(long = "parent")]
         parents: Vec<String>,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
     /// Record that CHILD depends on PARENT (refused if it would close a cycle).
     Derive {
+        /// The derived record.
         child: RecordId,
+        /// The record it depends on.
         parent: RecordId,
+        /// The edge's kind (derived, used, generated, trained, revision, inferred).
         #[arg(long, default_value = "derived")]
         kind: String,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -176,15 +197,18 @@ pub enum ProvCommand {
         /// Records it was trained on.
         #[arg(long, value_delimiter = ',', required = true)]
         records: Vec<RecordId>,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
     /// What a model knew at a time: the version then and every record it was trained on.
     ModelAt {
+        /// The model's name.
         name: String,
         /// Time, µs since the Unix epoch (default now).
         #[arg(long)]
         at: Option<i64>,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -193,6 +217,7 @@ pub enum ProvCommand {
     Action(ActionCommand),
     /// Export as W3C PROV-JSON, Graphviz DOT or Mermaid.
     Export {
+        /// The format.
         #[arg(long, value_enum, default_value = "prov-json")]
         format: Format,
         /// Only this record and its lineage up and down.
@@ -204,17 +229,21 @@ pub enum ProvCommand {
         /// Write here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
     /// Import (merge) a PROV-JSON document, e.g. another store's export.
     Import {
+        /// The PROV-JSON file.
         file: PathBuf,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
     /// Counts of records, edges, invalid records, events, actions.
     Stats {
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
@@ -223,6 +252,7 @@ pub enum ProvCommand {
     Bench(ProvBench),
 }
 
+/// The subcommands of `diaspora prov action`.
 #[derive(Subcommand)]
 pub enum ActionCommand {
     /// Register an action on a record or a tag.
@@ -250,78 +280,105 @@ pub enum ActionCommand {
         /// options before the `--`).
         #[arg(last = true)]
         args: Vec<String>,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
     /// Recorded outcomes of action runs.
     Runs {
+        /// Only the runs on this record.
         #[arg(long)]
         record: Option<RecordId>,
+        /// At most this many runs.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The provenance store.
         #[command(flatten)]
         store: StoreArg,
     },
 }
 
+/// The subcommands of `diaspora prov bench`.
 #[derive(Subcommand)]
 pub enum ProvBench {
     /// Durable, committed ingest of streamed-item records.
     Ingest {
+        /// Records to ingest.
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
         /// Records per transaction.
         #[arg(long, default_value_t = 100_000)]
         batch: usize,
+        /// An empty store to run in (default: a fresh temporary SQLite file).
         #[arg(long)]
         store: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Invalidate the root of a tree of N descendants.
     Cascade {
+        /// Descendants of the root.
         #[arg(long, default_value_t = 1_000_000)]
         descendants: u64,
+        /// Children per record.
         #[arg(long, default_value_t = 1000)]
         fanout: u64,
+        /// An empty store to run in (default: a fresh temporary SQLite file).
         #[arg(long)]
         store: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Upstream lineage queries of a given depth.
     Lineage {
+        /// Layers walked per query.
         #[arg(long, default_value_t = 10)]
         depth: usize,
         /// Items per layer.
         #[arg(long, default_value_t = 20_000)]
         width: u64,
+        /// Queries timed.
         #[arg(long, default_value_t = 10_000)]
         queries: usize,
+        /// An empty store to run in (default: a fresh temporary SQLite file).
         #[arg(long)]
         store: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Braid-DB's Mascot workload.
     Mascot {
+        /// Configurations.
         #[arg(long, default_value_t = 100)]
         configs: u64,
+        /// Models.
         #[arg(long, default_value_t = 100)]
         models: u64,
+        /// Training cycles per model.
         #[arg(long, default_value_t = 5)]
         cycles: u64,
+        /// Experiments.
         #[arg(long, default_value_t = 100)]
         experiments: u64,
+        /// URIs per record.
         #[arg(long, default_value_t = 3)]
         uris: u64,
+        /// An empty store to run in (default: a fresh temporary SQLite file).
         #[arg(long)]
         store: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
+/// A record's kind, as `--kind` takes it.
+// The variants are the flag's values: doc comments would turn clap's
+// one-line list of them into a described one.
+#[allow(missing_docs)]
 #[derive(Clone, Copy, ValueEnum)]
 pub enum KindArg {
     Fact,
@@ -330,6 +387,8 @@ pub enum KindArg {
     Activity,
 }
 
+/// An export format, as `--format` takes it.
+#[allow(missing_docs)]
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
     ProvJson,
@@ -387,6 +446,8 @@ fn describe(p: &mut Provenance, r: &Record) -> Result<String> {
 }
 
 /// Runs a `prov` command (blocking).
+/// Runs a `diaspora prov` command (blocking: call it on a blocking
+/// thread; `rt` runs what needs the fabric).
 pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
     match cmd {
         ProvCommand::Show {
@@ -468,8 +529,8 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
             let mut p = store.open()?;
             if notify {
                 let client = rt
-                    .block_on(diaspora::fabric::Client::connect(
-                        diaspora::fabric::ClientConfig::new(conn.addr, &conn.ca),
+                    .block_on(diaspora_fabric::Client::connect(
+                        diaspora_fabric::ClientConfig::new(conn.addr, &conn.ca),
                     ))
                     .with_context(|| format!("connecting to the fabric at {}", conn.addr))?;
                 p.set_event_sink(
@@ -725,14 +786,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
                 json,
             } => {
                 let r = bench::ingest(store.as_deref(), records, batch)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
+                print_report(&r, json, |r| {
+                    format!(
                         "ingest: {} records in {:.2} s = {:.0} records/s ({})",
                         r.records, r.elapsed_s, r.records_per_s, r.store
                     )
-                }
+                })?;
             }
             ProvBench::Cascade {
                 descendants,
@@ -741,14 +800,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
                 json,
             } => {
                 let r = bench::cascade(store.as_deref(), descendants, fanout)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
+                print_report(&r, json, |r| {
+                    format!(
                         "cascade: {} records invalidated in {:.3} s ({})",
                         r.invalidated, r.cascade_s, r.store
                     )
-                }
+                })?;
             }
             ProvBench::Lineage {
                 depth,
@@ -758,14 +815,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
                 json,
             } => {
                 let r = bench::lineage(store.as_deref(), depth, width, queries)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
-                        "lineage depth {}: p50 {:.0} µs, p99 {:.0} µs over {} queries ({:.1} records each)",
-                        r.depth, r.query_us_p50, r.query_us_p99, r.queries, r.records_per_query
+                print_report(&r, json, |r| {
+                    format!(
+                    "lineage depth {}: p50 {:.0} µs, p99 {:.0} µs over {} queries ({:.1} records each)",
+                    r.depth, r.query_us_p50, r.query_us_p99, r.queries, r.records_per_query
                     )
-                }
+                })?;
             }
             ProvBench::Mascot {
                 configs,
@@ -778,14 +833,12 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
             } => {
                 let r =
                     bench::mascot(store.as_deref(), configs, models, cycles, experiments, uris)?;
-                if json {
-                    print_json(&r)?
-                } else {
-                    println!(
+                print_report(&r, json, |r| {
+                    format!(
                         "mascot: {} rows in {:.2} s = {:.0} rows/s ({})",
                         r.rows, r.elapsed_s, r.rows_per_s, r.store
                     )
-                }
+                })?;
             }
         },
     }

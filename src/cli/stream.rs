@@ -5,18 +5,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use diaspora::fabric::item::payload_item;
-use diaspora::proto::v1;
-use diaspora::stream::consumer::quality_label;
-use diaspora::stream::control;
-use diaspora::stream::{Policy, QosConsumer, QosProducer, Sent};
+use diaspora_fabric::item::payload_item;
+use diaspora_proto::v1;
+use diaspora_stream::consumer::quality_label;
+use diaspora_stream::control;
+use diaspora_stream::{Policy, QosConsumer, QosProducer, Sent};
 
-use diaspora::stream::consumer::ConsumerReport;
-use diaspora_telemetry::publish::TopicCreation;
-use diaspora_telemetry::{collect_fields, Registry, ReportSlot};
+use diaspora_stream::consumer::ConsumerReport;
+use diaspora_telemetry::ReportSlot;
 
-use crate::{admin, client, AdminConn, DataConn, MetricsArgs, Stop, StopArgs};
+use super::{admin, client, AdminConn, DataConn, MetricsArgs, Stop, StopArgs};
 
+/// The subcommands of `diaspora stream`.
 #[derive(Subcommand)]
 pub enum StreamCommand {
     /// Create the topics a QoS stream needs: TOPIC, TOPIC.qos (control) and TOPIC.replay.
@@ -29,6 +29,7 @@ pub enum StreamCommand {
         /// Retention of the data topic by size per partition, bytes (0 = node default).
         #[arg(long, default_value_t = 0)]
         retention_bytes: u64,
+        /// The node.
         #[command(flatten)]
         conn: AdminConn,
     },
@@ -52,6 +53,7 @@ pub enum PayloadKind {
     Frame,
 }
 
+/// Arguments of `diaspora stream produce`.
 #[derive(Args)]
 pub struct StreamProduceArgs {
     /// Data topic.
@@ -100,6 +102,7 @@ pub struct StreamProduceArgs {
     metrics: MetricsArgs,
 }
 
+/// Arguments of `diaspora stream consume`.
 #[derive(Args)]
 pub struct StreamConsumeArgs {
     /// Data topic.
@@ -164,6 +167,7 @@ fn load_policy(p: &Option<PathBuf>) -> Result<Policy> {
     })
 }
 
+/// Runs a `diaspora stream` command.
 pub async fn run(cmd: StreamCommand) -> Result<()> {
     match cmd {
         StreamCommand::Init {
@@ -173,7 +177,7 @@ pub async fn run(cmd: StreamCommand) -> Result<()> {
             conn,
         } => {
             let mut a = admin(&conn).await?;
-            let created = diaspora::stream::init_topics(
+            let created = diaspora_stream::init_topics(
                 &mut a,
                 &topic,
                 v1::TopicConfig {
@@ -220,7 +224,7 @@ fn frame_payload(i: u64, size: usize) -> v1::Item {
         }
     }
     let mut item = payload_item(bytes::Bytes::from(px));
-    diaspora::stream::ndarray::tag_array(&mut item, "u16", &[rows, cols]);
+    diaspora_stream::ndarray::tag_array(&mut item, "u16", &[rows, cols]);
     item
 }
 
@@ -240,28 +244,22 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
     let stop = Stop::on_signal()?;
     let client = client(&a.conn).await?;
     let mut p = QosProducer::new(&client, &a.topic, a.partition, policy.clone()).await?;
-    let publisher = if a.metrics.enabled() {
-        let registry = Registry::new();
-        let probe = p.probe();
-        let partition = a.partition.to_string();
-        collect_fields(
-            &registry,
+    let probe = p.probe();
+    let partition = a.partition.to_string();
+    let publisher = a
+        .metrics
+        .publish_fields(
+            &client,
+            format!("producer:{}/{}", a.topic, a.partition),
             "stream.producer",
             &[
                 ("topic", a.topic.as_str()),
                 ("partition", partition.as_str()),
             ],
-            "{item}",
             PRODUCER_GAUGES,
             move || Some(probe.figures()),
-        )?;
-        let source = format!("producer:{}/{}", a.topic, a.partition);
-        a.metrics
-            .start(client.clone(), source, registry, TopicCreation::MustExist)
-            .await?
-    } else {
-        None
-    };
+        )
+        .await?;
     let mut acks = p.subscribe_acks();
     let mut ack_file = match &a.acks {
         Some(path) => Some(std::io::BufWriter::new(
@@ -278,7 +276,7 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
             while acks.try_recv().is_ok() {}
             return Ok(());
         };
-        let now = diaspora::fabric::broker::now_us();
+        let now = diaspora_fabric::broker::now_us();
         while let Ok(k) = acks.try_recv() {
             writeln!(
                 f,
@@ -299,7 +297,7 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
     let mut offered = 0u64;
     let mut bytes = 0u64;
     let mut last_write = Instant::now();
-    let random = diaspora::bench::synthetic_payload(a.size);
+    let random = diaspora_fabric::bench::synthetic_payload(a.size);
     let mut lines = if a.synthetic.is_none() {
         use tokio::io::AsyncBufReadExt;
         Some(tokio::io::BufReader::new(tokio::io::stdin()).lines())
@@ -323,7 +321,7 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
         if a.rate > 0.0 {
             let due = started + Duration::from_secs_f64(offered as f64 / a.rate);
             tokio::time::sleep_until(due.into()).await;
-            item.timestamp_us = diaspora::fabric::broker::now_us();
+            item.timestamp_us = diaspora_fabric::broker::now_us();
         }
         let id = a.id_start + offered;
         item.metadata.insert("id".into(), control::int(id as i64));
@@ -410,24 +408,18 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
     )
     .await?;
     let figures = ReportSlot::new(ConsumerFigures::default());
-    let publisher = if a.metrics.enabled() {
-        let registry = Registry::new();
-        let reader = figures.clone();
-        collect_fields(
-            &registry,
+    let reader = figures.clone();
+    let publisher = a
+        .metrics
+        .publish_fields(
+            &client,
+            format!("consumer:{}/{}", a.topic, a.name),
             "stream.consumer",
             &[("topic", a.topic.as_str()), ("consumer", a.name.as_str())],
-            "{item}",
             CONSUMER_GAUGES,
             move || Some(reader.load()),
-        )?;
-        let source = format!("consumer:{}/{}", a.topic, a.name);
-        a.metrics
-            .start(client.clone(), source, registry, TopicCreation::MustExist)
-            .await?
-    } else {
-        None
-    };
+        )
+        .await?;
     let mut latency_ms = 0.0;
     let idle = a.stop.idle();
     let stop = Stop::on_signal()?;
@@ -443,7 +435,7 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
         let next = c.next(tick.min(idle)).await?;
         if publisher.is_some() {
             if let Some(x) = &next {
-                latency_ms = diaspora::fabric::broker::now_us().saturating_sub(x.item.timestamp_us)
+                latency_ms = diaspora_fabric::broker::now_us().saturating_sub(x.item.timestamp_us)
                     as f64
                     / 1e3;
             }
@@ -472,7 +464,7 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
             let mut line = serde_json::json!({
                 "topic": a.topic, "partition": x.partition, "seq": x.seq,
                 "size": x.item.payload.len(), "timestamp_us": x.item.timestamp_us,
-                "latency_us": diaspora::fabric::broker::now_us().saturating_sub(x.item.timestamp_us),
+                "latency_us": diaspora_fabric::broker::now_us().saturating_sub(x.item.timestamp_us),
                 "id": control::get_u64(&x.item, "id"),
                 "quality": x.quality(), "replayed": x.replayed, "supersedes": x.supersedes,
                 "crc32c": crc32c::crc32c(&x.item.payload),

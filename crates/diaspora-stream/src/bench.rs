@@ -1,57 +1,57 @@
-//! `diaspora bench stream`: the QoS layer's overhead. The same items move
-//! producer → node → consumer twice per round on one embedded node: once
-//! with the raw fabric client (the baseline) and once through a QoS
-//! stream (buffering, history, sequence numbers, progress reports; no
-//! reduction engaged). Rounds alternate and medians are reported.
+//! The QoS layer's overhead, behind `diaspora bench stream` (feature
+//! `bench`). The same items move producer → node → consumer twice per round
+//! on one embedded node: once with the raw fabric client (the baseline) and
+//! once through a QoS stream (buffering, history, sequence numbers, progress
+//! reports; no reduction engaged). Rounds alternate and medians are
+//! reported.
 //!
-//! With `--lineage`, each round also runs the QoS stream with a provenance
-//! [`LineageRecorder`] as the producer's ack hook, so every item becomes a
-//! durable record in an embedded SQLite store, and the overhead against the
-//! plain QoS run of the same round is reported.
+//! With a [`BenchLineage`] (`--lineage`: a provenance `LineageRecorder`
+//! into an embedded SQLite store, which this crate cannot name since
+//! provenance depends on it), each round also runs the QoS stream with the
+//! lineage's ack hook on the producer, so every item becomes a durable
+//! record, and the overhead against the plain QoS run of the same round is
+//! reported.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use diaspora_fabric::bench::synthetic_payload;
 use diaspora_fabric::item::payload_item;
 use diaspora_fabric::{
     Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer,
     ProducerConfig, TopicSettings,
 };
-use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
-use diaspora_provenance::Provenance;
-use diaspora_stream::control::{control_topic, replay_topic};
-use diaspora_stream::{Policy, QosConsumer, QosProducer, Sent};
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::bench::synthetic_payload;
+use crate::control::{control_topic, replay_topic};
+use crate::producer::AckHook;
+use crate::{Policy, QosConsumer, QosProducer, Sent};
 
-/// Arguments of `diaspora bench stream`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StreamBenchArgs {
+/// Per-item lineage for the lineage runs: an ack hook that records every
+/// acknowledged item, made durable on demand.
+pub trait BenchLineage: Send + Sync {
+    /// The hook a lineage run's QoS producer gets.
+    fn hook(&self) -> Arc<dyn AckHook>;
+    /// Makes what was recorded so far durable (blocking).
+    fn flush(&self) -> Result<()>;
+    /// Stops recording (blocking): the item records stored and those lost.
+    fn close(&self) -> Result<(u64, u64)>;
+}
+
+/// What `diaspora bench stream` runs.
+#[derive(Debug, Clone)]
+pub struct StreamBenchConfig {
     /// Payload bytes per item.
-    #[arg(long, default_value_t = 1 << 20)]
     pub size: usize,
     /// Items per run.
-    #[arg(long, default_value_t = 2000)]
     pub items: u64,
     /// Rounds (each: one baseline run and one QoS run); medians are reported.
-    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// fsync policy of the node.
-    #[arg(long, default_value = "interval")]
     pub fsync: FsyncPolicy,
     /// QoS policy file (default: the default policy).
-    #[arg(long)]
     pub policy: Option<std::path::PathBuf>,
-    /// Also run each round with per-item lineage recorded into an embedded
-    /// provenance store (SQLite, in a temporary directory) and report the
-    /// overhead against the plain QoS run of the same round.
-    #[arg(long)]
-    pub lineage: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Results of `diaspora bench stream`.
@@ -170,7 +170,7 @@ async fn qos_run(
     size: usize,
     items: u64,
     policy: &Policy,
-    lineage: Option<&Arc<LineageRecorder>>,
+    lineage: Option<&Arc<dyn BenchLineage>>,
 ) -> Result<(f64, u64, f64)> {
     let pc = Client::connect(ccfg.clone()).await?;
     let cc = Client::connect(ccfg.clone()).await?;
@@ -216,8 +216,12 @@ async fn qos_run(
     Ok((items as f64 * size as f64 / 1e6 / secs, hw, lag_ms))
 }
 
-/// Runs the benchmark.
-pub async fn stream(args: &StreamBenchArgs) -> Result<StreamReport> {
+/// Runs the benchmark; with `lineage`, every round also runs the QoS stream
+/// with its hook, and the lineage is closed at the end.
+pub async fn stream(
+    args: &StreamBenchConfig,
+    lineage: Option<Arc<dyn BenchLineage>>,
+) -> Result<StreamReport> {
     anyhow::ensure!(
         args.items > 0 && args.rounds > 0,
         "items and rounds must be > 0"
@@ -238,18 +242,9 @@ pub async fn stream(args: &StreamBenchArgs) -> Result<StreamReport> {
     let mut hw = 0;
     let mut lineage_runs = Vec::new();
     let mut lags = Vec::new();
-    let recorder = if args.lineage {
-        let store = dir.path().join("prov.sqlite");
-        let prov = Provenance::open(&store.display().to_string())?;
-        Some(Arc::new(LineageRecorder::start(
-            prov,
-            RecorderConfig::default(),
-        )))
-    } else {
-        None
-    };
-    // With --lineage, an even number of rounds (see `lineage_overhead`).
-    let rounds = if args.lineage {
+    let recorder = lineage;
+    // With lineage, an even number of rounds (see `lineage_overhead`).
+    let rounds = if recorder.is_some() {
         args.rounds.div_ceil(2) * 2
     } else {
         args.rounds
@@ -297,15 +292,15 @@ pub async fn stream(args: &StreamBenchArgs) -> Result<StreamReport> {
     }
     let lineage_records = match recorder {
         Some(rec) => {
-            let (stats, _prov) = tokio::task::spawn_blocking(move || rec.close()).await??;
+            let (recorded, lost) = tokio::task::spawn_blocking(move || rec.close()).await??;
             anyhow::ensure!(
-                stats.lost == 0 && stats.recorded == args.items * rounds as u64,
+                lost == 0 && recorded == args.items * rounds as u64,
                 "lineage recorder stored {} of {} items ({} lost)",
-                stats.recorded,
+                recorded,
                 args.items * rounds as u64,
-                stats.lost
+                lost
             );
-            Some(stats.recorded)
+            Some(recorded)
         }
         None => None,
     };

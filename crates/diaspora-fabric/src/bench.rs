@@ -1,68 +1,54 @@
-//! `diaspora bench fabric`: producers → node → consumers over QUIC loopback,
-//! all in one process, with a plain-quinn transfer of the same bytes measured
-//! in the same run as the baseline.
+//! The end-to-end fabric benchmark behind `diaspora bench fabric`:
+//! producers → node → consumers over QUIC loopback, all in one process,
+//! with a plain-quinn transfer of the same bytes measured in the same run as
+//! the baseline (feature `bench`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use bytes::Bytes;
-use diaspora_fabric::item::payload_item;
-use diaspora_fabric::{
+use crate::item::payload_item;
+use crate::{
     Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer,
     ProducerConfig, TopicSettings,
 };
+use anyhow::{Context, Result};
+use bytes::Bytes;
 use serde::Serialize;
 
-/// Arguments of `diaspora bench fabric`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FabricBenchArgs {
+/// What `diaspora bench fabric` runs ([`Default`]: its defaults).
+#[derive(Debug, Clone)]
+pub struct FabricBenchConfig {
     /// Payload bytes per item.
-    #[arg(long, default_value_t = 1024)]
     pub size: usize,
     /// Items in total.
-    #[arg(long, default_value_t = 100_000)]
     pub items: u64,
     /// Producer clients (each with its own connections).
-    #[arg(long, default_value_t = 1)]
     pub producers: usize,
     /// Consumer clients; partitions are split between them.
-    #[arg(long, default_value_t = 1)]
     pub consumers: usize,
     /// Partitions of the benchmark topic (default: 2 × max(producers, consumers)).
-    #[arg(long)]
     pub partitions: Option<u32>,
     /// QUIC connections per client (default: 2..=4 by cores).
-    #[arg(long)]
     pub connections: Option<usize>,
     /// Offered load in items/s over all producers (0 = as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// fsync policy of the node.
-    #[arg(long, default_value = "interval")]
     pub fsync: FsyncPolicy,
     /// Producer batch size, bytes.
-    #[arg(long, default_value_t = 1 << 20)]
     pub batch_bytes: usize,
     /// Producer linger, microseconds.
-    #[arg(long, default_value_t = 200)]
     pub linger_us: u64,
     /// Items sent during the first this-many milliseconds (connection set-up,
     /// congestion-window growth) are left out of the latency percentiles.
-    #[arg(long, default_value_t = 500)]
     pub warmup_ms: u64,
     /// Skip the plain-quinn baseline.
-    #[arg(long)]
     pub no_baseline: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-impl Default for FabricBenchArgs {
+impl Default for FabricBenchConfig {
     fn default() -> Self {
-        FabricBenchArgs {
+        FabricBenchConfig {
             size: 1024,
             items: 100_000,
             producers: 1,
@@ -75,7 +61,6 @@ impl Default for FabricBenchArgs {
             linger_us: 200,
             warmup_ms: 500,
             no_baseline: false,
-            json: false,
         }
     }
 }
@@ -167,7 +152,7 @@ pub fn synthetic_payload(size: usize) -> Bytes {
 }
 
 /// Runs the end-to-end fabric benchmark.
-pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
+pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
     anyhow::ensure!(
         args.items > 0 && args.producers > 0 && args.consumers > 0,
         "items, producers and consumers must be > 0"
@@ -218,8 +203,7 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
                 }
                 match consumer.poll(Duration::from_millis(100)).await {
                     Ok(Some(item)) => {
-                        let lat = (diaspora_fabric::broker::now_us() - item.item.timestamp_us)
-                            .max(1) as u64;
+                        let lat = (crate::broker::now_us() - item.item.timestamp_us).max(1) as u64;
                         if (item.item.timestamp_us as u64) < warmup_end_us.load(Ordering::Relaxed) {
                             warmup_items.fetch_add(1, Ordering::Relaxed);
                         } else {
@@ -239,7 +223,7 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
     let payload = synthetic_payload(args.size);
     let started = Instant::now();
     warmup_end_us.store(
-        diaspora_fabric::broker::now_us() as u64 + args.warmup_ms * 1000,
+        crate::broker::now_us() as u64 + args.warmup_ms * 1000,
         Ordering::Relaxed,
     );
     let mut producer_tasks = Vec::new();
@@ -336,15 +320,15 @@ pub async fn fabric(args: &FabricBenchArgs) -> Result<FabricReport> {
 pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
     use std::sync::Arc as A;
     let dir = tempfile::tempdir()?;
-    let certs = diaspora_fabric::tls::generate_dev_certs(dir.path(), &[])?;
+    let certs = crate::tls::generate_dev_certs(dir.path(), &[])?;
     let alpn = b"diaspora-baseline";
-    let server_tls = diaspora_fabric::tls::server_config(&certs, alpn)?;
+    let server_tls = crate::tls::server_config(&certs, alpn)?;
     let mut server_cfg = quinn::ServerConfig::with_crypto(A::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
-    server_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
-    let server = diaspora_fabric::node::quic_endpoint("127.0.0.1:0".parse()?, Some(server_cfg))?;
+    server_cfg.transport_config(A::new(crate::node::transport_config_public()));
+    let server = crate::node::quic_endpoint("127.0.0.1:0".parse()?, Some(server_cfg))?;
     let addr = server.local_addr()?;
     let total = size as u64 * items;
     let recv_task = tokio::spawn(async move {
@@ -358,13 +342,13 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
         conn.close(0u32.into(), b"done");
         anyhow::Ok((got, done))
     });
-    let client_tls = diaspora_fabric::tls::client_config(&certs.ca, alpn)?;
+    let client_tls = crate::tls::client_config(&certs.ca, alpn)?;
     let mut client_cfg = quinn::ClientConfig::new(A::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
-    client_cfg.transport_config(A::new(diaspora_fabric::node::transport_config_public()));
-    let mut client = diaspora_fabric::node::quic_endpoint("127.0.0.1:0".parse()?, None)?;
+    client_cfg.transport_config(A::new(crate::node::transport_config_public()));
+    let mut client = crate::node::quic_endpoint("127.0.0.1:0".parse()?, None)?;
     client.set_default_client_config(client_cfg);
     let conn = client.connect(addr, "localhost")?.await?;
     let mut send = conn.open_uni().await?;

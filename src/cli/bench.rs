@@ -1,0 +1,177 @@
+//! `diaspora bench …`: the end-to-end benchmarks. Each runs in its crate
+//! (`diaspora_fabric::bench`, `diaspora_stream::bench`,
+//! `diaspora_predict::bench`); this turns the flags into its configuration
+//! and prints the report.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use diaspora_fabric::bench::FabricBenchConfig;
+use diaspora_fabric::FsyncPolicy;
+use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
+use diaspora_provenance::Provenance;
+use diaspora_stream::bench::{BenchLineage, StreamBenchConfig};
+use diaspora_stream::producer::AckHook;
+
+use super::print_report;
+
+/// The subcommands of `diaspora bench`.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// End-to-end producer → node → consumer over QUIC loopback, with a plain-quinn baseline.
+    Fabric(FabricBenchArgs),
+    /// The QoS stream layer's overhead against the raw fabric client, in the same run.
+    Stream(StreamBenchArgs),
+    /// The LSTM forecaster: batched inference per series-step (against
+    /// one series per call), and one online training step.
+    Predict(super::predict::BenchArgs),
+}
+
+/// Arguments of `diaspora bench fabric`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FabricBenchArgs {
+    /// Payload bytes per item.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Items in total.
+    #[arg(long, default_value_t = 100_000)]
+    pub items: u64,
+    /// Producer clients (each with its own connections).
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumer clients; partitions are split between them.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Partitions of the benchmark topic (default: 2 × max(producers, consumers)).
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// QUIC connections per client (default: 2..=4 by cores).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Offered load in items/s over all producers (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// fsync policy of the node.
+    #[arg(long, default_value = "interval")]
+    pub fsync: FsyncPolicy,
+    /// Producer batch size, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub batch_bytes: usize,
+    /// Producer linger, microseconds.
+    #[arg(long, default_value_t = 200)]
+    pub linger_us: u64,
+    /// Items sent during the first this-many milliseconds (connection set-up,
+    /// congestion-window growth) are left out of the latency percentiles.
+    #[arg(long, default_value_t = 500)]
+    pub warmup_ms: u64,
+    /// Skip the plain-quinn baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FabricBenchArgs {
+    /// The benchmark's configuration.
+    pub fn config(&self) -> FabricBenchConfig {
+        FabricBenchConfig {
+            size: self.size,
+            items: self.items,
+            producers: self.producers,
+            consumers: self.consumers,
+            partitions: self.partitions,
+            connections: self.connections,
+            rate: self.rate,
+            fsync: self.fsync,
+            batch_bytes: self.batch_bytes,
+            linger_us: self.linger_us,
+            warmup_ms: self.warmup_ms,
+            no_baseline: self.no_baseline,
+        }
+    }
+}
+
+/// Arguments of `diaspora bench stream`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamBenchArgs {
+    /// Payload bytes per item.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub size: usize,
+    /// Items per run.
+    #[arg(long, default_value_t = 2000)]
+    pub items: u64,
+    /// Rounds (each: one baseline run and one QoS run); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// fsync policy of the node.
+    #[arg(long, default_value = "interval")]
+    pub fsync: FsyncPolicy,
+    /// QoS policy file (default: the default policy).
+    #[arg(long)]
+    pub policy: Option<std::path::PathBuf>,
+    /// Also run each round with per-item lineage recorded into an embedded
+    /// provenance store (SQLite, in a temporary directory) and report the
+    /// overhead against the plain QoS run of the same round.
+    #[arg(long)]
+    pub lineage: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl StreamBenchArgs {
+    /// The benchmark's configuration.
+    pub fn config(&self) -> StreamBenchConfig {
+        StreamBenchConfig {
+            size: self.size,
+            items: self.items,
+            rounds: self.rounds,
+            fsync: self.fsync,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// Runs `diaspora bench fabric`.
+pub async fn fabric(a: FabricBenchArgs) -> Result<()> {
+    let report = diaspora_fabric::bench::fabric(&a.config()).await?;
+    print_report(&report, a.json, |r| r.to_string())
+}
+
+/// Runs `diaspora bench stream`; with `--lineage`, into a provenance store
+/// (SQLite) in a temporary directory.
+pub async fn stream(a: StreamBenchArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("temporary provenance directory")?;
+    let lineage: Option<Arc<dyn BenchLineage>> = if a.lineage {
+        let store = dir.path().join("prov.sqlite");
+        let prov = Provenance::open(&store.display().to_string())?;
+        Some(Arc::new(Recorder(Arc::new(LineageRecorder::start(
+            prov,
+            RecorderConfig::default(),
+        )))))
+    } else {
+        None
+    };
+    let report = diaspora_stream::bench::stream(&a.config(), lineage).await?;
+    print_report(&report, a.json, |r| r.to_string())
+}
+
+/// A provenance lineage recorder as the stream benchmark's lineage.
+struct Recorder(Arc<LineageRecorder>);
+
+impl BenchLineage for Recorder {
+    fn hook(&self) -> Arc<dyn AckHook> {
+        self.0.hook()
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(self.0.flush()?)
+    }
+
+    fn close(&self) -> Result<(u64, u64)> {
+        let (stats, _prov) = self.0.close()?;
+        Ok((stats.recorded, stats.lost))
+    }
+}

@@ -1,0 +1,137 @@
+//! `diaspora bridge`: mirror a topic from one node to another. The bridge
+//! runs in `diaspora-fabric` ([`Bridge`]); this starts it, prints its
+//! counters and stops it at the signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use diaspora_fabric::{Bridge, BridgeConfig, Client, ClientConfig};
+
+use super::{check_ca, shutdown_signal, MetricsArgs, DEFAULT_CA};
+
+/// Arguments of `diaspora bridge`.
+#[derive(Args)]
+pub struct BridgeArgs {
+    /// `bridge.*` and QUIC path metrics.
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    /// Source, as HOST:PORT/TOPIC (data-plane address of the source node).
+    #[arg(long, value_name = "ADDR/TOPIC")]
+    from: String,
+    /// Target, as HOST:PORT/TOPIC; the topic must exist with at least the source's partitions.
+    #[arg(long, value_name = "ADDR/TOPIC")]
+    to: String,
+    /// Bridge name: its position is kept on the source as group `bridge.NAME`.
+    /// Keep it stable across restarts (default: derived from the topics).
+    #[arg(long)]
+    name: Option<String>,
+    /// CA of the source node (default: --ca).
+    #[arg(long)]
+    from_ca: Option<PathBuf>,
+    /// CA of the target node (default: --ca).
+    #[arg(long)]
+    to_ca: Option<PathBuf>,
+    /// CA for both nodes when they share one.
+    #[arg(long, default_value = DEFAULT_CA)]
+    ca: PathBuf,
+    /// Print counters to stderr this often, seconds (0 = only at exit).
+    #[arg(long, default_value_t = 5)]
+    stats_interval_s: u64,
+    /// Commit the mirrored position to the source at most this often, ms.
+    /// After a crash the bridge re-sends what was acknowledged since; the
+    /// target recognises those batches, so a longer interval costs only re-sends.
+    #[arg(long, default_value_t = 200)]
+    commit_interval_ms: u64,
+}
+
+fn parse_endpoint(s: &str) -> Result<(SocketAddr, String)> {
+    let (addr, topic) = s
+        .split_once('/')
+        .with_context(|| format!("'{s}' is not HOST:PORT/TOPIC"))?;
+    use std::net::ToSocketAddrs;
+    let addr = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("cannot resolve '{addr}' in '{s}' (expected HOST:PORT/TOPIC)"))?;
+    anyhow::ensure!(!topic.is_empty(), "'{s}' names no topic after the '/'");
+    Ok((addr, topic.to_string()))
+}
+
+/// Mirrors a topic until SIGTERM or Ctrl-C.
+pub async fn run(a: BridgeArgs) -> Result<()> {
+    let (from_addr, from_topic) = parse_endpoint(&a.from)?;
+    let (to_addr, to_topic) = parse_endpoint(&a.to)?;
+    let from_ca = a.from_ca.unwrap_or_else(|| a.ca.clone());
+    let to_ca = a.to_ca.unwrap_or_else(|| a.ca.clone());
+    check_ca(&from_ca)?;
+    check_ca(&to_ca)?;
+    let name = a
+        .name
+        .unwrap_or_else(|| format!("{from_topic}-to-{to_topic}"));
+    let mut config = BridgeConfig::new(
+        &name,
+        ClientConfig::new(from_addr, &from_ca),
+        &from_topic,
+        ClientConfig::new(to_addr, &to_ca),
+        &to_topic,
+    );
+    config.commit_interval = Duration::from_millis(a.commit_interval_ms.max(1));
+    let bridge = Bridge::start(config).await?;
+    eprintln!(
+        "bridge '{name}': {from_addr}/{from_topic} → {to_addr}/{to_topic}, {} partition(s)",
+        bridge.partitions()
+    );
+    let publisher = if a.metrics.metrics_interval_ms > 0 {
+        // The bridge's counters, and the QUIC path to the target as a
+        // connection of its own sees it (RTT, congestion window, loss).
+        let registry = diaspora_telemetry::Registry::new();
+        diaspora_telemetry::collect_bridge(&registry, &name, bridge.stats().clone())?;
+        let to_client = Client::connect(ClientConfig::new(to_addr, &to_ca)).await?;
+        diaspora_telemetry::collect_quic(&registry, &to_addr.to_string(), to_client)?;
+        let client = Client::connect(ClientConfig::new(from_addr, &from_ca)).await?;
+        a.metrics
+            .start(
+                client,
+                format!("bridge:{name}"),
+                registry,
+                diaspora_telemetry::publish::TopicCreation::MustExist,
+            )
+            .await?
+    } else {
+        None
+    };
+    let stats = bridge.stats().clone();
+    let report = move || {
+        let o = std::sync::atomic::Ordering::Relaxed;
+        format!(
+            "bridge '{name}': forwarded {} items, {} duplicate batches absorbed, {} reconnects, {} commits",
+            stats.forwarded.load(o),
+            stats.duplicates_absorbed.load(o),
+            stats.reconnects.load(o),
+            stats.commits.load(o)
+        )
+    };
+    let signal = shutdown_signal()?;
+    tokio::pin!(signal);
+    let every = Duration::from_secs(a.stats_interval_s.max(1));
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tokio::time::sleep(every), if a.stats_interval_s > 0 => eprintln!("{}", report()),
+        }
+    }
+    let failed = bridge.stats().failed.lock().clone();
+    if let Some(p) = publisher {
+        p.stop().await;
+    }
+    bridge.stop().await;
+    eprintln!("{}", report());
+    if let Some((p, e)) = failed.first() {
+        bail!("partition {p} stopped: {e}");
+    }
+    Ok(())
+}

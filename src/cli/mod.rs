@@ -1,0 +1,368 @@
+//! The library side of the `diaspora` command-line tool: its clap
+//! definitions and one module per command family, each holding the
+//! family's arguments and the thin code that turns them into calls on the
+//! crates (`src/main.rs` only parses and dispatches).
+//!
+//! - [`Cli`] is the whole command line; a test (or the twin runner's flag
+//!   builder) can check an argument list against it with
+//!   `diaspora::cli::Cli::try_parse_from([...])`.
+//! - One signal helper for every command ([`shutdown_signal`], and [`Stop`]
+//!   built on it) and one tracing and telemetry set-up ([`init_tracing`],
+//!   [`finish_tracing`]).
+//! - Shared arguments: [`AdminConn`], [`DataConn`], [`StopArgs`],
+//!   [`MetricsArgs`].
+//!
+//! What this module does not do: it runs no service loop of its own. A
+//! node, a bridge, a view, a QoS stream, a monitor, a benchmark or the demo
+//! runs in its crate; a command here builds that crate's configuration,
+//! waits for a signal where the service runs until one, and prints what
+//! comes back.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use diaspora_fabric::{AdminClient, Client, ClientConfig};
+
+pub mod bench;
+pub mod bridge;
+pub mod data;
+pub mod demo;
+pub mod predict;
+pub mod prov;
+pub mod serve;
+pub mod stream;
+pub mod topic;
+pub mod twin;
+pub mod view;
+
+/// Where `serve` keeps its data by default.
+pub const DEFAULT_DATA_DIR: &str = "diaspora-data";
+/// The node's default QUIC data-plane address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7400";
+/// The node's default gRPC admin address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7401";
+/// The CA a node started with the defaults writes.
+pub const DEFAULT_CA: &str = "diaspora-data/certs/ca.pem";
+
+/// The `diaspora` command line.
+#[derive(Parser)]
+#[command(
+    name = "diaspora",
+    version,
+    about = "Resilient data streaming for real-time scientific workflows (edge ↔ HPC ↔ cloud)",
+    long_about = "diaspora streams items (metadata + large payloads) from instruments at the edge to HPC \
+and cloud consumers over QUIC, stores them in crash-safe partitioned logs, and keeps every \
+acknowledged item.\n\nStart with `diaspora demo` (no server needed), or run a node with \
+`diaspora serve` and talk to it with `topic`, `produce` and `consume`."
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of `diaspora`.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a node: QUIC data plane, gRPC admin plane, durable partitioned logs.
+    Serve(serve::ServeArgs),
+    /// Make a development CA and node certificate (ca.pem, node.pem, node.key).
+    Certs(serve::CertsArgs),
+    /// Create, list, describe or delete topics (admin plane).
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce items: lines of a file or stdin, or synthetic payloads.
+    Produce(data::ProduceArgs),
+    /// Consume items, optionally as a consumer group with committed offsets.
+    Consume(data::ConsumeArgs),
+    /// Mirror a topic from one node to another (store-and-forward, exactly once).
+    Bridge(bridge::BridgeArgs),
+    /// Virtual infrastructure twins: run a scenario of real hosts over emulated links.
+    #[command(subcommand)]
+    Twin(twin::TwinCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// The main job on the embedded default: an in-process node, an edge
+    /// producer of diffraction frames and an HPC-side consumer.
+    Demo(demo::DemoArgs),
+    /// QoS streams: buffered, flow-controlled, replayable producer → consumer pairs.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
+    /// Provenance: records, lineage, model versions, cascading invalidation with
+    /// actions, PROV-JSON/DOT/Mermaid export (SQLite by default, or PostgreSQL).
+    #[command(subcommand)]
+    Prov(prov::ProvCommand),
+    /// Resilient data views: declarative joins over streams (K of A with one
+    /// of B by key, windows, all-of/any-of), published as a metastream of
+    /// references; healing on replay, pin/discard on invalidation, snapshots.
+    #[command(subcommand)]
+    View(view::ViewCommand),
+    /// Prediction: the LSTM forecaster (candle) and forecast-error anomaly
+    /// detector; evaluation on NAB and on twin congestion traces.
+    #[command(subcommand)]
+    Predict(predict::PredictCommand),
+}
+
+impl Command {
+    /// The log filter when RUST_LOG is not set: a node logs what it does
+    /// (`info`); every other command only warnings.
+    pub fn log_default(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// How to reach a node's admin plane.
+#[derive(Args, Clone)]
+pub struct AdminConn {
+    /// gRPC admin address of the node.
+    #[arg(long, default_value = DEFAULT_ADMIN)]
+    pub admin: SocketAddr,
+    /// CA certificate to verify the node with.
+    #[arg(long, default_value = DEFAULT_CA)]
+    pub ca: PathBuf,
+}
+
+/// How to reach a node's data plane.
+#[derive(Args, Clone)]
+pub struct DataConn {
+    /// QUIC data-plane address of the node.
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+    /// CA certificate to verify the node with.
+    #[arg(long, default_value = DEFAULT_CA)]
+    pub ca: PathBuf,
+}
+
+/// When a consuming command stops (shared by `consume` and `stream consume`).
+#[derive(Args, Clone, Copy)]
+pub struct StopArgs {
+    /// Stop after N items.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Give up when no item arrives for this long, milliseconds (default: 10000 with --count, else wait forever).
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+impl StopArgs {
+    /// How long to wait for an item before giving up.
+    pub fn idle(&self) -> Duration {
+        match (self.idle_timeout_ms, self.count) {
+            (Some(ms), _) => Duration::from_millis(ms),
+            (None, Some(_)) => Duration::from_secs(10),
+            (None, None) => Duration::from_secs(u64::MAX / 4),
+        }
+    }
+
+    /// Whether to read another item after `seen`.
+    pub fn more(&self, seen: u64) -> bool {
+        self.count.is_none_or(|n| seen < n)
+    }
+}
+
+/// Publishing this process's metrics on a fabric topic.
+#[derive(Args, Clone)]
+pub struct MetricsArgs {
+    /// Publish this process's metrics as events on --metrics-topic every
+    /// this many ms (0 = off). See crates/diaspora-telemetry for the names.
+    #[arg(long, default_value_t = 0)]
+    pub metrics_interval_ms: u64,
+    /// Topic for --metrics-interval-ms. `serve` creates it; other commands
+    /// need it to exist (`diaspora topic create diaspora.metrics`).
+    #[arg(long, default_value = "diaspora.metrics")]
+    pub metrics_topic: String,
+}
+
+impl MetricsArgs {
+    /// Whether publishing is on.
+    pub fn enabled(&self) -> bool {
+        self.metrics_interval_ms > 0
+    }
+
+    /// Starts publishing `registry` through `client`, if asked to.
+    pub async fn start(
+        &self,
+        client: Client,
+        source: String,
+        registry: diaspora_telemetry::Registry,
+        create: diaspora_telemetry::publish::TopicCreation,
+    ) -> Result<Option<diaspora_telemetry::publish::MetricsPublisher>> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let mut cfg = diaspora_telemetry::publish::PublisherConfig::new(source);
+        cfg.topic = self.metrics_topic.clone();
+        cfg.interval = Duration::from_millis(self.metrics_interval_ms.max(10));
+        cfg.create_topic = create;
+        let p = diaspora_telemetry::publish::MetricsPublisher::start(client, cfg, registry)
+            .await
+            .with_context(|| format!("publishing metrics on {:?}", self.metrics_topic))?;
+        Ok(Some(p))
+    }
+
+    /// Publishes, if asked to, one component's figures as metrics
+    /// (`prefix.FIELD`, counters in `{item}` but for `gauges`, see
+    /// [`diaspora_telemetry::collect_fields`]) under `source`, on a topic
+    /// that must exist.
+    pub async fn publish_fields<T, F>(
+        &self,
+        client: &Client,
+        source: String,
+        prefix: &str,
+        labels: &[(&str, &str)],
+        gauges: &[(&str, &str)],
+        read: F,
+    ) -> Result<Option<diaspora_telemetry::publish::MetricsPublisher>>
+    where
+        T: serde::Serialize,
+        F: Fn() -> Option<T> + Send + Sync + 'static,
+    {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let registry = diaspora_telemetry::Registry::new();
+        diaspora_telemetry::collect_fields(&registry, prefix, labels, "{item}", gauges, read)?;
+        self.start(
+            client.clone(),
+            source,
+            registry,
+            diaspora_telemetry::publish::TopicCreation::MustExist,
+        )
+        .await
+    }
+}
+
+/// The one signal helper of every command: a future that completes at the
+/// first SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is
+/// called (so a signal that arrives before the future is first polled is
+/// not lost to the default action, which would kill the process).
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
+}
+
+/// Set once SIGTERM or Ctrl-C arrives ([`shutdown_signal`]); commands
+/// finish cleanly (output flushed, offsets committed, buffers drained)
+/// instead of dying mid-write.
+pub struct Stop {
+    flag: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// Starts watching for the signal.
+    pub fn on_signal() -> Result<Arc<Stop>> {
+        let stop = Arc::new(Stop {
+            flag: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        });
+        let s = stop.clone();
+        let signal = shutdown_signal()?;
+        tokio::spawn(async move {
+            signal.await;
+            s.flag.store(true, Ordering::SeqCst);
+            s.notify.notify_waiters();
+        });
+        Ok(stop)
+    }
+
+    /// Whether the signal has arrived.
+    pub fn stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `d`, or until the signal.
+    pub async fn sleep(&self, d: Duration) {
+        let woken = self.notify.notified();
+        if !self.stopped() {
+            let _ = tokio::time::timeout(d, woken).await;
+        }
+    }
+}
+
+/// The one tracing set-up of every command: logging on stderr (RUST_LOG,
+/// else `default`), and — when the standard OTEL_EXPORTER_OTLP_* variables
+/// ask for it — OTLP export of traces and metrics (service `diaspora`, or
+/// OTEL_SERVICE_NAME). Give the guard to [`finish_tracing`] at exit.
+pub fn init_tracing(default: &str) -> Option<diaspora_telemetry::TelemetryGuard> {
+    let mut config = match diaspora_telemetry::OtelConfig::from_env("diaspora") {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: telemetry export off: {e}");
+            diaspora_telemetry::OtelConfig::new("diaspora")
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        config.log_filter = default.to_string();
+    }
+    match diaspora_telemetry::init_with(config) {
+        Ok(guard) => Some(guard),
+        Err(diaspora_telemetry::TelemetryError::AlreadyInitialized) => None,
+        Err(e) => {
+            eprintln!("warning: telemetry: {e}");
+            None
+        }
+    }
+}
+
+/// Flushes what [`init_tracing`] exports (a failure is a warning).
+pub async fn finish_tracing(guard: Option<diaspora_telemetry::TelemetryGuard>) {
+    if let Some(g) = guard {
+        if let Err(e) = g.shutdown_async().await {
+            eprintln!("warning: telemetry flush: {e}");
+        }
+    }
+}
+
+/// Prints a report as pretty JSON, or as the text `text` makes of it.
+pub fn print_report<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{}", text(report));
+    }
+    Ok(())
+}
+
+/// Connects to a node's admin plane.
+pub async fn admin(conn: &AdminConn) -> Result<AdminClient> {
+    check_ca(&conn.ca)?;
+    Ok(AdminClient::connect(conn.admin, &conn.ca).await?)
+}
+
+/// Refuses a CA path that does not exist, saying where one comes from.
+pub fn check_ca(ca: &std::path::Path) -> Result<()> {
+    if !ca.exists() {
+        bail!(
+            "CA file {} not found: pass --ca (the node prints its CA path at start; `diaspora certs` writes DIR/ca.pem)",
+            ca.display()
+        );
+    }
+    Ok(())
+}
+
+/// Connects to a node's data plane.
+pub async fn client(conn: &DataConn) -> Result<Client> {
+    check_ca(&conn.ca)?;
+    Ok(Client::connect(ClientConfig::new(conn.addr, &conn.ca)).await?)
+}

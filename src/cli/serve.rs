@@ -1,0 +1,135 @@
+//! `diaspora serve` and `diaspora certs`: a node, and the development
+//! certificates it starts with. The node runs in `diaspora-fabric`
+//! ([`Node`]); this waits for the signal to stop it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use diaspora_fabric::{Client, ClientConfig, FsyncPolicy, Node, NodeConfig};
+
+use super::{shutdown_signal, MetricsArgs, DEFAULT_ADDR, DEFAULT_ADMIN, DEFAULT_DATA_DIR};
+
+/// Arguments of `diaspora serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    /// Directory for topics, group offsets and (by default) certificates.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// QUIC data-plane address.
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    listen: SocketAddr,
+    /// gRPC admin address.
+    #[arg(long, default_value = DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// Certificate directory made by `diaspora certs`; default DATA_DIR/certs, created on first start.
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// fsync policy: always (before every ack), interval[:MS] (default 100 ms), or never.
+    #[arg(long, default_value = "interval")]
+    fsync: FsyncPolicy,
+    /// Segment size before a new segment file starts, bytes.
+    #[arg(long, default_value_t = 128 << 20)]
+    segment_bytes: u64,
+    /// Default retention per partition by size, bytes (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    retention_bytes: u64,
+    /// Default retention by age, seconds (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    retention_s: u64,
+    /// Largest item accepted, bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    item_bytes_max: u64,
+    /// Largest batch accepted, bytes.
+    #[arg(long, default_value_t = 72 << 20)]
+    batch_bytes_max: u64,
+    /// Requests a client may have queued on one stream.
+    #[arg(long, default_value_t = 64)]
+    in_flight_max: u32,
+    /// Most topics on this node.
+    #[arg(long, default_value_t = 1024)]
+    topics_max: u32,
+    /// Most partitions per topic.
+    #[arg(long, default_value_t = 256)]
+    partitions_max: u32,
+}
+
+/// Arguments of `diaspora certs`.
+#[derive(Args)]
+pub struct CertsArgs {
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Extra DNS names or IP addresses for the node certificate (localhost, 127.0.0.1 and ::1 are always in).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+}
+
+/// Runs a node until SIGTERM or Ctrl-C.
+pub async fn serve(a: ServeArgs) -> Result<()> {
+    let mut cfg = NodeConfig::new(&a.data_dir);
+    cfg.listen = a.listen;
+    cfg.admin_listen = Some(a.admin);
+    cfg.certs_dir = a.certs;
+    cfg.fsync = a.fsync;
+    cfg.segment_bytes_max = a.segment_bytes;
+    cfg.retention_bytes_max = (a.retention_bytes > 0).then_some(a.retention_bytes);
+    cfg.retention_age = (a.retention_s > 0).then(|| Duration::from_secs(a.retention_s));
+    cfg.limits.item_bytes_max = a.item_bytes_max;
+    cfg.limits.batch_bytes_max = a.batch_bytes_max.max(a.item_bytes_max + 4096);
+    cfg.limits.in_flight_max = a.in_flight_max;
+    cfg.limits.topics_max = a.topics_max;
+    cfg.limits.partitions_max = a.partitions_max;
+    let node = Node::start(cfg)
+        .await
+        .with_context(|| format!("starting node in {}", a.data_dir.display()))?;
+    eprintln!(
+        "diaspora node serving: data plane quic://{} admin https://{} fsync={} ca={}",
+        node.data_addr(),
+        node.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
+        a.fsync,
+        node.ca_file().display()
+    );
+    let publisher = if a.metrics.metrics_interval_ms > 0 {
+        let registry = diaspora_telemetry::Registry::new();
+        diaspora_telemetry::collect_broker(&registry, node.broker().clone())?;
+        let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file())).await?;
+        a.metrics
+            .start(
+                client,
+                format!("node:{}", node.data_addr()),
+                registry,
+                diaspora_telemetry::publish::TopicCreation::Embedded(node.broker().clone()),
+            )
+            .await?
+    } else {
+        None
+    };
+    shutdown_signal()?.await;
+    eprintln!("shutting down");
+    if let Some(p) = publisher {
+        p.stop().await;
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Writes a development CA and node certificate.
+pub fn certs(a: CertsArgs) -> Result<()> {
+    let paths = diaspora_fabric::tls::generate_dev_certs(&a.out, &a.hosts)?;
+    println!(
+        "wrote {}, {}, {}",
+        paths.ca.display(),
+        paths.node_cert.display(),
+        paths.node_key.display()
+    );
+    println!(
+        "start a node with: diaspora serve --certs {}",
+        a.out.display()
+    );
+    Ok(())
+}

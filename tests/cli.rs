@@ -1,0 +1,78 @@
+//! The command line's definitions, checked in-process through the library
+//! (`diaspora::cli::Cli`), without spawning the binary: clap's own
+//! consistency checks, and argument lists the tools that drive the binary
+//! (the twin runner, the README) rely on.
+
+use clap::{CommandFactory, Parser};
+use diaspora::cli::{Cli, Command};
+
+#[test]
+fn the_definitions_are_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn argument_lists_parse_against_the_real_definitions() {
+    for argv in [
+        &[
+            "diaspora",
+            "serve",
+            "--data-dir",
+            "d",
+            "--listen",
+            "127.0.0.1:0",
+        ][..],
+        &[
+            "diaspora", "consume", "--topic", "t", "--count", "3", "--json",
+        ],
+        &[
+            "diaspora",
+            "stream",
+            "produce",
+            "--topic",
+            "t",
+            "--synthetic",
+            "5",
+        ],
+        &[
+            "diaspora",
+            "predict",
+            "serve",
+            "--monitor",
+            "m.toml",
+            "--idle-s",
+            "2",
+        ],
+        &[
+            "diaspora",
+            "view",
+            "run",
+            "--spec",
+            "v.toml",
+            "--max-items",
+            "4",
+        ],
+        &[
+            "diaspora", "demo", "--frames", "8", "--width", "16", "--height", "16",
+        ],
+        &["diaspora", "bench", "stream", "--lineage", "--json"],
+    ] {
+        if let Err(e) = Cli::try_parse_from(argv) {
+            panic!("{argv:?}: {e}");
+        }
+    }
+    let serve = Cli::try_parse_from(["diaspora", "serve"]).unwrap();
+    assert!(matches!(serve.command, Command::Serve(_)));
+    assert_eq!(serve.command.log_default(), "info");
+}
+
+#[test]
+fn a_renamed_or_unknown_flag_is_refused() {
+    for argv in [
+        &["diaspora", "consume", "--topic", "t", "--cnt", "3"][..],
+        &["diaspora", "predict", "serve"],
+        &["diaspora", "no-such-command"],
+    ] {
+        assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
+    }
+}
