@@ -76,3 +76,39 @@ fn a_renamed_or_unknown_flag_is_refused() {
         assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
     }
 }
+
+/// Every command line the twin runner would give the binary, for every
+/// scenario shipped under `twins/`, parses against the CLI's own
+/// definitions: a flag renamed on one side fails here, not in a twin run.
+#[test]
+fn the_twin_runners_command_lines_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("twins");
+    let invocations = diaspora_twin::example_invocations(&dir).expect("the shipped scenarios load");
+    let mut kinds = std::collections::BTreeSet::new();
+    for inv in &invocations {
+        let argv = std::iter::once("diaspora".to_string()).chain(inv.argv.iter().cloned());
+        if let Err(e) = Cli::try_parse_from(argv) {
+            panic!("{} {}: {:?}: {e}", inv.scenario, inv.kind, inv.argv);
+        }
+        kinds.insert(inv.kind);
+        // The check has teeth: the same line with its first flag renamed is refused.
+        let mut renamed = inv.argv.clone();
+        let flag = renamed
+            .iter_mut()
+            .find(|a| a.starts_with("--"))
+            .unwrap_or_else(|| panic!("{} {}: no flag in {:?}", inv.scenario, inv.kind, inv.argv));
+        flag.insert_str(2, "renamed-");
+        let argv = std::iter::once("diaspora".to_string()).chain(renamed);
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "{}: renamed flag parsed",
+            inv.kind
+        );
+    }
+    for kind in ["node", "topic", "bridge", "consumer", "producer", "monitor"] {
+        assert!(
+            kinds.contains(kind),
+            "no shipped scenario starts a {kind}: {kinds:?}"
+        );
+    }
+}
