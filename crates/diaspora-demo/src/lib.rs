@@ -27,14 +27,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
+use diaspora_fabric::item::{meta, now_us, AckedItem};
+use diaspora_fabric::topic::ensure_topic;
 use diaspora_fabric::{
-    Client, ClientConfig, Node, NodeConfig, Producer, ProducerConfig, TopicSettings,
+    Client, ClientConfig, FabricError, Node, NodeConfig, Producer, ProducerConfig, TopicSettings,
 };
-use diaspora_proto::v1::{value::Kind, Item, ItemRef, Lineage, Value};
+use diaspora_proto::v1::{ItemRef, Lineage};
 use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
 use diaspora_provenance::{EdgeKind, Kind as RecordKind, Provenance, Record, TagValue, Target};
 use diaspora_stream::control::{control_topic, replay_topic};
-use diaspora_stream::producer::AckedItem;
 use diaspora_stream::{ndarray as nd, Policy, QosConsumer, QosProducer, Sent};
 use diaspora_view::runner::{View, ViewOptions};
 use diaspora_view::ViewSpec;
@@ -108,20 +109,6 @@ pub fn diffraction_frame(
     out
 }
 
-fn meta_i(item: &Item, key: &str) -> Option<i64> {
-    match item.metadata.get(key)?.kind.as_ref()? {
-        Kind::I(v) => Some(*v),
-        _ => None,
-    }
-}
-
-fn meta_f(item: &Item, key: &str) -> Option<f64> {
-    match item.metadata.get(key)?.kind.as_ref()? {
-        Kind::F(v) => Some(*v),
-        _ => None,
-    }
-}
-
 #[derive(Default)]
 struct FrameStats {
     frames: u64,
@@ -172,8 +159,11 @@ pub async fn run(args: DemoConfig) -> Result<()> {
         ("recons".to_string(), 1),
         (SAMPLES_TOPIC.to_string(), 1),
     ] {
-        if broker.topic(&t).is_err() {
-            broker.create_topic(&t, TopicSettings::with_partitions(parts))?;
+        // A topic the data directory already holds is used as it is: its
+        // partition count is read below.
+        match ensure_topic(broker, &t, &TopicSettings::with_partitions(parts)).await {
+            Ok(_) | Err(FabricError::TopicMismatch { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     let parts = broker.topic("frames")?.partitions.len() as u32;
@@ -322,8 +312,8 @@ pub async fn run(args: DemoConfig) -> Result<()> {
                 );
             };
             let item = &it.item;
-            let frame_no = meta_i(item, "frame").context("frame metadata missing")?;
-            let crc = meta_i(item, "crc32c").context("crc32c metadata missing")? as u32;
+            let frame_no = meta::get_i64(item, "frame").context("frame metadata missing")?;
+            let crc = meta::get_i64(item, "crc32c").context("crc32c metadata missing")? as u32;
             ensure!(
                 crc32c::crc32c(&item.payload) == crc,
                 "frame {frame_no}: payload checksum mismatch"
@@ -353,14 +343,13 @@ pub async fn run(args: DemoConfig) -> Result<()> {
             s.peak = s.peak.max(peak);
             s.com_x += sx / sum.max(1.0);
             s.com_y += sy / sum.max(1.0);
-            let _ =
-                lat.record((diaspora_fabric::broker::now_us() - item.timestamp_us).max(1) as u64);
+            let _ = lat.record((now_us() - item.timestamp_us).max(1) as u64);
             rx_count.fetch_add(1, Ordering::Relaxed);
             rx_bar.inc(1);
-            let _ = meta_f(item, "scan_x");
+            let _ = meta::get_f64(item, "scan_x");
             // Reconstruction (a stand-in for ePIE: the mean of the
             // position's frames), streamed with its lineage.
-            let scan = meta_i(item, "scan").context("scan metadata missing")?;
+            let scan = meta::get_i64(item, "scan").context("scan metadata missing")?;
             let (acc, refs) = open
                 .entry(scan)
                 .or_insert_with(|| (vec![0u32; w * h], Vec::new()));
@@ -380,12 +369,7 @@ pub async fn run(args: DemoConfig) -> Result<()> {
                 }
                 let mut r = diaspora_fabric::item::payload_item(Bytes::from(b));
                 nd::tag_array(&mut r, "u16", &[h, w]);
-                r.metadata.insert(
-                    "scan".into(),
-                    Value {
-                        kind: Some(Kind::I(scan)),
-                    },
-                );
+                r.metadata.insert("scan".into(), meta::int(scan));
                 r.lineage = Some(Lineage {
                     sources: refs,
                     model_versions: Vec::new(),
@@ -397,12 +381,8 @@ pub async fn run(args: DemoConfig) -> Result<()> {
                 acks.push(tokio::spawn(async move {
                     let at = at.await?;
                     rec.record(AckedItem {
-                        item: diaspora_fabric::item::ItemRef::new(
-                            "recons",
-                            at.partition,
-                            at.offset,
-                        ),
-                        timestamp_us: diaspora_fabric::broker::now_us(),
+                        item: diaspora_fabric::ItemRef::new("recons", at.partition, at.offset),
+                        timestamp_us: now_us(),
                         lineage,
                         quality: None,
                         tags: vec![("scan".into(), scan.to_string())],
@@ -452,14 +432,15 @@ pub async fn run(args: DemoConfig) -> Result<()> {
             );
             let mut item = diaspora_fabric::item::payload_item(payload.clone());
             nd::tag_array(&mut item, "u16", &[args.height, args.width]);
-            let mut put = |k: &str, v: Kind| {
-                item.metadata.insert(k.to_string(), Value { kind: Some(v) });
-            };
-            put("frame", Kind::I(n as i64));
-            put("scan", Kind::I((n / k) as i64));
-            put("scan_x", Kind::F(sx));
-            put("scan_y", Kind::F(sy));
-            put("crc32c", Kind::I(i64::from(crc32c::crc32c(&payload))));
+            for (key, value) in [
+                ("frame", meta::int(n as i64)),
+                ("scan", meta::int((n / k) as i64)),
+                ("scan_x", meta::float(sx)),
+                ("scan_y", meta::float(sy)),
+                ("crc32c", meta::int(i64::from(crc32c::crc32c(&payload)))),
+            ] {
+                item.metadata.insert(key.to_string(), value);
+            }
             let stream = &mut producers[(n % u64::from(parts)) as usize];
             match stream.send(item).await? {
                 Sent::Accepted(_) => {}

@@ -166,8 +166,12 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
         .partitions
         .unwrap_or(2 * args.producers.max(args.consumers) as u32)
         .max(1);
-    node.broker()
-        .create_topic("bench", TopicSettings::with_partitions(partitions))?;
+    crate::topic::ensure_topic(
+        node.broker(),
+        "bench",
+        &TopicSettings::with_partitions(partitions),
+    )
+    .await?;
     let mut ccfg = ClientConfig::new(node.data_addr(), node.ca_file());
     if let Some(c) = args.connections {
         ccfg.connections = c.max(1);
@@ -203,7 +207,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
                 }
                 match consumer.poll(Duration::from_millis(100)).await {
                     Ok(Some(item)) => {
-                        let lat = (crate::broker::now_us() - item.item.timestamp_us).max(1) as u64;
+                        let lat = (crate::item::now_us() - item.item.timestamp_us).max(1) as u64;
                         if (item.item.timestamp_us as u64) < warmup_end_us.load(Ordering::Relaxed) {
                             warmup_items.fetch_add(1, Ordering::Relaxed);
                         } else {
@@ -223,7 +227,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
     let payload = synthetic_payload(args.size);
     let started = Instant::now();
     warmup_end_us.store(
-        crate::broker::now_us() as u64 + args.warmup_ms * 1000,
+        crate::item::now_us() as u64 + args.warmup_ms * 1000,
         Ordering::Relaxed,
     );
     let mut producer_tasks = Vec::new();

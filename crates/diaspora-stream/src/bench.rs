@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use diaspora_fabric::bench::synthetic_payload;
-use diaspora_fabric::item::payload_item;
+use diaspora_fabric::item::{payload_item, AckHook};
+use diaspora_fabric::topic::ensure_topic;
 use diaspora_fabric::{
     Client, ClientConfig, Consumer, ConsumerConfig, FsyncPolicy, Node, NodeConfig, Producer,
     ProducerConfig, TopicSettings,
@@ -25,7 +26,6 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use crate::control::{control_topic, replay_topic};
-use crate::producer::AckHook;
 use crate::{Policy, QosConsumer, QosProducer, Sent};
 
 /// Per-item lineage for the lineage runs: an ack hook that records every
@@ -251,7 +251,7 @@ pub async fn stream(
     };
     for r in 0..rounds {
         let raw = format!("raw{r}");
-        b.create_topic(&raw, TopicSettings::with_partitions(1))?;
+        ensure_topic(&b, &raw, &TopicSettings::with_partitions(1)).await?;
         base.push(raw_run(&ccfg, &raw, args.size, args.items).await?);
         b.delete_topic(&raw)?;
 
@@ -271,7 +271,7 @@ pub async fn stream(
             };
             let name = format!("{}{r}", if with_lineage { "lineage" } else { "qos" });
             for t in [name.clone(), control_topic(&name), replay_topic(&name)] {
-                b.create_topic(&t, TopicSettings::with_partitions(1))?;
+                ensure_topic(&b, &t, &TopicSettings::with_partitions(1)).await?;
             }
             let (mb, h, lag) = qos_run(&ccfg, &name, args.size, args.items, &policy, rec).await?;
             if with_lineage {
