@@ -301,8 +301,14 @@ pub fn scenario_invocations(
     for phase in crate::hosts::Phase::ALL {
         for h in crate::hosts::planned(scenario, phase) {
             push(
-                h.kind.kind(),
-                &h.kind.command(scenario, h.index, &env)?.invocation,
+                h.kind.name,
+                &h.kind
+                    .command(crate::hosts::HostAt {
+                        scenario,
+                        index: h.index,
+                        env: &env,
+                    })?
+                    .invocation,
             );
         }
         if phase == crate::hosts::Phase::Serve {

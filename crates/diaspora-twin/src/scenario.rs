@@ -368,7 +368,7 @@ impl Scenario {
     pub fn hosts(&self) -> Vec<(&'static str, String)> {
         crate::hosts::KINDS
             .iter()
-            .flat_map(|k| k.plan(self).into_iter().map(|n| (k.kind(), n)))
+            .flat_map(|k| k.plan(self).into_iter().map(|n| (k.name, n)))
             .collect()
     }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use diaspora_twin::hosts::{HostEnv, HostKind, Records, KINDS};
+use diaspora_twin::hosts::{HostAt, HostEnv, HostKind, Records, KINDS};
 use diaspora_twin::{example_invocations, scenario_invocations, Scenario};
 
 const GOLDEN: &str = r#"
@@ -103,7 +103,11 @@ fn a_qos_host_gets_its_policy_file_and_records() {
     let s = Scenario::parse(GOLDEN).unwrap();
     let env = HostEnv::stand_in(&s, Path::new("/w"));
     let qp = diaspora_twin::hosts::producer::Producer
-        .command(&s, 1, &env)
+        .command(HostAt {
+            scenario: &s,
+            index: 1,
+            env: &env,
+        })
         .unwrap();
     assert_eq!(qp.files.len(), 1);
     assert_eq!(qp.files[0].0, Path::new("/w/qp/policy.toml"));
@@ -120,7 +124,11 @@ fn a_qos_host_gets_its_policy_file_and_records() {
         }
     );
     let p = diaspora_twin::hosts::producer::Producer
-        .command(&s, 0, &env)
+        .command(HostAt {
+            scenario: &s,
+            index: 0,
+            env: &env,
+        })
         .unwrap();
     assert!(p.files.is_empty());
     assert!(matches!(
@@ -198,9 +206,9 @@ fn every_shipped_command_line_is_well_formed() {
     let kinds: BTreeSet<&str> = all.iter().map(|i| i.kind).collect();
     for k in KINDS {
         assert!(
-            kinds.contains(k.kind()),
+            kinds.contains(k.name),
             "no shipped scenario has a {}",
-            k.kind()
+            k.name
         );
     }
     for k in ["topic", "metrics-topic", "metrics-publisher"] {

@@ -1,7 +1,7 @@
 //! Bridge hosts (`[[bridges]]`): `diaspora bridge` forwarding a topic from
 //! one node to another, optionally through a link.
 
-use super::{HostCommand, HostEnv, HostKind, Phase, Records};
+use super::{HostAt, HostCommand, HostKind, Records};
 use crate::cli_args::{self, Invocation};
 use crate::{Scenario, TwinError};
 
@@ -9,24 +9,8 @@ use crate::{Scenario, TwinError};
 pub struct Bridge;
 
 impl HostKind for Bridge {
-    fn kind(&self) -> &'static str {
-        "bridge"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Receive
-    }
-
-    fn plan(&self, scenario: &Scenario) -> Vec<String> {
-        scenario.bridges.iter().map(|b| b.name.clone()).collect()
-    }
-
-    fn command(
-        &self,
-        scenario: &Scenario,
-        index: usize,
-        env: &HostEnv,
-    ) -> Result<HostCommand, TwinError> {
+    fn command(&self, at: HostAt<'_>) -> Result<HostCommand, TwinError> {
+        let (scenario, index, env) = (at.scenario, at.index, at.env);
         let b = &scenario.bridges[index];
         Ok(HostCommand {
             invocation: Invocation::Bridge(cli_args::Bridge {
@@ -45,5 +29,9 @@ impl HostKind for Bridge {
 
     fn stop_after_drain(&self) -> Option<u8> {
         Some(1)
+    }
+
+    fn plan(&self, scenario: &Scenario) -> Vec<String> {
+        scenario.bridges.iter().map(|b| b.name.clone()).collect()
     }
 }

@@ -3,7 +3,7 @@
 //! in the host's directory. Each delivery is a JSON line in
 //! `consumed.jsonl`.
 
-use super::{policy_file, HostCommand, HostEnv, HostKind, Phase, Records};
+use super::{policy_file, HostAt, HostCommand, HostKind, Records};
 use crate::cli_args::{Consume, ConsumeMode, Invocation};
 use crate::{Scenario, TwinError};
 
@@ -11,24 +11,8 @@ use crate::{Scenario, TwinError};
 pub struct Consumer;
 
 impl HostKind for Consumer {
-    fn kind(&self) -> &'static str {
-        "consumer"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Receive
-    }
-
-    fn plan(&self, scenario: &Scenario) -> Vec<String> {
-        scenario.consumers.iter().map(|c| c.name.clone()).collect()
-    }
-
-    fn command(
-        &self,
-        scenario: &Scenario,
-        index: usize,
-        env: &HostEnv,
-    ) -> Result<HostCommand, TwinError> {
+    fn command(&self, at: HostAt<'_>) -> Result<HostCommand, TwinError> {
+        let (scenario, index, env) = (at.scenario, at.index, at.env);
         let c = &scenario.consumers[index];
         let dir = env.host_dir(&c.name);
         let out = dir.join("consumed.jsonl");
@@ -63,5 +47,9 @@ impl HostKind for Consumer {
 
     fn stop_after_drain(&self) -> Option<u8> {
         Some(0)
+    }
+
+    fn plan(&self, scenario: &Scenario) -> Vec<String> {
+        scenario.consumers.iter().map(|c| c.name.clone()).collect()
     }
 }

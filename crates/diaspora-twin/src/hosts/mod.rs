@@ -112,22 +112,26 @@ pub struct HostCommand {
     pub records: Records,
 }
 
-/// One kind of host: a plug-in of the runner.
+/// The host a [`HostKind::command`] is asked for: host `index` (in
+/// [`HostKind::plan`]'s order) of `scenario`, given where the run's nodes
+/// and links are (`env`).
+#[derive(Clone, Copy)]
+pub struct HostAt<'a> {
+    /// The scenario.
+    pub scenario: &'a Scenario,
+    /// The host's index in its kind's table.
+    pub index: usize,
+    /// The run's nodes, links and directories.
+    pub env: &'a HostEnv,
+}
+
+/// One kind of host: a plug-in of the runner. Its name and phase are its
+/// entry in [`KINDS`].
 pub trait HostKind: Sync {
-    /// The kind's name (`node`, `producer`, ...).
-    fn kind(&self) -> &'static str;
-    /// When its hosts start.
-    fn phase(&self) -> Phase;
     /// The names of its hosts in `scenario`, in table order.
     fn plan(&self, scenario: &Scenario) -> Vec<String>;
-    /// The command of host `index` (in [`HostKind::plan`]'s order), given
-    /// where the run's nodes and links are.
-    fn command(
-        &self,
-        scenario: &Scenario,
-        index: usize,
-        env: &HostEnv,
-    ) -> Result<HostCommand, TwinError>;
+    /// The command of one of its hosts.
+    fn command(&self, at: HostAt<'_>) -> Result<HostCommand, TwinError>;
     /// How to tell one of its hosts is ready (none: at once). Checked after
     /// every start, restarts included.
     fn ready(&self) -> Option<Ready> {
@@ -145,19 +149,58 @@ pub trait HostKind: Sync {
     }
 }
 
+/// An entry of [`KINDS`]: a kind's name, when its hosts start, and its
+/// builder (which it dereferences to).
+pub struct Kind {
+    /// The kind's name (`node`, `producer`, ...).
+    pub name: &'static str,
+    /// When its hosts start.
+    pub phase: Phase,
+    /// Its builder.
+    pub builder: &'static dyn HostKind,
+}
+
+impl std::ops::Deref for Kind {
+    type Target = dyn HostKind;
+
+    fn deref(&self) -> &Self::Target {
+        self.builder
+    }
+}
+
 /// Every host kind, in start order within a phase.
-pub static KINDS: &[&dyn HostKind] = &[
-    &node::Node,
-    &bridge::Bridge,
-    &consumer::Consumer,
-    &monitor::Monitor,
-    &producer::Producer,
+pub static KINDS: &[Kind] = &[
+    Kind {
+        name: "node",
+        phase: Phase::Serve,
+        builder: &node::Node,
+    },
+    Kind {
+        name: "bridge",
+        phase: Phase::Receive,
+        builder: &bridge::Bridge,
+    },
+    Kind {
+        name: "consumer",
+        phase: Phase::Receive,
+        builder: &consumer::Consumer,
+    },
+    Kind {
+        name: "monitor",
+        phase: Phase::Watch,
+        builder: &monitor::Monitor,
+    },
+    Kind {
+        name: "producer",
+        phase: Phase::Send,
+        builder: &producer::Producer,
+    },
 ];
 
 /// A host of a scenario: its kind, index in its kind's table and name.
 pub struct PlannedHost {
     /// Its kind.
-    pub kind: &'static dyn HostKind,
+    pub kind: &'static Kind,
     /// Its index in [`HostKind::plan`].
     pub index: usize,
     /// Its name.
@@ -168,8 +211,8 @@ pub struct PlannedHost {
 pub fn planned(scenario: &Scenario, phase: Phase) -> Vec<PlannedHost> {
     KINDS
         .iter()
-        .filter(|k| k.phase() == phase)
-        .flat_map(|&kind| {
+        .filter(|k| k.phase == phase)
+        .flat_map(|kind| {
             kind.plan(scenario)
                 .into_iter()
                 .enumerate()

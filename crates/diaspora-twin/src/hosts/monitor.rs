@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{HostCommand, HostEnv, HostKind, Phase, Ready, Records};
+use super::{HostAt, HostCommand, HostKind, Ready, Records};
 use crate::cli_args::{Invocation, PredictServe};
 use crate::{Scenario, TwinError};
 
@@ -12,24 +12,8 @@ use crate::{Scenario, TwinError};
 pub struct Monitor;
 
 impl HostKind for Monitor {
-    fn kind(&self) -> &'static str {
-        "monitor"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Watch
-    }
-
-    fn plan(&self, scenario: &Scenario) -> Vec<String> {
-        scenario.monitors.iter().map(|m| m.name.clone()).collect()
-    }
-
-    fn command(
-        &self,
-        scenario: &Scenario,
-        index: usize,
-        env: &HostEnv,
-    ) -> Result<HostCommand, TwinError> {
+    fn command(&self, at: HostAt<'_>) -> Result<HostCommand, TwinError> {
+        let (scenario, index, env) = (at.scenario, at.index, at.env);
         let m = &scenario.monitors[index];
         let a = env.node(&m.node);
         let events = env.host_dir(&m.name).join("events.jsonl");
@@ -55,5 +39,9 @@ impl HostKind for Monitor {
 
     fn stop_after_drain(&self) -> Option<u8> {
         Some(2)
+    }
+
+    fn plan(&self, scenario: &Scenario) -> Vec<String> {
+        scenario.monitors.iter().map(|m| m.name.clone()).collect()
     }
 }

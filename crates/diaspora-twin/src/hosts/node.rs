@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{HostCommand, HostEnv, HostKind, NodeAddrs, Phase, Ready, Records};
+use super::{HostAt, HostCommand, HostKind, NodeAddrs, Ready, Records};
 use crate::cli_args::{Invocation, Serve};
 use crate::{Scenario, TwinError};
 
@@ -55,24 +55,8 @@ fn free_port() -> u16 {
 }
 
 impl HostKind for Node {
-    fn kind(&self) -> &'static str {
-        "node"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Serve
-    }
-
-    fn plan(&self, scenario: &Scenario) -> Vec<String> {
-        scenario.nodes.iter().map(|n| n.name.clone()).collect()
-    }
-
-    fn command(
-        &self,
-        scenario: &Scenario,
-        index: usize,
-        env: &HostEnv,
-    ) -> Result<HostCommand, TwinError> {
+    fn command(&self, at: HostAt<'_>) -> Result<HostCommand, TwinError> {
+        let (scenario, index, env) = (at.scenario, at.index, at.env);
         let n = &scenario.nodes[index];
         let addrs = env.node(&n.name);
         Ok(HostCommand {
@@ -93,5 +77,9 @@ impl HostKind for Node {
             log_line: "diaspora node serving",
             within: Duration::from_secs(30),
         })
+    }
+
+    fn plan(&self, scenario: &Scenario) -> Vec<String> {
+        scenario.nodes.iter().map(|n| n.name.clone()).collect()
     }
 }

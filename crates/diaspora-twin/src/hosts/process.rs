@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{planned, HostCommand, HostEnv, HostKind, Phase, Records};
+use super::{planned, HostCommand, HostEnv, Kind, Phase, Records};
 use crate::{Scenario, TwinError};
 
 /// One host process.
 struct Host {
-    kind: &'static dyn HostKind,
+    kind: &'static Kind,
     name: String,
     command: HostCommand,
     args: Vec<String>,
@@ -104,7 +104,7 @@ impl Host {
             }
             if Instant::now() > deadline || self.exited().is_some() {
                 return Err(TwinError::NotReady {
-                    kind: self.kind.kind(),
+                    kind: self.kind.name,
                     host: self.name.clone(),
                     within_s: ready.within.as_secs(),
                     log: String::from_utf8_lossy(&log).into_owned(),
@@ -140,7 +140,11 @@ impl Hosts {
     ) -> Result<(), TwinError> {
         let first = self.list.len();
         for h in planned(scenario, phase) {
-            let command = h.kind.command(scenario, h.index, env)?;
+            let command = h.kind.command(super::HostAt {
+                scenario,
+                index: h.index,
+                env,
+            })?;
             let dir = env.host_dir(&h.name);
             std::fs::create_dir_all(&dir).map_err(TwinError::io("create", &dir))?;
             for (path, text) in &command.files {

@@ -5,7 +5,7 @@
 //! `acks.jsonl`, the final summary (stdout) to `summary.json`. The run
 //! lasts until every producer has exited.
 
-use super::{policy_file, HostCommand, HostEnv, HostKind, Phase, Records};
+use super::{policy_file, HostAt, HostCommand, HostKind, Records};
 use crate::cli_args::{Invocation, Produce, StreamProduce, Synthetic};
 use crate::{Scenario, TwinError};
 
@@ -13,24 +13,8 @@ use crate::{Scenario, TwinError};
 pub struct Producer;
 
 impl HostKind for Producer {
-    fn kind(&self) -> &'static str {
-        "producer"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Send
-    }
-
-    fn plan(&self, scenario: &Scenario) -> Vec<String> {
-        scenario.producers.iter().map(|p| p.name.clone()).collect()
-    }
-
-    fn command(
-        &self,
-        scenario: &Scenario,
-        index: usize,
-        env: &HostEnv,
-    ) -> Result<HostCommand, TwinError> {
+    fn command(&self, at: HostAt<'_>) -> Result<HostCommand, TwinError> {
+        let (scenario, index, env) = (at.scenario, at.index, at.env);
         let p = &scenario.producers[index];
         let dir = env.host_dir(&p.name);
         let items = (p.rate * scenario.duration_s).ceil() as u64;
@@ -75,5 +59,9 @@ impl HostKind for Producer {
 
     fn completes(&self) -> bool {
         true
+    }
+
+    fn plan(&self, scenario: &Scenario) -> Vec<String> {
+        scenario.producers.iter().map(|p| p.name.clone()).collect()
     }
 }
