@@ -4,9 +4,6 @@
 //! on diaspora-stream: the stream is the one layer this test needs that
 //! the view does not.)
 
-use bytes::Bytes;
-use diaspora_fabric::item::{meta, Item};
-use diaspora_fabric::{Client, ClientConfig, Node, NodeConfig, TopicSettings};
 use diaspora_provenance::fabric::FabricSink;
 use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
 use diaspora_provenance::{EdgeKind, Kind, Provenance, Record, Target, NOTICE_TOPIC};
@@ -15,53 +12,18 @@ use diaspora_stream::{Policy as QosPolicy, QosProducer, Sent};
 use diaspora_view::engine::MemberId;
 use diaspora_view::runner::{View, ViewOptions};
 use diaspora_view::spec::Policy;
-use diaspora_view::ViewSpec;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn node(dir: &std::path::Path, topics: &[(&str, u32)]) -> (Node, Client) {
-    let node = Node::start(NodeConfig::new(dir)).await.unwrap();
-    for (t, p) in topics {
-        node.broker()
-            .create_topic(t, TopicSettings::with_partitions(*p))
-            .unwrap();
-    }
-    let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
-        .await
-        .unwrap();
-    (node, client)
-}
-
-fn item(scan: u64, bytes: usize) -> Item {
-    let mut it = diaspora_fabric::item::payload_item(Bytes::from(vec![(scan % 251) as u8; bytes]));
-    it.metadata.insert("scan".into(), meta::int(scan as i64));
-    it
-}
-
-fn samples(name: &str, k: u32) -> ViewSpec {
-    ViewSpec::new(name)
-        .source("patterns", "patterns", "scan", k)
-        .source("recons", "recons", "scan", 1)
-        .id_key("scan")
-}
+#[path = "../../diaspora-view/tests/common/mod.rs"]
+mod common;
+use common::{item, node, pump_until, samples};
 
 fn qos() -> QosPolicy {
     QosPolicy {
         progress_interval_ms: 50,
         ..Default::default()
-    }
-}
-
-async fn pump_until(view: &mut View, what: &str, mut done: impl FnMut(&View) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !done(view) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: waited 30 s for {what}",
-            view.spec().name
-        );
-        view.pump(Duration::from_millis(100)).await.unwrap();
     }
 }
 

@@ -5,12 +5,9 @@
 //! lineage, is tested beside the stream: diaspora-stream's
 //! `tests/view_invalidation.rs`, since this crate does not depend on it.)
 
-use bytes::Bytes;
-use diaspora_fabric::item::meta::{self, meta_text};
+use diaspora_fabric::item::meta::meta_text;
 use diaspora_fabric::item::Item;
-use diaspora_fabric::{
-    Client, ClientConfig, Node, NodeConfig, Producer, ProducerConfig, StartFrom, TopicSettings,
-};
+use diaspora_fabric::{Client, ClientConfig, Producer, ProducerConfig, StartFrom};
 use diaspora_view::runner::{Delivery, Restore, View, ViewOptions};
 use diaspora_view::snapshot::SnapshotStore;
 use diaspora_view::wire::{self, ViewMessage};
@@ -20,24 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn node(dir: &std::path::Path, topics: &[(&str, u32)]) -> (Node, Client) {
-    let node = Node::start(NodeConfig::new(dir)).await.unwrap();
-    for (t, p) in topics {
-        node.broker()
-            .create_topic(t, TopicSettings::with_partitions(*p))
-            .unwrap();
-    }
-    let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
-        .await
-        .unwrap();
-    (node, client)
-}
-
-fn item(scan: u64, bytes: usize) -> Item {
-    let mut it = diaspora_fabric::item::payload_item(Bytes::from(vec![(scan % 251) as u8; bytes]));
-    it.metadata.insert("scan".into(), meta::int(scan as i64));
-    it
-}
+mod common;
+use common::{item, node, pump_until, samples};
 
 async fn produce(client: &Client, topic: &str, items: impl IntoIterator<Item = Item>) {
     let p = Producer::new(client, ProducerConfig::new(topic))
@@ -51,13 +32,6 @@ async fn produce(client: &Client, topic: &str, items: impl IntoIterator<Item = I
         a.await.unwrap();
     }
     p.close().await.unwrap();
-}
-
-fn samples(name: &str, k: u32) -> ViewSpec {
-    ViewSpec::new(name)
-        .source("patterns", "patterns", "scan", k)
-        .source("recons", "recons", "scan", 1)
-        .id_key("scan")
 }
 
 /// Takes view items until `n` arrived (acknowledging each), then checks that
@@ -278,18 +252,6 @@ async fn a_reconstruction_source_that_crashes_and_replays_yields_every_pair_once
     recon_index.close().await.unwrap();
     client.close();
     node.shutdown().await;
-}
-
-async fn pump_until(view: &mut View, what: &str, mut done: impl FnMut(&View) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !done(view) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: waited 30 s for {what}",
-            view.spec().name
-        );
-        view.pump(Duration::from_millis(100)).await.unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
