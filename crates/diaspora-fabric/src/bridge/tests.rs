@@ -250,6 +250,23 @@ async fn until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Mirrors one partition until the source's committed position is
+/// `offset`, then stops the bridge; its figures.
+async fn mirror_until_committed(
+    sources: &[Arc<Mutex<SourceLog>>; 1],
+    sinks: &[Arc<Mutex<SinkLog>>; 1],
+    offset: u64,
+) -> Arc<BridgeStats> {
+    let bridge = start(sources, sinks, config(Duration::from_millis(5)));
+    until("the partition is mirrored", || {
+        sources[0].lock().committed == Some(offset)
+    })
+    .await;
+    let stats = bridge.stats().clone();
+    bridge.stop().await;
+    stats
+}
+
 fn count(stats: &BridgeStats, counter: fn(&BridgeStats) -> &std::sync::atomic::AtomicU64) -> u64 {
     counter(stats).load(Ordering::Relaxed)
 }
@@ -293,13 +310,7 @@ async fn a_batch_resent_after_a_lost_answer_is_recognised_by_producer_and_sequen
         ..SinkLog::default()
     };
     let sinks = [shared(sink)];
-    let bridge = start(&sources, &sinks, config(Duration::from_millis(5)));
-    until("the partition is mirrored", || {
-        sources[0].lock().committed == Some(30)
-    })
-    .await;
-    let stats = bridge.stats().clone();
-    bridge.stop().await;
+    let stats = mirror_until_committed(&sources, &sinks, 30).await;
     assert_eq!(sinks[0].lock().items, (0..30).collect::<Vec<_>>());
     assert!(
         count(&stats, |s| &s.duplicates_absorbed) >= 1,
@@ -327,13 +338,7 @@ async fn a_sink_unavailable_for_a_while_loses_nothing() {
         ..SinkLog::default()
     };
     let sinks = [shared(sink)];
-    let bridge = start(&sources, &sinks, config(Duration::from_millis(5)));
-    until("the partition is mirrored", || {
-        sources[0].lock().committed == Some(24)
-    })
-    .await;
-    let stats = bridge.stats().clone();
-    bridge.stop().await;
+    let stats = mirror_until_committed(&sources, &sinks, 24).await;
     assert_eq!(sinks[0].lock().items, (0..24).collect::<Vec<_>>());
     assert!(count(&stats, |s| &s.reconnects) >= 4);
     assert!(stats.failed.lock().is_empty());
@@ -453,13 +458,7 @@ async fn a_first_batch_refused_for_now_is_not_overtaken_by_the_next() {
         ..SinkLog::default()
     };
     let sinks = [shared(sink)];
-    let bridge = start(&sources, &sinks, config(Duration::from_millis(5)));
-    until("the partition is mirrored", || {
-        sources[0].lock().committed == Some(30)
-    })
-    .await;
-    let stats = bridge.stats().clone();
-    bridge.stop().await;
+    let stats = mirror_until_committed(&sources, &sinks, 30).await;
     assert_eq!(sinks[0].lock().items, (0..30).collect::<Vec<_>>());
     assert_eq!(count(&stats, |s| &s.duplicates_absorbed), 0);
     assert_eq!(count(&stats, |s| &s.forwarded), 30);
