@@ -308,17 +308,12 @@ pub fn layers(config: &OtelConfig) -> Result<(TelemetryLayer, TelemetryGuard)> {
         .build();
     let tracer = match &config.traces {
         Some(target) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(target.endpoint.clone())
-                .with_timeout(target.timeout);
-            let exporter = match tls(target)? {
-                Some(tls) => exporter.with_tls_config(tls),
-                None => exporter,
-            };
-            let exporter = exporter
-                .build()
-                .map_err(|e| TelemetryError::Export(format!("span exporter: {e}")))?;
+            let exporter = to_target(
+                opentelemetry_otlp::SpanExporter::builder().with_tonic(),
+                target,
+            )?
+            .build()
+            .map_err(|e| TelemetryError::Export(format!("span exporter: {e}")))?;
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -330,17 +325,12 @@ pub fn layers(config: &OtelConfig) -> Result<(TelemetryLayer, TelemetryGuard)> {
     };
     let meter = match &config.metrics {
         Some(target) => {
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(target.endpoint.clone())
-                .with_timeout(target.timeout);
-            let exporter = match tls(target)? {
-                Some(tls) => exporter.with_tls_config(tls),
-                None => exporter,
-            };
-            let exporter = exporter
-                .build()
-                .map_err(|e| TelemetryError::Export(format!("metric exporter: {e}")))?;
+            let exporter = to_target(
+                opentelemetry_otlp::MetricExporter::builder().with_tonic(),
+                target,
+            )?
+            .build()
+            .map_err(|e| TelemetryError::Export(format!("metric exporter: {e}")))?;
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(config.metric_interval)
                 .build();
@@ -370,6 +360,20 @@ pub fn layers(config: &OtelConfig) -> Result<(TelemetryLayer, TelemetryGuard)> {
             exported: Mutex::new(HashSet::new()),
         },
     ))
+}
+
+/// An exporter builder aimed at `target`: its endpoint, timeout and TLS.
+fn to_target<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    target: &ExportTarget,
+) -> Result<B> {
+    let builder = builder
+        .with_endpoint(target.endpoint.clone())
+        .with_timeout(target.timeout);
+    Ok(match tls(target)? {
+        Some(tls) => builder.with_tls_config(tls),
+        None => builder,
+    })
 }
 
 fn tls(

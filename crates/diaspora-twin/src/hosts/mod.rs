@@ -160,6 +160,17 @@ pub struct Kind {
     pub builder: &'static dyn HostKind,
 }
 
+impl Kind {
+    /// An entry of [`KINDS`].
+    pub const fn new(name: &'static str, phase: Phase, builder: &'static dyn HostKind) -> Kind {
+        Kind {
+            name,
+            phase,
+            builder,
+        }
+    }
+}
+
 impl std::ops::Deref for Kind {
     type Target = dyn HostKind;
 
@@ -170,31 +181,11 @@ impl std::ops::Deref for Kind {
 
 /// Every host kind, in start order within a phase.
 pub static KINDS: &[Kind] = &[
-    Kind {
-        name: "node",
-        phase: Phase::Serve,
-        builder: &node::Node,
-    },
-    Kind {
-        name: "bridge",
-        phase: Phase::Receive,
-        builder: &bridge::Bridge,
-    },
-    Kind {
-        name: "consumer",
-        phase: Phase::Receive,
-        builder: &consumer::Consumer,
-    },
-    Kind {
-        name: "monitor",
-        phase: Phase::Watch,
-        builder: &monitor::Monitor,
-    },
-    Kind {
-        name: "producer",
-        phase: Phase::Send,
-        builder: &producer::Producer,
-    },
+    Kind::new("node", Phase::Serve, &node::Node),
+    Kind::new("bridge", Phase::Receive, &bridge::Bridge),
+    Kind::new("consumer", Phase::Receive, &consumer::Consumer),
+    Kind::new("monitor", Phase::Watch, &monitor::Monitor),
+    Kind::new("producer", Phase::Send, &producer::Producer),
 ];
 
 /// A host of a scenario: its kind, index in its kind's table and name.
