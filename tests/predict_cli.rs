@@ -166,11 +166,7 @@ fn train_writes_a_checkpoint_a_monitor_can_start_from() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let f = diaspora::predict::forecast::Forecaster::load(
         &model,
         diaspora::predict::forecast::device("cpu").unwrap(),
@@ -184,11 +180,7 @@ fn train_writes_a_checkpoint_a_monitor_can_start_from() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    common::assert_success(&ok);
     assert!(String::from_utf8_lossy(&ok.stdout).contains("link.utilisation"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(

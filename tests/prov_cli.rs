@@ -3,6 +3,8 @@
 //! a command action, `why`, PROV-JSON export imported into a second store,
 //! DOT and Mermaid, and clear errors.
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
 
 /// Runs `diaspora prov ARGS --store STORE` (the option goes before a `--`
@@ -182,11 +184,7 @@ fn demo_records_lineage_and_explains_the_bad_frame() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["provenance"]["frames_recorded"], 40);
     // 40 frames, 10 reconstructions (4 frames per position), 10 samples.

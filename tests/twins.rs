@@ -4,6 +4,8 @@
 //! scenario's bound. Scenarios run one at a time so they do not compete for
 //! the machine's cores.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -135,11 +137,7 @@ fn calibration_is_within_the_fidelity_targets() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let delay = r["delay_ms_measured"].as_f64().unwrap();
     let bw = r["bandwidth_mbit_measured"].as_f64().unwrap();

@@ -14,11 +14,7 @@ fn view(args: &[&str]) -> std::process::Output {
 #[test]
 fn check_fills_defaults_and_names_faults() {
     let out = view(&["check", "views/ptycho-samples.toml"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("name = \"ptycho-samples\""), "{text}");
     assert!(
@@ -199,11 +195,7 @@ fn bench_prints_the_named_fields() {
         "4096",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["view_items_per_s"]["1:1"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["view_items_per_s"]["4:1"].as_f64().unwrap() > 0.0, "{r}");

@@ -85,6 +85,16 @@ pub fn sigkill(s: &mut Served) {
     s.child.wait().unwrap();
 }
 
+/// Asserts that a finished command succeeded, showing its stderr if not.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn cli(s: &Served, args: &[&str]) -> std::process::Output {
     let out = Command::new(BIN)
         .args(args)
