@@ -21,9 +21,27 @@ fn main() {
         r
     });
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes, joined by `: ` as anyhow's `{:#}` does, but
+/// without a cause whose text the message already ends with: the crates'
+/// typed errors include their source's text in their own (so that
+/// `to_string()` says everything), and anyhow would print it twice.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -49,5 +67,30 @@ async fn run(command: Command) -> Result<()> {
             let rt = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || cli::prov::run(p, rt)).await?
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        // A context and a plain cause: both, as `{:#}` prints them.
+        let e = Err::<(), _>(io()).context("reading x").unwrap_err();
+        assert_eq!(error_text(&e), format!("{e:#}"));
+        assert_eq!(error_text(&e), "reading x: gone");
+        // A typed error whose message already includes its source: once.
+        let e = anyhow::Error::from(diaspora_predict::PredictError::Io {
+            path: "x".into(),
+            source: io(),
+        });
+        assert_eq!(format!("{e:#}"), "reading x: gone: gone");
+        assert_eq!(error_text(&e), "reading x: gone");
+        // …also under a context.
+        let e = e.context("loading");
+        assert_eq!(error_text(&e), "loading: reading x: gone");
     }
 }

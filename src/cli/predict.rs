@@ -1,4 +1,7 @@
-//! `diaspora predict …`: the LSTM forecaster and anomaly detector.
+//! `diaspora predict …`: the LSTM forecaster and anomaly detector. Every
+//! loop runs in `diaspora-predict` (evaluation, [`diaspora_predict::train`],
+//! the monitor runtime `serve`, the trace runs `twin_traces`); this builds
+//! their configurations and prints what they report.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,50 +89,35 @@ pub struct TrainArgs {
     device: String,
 }
 
+/// Trains the forecaster (see [`diaspora_predict::train`]) and writes its
+/// checkpoint, printing the mean loss as it goes.
 fn train(a: TrainArgs) -> Result<()> {
-    use diaspora_predict::forecast::{Forecaster, ForecasterConfig, SeriesState};
+    use diaspora_predict::train::{train, TrainConfig};
     let traces = diaspora_predict::traces::load_traces(&a.traces)?;
-    let config = ForecasterConfig {
-        history: 8192,
-        seed: a.seed,
-        ..a.shape.config()
+    let config = TrainConfig {
+        forecaster: forecast::ForecasterConfig {
+            history: 8192,
+            seed: a.seed,
+            ..a.shape.config()
+        },
+        steps: a.steps,
+        report_every: 500,
     };
-    let mut model = Forecaster::new(config, forecast::device(&a.device)?)?;
-    let states: Vec<SeriesState> = traces
-        .iter()
-        .map(|t| {
-            let mut s = SeriesState::new(&config);
-            for &v in &t.values {
-                s.push(v);
-            }
-            s
-        })
-        .collect();
-    let refs: Vec<&SeriesState> = states.iter().collect();
-    let t0 = Instant::now();
-    let mut recent = Vec::new();
-    for i in 0..a.steps {
-        if let Some(l) = model.train_step(&refs)? {
-            recent.push(l);
-        }
-        if (i + 1) % 500 == 0 || i + 1 == a.steps {
-            let n = recent.len().max(1) as f64;
-            eprintln!(
-                "step {}: mean loss {:.4} ({:.1} s)",
-                i + 1,
-                recent.iter().sum::<f64>() / n,
-                t0.elapsed().as_secs_f64()
-            );
-            recent.clear();
-        }
-    }
-    model.save(&a.out)?;
+    let device = forecast::device(&a.device)?;
+    let trained = train(&traces, &config, device, &mut |p| {
+        eprintln!(
+            "step {}: mean loss {:.4} ({:.1} s)",
+            p.step, p.mean_loss, p.elapsed_s
+        )
+    })?;
+    let saving = Instant::now();
+    trained.model.save(&a.out)?;
     println!(
         "trained on {} traces ({} rows) for {} steps in {:.1} s → {}",
         traces.len(),
-        traces.iter().map(|t| t.values.len()).sum::<usize>(),
+        trained.rows,
         a.steps,
-        t0.elapsed().as_secs_f64(),
+        trained.elapsed_s + saving.elapsed().as_secs_f64(),
         a.out.display()
     );
     Ok(())
@@ -323,119 +311,33 @@ async fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The congestion parameters of one seed.
-#[derive(serde::Serialize)]
-struct TraceParams {
-    seed: u64,
-    at_s: f64,
-    to_fraction: f64,
-    ramp_s: f64,
-    hold_s: f64,
-    duration_s: f64,
-    near_miss: bool,
-}
-
-fn trace_params(seed: u64) -> TraceParams {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let near_miss = seed % 6 == 5;
-    let at_s: f64 = rng.gen_range(10.0..30.0);
-    let ramp_s: f64 = rng.gen_range(20.0..35.0);
-    let hold_s: f64 = rng.gen_range(10.0..20.0);
-    let to_fraction: f64 = if near_miss {
-        rng.gen_range(0.68..0.78)
-    } else {
-        rng.gen_range(0.25..0.45)
-    };
-    TraceParams {
-        seed,
-        at_s: (at_s * 10.0).round() / 10.0,
-        to_fraction: (to_fraction * 100.0).round() / 100.0,
-        ramp_s: ramp_s.round(),
-        hold_s: hold_s.round(),
-        duration_s: (at_s + 2.0 * ramp_s + hold_s + 15.0).round(),
-        near_miss,
-    }
-}
-
+/// Makes congestion traces (see [`diaspora_predict::twin_traces`]),
+/// printing each seed's congestion as it starts and its trace once written.
 async fn traces(a: TracesArgs) -> Result<()> {
-    use diaspora_twin::scenario::FaultKind;
-    let base = diaspora_twin::Scenario::load(&a.scenario).map_err(anyhow::Error::msg)?;
-    let fault = base
-        .faults
-        .iter()
-        .position(|f| matches!(f.kind, FaultKind::Congestion { .. }))
-        .with_context(|| format!("{}: no congestion fault to vary", a.scenario.display()))?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let binary = std::env::current_exe().context("locating the diaspora binary")?;
-    for seed in a.first_seed..a.first_seed + a.seeds {
-        let p = trace_params(seed);
-        let mut scenario = base.clone();
-        scenario.duration_s = p.duration_s;
-        let f = &mut scenario.faults[fault];
-        f.at_s = p.at_s;
-        if let FaultKind::Congestion {
-            to_fraction,
-            ramp_s,
-            hold_s,
-            ..
-        } = &mut f.kind
-        {
-            (*to_fraction, *ramp_s, *hold_s) = (p.to_fraction, p.ramp_s, p.hold_s);
-        }
-        let stem = a.out.join(format!("seed-{seed:03}"));
-        let jsonl = stem.with_extension("jsonl");
-        let work = tempfile::tempdir()?;
-        let options = diaspora_twin::RunOptions {
-            binary: binary.clone(),
-            seed: Some(seed),
-            duration_scale: 1.0,
-            work_dir: work.path().join("hosts"),
-            metrics: Some(diaspora_twin::MetricsOptions {
-                interval: std::time::Duration::from_millis(a.interval_ms.max(10)),
-                out: Some(jsonl.clone()),
-                publish: None,
-            }),
-        };
-        eprintln!(
-            "seed {seed}: congestion at {:.1} s to {:.2} over {} s, hold {} s ({} s run{})",
+    use diaspora_predict::twin_traces::{run, Progress, TracesConfig};
+    let config = TracesConfig {
+        scenario: a.scenario,
+        first_seed: a.first_seed,
+        seeds: a.seeds,
+        out: a.out,
+        metric: a.metric,
+        interval: std::time::Duration::from_millis(a.interval_ms),
+        binary: std::env::current_exe().context("locating the diaspora binary")?,
+    };
+    let mut progress = |p: Progress<'_>| match p {
+        Progress::Started(p) => eprintln!(
+            "seed {}: congestion at {:.1} s to {:.2} over {} s, hold {} s ({} s run{})",
+            p.seed,
             p.at_s,
             p.to_fraction,
             p.ramp_s,
             p.hold_s,
             p.duration_s,
             if p.near_miss { ", near miss" } else { "" }
-        );
-        let results = diaspora_twin::run(scenario, &options, &|_, _, _| {})
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let text = std::fs::read_to_string(&jsonl)?;
-        let mut csv = String::from("t_s,value\n");
-        let mut rows = 0;
-        for line in text.lines() {
-            let ev = diaspora_telemetry::decode_event(line.as_bytes())?;
-            let t = ev.samples.iter().find(|s| s.name == "twin.elapsed_s");
-            let v = ev.samples.iter().find(|s| s.name == a.metric);
-            if let (Some(t), Some(v)) = (t, v) {
-                csv.push_str(&format!("{:.3},{}\n", t.value, v.value));
-                rows += 1;
-            }
-        }
-        std::fs::write(stem.with_extension("csv"), csv)?;
-        let mut meta = serde_json::to_value(&p)?;
-        meta["metric"] = a.metric.clone().into();
-        meta["rows"] = rows.into();
-        meta["lost"] = results.figures.lost.into();
-        meta["duplicated"] = results.figures.duplicated.into();
-        std::fs::write(
-            stem.with_extension("json"),
-            serde_json::to_vec_pretty(&meta)?,
-        )?;
-        eprintln!(
-            "  {rows} samples → {}",
-            stem.with_extension("csv").display()
-        );
-    }
+        ),
+        Progress::Written(r) => eprintln!("  {} samples → {}", r.rows, r.csv.display()),
+    };
+    run(&config, &mut progress).await?;
     Ok(())
 }
 

@@ -75,7 +75,7 @@ pub async fn run(t: TwinCommand) -> Result<()> {
             metrics_node,
             metrics_interval_ms,
         } => {
-            let scenario = diaspora_twin::Scenario::load(&file).map_err(anyhow::Error::msg)?;
+            let scenario = diaspora_twin::Scenario::load(&file)?;
             let metrics = (metrics_out.is_some() || metrics_topic.is_some()).then(|| {
                 diaspora_twin::MetricsOptions {
                     interval: std::time::Duration::from_millis(metrics_interval_ms.max(10)),
@@ -105,9 +105,7 @@ pub async fn run(t: TwinCommand) -> Result<()> {
                 bar.set_position(((t / total.max(1e-9)) * 1000.0).min(1000.0) as u64);
                 bar.set_message(format!("{t:.0}/{total:.0} s {status}"));
             };
-            let results = diaspora_twin::run(scenario, &options, &progress)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let results = diaspora_twin::run(scenario, &options, &progress).await?;
             bar.finish_and_clear();
             let text = serde_json::to_string_pretty(&results)?;
             if let Some(dir) = &report {
@@ -159,8 +157,7 @@ pub async fn run(t: TwinCommand) -> Result<()> {
                 loss,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

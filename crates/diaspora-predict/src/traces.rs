@@ -2,8 +2,8 @@
 //!
 //! A trace is one metric sampled at a fixed step, as a CSV file with the
 //! header `t_s,value` (seconds since the run's start, the metric). `diaspora
-//! predict traces` writes them from twin congestion runs; any regularly
-//! sampled metric will do.
+//! predict traces` writes them from twin congestion runs (module
+//! `twin_traces`, feature `twins`); any regularly sampled metric will do.
 //!
 //! [`twin_eval`] measures, leave-one-trace-out (the model is pre-trained on
 //! the other traces, then runs online over the held-out one, training as it
