@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use diaspora_fabric::{Bridge, BridgeConfig, Client, ClientConfig};
 
-use super::{check_ca, shutdown_signal, MetricsArgs, DEFAULT_CA};
+use super::{check_ca, stop_on_signal, MetricsArgs, DEFAULT_CA};
 
 /// Arguments of `diaspora bridge`.
 #[derive(Args)]
@@ -115,15 +115,11 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
             stats.commits.load(o)
         )
     };
-    let signal = shutdown_signal()?;
-    tokio::pin!(signal);
-    let every = Duration::from_secs(a.stats_interval_s.max(1));
-    loop {
-        tokio::select! {
-            _ = &mut signal => break,
-            _ = tokio::time::sleep(every), if a.stats_interval_s > 0 => eprintln!("{}", report()),
-        }
-    }
+    let stop = stop_on_signal()?;
+    let every = (a.stats_interval_s > 0).then(|| Duration::from_secs(a.stats_interval_s));
+    bridge
+        .run_until(&stop, every, |_| eprintln!("{}", report()))
+        .await;
     let failed = bridge.stats().failed.lock().clone();
     if let Some(p) = publisher {
         p.stop().await;

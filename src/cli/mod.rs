@@ -6,7 +6,7 @@
 //! - [`Cli`] is the whole command line; a test (or the twin runner's flag
 //!   builder) can check an argument list against it with
 //!   `diaspora::cli::Cli::try_parse_from([...])`.
-//! - One signal helper for every command ([`shutdown_signal`], and [`Stop`]
+//! - One signal helper for every command ([`shutdown_signal`], and [`stop_on_signal`]
 //!   built on it) and one tracing and telemetry set-up ([`init_tracing`],
 //!   [`finish_tracing`]).
 //! - Shared arguments: [`AdminConn`], [`DataConn`], [`StopArgs`],
@@ -21,13 +21,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use diaspora_fabric::{AdminClient, Client, ClientConfig};
+use diaspora_fabric::{AdminClient, Client, ClientConfig, Stop};
 
 pub mod bench;
 pub mod bridge;
@@ -257,43 +256,12 @@ pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
     })
 }
 
-/// Set once SIGTERM or Ctrl-C arrives ([`shutdown_signal`]); commands
-/// finish cleanly (output flushed, offsets committed, buffers drained)
-/// instead of dying mid-write.
-pub struct Stop {
-    flag: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Stop {
-    /// Starts watching for the signal.
-    pub fn on_signal() -> Result<Arc<Stop>> {
-        let stop = Arc::new(Stop {
-            flag: AtomicBool::new(false),
-            notify: tokio::sync::Notify::new(),
-        });
-        let s = stop.clone();
-        let signal = shutdown_signal()?;
-        tokio::spawn(async move {
-            signal.await;
-            s.flag.store(true, Ordering::SeqCst);
-            s.notify.notify_waiters();
-        });
-        Ok(stop)
-    }
-
-    /// Whether the signal has arrived.
-    pub fn stopped(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// Waits up to `d`, or until the signal.
-    pub async fn sleep(&self, d: Duration) {
-        let woken = self.notify.notified();
-        if !self.stopped() {
-            let _ = tokio::time::timeout(d, woken).await;
-        }
-    }
+/// A [`Stop`] set at the first SIGTERM or Ctrl-C ([`shutdown_signal`]):
+/// commands hand it to their service loop, which then finishes cleanly
+/// (output flushed, offsets committed, buffers drained) instead of dying
+/// mid-write.
+pub fn stop_on_signal() -> Result<Arc<Stop>> {
+    Ok(Stop::when(shutdown_signal()?))
 }
 
 /// The one tracing set-up of every command: logging on stderr (RUST_LOG,

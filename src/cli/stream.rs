@@ -1,20 +1,21 @@
-//! `diaspora stream …`: QoS streams from the command line.
+//! `diaspora stream …`: QoS streams from the command line. The produce
+//! and consume loops are [`diaspora_stream::pipe`]'s; this module maps
+//! flags to their options, wires metrics and prints the summaries.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use diaspora_fabric::item::payload_item;
+use diaspora_fabric::item::now_us;
 use diaspora_proto::v1;
-use diaspora_stream::consumer::quality_label;
-use diaspora_stream::control;
-use diaspora_stream::{Policy, QosConsumer, QosProducer, Sent};
+use diaspora_stream::pipe::{self, ConsumeOptions, Payload, ProduceOptions, Produced, Source};
+use diaspora_stream::{Policy, QosConsumer, QosItem, QosProducer};
 
 use diaspora_stream::consumer::ConsumerReport;
 use diaspora_telemetry::ReportSlot;
 
-use super::{admin, client, AdminConn, DataConn, MetricsArgs, Stop, StopArgs};
+use super::{admin, client, stop_on_signal, AdminConn, DataConn, MetricsArgs, StopArgs};
 
 /// The subcommands of `diaspora stream`.
 #[derive(Subcommand)]
@@ -203,31 +204,6 @@ pub async fn run(cmd: StreamCommand) -> Result<()> {
     }
 }
 
-/// A synthetic u16 frame of about `size` bytes for item `i`.
-fn frame_payload(i: u64, size: usize) -> v1::Item {
-    let rows = 64usize;
-    let cols = (size / 2 / rows).max(1);
-    let (cx, cy) = (
-        (i as f64 * 0.7) % cols as f64,
-        rows as f64 / 2.0 + 10.0 * (i as f64 * 0.05).sin(),
-    );
-    let mut px = Vec::with_capacity(rows * cols * 2);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ i;
-    for r in 0..rows {
-        for c in 0..cols {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let d2 = (c as f64 - cx).powi(2) + (r as f64 - cy).powi(2);
-            let v = 100.0 + 3000.0 * (-d2 / 50.0).exp() + (x % 8) as f64;
-            px.extend_from_slice(&(v as u16).to_le_bytes());
-        }
-    }
-    let mut item = payload_item(bytes::Bytes::from(px));
-    diaspora_stream::ndarray::tag_array(&mut item, "u16", &[rows, cols]);
-    item
-}
-
 fn vmhwm_kb() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines()
@@ -241,7 +217,7 @@ fn vmhwm_kb() -> Option<u64> {
 async fn produce(a: StreamProduceArgs) -> Result<()> {
     let policy = load_policy(&a.policy)?;
     // SIGTERM or Ctrl-C: stop offering items, drain what was accepted, report.
-    let stop = Stop::on_signal()?;
+    let stop = stop_on_signal()?;
     let client = client(&a.conn).await?;
     let mut p = QosProducer::new(&client, &a.topic, a.partition, policy.clone()).await?;
     let probe = p.probe();
@@ -260,103 +236,31 @@ async fn produce(a: StreamProduceArgs) -> Result<()> {
             move || Some(probe.figures()),
         )
         .await?;
-    let mut acks = p.subscribe_acks();
-    let mut ack_file = match &a.acks {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
-        )),
-        None => None,
+    let source = match a.synthetic {
+        Some(count) => Source::Synthetic {
+            count,
+            size: a.size,
+            payload: match a.payload {
+                PayloadKind::Random => Payload::Random,
+                PayloadKind::Frame => Payload::Frame,
+            },
+        },
+        None => Source::Lines(Box::new(tokio::io::stdin())),
     };
-    use std::io::Write;
-    let mut fates: Vec<(u64, u64, &str)> = Vec::new();
-    let mut write_acks = |file: &mut Option<std::io::BufWriter<std::fs::File>>,
-                          fates: &mut Vec<(u64, u64, &str)>|
-     -> Result<()> {
-        let Some(f) = file.as_mut() else {
-            while acks.try_recv().is_ok() {}
-            return Ok(());
-        };
-        let now = diaspora_fabric::broker::now_us();
-        while let Ok(k) = acks.try_recv() {
-            writeln!(
-                f,
-                r#"{{"id":{},"seq":{},"partition":{},"offset":{},"acked_us":{now}}}"#,
-                k.id.unwrap_or(u64::MAX),
-                k.seq,
-                k.partition,
-                k.offset
-            )?;
-        }
-        for (id, seq, fate) in fates.drain(..) {
-            writeln!(f, r#"{{"id":{id},"seq":{seq},"fate":"{fate}"}}"#)?;
-        }
-        f.flush()?;
-        Ok(())
+    let opts = ProduceOptions {
+        rate: a.rate,
+        id_start: a.id_start,
+        acks: a.acks.clone(),
+        drain_timeout: Duration::from_secs(a.drain_timeout_s),
+        linger: Duration::from_secs(a.linger_s),
     };
     let started = Instant::now();
-    let mut offered = 0u64;
-    let mut bytes = 0u64;
-    let mut last_write = Instant::now();
-    let random = diaspora_fabric::bench::synthetic_payload(a.size);
-    let mut lines = if a.synthetic.is_none() {
-        use tokio::io::AsyncBufReadExt;
-        Some(tokio::io::BufReader::new(tokio::io::stdin()).lines())
-    } else {
-        None
-    };
-    let mut aggregating: Vec<u64> = Vec::new();
-    while !stop.stopped() {
-        let mut item = match (a.synthetic, lines.as_mut()) {
-            (Some(n), _) if offered >= n => break,
-            (Some(_), _) => match a.payload {
-                PayloadKind::Random => payload_item(random.clone()),
-                PayloadKind::Frame => frame_payload(offered, a.size),
-            },
-            (None, Some(l)) => match l.next_line().await? {
-                Some(line) => payload_item(bytes::Bytes::from(line)),
-                None => break,
-            },
-            (None, None) => unreachable!("lines exist without --synthetic"),
-        };
-        if a.rate > 0.0 {
-            let due = started + Duration::from_secs_f64(offered as f64 / a.rate);
-            tokio::time::sleep_until(due.into()).await;
-            item.timestamp_us = diaspora_fabric::broker::now_us();
-        }
-        let id = a.id_start + offered;
-        item.metadata.insert("id".into(), control::int(id as i64));
-        bytes += item.payload.len() as u64;
-        match p.send(item).await? {
-            Sent::Accepted(_) => {
-                // The aggregate carries the last id; the others were reduced into it.
-                fates.extend(aggregating.drain(..).map(|i| (i, u64::MAX, "reduced")));
-            }
-            Sent::Aggregating => aggregating.push(id),
-            Sent::Decimated(seq) => fates.push((id, seq, "reduced")),
-            Sent::Shed(seq) => fates.push((id, seq, "shed")),
-        }
-        offered += 1;
-        if last_write.elapsed() >= Duration::from_millis(100) {
-            write_acks(&mut ack_file, &mut fates)?;
-            last_write = Instant::now();
-        }
-    }
-    let produce_s = started.elapsed().as_secs_f64();
-    fates.extend(aggregating.drain(..).map(|i| (i, u64::MAX, "reduced")));
-    let deadline = Instant::now() + Duration::from_secs(a.drain_timeout_s);
-    let flushed = loop {
-        write_acks(&mut ack_file, &mut fates)?;
-        match p.flush(Duration::from_millis(100)).await {
-            Ok(()) => break Ok(()),
-            Err(e) if Instant::now() >= deadline => break Err(e),
-            Err(_) => {}
-        }
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    write_acks(&mut ack_file, &mut fates)?;
-    if a.linger_s > 0 && flushed.is_ok() {
-        stop.sleep(Duration::from_secs(a.linger_s)).await;
-    }
+    let (done, flushed) = pipe::produce(&mut p, source, &opts, &stop).await?;
+    let Produced {
+        offered,
+        bytes,
+        produce_s,
+    } = done;
     let report = p.report();
     let elapsed = started.elapsed().as_secs_f64();
     if a.json {
@@ -421,23 +325,10 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
         )
         .await?;
     let mut latency_ms = 0.0;
-    let idle = a.stop.idle();
-    let stop = Stop::on_signal()?;
-    use std::io::Write;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let tick = Duration::from_millis(100);
-    let mut idle_for = Duration::ZERO;
-    let mut seen = 0u64;
-    let mut last_flush = Instant::now();
-    let mut result = Ok(());
-    while a.stop.more(seen) && !stop.stopped() {
-        let next = c.next(tick.min(idle)).await?;
+    let observe = |c: &QosConsumer, x: Option<&QosItem>| {
         if publisher.is_some() {
-            if let Some(x) = &next {
-                latency_ms = diaspora_fabric::broker::now_us().saturating_sub(x.item.timestamp_us)
-                    as f64
-                    / 1e3;
+            if let Some(x) = x {
+                latency_ms = now_us().saturating_sub(x.item.timestamp_us) as f64 / 1e3;
             }
             figures.store(ConsumerFigures {
                 report: c.report(),
@@ -445,52 +336,16 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
                 latency_ms,
             });
         }
-        let Some(x) = next else {
-            out.flush()?;
-            idle_for += tick;
-            if idle_for < idle {
-                continue;
-            }
-            if let Some(n) = a.stop.count {
-                result = Err(anyhow::anyhow!(
-                    "only {seen} of {n} items arrived within the idle timeout of {idle:?}"
-                ));
-            }
-            break;
-        };
-        idle_for = Duration::ZERO;
-        seen += 1;
-        if a.json {
-            let mut line = serde_json::json!({
-                "topic": a.topic, "partition": x.partition, "seq": x.seq,
-                "size": x.item.payload.len(), "timestamp_us": x.item.timestamp_us,
-                "latency_us": diaspora_fabric::broker::now_us().saturating_sub(x.item.timestamp_us),
-                "id": control::get_u64(&x.item, "id"),
-                "quality": x.quality(), "replayed": x.replayed, "supersedes": x.supersedes,
-                "crc32c": crc32c::crc32c(&x.item.payload),
-            });
-            if let Some(o) = x.offset {
-                line["offset"] = o.into();
-            }
-            writeln!(out, "{line}")?;
-        } else {
-            writeln!(
-                out,
-                "{}/{} seq {} {}B {}{}",
-                a.topic,
-                x.partition,
-                x.seq,
-                x.item.payload.len(),
-                quality_label(&x.item),
-                if x.replayed { " (replayed)" } else { "" }
-            )?;
-        }
-        if last_flush.elapsed() >= tick {
-            out.flush()?;
-            last_flush = Instant::now();
-        }
-    }
-    out.flush()?;
+    };
+    let opts = ConsumeOptions {
+        topic: a.topic.clone(),
+        count: a.stop.count,
+        idle: a.stop.idle(),
+        json: a.json,
+    };
+    let stop = stop_on_signal()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let result = pipe::consume(&mut c, &mut out, &opts, &stop, observe).await;
     drop(out);
     if let Some(publisher) = publisher {
         publisher.stop().await;
@@ -498,5 +353,6 @@ async fn consume(a: StreamConsumeArgs) -> Result<()> {
     let report = c.close().await?;
     eprintln!("{}", serde_json::to_string(&report)?);
     client.close();
-    result
+    result?;
+    Ok(())
 }

@@ -7,13 +7,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use diaspora_fabric::{Client, ClientConfig};
 use diaspora_view::runner::{Restore, View, ViewOptions};
+use diaspora_view::serve::{self, ServeOptions};
 use diaspora_view::snapshot::SnapshotStore;
 use diaspora_view::ViewSpec;
 
 use diaspora_telemetry::ReportSlot;
 use diaspora_view::runner::ViewStats;
 
-use super::{shutdown_signal, DataConn, MetricsArgs};
+use super::{stop_on_signal, DataConn, MetricsArgs};
 
 /// A view's figures as its loop last saw them (`view.*` metrics).
 #[derive(Clone, Default, serde::Serialize)]
@@ -217,48 +218,17 @@ async fn run_view(a: RunArgs) -> Result<()> {
             move || Some(reader.load()),
         )
         .await?;
-    let mut n = 0u64;
-    let mut idle = Duration::ZERO;
-    let step = Duration::from_millis(500);
-    let signal = shutdown_signal()?;
-    tokio::pin!(signal);
-    loop {
-        if a.max_items > 0 && n >= a.max_items {
-            break;
-        }
-        if a.idle_s > 0 && idle >= Duration::from_secs(a.idle_s) {
-            break;
-        }
-        let got = tokio::select! {
-            _ = &mut signal => break,
-            got = view.next(step) => got?,
-        };
+    let opts = ServeOptions {
+        max_items: (a.max_items > 0).then_some(a.max_items),
+        idle: (a.idle_s > 0).then(|| Duration::from_secs(a.idle_s)),
+    };
+    let stop = stop_on_signal()?;
+    let n = serve::run(&mut view, &mut std::io::stdout(), &opts, &stop, |view| {
         if publisher.is_some() {
-            figures.store(observe(&view));
+            figures.store(observe(view));
         }
-        match got {
-            Some(d) => {
-                idle = Duration::ZERO;
-                n += 1;
-                let line = serde_json::json!({
-                    "seq": d.seq,
-                    "id": format!("{:016x}", d.id()),
-                    "key": d.item.key,
-                    "invalid": d.invalid,
-                    "members": d.item.members,
-                });
-                println!("{line}");
-                view.ack(d.id());
-            }
-            None => idle += step,
-        }
-        for r in view.take_retractions() {
-            println!(
-                "{}",
-                serde_json::json!({"retract": format!("{:016x}", r.id), "cause": r.cause})
-            );
-        }
-    }
+    })
+    .await?;
     if a.snapshots.is_some() {
         let info = view.snapshot()?;
         eprintln!("snapshot {} v{} saved", info.view, info.version);

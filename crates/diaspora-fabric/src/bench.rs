@@ -13,7 +13,6 @@ use crate::{
     ProducerConfig, TopicSettings,
 };
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use serde::Serialize;
 
 /// What `diaspora bench fabric` runs ([`Default`]: its defaults).
@@ -137,19 +136,7 @@ impl std::fmt::Display for FabricReport {
     }
 }
 
-/// A payload of `size` pseudo-random bytes (incompressible, like detector noise).
-pub fn synthetic_payload(size: usize) -> Bytes {
-    let mut v = vec![0u8; size];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for chunk in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
-    Bytes::from(v)
-}
+pub use crate::pipe::synthetic_payload;
 
 /// Runs the end-to-end fabric benchmark.
 pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {

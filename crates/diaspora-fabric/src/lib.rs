@@ -27,6 +27,10 @@
 //!   of their own.
 //! - **Bridges** ([`bridge`]): copy a topic from one node to another,
 //!   exactly once.
+//! - **Pipes** ([`pipe`]): the loops behind `diaspora produce` and
+//!   `diaspora consume` — lines or synthetic payloads in, text or JSON
+//!   lines out — and [`Stop`] ([`shutdown`]), the one flag every service
+//!   loop finishes on (commands set it at SIGTERM or Ctrl-C).
 //!
 //! TLS is always on. A node without a certificate directory makes a
 //! development CA in `DATA_DIR/certs`; clients trust exactly the CA file they
@@ -75,8 +79,10 @@ pub mod consumer;
 pub mod error;
 pub mod item;
 pub mod node;
+pub mod pipe;
 pub mod producer;
 pub mod server;
+pub mod shutdown;
 pub mod tls;
 pub mod topic;
 pub mod wire;
@@ -92,4 +98,5 @@ pub use error::{FabricError, Result};
 pub use item::{AckHook, AckedItem, ItemRef};
 pub use node::Node;
 pub use producer::{Delivered, Delivery, Producer, ProducerConfig};
+pub use shutdown::Stop;
 pub use topic::{ensure_topic, Ensured, TopicAdmin};

@@ -18,6 +18,10 @@
 //!   ([`diaspora_fabric::item::meta`]).
 //! - [`policy`], [`reduce`], [`spill`], [`ndarray`]: the policy, the
 //!   reductions, the disk tier, array payloads.
+//! - [`pipe`]: the loops behind `diaspora stream produce` and `diaspora
+//!   stream consume` (lines or synthetic frames in, fates logged, drain and
+//!   linger; text or JSON lines out), finishing on a
+//!   [`Stop`](diaspora_fabric::Stop).
 //! - [`init_topics`]: the stream's three topics, through the fabric's
 //!   [`ensure_topic`](diaspora_fabric::ensure_topic).
 //!
@@ -39,6 +43,7 @@ pub mod control;
 pub mod core;
 pub mod fuzzing;
 pub mod ndarray;
+pub mod pipe;
 pub mod policy;
 pub mod producer;
 pub mod reduce;

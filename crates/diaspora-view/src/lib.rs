@@ -11,6 +11,9 @@
 //!   source readers, in-process delivery sharing payloads, an output topic
 //!   of references, liveness (`discard`/`pin`) from provenance notices and
 //!   retention, lineage of view items, snapshots.
+//! - [`serve`] (feature `fabric`): the loop behind `diaspora view run` — a
+//!   view delivered as JSON lines until a limit or a
+//!   [`Stop`](diaspora_fabric::Stop).
 //! - [`snapshot`]: versioned, crash-safe snapshot files.
 //! - [`wire`]: the metastream's messages.
 //! - [`bench`]: the benchmarks behind `diaspora view bench`.
@@ -33,6 +36,8 @@ pub mod engine;
 pub mod fuzzing;
 #[cfg(feature = "fabric")]
 pub mod runner;
+#[cfg(feature = "fabric")]
+pub mod serve;
 pub mod snapshot;
 pub mod spec;
 pub mod wire;
@@ -82,4 +87,11 @@ pub enum ViewError {
     /// The view is closed.
     #[error("view closed: {0}")]
     Closed(String),
+    /// Writing the delivered view items failed (module `serve`).
+    #[error("writing the view's output")]
+    Output {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -160,6 +160,28 @@ impl Bridge {
         self.partitions
     }
 
+    /// Keeps mirroring until `stop` is set, handing the counters to
+    /// `report` every `report_every` (never when `None`); then returns, with
+    /// the bridge still running — [`Bridge::stop`] ends it. This is the
+    /// loop of `diaspora bridge`.
+    pub async fn run_until(
+        &self,
+        stop: &crate::Stop,
+        report_every: Option<Duration>,
+        mut report: impl FnMut(&BridgeStats),
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.wait() => return,
+                _ = tokio::time::sleep(report_every.unwrap_or(Duration::from_secs(3600))) => {
+                    if report_every.is_some() {
+                        report(&self.stats);
+                    }
+                }
+            }
+        }
+    }
+
     /// Stops the partition tasks after they commit their acknowledged position.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
