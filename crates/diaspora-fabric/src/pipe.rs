@@ -172,7 +172,6 @@ pub async fn produce(
             }
         }
     }
-    drop(send);
     drop(ack_tx);
     let flushed = producer.flush().await;
     if let Some(w) = ack_writer {

@@ -292,7 +292,7 @@ pub async fn consume(
     let mut seen = 0u64;
     let mut last_flush = Instant::now();
     let werr = || io("write the output");
-    while opts.count.is_none_or(|n| seen < n) && !stop.stopped() {
+    while !opts.count.is_some_and(|n| seen >= n) && !stop.stopped() {
         let next = c.next(tick.min(opts.idle)).await?;
         observe(c, next.as_ref());
         let Some(x) = next else {
