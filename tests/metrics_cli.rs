@@ -162,12 +162,13 @@ fn a_monitor_resubscribes_after_the_node_restarts() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
+        .map(common::Reaped::new)
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     sigkill(&mut node);
     std::thread::sleep(Duration::from_millis(500));
     let mut node = serve_with(&data_dir, data, admin, "interval", &metrics);
-    let out = serve.wait_with_output().unwrap();
+    let out = serve.take().wait_with_output().unwrap();
     sigkill(&mut node);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -220,6 +220,7 @@ fn a_node_publishes_its_metrics_as_events_on_the_metrics_topic() {
         .args(["--metrics-interval-ms", "100"])
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(common::Reaped::new)
         .unwrap();
     let ca = dir.path().join("d/certs/ca.pem");
     let mut events = Vec::new();

@@ -24,7 +24,7 @@ fn consumer(
     cp: &std::path::Path,
     out: &std::path::Path,
     count: Option<u64>,
-) -> std::process::Child {
+) -> Reaped {
     let mut c = Command::new(BIN);
     c.args([
         "stream", "consume", "--topic", "frames", "--name", "hpc", "--json",
@@ -44,6 +44,7 @@ fn consumer(
         .stdout(std::fs::File::create(out).unwrap())
         .stderr(Stdio::inherit())
         .spawn()
+        .map(Reaped::new)
         .expect("spawn stream consume")
 }
 
@@ -104,6 +105,7 @@ fn a_killed_consumer_gets_expired_items_replayed_from_the_producer() {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
+        .map(Reaped::new)
         .expect("spawn stream produce");
 
     // Let the consumer read a few hundred items, then kill it.
@@ -167,7 +169,7 @@ fn a_killed_consumer_gets_expired_items_replayed_from_the_producer() {
     // SIGTERM ends the producer's linger; it reports what it served.
     let pid = producer.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = producer.wait_with_output().unwrap();
+    let out = producer.take().wait_with_output().unwrap();
     assert!(out.status.success());
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["acked"], ITEMS);

@@ -31,6 +31,53 @@ pub struct Served {
     pub ca: PathBuf,
 }
 
+/// A node is killed and reaped when its test lets go of it — on every
+/// path, a failed assertion included — so no `diaspora serve` outlives
+/// the test (and its deleted data directory).
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Any child process of a test, killed and reaped when dropped (on every
+/// path, panics included). `take` hands the child over for
+/// `wait_with_output`, which reaps it itself.
+pub struct Reaped(Option<Child>);
+
+impl Reaped {
+    pub fn new(child: Child) -> Reaped {
+        Reaped(Some(child))
+    }
+
+    pub fn take(mut self) -> Child {
+        self.0.take().expect("a child not yet taken")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a child not yet taken")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child not yet taken")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 pub fn serve(dir: &Path, data: SocketAddr, admin: SocketAddr, fsync: &str) -> Served {
     serve_with(dir, data, admin, fsync, &[])
 }
@@ -164,8 +211,8 @@ pub fn start_node(dir: &Path, fsync: &str) -> Served {
 }
 
 /// Starts `diaspora bridge` from `from/topic` to `to/topic`.
-pub fn start_bridge(from: &Served, to: &Served, topic: &str, name: &str) -> Child {
-    Command::new(BIN)
+pub fn start_bridge(from: &Served, to: &Served, topic: &str, name: &str) -> Reaped {
+    Reaped::new(Command::new(BIN)
         // A long commit interval makes a restarted bridge re-send many
         // batches the target already holds: the dedupe path is exercised.
         .args(["bridge", "--name", name, "--stats-interval-s", "0"])
@@ -178,12 +225,12 @@ pub fn start_bridge(from: &Served, to: &Served, topic: &str, name: &str) -> Chil
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn diaspora bridge")
+        .expect("spawn diaspora bridge"))
 }
 
 /// Stops a bridge with SIGTERM (so it commits and reports) and returns the
 /// number of duplicate batches it says it absorbed.
-pub fn stop_bridge(bridge: Child) -> u64 {
+pub fn stop_bridge(bridge: Reaped) -> u64 {
     let pid = bridge.id().to_string();
     let ok = Command::new("kill")
         .args(["-TERM", &pid])
@@ -191,7 +238,7 @@ pub fn stop_bridge(bridge: Child) -> u64 {
         .unwrap()
         .success();
     assert!(ok, "SIGTERM to the bridge");
-    let out = bridge.wait_with_output().unwrap();
+    let out = bridge.take().wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bridge exit: {err}");
     let line = err
