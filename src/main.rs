@@ -58,6 +58,10 @@ async fn run(command: Command) -> Result<()> {
         Command::Bench(BenchCommand::Predict(a)) => {
             tokio::task::block_in_place(|| cli::predict::bench(a))
         }
+        Command::Bench(BenchCommand::Ptycho(a)) => {
+            tokio::task::block_in_place(|| cli::ptycho::bench(a))
+        }
+        Command::Ptycho(p) => tokio::task::block_in_place(|| cli::ptycho::run(p)),
         Command::Demo(a) => cli::demo::run(a).await,
         Command::Stream(s) => cli::stream::run(s).await,
         Command::View(v) => cli::view::run(v).await,

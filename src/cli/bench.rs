@@ -26,6 +26,9 @@ pub enum BenchCommand {
     /// The LSTM forecaster: batched inference per series-step (against
     /// one series per call), and one online training step.
     Predict(super::predict::BenchArgs),
+    /// Ptychography: ePIE against NumPy on the same frames, and the
+    /// surrogate against ePIE (speed and phase SSIM).
+    Ptycho(super::ptycho::BenchArgs),
 }
 
 /// Arguments of `diaspora bench fabric`.

@@ -34,6 +34,7 @@ pub mod data;
 pub mod demo;
 pub mod predict;
 pub mod prov;
+pub mod ptycho;
 pub mod serve;
 pub mod stream;
 pub mod topic;
@@ -107,6 +108,10 @@ pub enum Command {
     /// detector; evaluation on NAB and on twin congestion traces.
     #[command(subcommand)]
     Predict(predict::PredictCommand),
+    /// Ptychography: simulate scans, reconstruct them with ePIE, train and
+    /// evaluate the PtychoNN-like surrogate.
+    #[command(subcommand)]
+    Ptycho(ptycho::PtychoCommand),
 }
 
 impl Command {

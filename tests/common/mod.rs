@@ -212,20 +212,22 @@ pub fn start_node(dir: &Path, fsync: &str) -> Served {
 
 /// Starts `diaspora bridge` from `from/topic` to `to/topic`.
 pub fn start_bridge(from: &Served, to: &Served, topic: &str, name: &str) -> Reaped {
-    Reaped::new(Command::new(BIN)
-        // A long commit interval makes a restarted bridge re-send many
-        // batches the target already holds: the dedupe path is exercised.
-        .args(["bridge", "--name", name, "--stats-interval-s", "0"])
-        .args(["--commit-interval-ms", "2000"])
-        .args(["--from", &format!("{}/{topic}", from.data)])
-        .args(["--to", &format!("{}/{topic}", to.data)])
-        .args(["--from-ca", from.ca.to_str().unwrap()])
-        .args(["--to-ca", to.ca.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn diaspora bridge"))
+    Reaped::new(
+        Command::new(BIN)
+            // A long commit interval makes a restarted bridge re-send many
+            // batches the target already holds: the dedupe path is exercised.
+            .args(["bridge", "--name", name, "--stats-interval-s", "0"])
+            .args(["--commit-interval-ms", "2000"])
+            .args(["--from", &format!("{}/{topic}", from.data)])
+            .args(["--to", &format!("{}/{topic}", to.data)])
+            .args(["--from-ca", from.ca.to_str().unwrap()])
+            .args(["--to-ca", to.ca.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn diaspora bridge"),
+    )
 }
 
 /// Stops a bridge with SIGTERM (so it commits and reports) and returns the
