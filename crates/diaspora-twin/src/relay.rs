@@ -259,7 +259,8 @@ pub struct DirectionStats {
     pub dropped_held_full: Counter,
     /// The send at delivery time failed (e.g. the target port is closed).
     pub send_failed: Counter,
-    /// Held now, waiting for their delivery time.
+    /// Held now: waiting for their delivery time, or being sent (a packet
+    /// can reach its target a moment before it is counted as forwarded).
     pub held: Counter,
 }
 
@@ -344,6 +345,9 @@ struct LaneState {
     link: ScheduledLink,
     held: VecDeque<Held>,
     held_bytes: usize,
+    /// Packets taken off `held` whose send has not finished yet: reported
+    /// as held, so a packet is never missing from the stats.
+    sending: Counter,
     stats: DirectionStats,
     stopped: bool,
     /// The latest arrival time offered: kernel stamps from different
@@ -367,6 +371,7 @@ impl Lane {
                 link,
                 held: VecDeque::new(),
                 held_bytes: 0,
+                sending: Counter::default(),
                 stats: DirectionStats::default(),
                 stopped: false,
                 last_arrival: Duration::ZERO,
@@ -445,6 +450,7 @@ impl Lane {
                 }
                 if let Some(head) = state.held.pop_front() {
                     state.held_bytes -= head.payload.len();
+                    state.sending.add(head.payload.len());
                     due.push(head);
                 }
             }
@@ -461,6 +467,7 @@ impl Lane {
                 }
             }
             state = self.state.lock();
+            state.sending = Counter::default();
             state.stats.forwarded.merge(forwarded);
             state.stats.send_failed.merge(failed);
         }
@@ -470,8 +477,8 @@ impl Lane {
         let state = self.state.lock();
         let mut stats = state.stats;
         stats.held = Counter {
-            packets: state.held.len() as u64,
-            bytes: state.held_bytes as u64,
+            packets: state.held.len() as u64 + state.sending.packets,
+            bytes: state.held_bytes as u64 + state.sending.bytes,
         };
         stats
     }
@@ -717,6 +724,17 @@ async fn run_downstream(
 /// let mut buf = [0u8; 16];
 /// let (len, _) = target.recv_from(&mut buf).await.unwrap();
 /// assert_eq!(&buf[..len], b"hello");
+/// // The target can read the packet a moment before the relay's sender
+/// // thread books it: until then it is counted as held.
+/// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+/// loop {
+///     let up = relay.stats().up;
+///     assert_eq!(up.forwarded.packets + up.held.packets, 1);
+///     if up.forwarded.packets == 1 || std::time::Instant::now() > deadline {
+///         break;
+///     }
+///     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+/// }
 /// assert_eq!(relay.stats().up.forwarded.packets, 1);
 /// relay.shutdown().await;
 /// # });
