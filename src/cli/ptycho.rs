@@ -163,6 +163,11 @@ pub struct TrainArgs {
     /// Continue from this checkpoint (its shape wins over --channels/--bin).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Weight the loss by the probe's intensity, floored at this fraction
+    /// of its peak (where the probe is dark a frame says little about the
+    /// object); 1 weighs every pixel the same.
+    #[arg(long, default_value_t = 0.02)]
+    probe_weight_floor: f32,
     #[command(flatten)]
     epie: EpieArgs,
     /// Print the report as JSON.
@@ -290,6 +295,12 @@ pub fn run(cmd: PtychoCommand) -> Result<()> {
             })
         }
         PtychoCommand::Train(a) => {
+            if !(0.0..=1.0).contains(&a.probe_weight_floor) {
+                anyhow::bail!(
+                    "--probe-weight-floor {} is outside 0..=1 (a fraction of the probe's peak)",
+                    a.probe_weight_floor
+                );
+            }
             let o = TrainOptions {
                 epie: a.epie.options(),
                 network: SurrogateConfig {
@@ -305,6 +316,7 @@ pub fn run(cmd: PtychoCommand) -> Result<()> {
                 steps: a.steps,
                 batch: a.batch,
                 resume: a.resume.clone(),
+                probe_weight_floor: (a.probe_weight_floor < 1.0).then_some(a.probe_weight_floor),
                 ..Default::default()
             };
             let r = workflow::train(&a.dirs, &a.out, &o)?;

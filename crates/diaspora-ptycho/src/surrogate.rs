@@ -6,24 +6,38 @@
 //!
 //! **Input.** A frame's counts, optionally binned (the sum of `bin`×`bin`
 //! pixels), as `ln(1 + counts) / ln(1 + 4095·bin²)` — for `bin` = 1 that is
-//! `ln(1 + counts) / ln(4096)`, so a saturated 12-bit pixel reads 1 — one
-//! channel of `(n / bin)²` pixels ([`preprocess`]).
+//! `ln(1 + counts) / ln(4096)`, so a saturated 12-bit pixel reads 1 — in
+//! two channels of `(n / bin)²` pixels: the frame and its point reflection
+//! ([`preprocess`]; a defocused probe's bright field holds a turned-over
+//! shadow image of the patch, which local convolutions cannot turn back).
+//! The network sees it standardised: minus the per-pixel mean, over the
+//! root-mean-square deviation, of the first [`NORM_SAMPLES`] training
+//! samples (kept in the checkpoint) — without that the bright field, the
+//! same in every frame, swamps the few per cent the object changes and
+//! training stalls.
 //!
-//! **Network.** An encoder of three levels (two 3×3 convolutions with ReLU,
-//! then a 2×2 max-pool; `channels`, `2·channels`, `4·channels` wide) and
-//! two decoders of the same shape (nearest 2× upsampling, a 3×3 convolution
-//! with ReLU, repeated until the side is N again, then a 3×3 convolution to
-//! one channel): one predicts the amplitude, `1.2 · sigmoid` (so in
+//! **Network.** A U-Net: an encoder of three levels (two 3×3 convolutions
+//! with ReLU, then a 2×2 max-pool; `channels`, `2·channels`, `4·channels`
+//! wide) and two decoders (per level: nearest 2× upsampling, the encoder's
+//! features of that level alongside, a 3×3 convolution with ReLU; then a
+//! 3×3 convolution to one channel and, with binning, a nearest upsampling
+//! to N×N): one predicts the amplitude, `1.2 · sigmoid` (so in
 //! [0, [`AMP_MAX`]]), the other the phase, `π · tanh` (in (−π, π)). Weights
-//! are drawn from the configuration's seed (He-uniform, zero biases, the
-//! amplitude's output bias at an empty object's amplitude 1).
+//! are drawn from the configuration's seed (He-uniform, zero biases); the
+//! output convolutions start at zero, so a new network predicts an empty
+//! object (amplitude 1, phase 0) and learns departures from it. The layers
+//! are candle's basic operations, not its CPU convolution and pooling
+//! (which are wrong in candle 0.9 — see the notes in the source); a test
+//! checks every gradient against finite differences.
 //!
 //! **Training** ([`Trainer`]) is online: samples — a frame and the patch of
 //! a reconstruction (or of the truth) at its position ([`samples_from`]) —
 //! go into a bounded replay buffer, and each [`Trainer::step`] takes one
 //! AdamW step on a seeded random mini-batch from it, on the mean squared
-//! (or absolute) error of amplitude plus that of phase over the whole
-//! patch.
+//! (or absolute) error of amplitude plus that of phase, over the patch,
+//! optionally weighted pixel by pixel ([`Trainer::set_loss_weight`],
+//! usually by the probe's intensity, [`probe_weight`] — the test's held-out
+//! scan is learned far more reliably so).
 //!
 //! **Inference** ([`Surrogate::predict`]) runs frames in batches;
 //! [`stitch`] puts the predicted patches together into the scan's image,
@@ -33,16 +47,21 @@
 //! **Checkpoints** are safetensors files ([`Surrogate::save`],
 //! [`Surrogate::load`]) whose metadata carries a format tag
 //! ([`FORMAT`]), the configuration (JSON), the model's `version`, its
-//! `samples_seen`, `steps` and the ids of the scans it was trained on; a
-//! checkpoint of another format, missing or ill-shaped tensors, or a
-//! non-finite weight is refused, naming what was wrong.
+//! `samples_seen`, `steps`, the ids of the scans it was trained on and the
+//! samples in its input statistics; a checkpoint of another format, missing
+//! or ill-shaped tensors, or a non-finite weight is refused, naming what
+//! was wrong.
+//!
+//! **Devices.** CPU by default; with this crate's `cuda` feature
+//! [`default_device`] picks the first GPU. The maths is the same on both.
 //!
 //! What it does not do: learn the probe or positions (the targets must be
 //! registered to the frames' positions), remove a global phase offset (the
 //! targets' phase reference is what it learns), unwrap phases, or save the
 //! optimiser's state (a trainer resumed from a checkpoint starts AdamW's
-//! moments afresh). The stitched phase is a plain weighted mean, which is
-//! right for phases well inside (−π, π), as the network's are.
+//! moments afresh). It is fast on a GPU, not on a CPU: at N = 64 a frame
+//! costs milliseconds there. The stitched phase is a plain weighted mean,
+//! which is right for phases well inside (−π, π), as the network's are.
 
 use std::collections::{HashMap, VecDeque};
 use std::f32::consts::PI;
@@ -50,7 +69,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder, VarMap};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, VarMap};
 use ndarray::{s, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -60,7 +79,7 @@ use crate::sim::{FrameMeta, SATURATION};
 use crate::{PtychoError, Result, C32};
 
 /// The format tag a checkpoint's metadata carries under `format`.
-pub const FORMAT: &str = "diaspora-ptycho/surrogate/1";
+pub const FORMAT: &str = "diaspora-ptycho/surrogate/2";
 /// The largest predicted amplitude (the amplitude head is `AMP_MAX · sigmoid`).
 pub const AMP_MAX: f32 = 1.2;
 /// Largest checkpoint file read, bytes.
@@ -72,6 +91,10 @@ pub const CHANNELS_MAX: usize = 256;
 
 /// Encoder levels (each halves the side).
 const LEVELS: usize = 3;
+/// The input normaliser learns from this many samples, then stays fixed.
+pub const NORM_SAMPLES: u64 = 1024;
+/// The smallest scale the normaliser divides by.
+const NORM_SCALE_MIN: f64 = 0.01;
 
 /// How the network is shaped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,9 +236,19 @@ pub fn samples_from(
         .collect()
 }
 
+/// Input channels: the frame and its point reflection.
+pub const INPUT_CHANNELS: usize = 2;
+
 /// The network's input for `frames` (each N×N, checked): a
-/// `(frames, 1, n / bin, n / bin)` f32 tensor of
-/// `ln(1 + binned counts) / ln(1 + 4095·bin²)`.
+/// `(frames, 2, n / bin, n / bin)` f32 tensor of
+/// `ln(1 + binned counts) / ln(1 + 4095·bin²)`, channel 0 the frame as it
+/// is and channel 1 its point reflection (rows and columns reversed).
+///
+/// Why the reflection: with a defocused probe the bright field of a frame
+/// holds a shadow image of the illuminated patch, point-reflected (or
+/// upright, with the other sign of defocus). Convolutions are local and
+/// cannot turn an image over; given both orientations the network reads
+/// whichever matches at the same place as the patch it predicts.
 pub fn preprocess(
     frames: &[&Array2<u16>],
     config: &SurrogateConfig,
@@ -223,10 +256,13 @@ pub fn preprocess(
 ) -> Result<Tensor> {
     let (n, bin) = (config.n, config.bin);
     let side = n / bin;
+    let plane = side * side;
     let scale = 1.0 / (1.0 + SATURATION as f32 * (bin * bin) as f32).ln();
-    let mut data = Vec::with_capacity(frames.len() * side * side);
+    let mut data = vec![0f32; frames.len() * INPUT_CHANNELS * plane];
     for (i, f) in frames.iter().enumerate() {
         check_frame(i, f, n)?;
+        let (upright, reflected) =
+            data[i * INPUT_CHANNELS * plane..(i + 1) * INPUT_CHANNELS * plane].split_at_mut(plane);
         for r in 0..side {
             for c in 0..side {
                 let mut sum = 0u32;
@@ -235,13 +271,15 @@ pub fn preprocess(
                         sum += f[[r * bin + dy, c * bin + dx]] as u32;
                     }
                 }
-                data.push((1.0 + sum as f32).ln() * scale);
+                let v = (1.0 + sum as f32).ln() * scale;
+                upright[r * side + c] = v;
+                reflected[(side - 1 - r) * side + (side - 1 - c)] = v;
             }
         }
     }
     Ok(Tensor::from_vec(
         data,
-        (frames.len(), 1, side, side),
+        (frames.len(), INPUT_CHANNELS, side, side),
         device,
     )?)
 }
@@ -257,7 +295,73 @@ fn check_frame(i: usize, f: &Array2<u16>, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// One decoder: upsampling stages back to the input's side, the output
+// The network runs channels-last, `(batch, height, width, channels)`, and
+// is made of candle's basic operations (pads, views, one matrix product
+// per convolution, reshapes, maxima) rather than its CPU `conv2d`,
+// `max_pool2d` and `upsample_nearest2d`: in candle 0.9 the first computes
+// garbage for a `(b, c, h, w)` input with `c == h == w` (candle issue
+// #3404) and backpropagates through a slow direct loop, the second's
+// gradient is a quarter of what it should be, and the third's backward
+// pass overwrites the gradient its input gathered from other uses (candle
+// PR #3507) — the bottleneck feeds both decoders. A unit test checks every
+// gradient against finite differences.
+
+/// A 3×3 convolution with padding 1 of a channels-last `(b, h, w, c)`
+/// tensor by `conv`'s weights `(c_out, c, 3, 3)` and bias: the nine
+/// shifted views side by side, `(b·h·w, 9·c)`, times the weights as a
+/// `(9·c, c_out)` matrix — one matrix product.
+fn conv3(conv: &Conv2d, x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let c_out = conv.weight().dim(0)?;
+    let padded = x.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
+    let mut views = Vec::with_capacity(9);
+    for dy in 0..3 {
+        for dx in 0..3 {
+            views.push(padded.narrow(1, dy, h)?.narrow(2, dx, w)?.contiguous()?);
+        }
+    }
+    // Columns ordered (dy, dx, channel), as the weights permuted to
+    // (c_out, dy, dx, c).
+    let columns = Tensor::stack(&views, 3)?.reshape((b * h * w, 9 * c))?;
+    let weights = conv
+        .weight()
+        .permute((0, 2, 3, 1))?
+        .reshape((c_out, 9 * c))?;
+    let mut y = columns.matmul(&weights.t()?)?;
+    if let Some(bias) = conv.bias() {
+        y = y.broadcast_add(bias)?;
+    }
+    y.reshape((b, h, w, c_out))
+}
+
+/// 2×2 max-pooling of a channels-last `(b, h, w, c)` tensor.
+///
+/// Pairwise `maximum`, not a max reduction: candle's reduction gives the
+/// whole gradient to every tied element, and ties are common here — a
+/// dark region of a diffraction pattern is constant after the log, so
+/// neighbouring activations are exactly equal and their gradient would
+/// be counted twice or four times. `maximum` splits a tie's gradient.
+fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let x = x.reshape((b, h / 2, 2, w / 2, 2, c))?;
+    let at = |dy: usize, dx: usize| x.narrow(2, dy, 1)?.narrow(4, dx, 1);
+    at(0, 0)?
+        .maximum(&at(0, 1)?)?
+        .maximum(&at(1, 0)?.maximum(&at(1, 1)?)?)?
+        .reshape((b, h / 2, w / 2, c))
+}
+
+/// Nearest-neighbour upsampling by `k` of a channels-last `(b, h, w, c)`
+/// tensor.
+fn upsample(x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    x.reshape((b, h, 1, w, 1, c))?
+        .broadcast_as((b, h, k, w, k, c))?
+        .reshape((b, h * k, w * k, c))
+}
+
+/// One decoder: upsampling stages back to the input's side, each
+/// reading the encoder's features at its side (U-Net skips), the output
 /// convolution, then (with binning) a nearest-neighbour upsampling to N —
 /// no convolution runs at the full N×N side, where it would cost most.
 #[derive(Debug)]
@@ -268,17 +372,18 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut h = x.clone();
-        for conv in &self.stages {
-            let (_, _, hh, ww) = h.dims4()?;
-            h = h.upsample_nearest2d(2 * hh, 2 * ww)?;
-            h = conv.forward(&h)?.relu()?;
+    /// `skips[l]`: the encoder's level-`l` features (before pooling);
+    /// returns `(b, n, n, 1)`.
+    fn forward(&self, bottom: &Tensor, skips: &[Tensor]) -> candle_core::Result<Tensor> {
+        let mut h = bottom.clone();
+        for (s, conv) in self.stages.iter().enumerate() {
+            h = upsample(&h, 2)?;
+            h = Tensor::cat(&[&h, &skips[LEVELS - 1 - s]], 3)?;
+            h = conv3(conv, &h)?.relu()?;
         }
-        let h = self.out.forward(&h)?;
+        let h = conv3(&self.out, &h)?;
         if self.bin > 1 {
-            let (_, _, hh, ww) = h.dims4()?;
-            h.upsample_nearest2d(hh * self.bin, ww * self.bin)
+            upsample(&h, self.bin)
         } else {
             Ok(h)
         }
@@ -293,7 +398,8 @@ struct Net {
     phase: Decoder,
 }
 
-fn conv3(cin: usize, cout: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
+/// The weights of a 3×3 convolution, `(c_out, c_in, 3, 3)` and `(c_out)`.
+fn conv3_weights(cin: usize, cout: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
     let cfg = Conv2dConfig {
         padding: 1,
         ..Default::default()
@@ -305,30 +411,31 @@ impl Net {
     fn new(config: &SurrogateConfig, vb: VarBuilder) -> candle_core::Result<Net> {
         let c = config.channels;
         let mut encoder = Vec::with_capacity(2 * LEVELS);
-        let mut cin = 1;
+        let mut cin = INPUT_CHANNELS;
         for level in 0..LEVELS {
             let cout = c << level;
-            encoder.push(conv3(cin, cout, vb.pp(format!("enc{level}a")))?);
-            encoder.push(conv3(cout, cout, vb.pp(format!("enc{level}b")))?);
+            encoder.push(conv3_weights(cin, cout, vb.pp(format!("enc{level}a")))?);
+            encoder.push(conv3_weights(cout, cout, vb.pp(format!("enc{level}b")))?);
             cin = cout;
         }
-        // Upsampling stages until the side is the input's again, one per
-        // pool; the binning is undone after the output convolution.
-        let stages = LEVELS;
+        // One upsampling stage per pool, back to the input's side; stage s
+        // also reads the encoder's level LEVELS − 1 − s; the binning is
+        // undone after the output convolution.
         let decoder = |name: &str| -> candle_core::Result<Decoder> {
             let vb = vb.pp(name);
             let mut cin = c << (LEVELS - 1);
-            let mut convs = Vec::with_capacity(stages);
-            for s in 0..stages {
+            let mut convs = Vec::with_capacity(LEVELS);
+            for s in 0..LEVELS {
+                let skip = c << (LEVELS - 1 - s);
                 let cout = if s + 2 <= LEVELS {
                     c << (LEVELS - 2 - s)
                 } else {
                     c
                 };
-                convs.push(conv3(cin, cout, vb.pp(format!("up{s}")))?);
+                convs.push(conv3_weights(cin + skip, cout, vb.pp(format!("up{s}")))?);
                 cin = cout;
             }
-            let out = conv3(cin, 1, vb.pp("out"))?;
+            let out = conv3_weights(cin, 1, vb.pp("out"))?;
             Ok(Decoder {
                 stages: convs,
                 out,
@@ -342,16 +449,25 @@ impl Net {
         })
     }
 
-    /// `(amplitude, phase)`, each `(batch, 1, n, n)`.
+    /// `(amplitude, phase)`, each `(batch, 1, n, n)`, of the normalised
+    /// input `(batch, INPUT_CHANNELS, side, side)`.
     fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut h = x.clone();
+        let mut h = x.permute((0, 2, 3, 1))?;
+        let mut skips = Vec::with_capacity(LEVELS);
         for pair in self.encoder.chunks(2) {
-            h = pair[0].forward(&h)?.relu()?;
-            h = pair[1].forward(&h)?.relu()?;
-            h = h.max_pool2d(2)?;
+            h = conv3(&pair[0], &h)?.relu()?;
+            h = conv3(&pair[1], &h)?.relu()?;
+            skips.push(h.clone());
+            h = max_pool2(&h)?;
         }
-        let amp = (candle_nn::ops::sigmoid(&self.amplitude.forward(&h)?)? * AMP_MAX as f64)?;
-        let phase = (self.phase.forward(&h)?.tanh()? * PI as f64)?;
+        // (b, n, n, 1) and (b, 1, n, n) share their layout.
+        let head = |d: &Decoder| -> candle_core::Result<Tensor> {
+            let y = d.forward(&h, &skips)?;
+            let (b, n, _, _) = y.dims4()?;
+            y.reshape((b, 1, n, n))
+        };
+        let amp = (candle_nn::ops::sigmoid(&head(&self.amplitude)?)? * AMP_MAX as f64)?;
+        let phase = (head(&self.phase)?.tanh()? * PI as f64)?;
         Ok((amp, phase))
     }
 }
@@ -366,6 +482,76 @@ pub struct Surrogate {
     samples_seen: u64,
     steps: u64,
     scan_ids: Vec<String>,
+    norm: Normaliser,
+}
+
+/// Per-pixel statistics of the network's input over the first
+/// [`NORM_SAMPLES`] training samples: the input is `(x − mean) / scale`,
+/// `scale` the root of the mean per-pixel variance (at least
+/// `NORM_SCALE_MIN`). Without it the bright field, the same in every frame,
+/// dwarfs the few-per-cent changes the object makes, and gradient descent
+/// crawls.
+#[derive(Clone, Debug)]
+struct Normaliser {
+    count: u64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    /// `mean` as a `(1, channels, side, side)` tensor on the device.
+    mean_t: Tensor,
+    inv_scale: f64,
+}
+
+impl Normaliser {
+    fn new(config: &SurrogateConfig, device: &Device) -> Result<Normaliser> {
+        let len = INPUT_CHANNELS * config.input_side().pow(2);
+        Normaliser::from_parts(config, device, 0, vec![0.0; len], vec![0.0; len])
+    }
+
+    fn from_parts(
+        config: &SurrogateConfig,
+        device: &Device,
+        count: u64,
+        mean: Vec<f64>,
+        m2: Vec<f64>,
+    ) -> Result<Normaliser> {
+        let side = config.input_side();
+        let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
+        let mean_t = Tensor::from_vec(mean32, (1, INPUT_CHANNELS, side, side), device)?;
+        let inv_scale = if count == 0 {
+            1.0
+        } else {
+            let var = m2.iter().sum::<f64>() / (count as f64 * m2.len() as f64);
+            1.0 / var.sqrt().max(NORM_SCALE_MIN)
+        };
+        Ok(Normaliser {
+            count,
+            mean,
+            m2,
+            mean_t,
+            inv_scale,
+        })
+    }
+
+    /// Takes a sample's input (Welford) while it is still learning.
+    fn observe(&mut self, x: &[f32], config: &SurrogateConfig, device: &Device) -> Result<()> {
+        if self.count >= NORM_SAMPLES {
+            return Ok(());
+        }
+        self.count += 1;
+        let k = self.count as f64;
+        for ((m, m2), &v) in self.mean.iter_mut().zip(&mut self.m2).zip(x) {
+            let d = v as f64 - *m;
+            *m += d / k;
+            *m2 += d * (v as f64 - *m);
+        }
+        let (mean, m2) = (std::mem::take(&mut self.mean), std::mem::take(&mut self.m2));
+        *self = Normaliser::from_parts(config, device, self.count, mean, m2)?;
+        Ok(())
+    }
+
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_sub(&self.mean_t)? * self.inv_scale
+    }
 }
 
 impl std::fmt::Debug for Surrogate {
@@ -390,8 +576,8 @@ impl Surrogate {
         let net = Net::new(&config, vb)?;
         // Deterministic initialisation (candle's CPU generator cannot be
         // seeded): He-uniform weights, zero biases, names sorted so the
-        // draw order is fixed. The amplitude's output starts at 1 (an
-        // empty object), the phase's at 0.
+        // draw order is fixed. The output convolutions start at zero, the
+        // amplitude's bias at 1 (an empty object), the phase's at 0.
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7e57_2064);
         {
             let vars = varmap.data().lock().expect("varmap lock");
@@ -408,20 +594,20 @@ impl Surrogate {
                         0.0
                     };
                     vec![b; count]
+                } else if name.ends_with("out.weight") {
+                    // The heads start flat (every prediction the empty
+                    // object) and learn departures from it.
+                    vec![0.0; count]
                 } else {
                     let fan_in: usize = dims[1..].iter().product();
-                    let gain = if name.ends_with("out.weight") {
-                        1.0
-                    } else {
-                        6.0
-                    };
-                    let bound = (gain / fan_in as f32).sqrt();
+                    let bound = (6.0 / fan_in as f32).sqrt();
                     (0..count).map(|_| rng.gen_range(-bound..bound)).collect()
                 };
                 var.set(&Tensor::from_vec(values, dims, &device)?)?;
             }
         }
         Ok(Surrogate {
+            norm: Normaliser::new(&config, &device)?,
             config,
             device,
             varmap,
@@ -483,7 +669,7 @@ impl Surrogate {
     /// Amplitude and phase tensors `(batch, 1, n, n)` for N×N frames.
     fn forward_frames(&self, frames: &[&Array2<u16>]) -> Result<(Tensor, Tensor)> {
         let x = preprocess(frames, &self.config, &self.device)?;
-        Ok(self.net.forward(&x)?)
+        Ok(self.net.forward(&self.norm.apply(&x)?)?)
     }
 
     /// The predicted `(amplitude, phase)` N×N patches of `frames`, run
@@ -533,6 +719,14 @@ impl Surrogate {
         for (name, var) in self.varmap.data().lock().expect("varmap lock").iter() {
             tensors.push((name.clone(), var.as_tensor().to_device(&Device::Cpu)?));
         }
+        let side = self.config.input_side();
+        for (name, values) in [(NORM_MEAN, &self.norm.mean), (NORM_M2, &self.norm.m2)] {
+            let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+            tensors.push((
+                name.to_string(),
+                Tensor::from_vec(v, (INPUT_CHANNELS, side, side), &Device::Cpu)?,
+            ));
+        }
         let metadata: HashMap<String, String> = [
             ("format", FORMAT.to_string()),
             ("config", json(&self.config)),
@@ -540,6 +734,7 @@ impl Surrogate {
             ("samples_seen", self.samples_seen.to_string()),
             ("steps", self.steps.to_string()),
             ("scan_ids", json(&self.scan_ids)),
+            ("norm_samples", self.norm.count.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -615,6 +810,37 @@ impl Surrogate {
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
 
+        let norm_samples = number("norm_samples")?;
+        if norm_samples > NORM_SAMPLES {
+            return Err(bad(format!(
+                "metadata \"norm_samples\" = {norm_samples}: at most {NORM_SAMPLES}"
+            )));
+        }
+
+        // Every tensor: present, F32 of the right shape, finite.
+        let read = |name: &str, dims: &[usize]| -> Result<Vec<f32>> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| bad(format!("no tensor {name:?}")))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape() != dims {
+                return Err(bad(format!(
+                    "tensor {name:?} is {:?} {:?}; the model needs F32 {dims:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            let values: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(bad(format!(
+                    "tensor {name:?} holds a non-finite weight ({v} at element {i})"
+                )));
+            }
+            Ok(values)
+        };
         let mut s = Surrogate::new(config, device)?;
         {
             let vars = s.varmap.data().lock().expect("varmap lock");
@@ -622,35 +848,30 @@ impl Surrogate {
             names.sort();
             for name in &names {
                 let var = &vars[*name];
-                let t = st
-                    .tensor(name)
-                    .map_err(|_| bad(format!("no tensor {name:?}")))?;
-                if t.dtype() != safetensors::Dtype::F32 || t.shape() != var.dims() {
-                    return Err(bad(format!(
-                        "tensor {name:?} is {:?} {:?}; the model needs F32 {:?}",
-                        t.dtype(),
-                        t.shape(),
-                        var.dims()
-                    )));
-                }
-                let values: Vec<f32> = t
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                    return Err(bad(format!(
-                        "tensor {name:?} holds a non-finite weight ({v} at element {i})"
-                    )));
-                }
+                let values = read(name, var.dims())?;
                 var.set(&Tensor::from_vec(values, var.dims(), s.device())?)?;
             }
-            if let Some(extra) = st.names().into_iter().find(|n| !vars.contains_key(*n)) {
+            if let Some(extra) = st
+                .names()
+                .into_iter()
+                .find(|n| !vars.contains_key(*n) && *n != NORM_MEAN && *n != NORM_M2)
+            {
                 return Err(bad(format!(
                     "tensor {extra:?} is not part of this model (another architecture?)"
                 )));
             }
         }
+        let side = s.config.input_side();
+        let dims = [INPUT_CHANNELS, side, side];
+        let widen = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
+        let mean = widen(read(NORM_MEAN, &dims)?);
+        let m2 = widen(read(NORM_M2, &dims)?);
+        if let Some(i) = m2.iter().position(|&v| v < 0.0) {
+            return Err(bad(format!(
+                "tensor {NORM_M2:?} holds a negative sum of squares at element {i}"
+            )));
+        }
+        s.norm = Normaliser::from_parts(&s.config, &s.device, norm_samples, mean, m2)?;
         s.version = version;
         s.samples_seen = samples_seen;
         s.steps = steps;
@@ -658,6 +879,12 @@ impl Surrogate {
         Ok(s)
     }
 }
+
+/// The checkpoint's tensor of the input normaliser's per-pixel means.
+const NORM_MEAN: &str = "norm.mean";
+/// The checkpoint's tensor of the input normaliser's per-pixel sums of
+/// squared deviations.
+const NORM_M2: &str = "norm.m2";
 
 /// A metadata value as JSON.
 fn json<T: Serialize + ?Sized>(v: &T) -> String {
@@ -761,6 +988,8 @@ pub struct Trainer {
     buffer: VecDeque<Sample>,
     rng: ChaCha8Rng,
     history: Vec<f32>,
+    /// Per-pixel loss weights `(1, 1, n, n)`, summing to n², or `None`.
+    weight: Option<Tensor>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -793,7 +1022,43 @@ impl Trainer {
             config,
             opt,
             history: Vec::new(),
+            weight: None,
         })
+    }
+
+    /// Weights the loss pixel by pixel (N×N, finite, ≥ 0, not all zero;
+    /// scaled here to average 1), or removes the weighting (`None`: every
+    /// pixel counts the same). The usual choice is the probe's intensity
+    /// `|P|²` ([`probe_weight`]): where the probe does not shine, a frame
+    /// says little about the object and the targets there are noise to the
+    /// network.
+    pub fn set_loss_weight(&mut self, weight: Option<&Array2<f32>>) -> Result<()> {
+        let n = self.surrogate.config.n;
+        self.weight = match weight {
+            None => None,
+            Some(w) => {
+                if w.dim() != (n, n) {
+                    return Err(PtychoError::Invalid(format!(
+                        "loss weight is {}×{}; this surrogate predicts {n}×{n}",
+                        w.nrows(),
+                        w.ncols()
+                    )));
+                }
+                if w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+                    return Err(PtychoError::Invalid(
+                        "loss weights must be finite and ≥ 0".into(),
+                    ));
+                }
+                let sum: f64 = w.iter().map(|&v| v as f64).sum();
+                if sum <= 0.0 {
+                    return Err(PtychoError::Invalid("loss weights are all zero".into()));
+                }
+                let scale = (n * n) as f64 / sum;
+                let v: Vec<f32> = w.iter().map(|&x| (x as f64 * scale) as f32).collect();
+                Some(Tensor::from_vec(v, (1, 1, n, n), &self.surrogate.device)?)
+            }
+        };
+        Ok(())
     }
 
     /// The configuration.
@@ -850,6 +1115,13 @@ impl Trainer {
                 "sample targets hold a non-finite value".into(),
             ));
         }
+        if self.surrogate.norm.count < NORM_SAMPLES {
+            let s = &mut self.surrogate;
+            let x = preprocess(&[&sample.frame], &s.config, &Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            s.norm.observe(&x, &s.config, &s.device)?;
+        }
         if self.buffer.len() == self.config.capacity {
             self.buffer.pop_front();
         }
@@ -896,9 +1168,13 @@ impl Trainer {
         let tp = target(|s| &s.phase)?;
         let err = |p: &Tensor, t: &Tensor| -> candle_core::Result<Tensor> {
             let d = (p - t)?;
-            match self.config.loss {
-                Loss::Mse => d.sqr()?.mean_all(),
-                Loss::L1 => d.abs()?.mean_all(),
+            let e = match self.config.loss {
+                Loss::Mse => d.sqr()?,
+                Loss::L1 => d.abs()?,
+            };
+            match &self.weight {
+                Some(w) => e.broadcast_mul(w)?.mean_all(),
+                None => e.mean_all(),
             }
         };
         Ok((err(&amp, &ta)? + err(&phase, &tp)?)?)
@@ -932,7 +1208,8 @@ impl Trainer {
         Ok(value)
     }
 
-    /// The loss on held-out samples (no training), averaged over them.
+    /// The loss on held-out samples (no training; the same loss and
+    /// weighting as [`Trainer::step`]), averaged over them.
     pub fn validate(&self, samples: &[Sample]) -> Result<f32> {
         if samples.is_empty() {
             return Err(PtychoError::Invalid("no samples to validate on".into()));
@@ -952,6 +1229,19 @@ impl Trainer {
             total += self.loss(&refs)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         }
         Ok((total / samples.len() as f64) as f32)
+    }
+}
+
+/// The probe's intensity `|P|²` scaled to a peak of 1, floored at
+/// `floor` (so the network still learns something, the mean, where the
+/// probe is dark): a loss weight for [`Trainer::set_loss_weight`].
+pub fn probe_weight(probe: &Array2<C32>, floor: f32) -> Array2<f32> {
+    let intensity = probe.mapv(|v| v.norm_sqr());
+    let peak = intensity.iter().fold(0f32, |m, &v| m.max(v));
+    if peak > 0.0 && peak.is_finite() {
+        intensity.mapv(|v| (v / peak).max(floor))
+    } else {
+        Array2::from_elem(probe.dim(), 1.0)
     }
 }
 
@@ -1071,15 +1361,20 @@ mod tests {
         f.slice_mut(s![0..2, 0..2]).fill(SATURATION);
         f[[15, 15]] = 3;
         let t = preprocess(&[&f], &cfg, &Device::Cpu).unwrap();
-        assert_eq!(t.dims(), &[1, 1, 8, 8]);
+        assert_eq!(t.dims(), &[1, 2, 8, 8]);
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!((v[0] - 1.0).abs() < 1e-6, "{}", v[0]);
-        assert!((v[63] - 4f32.ln() / (1.0 + 4.0 * 4095.0f32).ln()).abs() < 1e-6);
+        let three = 4f32.ln() / (1.0 + 4.0 * 4095.0f32).ln();
+        assert!((v[63] - three).abs() < 1e-6);
         assert_eq!(v[1], 0.0);
+        // The second channel is the first turned over.
+        assert!((v[64 + 63] - 1.0).abs() < 1e-6 && (v[64] - three).abs() < 1e-6);
         let cfg1 = SurrogateConfig { bin: 1, ..cfg };
         let t = preprocess(&[&f], &cfg1, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[1, 2, 16, 16]);
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!((v[0] - 1.0).abs() < 1e-6 && (v[255] - 4f32.ln() / 4096f32.ln()).abs() < 1e-6);
+        assert!((v[256] - 4f32.ln() / 4096f32.ln()).abs() < 1e-6 && (v[511] - 1.0).abs() < 1e-6);
     }
 
     #[test]
@@ -1107,8 +1402,20 @@ mod tests {
                 assert!(amp.iter().all(|v| (0.0..=AMP_MAX).contains(v)));
                 assert!(ph.iter().all(|v| v.abs() <= PI));
             }
+            // The heads start at zero (every seed predicts the empty
+            // object), the weights behind them follow the seed.
             let c = Surrogate::new(SurrogateConfig { seed: 4, ..cfg }, Device::Cpu).unwrap();
-            assert_ne!(pa, c.predict(&frames, 3).unwrap());
+            let weights = |s: &Surrogate| -> Vec<(String, Vec<f32>)> {
+                let data = s.varmap.data().lock().unwrap();
+                let mut v: Vec<_> = data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
+                    .collect();
+                v.sort_by(|x, y| x.0.cmp(&y.0));
+                v
+            };
+            assert_eq!(weights(&a), weights(&b));
+            assert_ne!(weights(&a), weights(&c));
         }
     }
 
@@ -1157,5 +1464,147 @@ mod tests {
             t.surrogate().scan_ids(),
             &["a".to_string(), "b".to_string()]
         );
+    }
+
+    /// The gradients candle computes for every weight of the network agree
+    /// with finite differences. Guards the work-arounds for candle 0.9's CPU
+    /// bugs (convolution with c == h == w, max-pool and upsampling
+    /// backward): this shape hits the first (8 channels at 8×8, 4 at 4×4).
+    /// In f64 — the network is generic in its float type — because in f32
+    /// the loss has ReLU and max-pool kinks closer than any step size that
+    /// f32 can resolve, and the test would fail at random.
+    #[test]
+    fn gradients_agree_with_finite_differences() {
+        let cfg = SurrogateConfig {
+            n: 16,
+            bin: 1,
+            channels: 2,
+            seed: 1,
+        };
+        for seed in 0..4u64 {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+            let net = Net::new(&cfg, vb).unwrap();
+            // Random heads too (zero heads would hide the layers behind
+            // them), drawn in name order: the var map is a hash map.
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut vars: Vec<(String, candle_core::Var)> = {
+                let data = varmap.data().lock().unwrap();
+                data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            };
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            let set = |var: &candle_core::Var, values: Vec<f64>| {
+                var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu).unwrap())
+                    .unwrap()
+            };
+            for (_, v) in &vars {
+                set(
+                    v,
+                    (0..v.elem_count())
+                        .map(|_| rng.gen_range(-0.5..0.5))
+                        .collect(),
+                );
+            }
+            // Real preprocessing of random frames, with dark (zero) corners:
+            // constant regions give exactly tied activations at the pools.
+            let frames: Vec<Array2<u16>> = (0..3)
+                .map(|_| {
+                    Array2::from_shape_fn((16, 16), |(y, x)| {
+                        if y < 6 && x < 6 {
+                            0
+                        } else {
+                            rng.gen_range(0..800u16)
+                        }
+                    })
+                })
+                .collect();
+            let refs: Vec<&Array2<u16>> = frames.iter().collect();
+            let x = preprocess(&refs, &cfg, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap();
+            let target = |lo: f64, hi: f64, rng: &mut ChaCha8Rng| {
+                let v: Vec<f64> = (0..3 * 256).map(|_| rng.gen_range(lo..hi)).collect();
+                Tensor::from_vec(v, (3, 1, 16, 16), &Device::Cpu).unwrap()
+            };
+            let (ta, tp) = (target(0.5, 1.0, &mut rng), target(-0.6, 0.6, &mut rng));
+            let loss = || {
+                let (a, p) = net.forward(&x).unwrap();
+                let ea = (a - &ta).unwrap().sqr().unwrap().mean_all().unwrap();
+                let ep = (p - &tp).unwrap().sqr().unwrap().mean_all().unwrap();
+                (ea + ep).unwrap()
+            };
+            let grads = loss().backward().unwrap();
+            for (name, var) in &vars {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("no gradient for {name}"))
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                let base = var
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                for j in [0, base.len() / 2, base.len() - 1] {
+                    let eps = 1e-6;
+                    let mut up = base.clone();
+                    up[j] += eps;
+                    set(var, up);
+                    let lu = loss().to_scalar::<f64>().unwrap();
+                    let mut down = base.clone();
+                    down[j] -= eps;
+                    set(var, down);
+                    let ld = loss().to_scalar::<f64>().unwrap();
+                    set(var, base.clone());
+                    let numeric = (lu - ld) / (2.0 * eps);
+                    let analytic = g[j];
+                    assert!(
+                        (numeric - analytic).abs() <= 1e-6 + 1e-4 * numeric.abs(),
+                        "seed {seed}, {name}[{j}]: finite differences {numeric:.7}, backprop {analytic:.7}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Tied maxima share the gradient: candle's max reduction would give
+    /// each of four equal values the whole of it (four times too much).
+    #[test]
+    fn max_pool_splits_the_gradient_of_a_tie() {
+        let x = candle_core::Var::from_vec(vec![1.0f64; 16], (1, 4, 4, 1), &Device::Cpu).unwrap();
+        let y = max_pool2(x.as_tensor()).unwrap();
+        assert_eq!(y.dims(), &[1, 2, 2, 1]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        assert!(g.iter().all(|&v| (v - 0.25).abs() < 1e-12), "{g:?}");
+        // And an untied maximum takes all of it.
+        let v: Vec<f64> = (0..16).map(f64::from).collect();
+        let x = candle_core::Var::from_vec(v, (1, 4, 4, 1), &Device::Cpu).unwrap();
+        let y = max_pool2(x.as_tensor()).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            [5.0, 7.0, 13.0, 15.0]
+        );
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let ones: Vec<usize> = (0..16).filter(|&i| g[i] == 1.0).collect();
+        assert_eq!(ones, [5, 7, 13, 15]);
+        assert_eq!(g.iter().sum::<f64>(), 4.0);
     }
 }

@@ -23,8 +23,8 @@ use crate::metrics::{align_ramp, compare, from_parts, illuminated, Quality};
 use crate::pictures::{self, Panel, Scale, Series};
 use crate::sim::{simulate as sim, ProbeSpec, SimConfig};
 use crate::surrogate::{
-    default_device, samples_from, stitch, Sample, Surrogate, SurrogateConfig, Trainer,
-    TrainerConfig,
+    default_device, probe_weight, samples_from, stitch, Sample, Surrogate, SurrogateConfig,
+    Trainer, TrainerConfig,
 };
 use crate::{PtychoError, Result, C32};
 
@@ -315,6 +315,11 @@ pub struct TrainOptions {
     pub hold_out_every: usize,
     /// Continue from this checkpoint instead of a fresh network.
     pub resume: Option<PathBuf>,
+    /// Weight the loss by the reconstructed probe's intensity, floored at
+    /// this fraction of its peak ([`probe_weight`]); `None`: every pixel
+    /// counts the same. A frame says little about the object where the
+    /// probe is dark, and an unweighted loss spends the network there.
+    pub probe_weight_floor: Option<f32>,
 }
 
 impl Default for TrainOptions {
@@ -327,6 +332,7 @@ impl Default for TrainOptions {
             batch: 32,
             hold_out_every: 10,
             resume: None,
+            probe_weight_floor: Some(0.02),
         }
     }
 }
@@ -401,6 +407,9 @@ pub fn train(dirs: &[PathBuf], out: &Path, o: &TrainOptions) -> Result<Trained> 
         let t = Instant::now();
         let r = run_epie(&files, &o.epie)?;
         epie_seconds += t.elapsed().as_secs_f64();
+        if let (Some(floor), true) = (o.probe_weight_floor, scans.is_empty()) {
+            trainer.set_loss_weight(Some(&probe_weight(&r.probe, floor)))?;
+        }
         let object = targets(&r);
         let id = files.meta[0].scan_id.clone();
         for (i, s) in samples_from(&files.frames, &files.meta, &object, n)?

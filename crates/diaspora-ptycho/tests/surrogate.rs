@@ -7,16 +7,20 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::Device;
+use diaspora_ptycho::metrics::{illuminated, ssim};
 use diaspora_ptycho::sim::{self, FrameMeta, ObjectKind, ProbeSpec, Scan, SimConfig};
 use diaspora_ptycho::surrogate::{
-    samples_from, stitch, Sample, Surrogate, SurrogateConfig, Trainer, TrainerConfig,
+    probe_weight, samples_from, stitch, Sample, Surrogate, SurrogateConfig, Trainer, TrainerConfig,
 };
 use diaspora_ptycho::{PtychoError, C32};
 use ndarray::Array2;
 
 const N: usize = 32;
-const STEPS: usize = 300;
+const STEPS: usize = 240;
 const BATCH: usize = 16;
+/// Training scans (seeds 1, 11, 21) of this many positions each.
+const SCANS: u64 = 3;
+const POSITIONS: usize = 200;
 
 fn scan(id: &str, seed: u64, positions: usize) -> Scan {
     sim::simulate(&SimConfig {
@@ -26,6 +30,9 @@ fn scan(id: &str, seed: u64, positions: usize) -> Scan {
         n: N,
         probe: ProbeSpec::default_for(N),
         positions,
+        // Below saturation: at N = 32 the default 1e6 photons would clip
+        // the whole bright field, and with it what the phase is read from.
+        dose: 1e5,
         ..Default::default()
     })
     .unwrap()
@@ -38,8 +45,8 @@ fn samples(s: &Scan) -> Vec<Sample> {
 fn config() -> SurrogateConfig {
     SurrogateConfig {
         n: N,
-        bin: 1,
-        channels: 8,
+        bin: 2,
+        channels: 6,
         seed: 7,
     }
 }
@@ -50,13 +57,14 @@ struct Trained {
     train: Vec<Sample>,
     held_out: Scan,
     seconds: f64,
+    /// The loss on the first training scan before and after training.
+    before: f32,
+    after: f32,
 }
 
 fn trained() -> &'static Trained {
     static T: OnceLock<Trained> = OnceLock::new();
     T.get_or_init(|| {
-        let s = scan("train-a", 1, 200);
-        let train = samples(&s);
         let surrogate = Surrogate::new(config(), Device::Cpu).unwrap();
         let mut trainer = Trainer::new(
             surrogate,
@@ -68,19 +76,40 @@ fn trained() -> &'static Trained {
             },
         )
         .unwrap();
-        trainer.note_scan(&s.config.scan_id);
-        for x in &train {
-            trainer.push(x.clone()).unwrap();
+        let mut train = Vec::new();
+        let mut probe = None;
+        for k in 0..SCANS {
+            let s = scan(&format!("train-{k}"), 1 + 10 * k, POSITIONS);
+            let new = samples(&s);
+            for x in &new {
+                trainer.push(x.clone()).unwrap();
+            }
+            trainer.note_scan(&s.config.scan_id);
+            train.extend(new);
+            probe = Some(s.probe);
         }
+        // The loss counts where the probe shines.
+        trainer
+            .set_loss_weight(Some(&probe_weight(&probe.unwrap(), 0.02)))
+            .unwrap();
+        let first = &train[..POSITIONS];
+        let before = trainer.validate(first).unwrap();
         let t0 = Instant::now();
-        for _ in 0..STEPS {
+        for i in 0..STEPS {
+            if i == STEPS * 2 / 3 {
+                trainer.set_learning_rate(5e-4);
+            }
             trainer.step(BATCH).unwrap();
         }
+        let seconds = t0.elapsed().as_secs_f64();
+        let after = trainer.validate(&train[..POSITIONS]).unwrap();
         Trained {
             trainer,
             train,
             held_out: scan("held-out", 2, 80),
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds,
+            before,
+            after,
         }
     })
 }
@@ -96,17 +125,27 @@ fn training_loss_falls() {
     assert_eq!(h.len(), STEPS);
     let (first, last) = (mean(&h[..10]), mean(&h[h.len() - 20..]));
     eprintln!(
-        "{STEPS} steps of {BATCH} in {:.1} s ({} weights): loss {first:.4} → {last:.4}",
+        "{STEPS} steps of {BATCH} in {:.1} s ({} weights): batch loss {first:.4} → {last:.4}; \
+         loss on the first scan {:.4} → {:.4}",
         t.seconds,
-        t.trainer.surrogate().parameter_count()
+        t.trainer.surrogate().parameter_count(),
+        t.before,
+        t.after
     );
-    assert!(last < 0.5 * first, "loss {first} → {last}");
-    assert_eq!(t.trainer.surrogate().samples_seen(), t.train.len() as u64);
-    assert_eq!(t.trainer.surrogate().steps(), STEPS as u64);
+    assert!(last < 0.75 * first, "batch loss {first} → {last}");
+    assert!(
+        t.after < 0.7 * t.before,
+        "loss on the first scan {} → {}",
+        t.before,
+        t.after
+    );
+    let s = t.trainer.surrogate();
+    assert_eq!(s.samples_seen(), t.train.len() as u64);
+    assert_eq!(s.steps(), STEPS as u64);
+    assert_eq!(s.scan_ids(), &["train-0", "train-1", "train-2"]);
 }
 
 #[test]
-#[ignore = "open in issue 15: after 300 steps the surrogate's held-out phase is no better than the mean patch (run with --ignored)"]
 fn held_out_phase_beats_the_mean_patch() {
     let t = trained();
     let held = samples(&t.held_out);
@@ -135,24 +174,58 @@ fn held_out_phase_beats_the_mean_patch() {
         s / k as f64
     };
     let frames: Vec<Array2<u16>> = held.iter().map(|s| s.frame.clone()).collect();
+    let t0 = Instant::now();
     let pred = t.trainer.surrogate().predict(&frames, 32).unwrap();
+    let per_frame = t0.elapsed().as_secs_f64() / frames.len() as f64;
     let (mut net_p, mut triv_p, mut net_a, mut triv_a) = (0f64, 0f64, 0f64, 0f64);
+    let (mut net_ssim, mut triv_ssim) = (0f64, 0f64);
     for ((amp, phase), s) in pred.iter().zip(&held) {
         net_p += mse(phase, &s.phase);
         triv_p += mse(&mean_phase, &s.phase);
         net_a += mse(amp, &s.amplitude);
         triv_a += mse(&mean_amp, &s.amplitude);
+        net_ssim += ssim(phase, &s.phase, Some(&mask));
+        triv_ssim += ssim(&mean_phase, &s.phase, Some(&mask));
     }
     let k = held.len() as f64;
     let (net_p, triv_p, net_a, triv_a) = (net_p / k, triv_p / k, net_a / k, triv_a / k);
-    let val = t.trainer.validate(&held).unwrap();
+    let (net_ssim, triv_ssim) = (net_ssim / k, triv_ssim / k);
+
+    // The stitched image of the held-out scan against the truth.
+    let size = t.held_out.object.nrows();
+    let metas = &t.held_out.meta;
+    let probe = &t.held_out.probe;
+    let (_, stitched) = stitch(&pred, metas, probe, size).unwrap();
+    let trivial: Vec<_> = pred
+        .iter()
+        .map(|_| (mean_amp.clone(), mean_phase.clone()))
+        .collect();
+    let (_, stitched_trivial) = stitch(&trivial, metas, probe, size).unwrap();
+    let corners: Vec<(usize, usize)> = metas.iter().map(|m| (m.y as usize, m.x as usize)).collect();
+    let lit = illuminated(probe, &corners, (size, size), 0.1).unwrap();
+    let truth = t.held_out.object.mapv(|v| v.arg());
+    let (img_net, img_triv) = (
+        ssim(&stitched, &truth, Some(&lit)),
+        ssim(&stitched_trivial, &truth, Some(&lit)),
+    );
     eprintln!(
-        "held-out: phase MSE {net_p:.4} vs mean patch {triv_p:.4}; amplitude MSE {net_a:.4} \
-         vs {triv_a:.4}; validation loss {val:.4}"
+        "held-out patches: phase MSE {net_p:.4} vs mean patch {triv_p:.4}, phase SSIM \
+         {net_ssim:.3} vs {triv_ssim:.3}; amplitude MSE {net_a:.4} vs {triv_a:.4}; \
+         validation loss {:.4}; stitched phase SSIM {img_net:.3} vs {img_triv:.3}; \
+         inference {:.0} µs per frame (batch 32, this build)",
+        t.trainer.validate(&held).unwrap(),
+        per_frame * 1e6
     );
     assert!(
-        net_p < 0.8 * triv_p,
+        net_p < 0.75 * triv_p,
         "phase MSE {net_p} vs trivial {triv_p}"
+    );
+    // Per patch, SSIM over the small lit disc mostly scores flat
+    // background against noise (reported, not checked); over the stitched
+    // image it is meaningful.
+    assert!(
+        img_net > img_triv,
+        "stitched phase SSIM {img_net} vs trivial {img_triv}"
     );
 }
 
@@ -176,7 +249,7 @@ fn checkpoints_round_trip() {
     assert_eq!(back.steps(), STEPS as u64);
     assert_eq!(
         back.scan_ids(),
-        &["train-a".to_string(), "train-b".to_string()]
+        &["train-0", "train-1", "train-2", "train-b"]
     );
     assert_eq!(back.config(), &config());
     let frames: Vec<Array2<u16>> = t.held_out.frames[..10].to_vec();
@@ -227,6 +300,8 @@ fn bad_checkpoints_are_refused_naming_what_is_wrong() {
     );
     let m = message(&poison(&good, "enc0a.bias", f32::INFINITY));
     assert!(m.contains("enc0a.bias"), "{m}");
+    let m = message(&poison(&good, "norm.mean", f32::NAN));
+    assert!(m.contains("norm.mean"), "{m}");
     // Not safetensors at all.
     let m = message(b"this is not a checkpoint, just some text of some length");
     assert!(m.contains("not a safetensors file"), "{m}");
@@ -240,19 +315,37 @@ fn bad_checkpoints_are_refused_naming_what_is_wrong() {
     let m = message(&other);
     assert!(m.contains("something-else/1"), "{m}");
     let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&good[8..8 + header_len]).unwrap();
-    let meta = header["__metadata__"].clone();
-    header.as_object_mut().unwrap().remove("__metadata__");
+    let header: serde_json::Value = serde_json::from_slice(&good[8..8 + header_len]).unwrap();
+    let meta: std::collections::HashMap<String, String> =
+        serde_json::from_value(header["__metadata__"].clone()).unwrap();
     let st = safetensors::SafeTensors::deserialize(&good).unwrap();
-    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(n, _)| n != "amp.out.weight")
+    let all = st.tensors();
+    let without = |name: &str| -> Vec<u8> {
+        let kept: Vec<_> = all.iter().filter(|(n, _)| n != name).cloned().collect();
+        safetensors::tensor::serialize(kept, Some(meta.clone())).unwrap()
+    };
+    let m = message(&without("amp.out.weight"));
+    assert!(m.contains("no tensor \"amp.out.weight\""), "{m}");
+    // An ill-shaped tensor.
+    let mut shaped: Vec<_> = all
+        .iter()
+        .filter(|(n, _)| n != "enc0a.bias")
+        .cloned()
         .collect();
-    let meta: std::collections::HashMap<String, String> = serde_json::from_value(meta).unwrap();
-    let missing = safetensors::tensor::serialize(kept, Some(meta)).unwrap();
-    let m = message(&missing);
-    assert!(m.contains("amp.out.weight"), "{m}");
+    let wrong = candle_core::Tensor::zeros(5, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let wrong_bytes: Vec<u8> = wrong
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    shaped.push((
+        "enc0a.bias".to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![5], &wrong_bytes)
+            .unwrap(),
+    ));
+    let m = message(&safetensors::tensor::serialize(shaped, Some(meta.clone())).unwrap());
+    assert!(m.contains("enc0a.bias") && m.contains("[5]"), "{m}");
     // A missing file is an I/O error naming it.
     let gone = dir.path().join("gone.safetensors");
     let e = Surrogate::load(&gone, Device::Cpu).unwrap_err();
@@ -360,4 +453,34 @@ fn stitching_constant_patches_gives_the_constant_where_covered() {
         other => panic!("expected Invalid, got {other:?}"),
     }
     assert!(stitch(&patches, &metas[..2], &probe, 48).is_err());
+}
+
+/// Inference time at N = 64 with the default network (bin 2, 16
+/// channels), batched: `cargo test --release -p diaspora-ptycho --test
+/// surrogate -- --ignored --nocapture inference_speed`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn inference_speed_at_n64() {
+    let s = sim::simulate(&SimConfig {
+        positions: 256,
+        dose: 1e5,
+        ..Default::default()
+    })
+    .unwrap();
+    let net = Surrogate::new(SurrogateConfig::default(), Device::Cpu).unwrap();
+    eprintln!("{} weights", net.parameter_count());
+    for batch in [1usize, 4, 16, 64, 256] {
+        let frames = &s.frames[..batch.max(64)];
+        net.predict(frames, batch).unwrap();
+        let t0 = Instant::now();
+        let mut count = 0;
+        while t0.elapsed().as_secs_f64() < 2.0 {
+            net.predict(frames, batch).unwrap();
+            count += frames.len();
+        }
+        eprintln!(
+            "batch {batch}: {:.0} µs per frame",
+            t0.elapsed().as_secs_f64() / count as f64 * 1e6
+        );
+    }
 }
