@@ -24,7 +24,7 @@
 
 use std::time::Instant;
 
-use ndarray::{s, Array2, Zip};
+use ndarray::{s, Array2};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -197,7 +197,7 @@ pub fn reconstruct(
         .sum();
     let mean_photons = total / frames.len() as f64;
     let mut fft = Fft2::new(n);
-    let mut p = match &cfg.probe_init {
+    let p = match &cfg.probe_init {
         ProbeInit::Spec(spec) => probe(spec, n)?.mapv(|v| v * (mean_photons.sqrt() as f32)),
         ProbeInit::FromFrames => {
             let mut mean = Array2::<f32>::zeros((n, n));
@@ -218,87 +218,40 @@ pub fn reconstruct(
             given.clone()
         }
     };
+    // The passes below read arrays as slices: a given probe may be a view
+    // with other strides.
+    let mut p = p.as_standard_layout().into_owned();
     let mut object = Array2::from_elem((size, size), C32::new(1.0, 0.0));
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut order: Vec<usize> = (0..frames.len()).collect();
-    let mut fourier_error = Vec::with_capacity(cfg.iterations);
-    let mut psi = Array2::from_elem((n, n), C32::default());
-    let mut psi0 = Array2::from_elem((n, n), C32::default());
     // The transforms run unscaled: the forward one multiplies by N, the
     // inverse one by N again, so the measured moduli are compared ×N and
     // the new exit wave is read ÷N².
     let nf = n as f32;
-    let inv_n2 = 1.0 / (nf * nf);
-    let moduli: Vec<Array2<f32>> = moduli.into_iter().map(|m| m * nf).collect();
-    let mut p_max = p.iter().fold(0f32, |m, v| m.max(v.norm_sqr())).max(1e-30);
+    // The loop works on transposed spectra (one transpose fewer per FFT):
+    // the measurements are transposed here, once.
+    let moduli: Vec<Array2<f32>> = moduli
+        .into_iter()
+        .map(|m| m.t().as_standard_layout().mapv(|a| a * nf))
+        .collect();
+    // Saturation as a 0/1 factor, so the modulus pass has no branch.
+    let saturated: Vec<Array2<f32>> = saturated
+        .iter()
+        .map(|m| {
+            m.t()
+                .as_standard_layout()
+                .mapv(|s| if s { 1.0 } else { 0.0 })
+        })
+        .collect();
     let started = Instant::now();
-    for it in 0..cfg.iterations {
-        order.shuffle(&mut rng);
-        let update_probe = cfg.probe_update && it >= cfg.probe_update_from;
-        let mut err = 0f64;
-        for &j in &order {
-            let (y, x) = corners[j];
-            let mut patch = object.slice_mut(s![y..y + n, x..x + n]);
-            // ψ = P·O_j (kept in psi0), and max|O_j|² for the probe step.
-            let mut o_max = 0f32;
-            Zip::from(&mut psi)
-                .and(&mut psi0)
-                .and(&p)
-                .and(&patch)
-                .for_each(|w, w0, &pv, &ov| {
-                    *w = pv * ov;
-                    *w0 = *w;
-                    o_max = o_max.max(ov.norm_sqr());
-                });
-            fft.forward_unscaled(&mut psi);
-            let mut frame_err = 0f32;
-            Zip::from(&mut psi)
-                .and(&moduli[j])
-                .and(&saturated[j])
-                .for_each(|w, &a, &sat| {
-                    let m = w.norm_sqr().sqrt();
-                    let target = if sat {
-                        m.max(a)
-                    } else {
-                        frame_err += (m - a) * (m - a);
-                        a
-                    };
-                    *w = if m > 1e-20 {
-                        *w * (target / m)
-                    } else {
-                        C32::new(target, 0.0)
-                    };
-                });
-            err += frame_err as f64 * (inv_n2 as f64);
-            fft.inverse_unscaled(&mut psi);
-            // Both updates from the values before either, in one pass:
-            // Δ = ψ' − ψ, O_j += α P*/max|P|² Δ, P += β O_j*/max|O_j|² Δ.
-            let a = cfg.alpha / p_max;
-            if update_probe {
-                let b = cfg.beta / o_max.max(1e-30);
-                let mut new_max = 0f32;
-                Zip::from(&mut patch)
-                    .and(&mut p)
-                    .and(&psi)
-                    .and(&psi0)
-                    .for_each(|o, pv, &new, &old_wave| {
-                        let d = new * inv_n2 - old_wave;
-                        let (ov, pold) = (*o, *pv);
-                        *o = ov + pold.conj() * d * a;
-                        *pv = pold + ov.conj() * d * b;
-                        new_max = new_max.max(pv.norm_sqr());
-                    });
-                p_max = new_max.max(1e-30);
-            } else {
-                Zip::from(&mut patch).and(&p).and(&psi).and(&psi0).for_each(
-                    |o, &pv, &new, &old_wave| {
-                        *o += pv.conj() * (new * inv_n2 - old_wave) * a;
-                    },
-                );
-            }
-        }
-        fourier_error.push(err / total.max(1e-30));
-    }
+    let fourier_error = iterate(Run {
+        cfg,
+        fft: &mut fft,
+        object: &mut object,
+        probe: &mut p,
+        corners: &corners,
+        moduli: &moduli,
+        saturated: &saturated,
+        total,
+    });
     let seconds = started.elapsed().as_secs_f64();
     let mask = illuminated(&p, &corners, (size, size), 0.1)?;
     let object = zero_mean_phase(&object, &mask);
@@ -348,4 +301,191 @@ impl From<&Reconstruction> for EpieFigures {
             ms_per_frame_iteration: r.ms_per_frame_iteration(),
         }
     }
+}
+
+/// One reconstruction's working set, for [`iterate`].
+struct Run<'a> {
+    cfg: &'a EpieConfig,
+    fft: &'a mut Fft2,
+    object: &'a mut Array2<C32>,
+    probe: &'a mut Array2<C32>,
+    corners: &'a [(usize, usize)],
+    /// Measured moduli ×N, transposed (the FFT's transposed layout).
+    moduli: &'a [Array2<f32>],
+    /// 1 where the pixel saturated, transposed.
+    saturated: &'a [Array2<f32>],
+    /// Σ measured intensity, to normalise the Fourier error.
+    total: f64,
+}
+
+/// The ePIE iterations; returns the Fourier error of each. Compiled twice:
+/// for AVX2 + FMA (chosen at run time where the CPU has them, as rustfft
+/// does for its butterflies) and for the baseline target — the
+/// element-wise passes are most of ePIE's time beside the FFTs, and the
+/// baseline (SSE2) build runs them one complex number at a time.
+fn iterate(run: Run<'_>) -> Vec<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has just been seen to support AVX2 and FMA,
+        // the only features `iterate_avx2` is compiled with.
+        return unsafe { iterate_avx2(run) };
+    }
+    iterate_generic(run)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn iterate_avx2(run: Run<'_>) -> Vec<f64> {
+    iterate_generic(run)
+}
+
+#[inline(always)]
+fn iterate_generic(run: Run<'_>) -> Vec<f64> {
+    let Run {
+        cfg,
+        fft,
+        object,
+        probe: p,
+        corners,
+        moduli,
+        saturated,
+        total,
+    } = run;
+    let n = p.nrows();
+    let inv_n2 = 1.0 / (n * n) as f32;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..corners.len()).collect();
+    let mut fourier_error = Vec::with_capacity(cfg.iterations);
+    let mut psi = vec![C32::default(); n * n];
+    let mut psi0 = vec![C32::default(); n * n];
+    let mut p_max = lanes_max(as_ref(p).iter().map(|v| v.norm_sqr())).max(1e-30);
+    for it in 0..cfg.iterations {
+        order.shuffle(&mut rng);
+        let update_probe = cfg.probe_update && it >= cfg.probe_update_from;
+        let mut err = 0f64;
+        for &j in &order {
+            let (y, x) = corners[j];
+            let mut patch = object.slice_mut(s![y..y + n, x..x + n]);
+            // ψ = P·O_j (kept in psi0), and max|O_j|² for the probe step.
+            // Row by row over contiguous slices (the patch is a window of
+            // the object), so the passes vectorise.
+            let mut o_max = 0f32;
+            for (((w, w0), pr), or) in psi
+                .chunks_exact_mut(n)
+                .zip(psi0.chunks_exact_mut(n))
+                .zip(as_ref(p).chunks_exact(n))
+                .zip(patch.rows())
+            {
+                let or = or.to_slice().expect("object rows are contiguous");
+                for (((w, w0), &pv), &ov) in w.iter_mut().zip(w0).zip(pr).zip(or) {
+                    *w = pv * ov;
+                    *w0 = *w;
+                }
+                o_max = o_max.max(lanes_max(or.iter().map(|v| v.norm_sqr())));
+            }
+            fft.forward_unscaled_transposed_vec(&mut psi);
+            err += modulus_constraint(&mut psi, as_ref(&moduli[j]), as_ref(&saturated[j])) as f64
+                * (inv_n2 as f64);
+            fft.inverse_unscaled_from_transposed_vec(&mut psi);
+            // Both updates from the values before either, in one pass:
+            // Δ = ψ' − ψ, O_j += α P*/max|P|² Δ, P += β O_j*/max|O_j|² Δ.
+            let a = cfg.alpha / p_max;
+            if update_probe {
+                let b = cfg.beta / o_max.max(1e-30);
+                let mut new_max = 0f32;
+                for (((mut or, pr), wr), w0r) in patch
+                    .rows_mut()
+                    .into_iter()
+                    .zip(as_mut(p).chunks_exact_mut(n))
+                    .zip(psi.chunks_exact(n))
+                    .zip(psi0.chunks_exact(n))
+                {
+                    let or = or.as_slice_mut().expect("object rows are contiguous");
+                    for (((o, pv), &new), &old_wave) in
+                        or.iter_mut().zip(pr.iter_mut()).zip(wr).zip(w0r)
+                    {
+                        let d = new * inv_n2 - old_wave;
+                        let (ov, pold) = (*o, *pv);
+                        *o = ov + pold.conj() * d * a;
+                        *pv = pold + ov.conj() * d * b;
+                    }
+                    new_max = new_max.max(lanes_max(pr.iter().map(|v| v.norm_sqr())));
+                }
+                p_max = new_max.max(1e-30);
+            } else {
+                for (((mut or, pr), wr), w0r) in patch
+                    .rows_mut()
+                    .into_iter()
+                    .zip(as_ref(p).chunks_exact(n))
+                    .zip(psi.chunks_exact(n))
+                    .zip(psi0.chunks_exact(n))
+                {
+                    let or = or.as_slice_mut().expect("object rows are contiguous");
+                    for (((o, &pv), &new), &old_wave) in or.iter_mut().zip(pr).zip(wr).zip(w0r) {
+                        *o += pv.conj() * (new * inv_n2 - old_wave) * a;
+                    }
+                }
+            }
+        }
+        fourier_error.push(err / total.max(1e-30));
+    }
+    fourier_error
+}
+
+/// The modulus constraint on a (transposed) spectrum: |ψ̂| ← the measured
+/// modulus (a saturated pixel's only as a lower bound), phase kept;
+/// returns Σ (|ψ̂| − measured)² over the unsaturated pixels. Eight
+/// accumulators: one would be a chain the compiler may not reorder
+/// (float addition is not associative).
+#[inline(always)]
+fn modulus_constraint(psi: &mut [C32], moduli: &[f32], saturated: &[f32]) -> f32 {
+    #[inline(always)]
+    fn one(w: &mut C32, a: f32, sat: f32) -> f32 {
+        let m = w.norm_sqr().sqrt();
+        let d = m - a;
+        let target = a + sat * d.max(0.0);
+        *w = *w * (target / m.max(1e-20));
+        (1.0 - sat) * d * d
+    }
+    let mut acc = [0f32; 8];
+    let mut w = psi.chunks_exact_mut(8);
+    let mut a = moduli.chunks_exact(8);
+    let mut s = saturated.chunks_exact(8);
+    for ((w, a), s) in (&mut w).zip(&mut a).zip(&mut s) {
+        for l in 0..8 {
+            acc[l] += one(&mut w[l], a[l], s[l]);
+        }
+    }
+    let mut tail = 0f32;
+    for ((w, &a), &s) in w
+        .into_remainder()
+        .iter_mut()
+        .zip(a.remainder())
+        .zip(s.remainder())
+    {
+        tail += one(w, a, s);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest of `values` (0 for none), with eight running maxima.
+#[inline(always)]
+fn lanes_max(values: impl Iterator<Item = f32>) -> f32 {
+    let mut acc = [0f32; 8];
+    for (k, v) in values.enumerate() {
+        let l = &mut acc[k % 8];
+        *l = if v > *l { v } else { *l };
+    }
+    acc.iter().fold(0f32, |m, &v| m.max(v))
+}
+
+/// The whole of a standard-layout array as one slice.
+fn as_ref<T>(a: &Array2<T>) -> &[T] {
+    a.as_slice()
+        .expect("ePIE's work arrays are standard layout")
+}
+
+fn as_mut<T>(a: &mut Array2<T>) -> &mut [T] {
+    a.as_slice_mut()
+        .expect("ePIE's work arrays are standard layout")
 }

@@ -71,6 +71,86 @@ impl Fft2 {
         self.run_scaled(a.view_mut(), false, 1.0);
     }
 
+    /// The unscaled spectrum of `a`, left **transposed** in `a`
+    /// (`a[[c, r]]` holds frequency `(r, c)`): one transpose fewer than
+    /// [`Fft2::forward_unscaled`]. For loops that only apply a pointwise
+    /// constraint to the spectrum (against data transposed once up front)
+    /// and go back with [`Fft2::inverse_unscaled_from_transposed`].
+    ///
+    /// # Panics
+    /// If `a` is not N×N in standard layout.
+    pub fn forward_unscaled_transposed(&mut self, a: &mut Array2<C32>) {
+        self.run_transposed(a.view_mut(), true);
+    }
+
+    /// Inverse of [`Fft2::forward_unscaled_transposed`]: `a` holds a
+    /// transposed spectrum; on return it holds the (unscaled) image in
+    /// the normal layout.
+    ///
+    /// # Panics
+    /// If `a` is not N×N in standard layout.
+    pub fn inverse_unscaled_from_transposed(&mut self, a: &mut Array2<C32>) {
+        self.run_transposed(a.view_mut(), false);
+    }
+
+    /// One batched pass along the rows, a transpose, a batched pass along
+    /// the new rows: the 2-D transform of the input, transposed (the
+    /// transform is separable, so the same three steps undo it).
+    fn run_transposed(&mut self, mut a: ArrayViewMut2<C32>, forward: bool) {
+        let n = self.n;
+        assert_eq!(a.dim(), (n, n), "Fft2 planned for {n}×{n}");
+        let data = a
+            .as_slice_mut()
+            .expect("Fft2 needs a contiguous row-major array");
+        self.run_transposed_slice(data, forward);
+    }
+
+    /// [`Fft2::forward_unscaled_transposed`] on a row-major N×N buffer,
+    /// which it swaps with its own column buffer instead of copying back.
+    ///
+    /// # Panics
+    /// If `a` does not hold N×N values.
+    pub fn forward_unscaled_transposed_vec(&mut self, a: &mut Vec<C32>) {
+        self.run_transposed_swap(a, true);
+    }
+
+    /// [`Fft2::inverse_unscaled_from_transposed`] on a row-major N×N
+    /// buffer, swapped as in [`Fft2::forward_unscaled_transposed_vec`].
+    ///
+    /// # Panics
+    /// If `a` does not hold N×N values.
+    pub fn inverse_unscaled_from_transposed_vec(&mut self, a: &mut Vec<C32>) {
+        self.run_transposed_swap(a, false);
+    }
+
+    fn run_transposed_swap(&mut self, data: &mut Vec<C32>, forward: bool) {
+        let n = self.n;
+        assert_eq!(data.len(), n * n, "Fft2 planned for {n}×{n}");
+        let plan = if forward {
+            &self.forward
+        } else {
+            &self.inverse
+        };
+        plan.process_with_scratch(data, &mut self.scratch);
+        transpose(data, &mut self.columns, n);
+        plan.process_with_scratch(&mut self.columns, &mut self.scratch);
+        std::mem::swap(data, &mut self.columns);
+    }
+
+    fn run_transposed_slice(&mut self, data: &mut [C32], forward: bool) {
+        let n = self.n;
+        assert_eq!(data.len(), n * n, "Fft2 planned for {n}×{n}");
+        let plan = if forward {
+            &self.forward
+        } else {
+            &self.inverse
+        };
+        plan.process_with_scratch(data, &mut self.scratch);
+        transpose(data, &mut self.columns, n);
+        plan.process_with_scratch(&mut self.columns, &mut self.scratch);
+        data.copy_from_slice(&self.columns);
+    }
+
     fn run(&mut self, a: ArrayViewMut2<C32>, forward: bool) {
         let scale = 1.0 / self.n as f32;
         self.run_scaled(a, forward, scale);
@@ -182,6 +262,31 @@ mod tests {
         f.forward(&mut c);
         assert!((c[[0, 0]].re - n as f32).abs() < 1e-4);
         assert!(c.iter().skip(1).all(|v| v.norm() < 1e-4));
+    }
+
+    #[test]
+    fn the_transposed_pair_matches_the_plain_transform_and_undoes_itself() {
+        for n in [8, 64] {
+            let mut fft = Fft2::new(n);
+            let a = random(n, 3);
+            let mut plain = a.clone();
+            fft.forward_unscaled(&mut plain);
+            let mut t = a.clone();
+            fft.forward_unscaled_transposed(&mut t);
+            let diff = (&t.t() - &plain)
+                .mapv(|v| v.norm())
+                .fold(0f32, |m, &v| m.max(v));
+            assert!(
+                diff < 1e-3 * n as f32,
+                "n {n}: transposed spectrum off by {diff}"
+            );
+            fft.inverse_unscaled_from_transposed(&mut t);
+            let scale = (n * n) as f32;
+            let diff = (&t.mapv(|v| v / scale) - &a)
+                .mapv(|v| v.norm())
+                .fold(0f32, |m, &v| m.max(v));
+            assert!(diff < 1e-4, "n {n}: round trip off by {diff}");
+        }
     }
 
     #[test]
