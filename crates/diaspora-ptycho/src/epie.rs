@@ -444,7 +444,7 @@ fn modulus_constraint(psi: &mut [C32], moduli: &[f32], saturated: &[f32]) -> f32
         let m = w.norm_sqr().sqrt();
         let d = m - a;
         let target = a + sat * d.max(0.0);
-        *w = *w * (target / m.max(1e-20));
+        *w *= target / m.max(1e-20);
         (1.0 - sat) * d * d
     }
     let mut acc = [0f32; 8];
