@@ -124,20 +124,18 @@ impl Fft2 {
     }
 
     fn run_transposed_swap(&mut self, data: &mut Vec<C32>, forward: bool) {
-        let n = self.n;
-        assert_eq!(data.len(), n * n, "Fft2 planned for {n}×{n}");
-        let plan = if forward {
-            &self.forward
-        } else {
-            &self.inverse
-        };
-        plan.process_with_scratch(data, &mut self.scratch);
-        transpose(data, &mut self.columns, n);
-        plan.process_with_scratch(&mut self.columns, &mut self.scratch);
+        self.transform_into_columns(data, forward);
         std::mem::swap(data, &mut self.columns);
     }
 
     fn run_transposed_slice(&mut self, data: &mut [C32], forward: bool) {
+        self.transform_into_columns(data, forward);
+        data.copy_from_slice(&self.columns);
+    }
+
+    /// The 2-D transform of `data`, transposed, into `self.columns`
+    /// (`data` is left holding the row pass).
+    fn transform_into_columns(&mut self, data: &mut [C32], forward: bool) {
         let n = self.n;
         assert_eq!(data.len(), n * n, "Fft2 planned for {n}×{n}");
         let plan = if forward {
@@ -148,7 +146,6 @@ impl Fft2 {
         plan.process_with_scratch(data, &mut self.scratch);
         transpose(data, &mut self.columns, n);
         plan.process_with_scratch(&mut self.columns, &mut self.scratch);
-        data.copy_from_slice(&self.columns);
     }
 
     fn run(&mut self, a: ArrayViewMut2<C32>, forward: bool) {

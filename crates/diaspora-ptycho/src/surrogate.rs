@@ -1575,34 +1575,20 @@ mod tests {
     /// each of four equal values the whole of it (four times too much).
     #[test]
     fn max_pool_splits_the_gradient_of_a_tie() {
-        let x = candle_core::Var::from_vec(vec![1.0f64; 16], (1, 4, 4, 1), &Device::Cpu).unwrap();
-        let y = max_pool2(x.as_tensor()).unwrap();
-        assert_eq!(y.dims(), &[1, 2, 2, 1]);
-        let g = y.sum_all().unwrap().backward().unwrap();
-        let g = g
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        // The pooled values and d(Σ pooled)/dx of a 4×4 input.
+        let pool = |values: Vec<f64>| {
+            let x = candle_core::Var::from_vec(values, (1, 4, 4, 1), &Device::Cpu).unwrap();
+            let y = max_pool2(x.as_tensor()).unwrap();
+            assert_eq!(y.dims(), &[1, 2, 2, 1]);
+            let g = y.sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            (flat(&y), flat(g.get(x.as_tensor()).unwrap()))
+        };
+        let (_, g) = pool(vec![1.0; 16]);
         assert!(g.iter().all(|&v| (v - 0.25).abs() < 1e-12), "{g:?}");
         // And an untied maximum takes all of it.
-        let v: Vec<f64> = (0..16).map(f64::from).collect();
-        let x = candle_core::Var::from_vec(v, (1, 4, 4, 1), &Device::Cpu).unwrap();
-        let y = max_pool2(x.as_tensor()).unwrap();
-        assert_eq!(
-            y.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
-            [5.0, 7.0, 13.0, 15.0]
-        );
-        let g = y.sum_all().unwrap().backward().unwrap();
-        let g = g
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let (y, g) = pool((0..16).map(f64::from).collect());
+        assert_eq!(y, [5.0, 7.0, 13.0, 15.0]);
         let ones: Vec<usize> = (0..16).filter(|&i| g[i] == 1.0).collect();
         assert_eq!(ones, [5, 7, 13, 15]);
         assert_eq!(g.iter().sum::<f64>(), 4.0);
