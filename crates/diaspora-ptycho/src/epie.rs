@@ -383,10 +383,10 @@ fn iterate_generic(run: Run<'_>) -> Vec<f64> {
                 }
                 o_max = o_max.max(lanes_max(or.iter().map(|v| v.norm_sqr())));
             }
-            fft.forward_unscaled_transposed_vec(&mut psi);
+            fft.forward_unscaled_transposed(&mut psi);
             err += modulus_constraint(&mut psi, as_ref(&moduli[j]), as_ref(&saturated[j])) as f64
                 * (inv_n2 as f64);
-            fft.inverse_unscaled_from_transposed_vec(&mut psi);
+            fft.inverse_unscaled_from_transposed(&mut psi);
             // Both updates from the values before either, in one pass:
             // Δ = ψ' − ψ, O_j += α P*/max|P|² Δ, P += β O_j*/max|O_j|² Δ.
             let a = cfg.alpha / p_max;

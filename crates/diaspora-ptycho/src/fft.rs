@@ -71,70 +71,36 @@ impl Fft2 {
         self.run_scaled(a.view_mut(), false, 1.0);
     }
 
-    /// The unscaled spectrum of `a`, left **transposed** in `a`
-    /// (`a[[c, r]]` holds frequency `(r, c)`): one transpose fewer than
-    /// [`Fft2::forward_unscaled`]. For loops that only apply a pointwise
-    /// constraint to the spectrum (against data transposed once up front)
-    /// and go back with [`Fft2::inverse_unscaled_from_transposed`].
+    /// The unscaled spectrum of the row-major N×N buffer `a`, left
+    /// **transposed** (`a[c * N + r]` holds frequency `(r, c)`): one
+    /// transpose fewer than [`Fft2::forward_unscaled`], and the buffer is
+    /// swapped with the plan's column buffer rather than copied back. For
+    /// loops that only apply a pointwise constraint to the spectrum
+    /// (against data transposed once up front) and go back with
+    /// [`Fft2::inverse_unscaled_from_transposed`].
     ///
     /// # Panics
-    /// If `a` is not N×N in standard layout.
-    pub fn forward_unscaled_transposed(&mut self, a: &mut Array2<C32>) {
-        self.run_transposed(a.view_mut(), true);
+    /// If `a` does not hold N×N values.
+    pub fn forward_unscaled_transposed(&mut self, a: &mut Vec<C32>) {
+        self.transform_into_columns(a, true);
+        std::mem::swap(a, &mut self.columns);
     }
 
     /// Inverse of [`Fft2::forward_unscaled_transposed`]: `a` holds a
     /// transposed spectrum; on return it holds the (unscaled) image in
-    /// the normal layout.
+    /// the normal layout. The transform is separable, so the same three
+    /// steps undo it.
     ///
     /// # Panics
-    /// If `a` is not N×N in standard layout.
-    pub fn inverse_unscaled_from_transposed(&mut self, a: &mut Array2<C32>) {
-        self.run_transposed(a.view_mut(), false);
+    /// If `a` does not hold N×N values.
+    pub fn inverse_unscaled_from_transposed(&mut self, a: &mut Vec<C32>) {
+        self.transform_into_columns(a, false);
+        std::mem::swap(a, &mut self.columns);
     }
 
     /// One batched pass along the rows, a transpose, a batched pass along
-    /// the new rows: the 2-D transform of the input, transposed (the
-    /// transform is separable, so the same three steps undo it).
-    fn run_transposed(&mut self, mut a: ArrayViewMut2<C32>, forward: bool) {
-        let n = self.n;
-        assert_eq!(a.dim(), (n, n), "Fft2 planned for {n}×{n}");
-        let data = a
-            .as_slice_mut()
-            .expect("Fft2 needs a contiguous row-major array");
-        self.run_transposed_slice(data, forward);
-    }
-
-    /// [`Fft2::forward_unscaled_transposed`] on a row-major N×N buffer,
-    /// which it swaps with its own column buffer instead of copying back.
-    ///
-    /// # Panics
-    /// If `a` does not hold N×N values.
-    pub fn forward_unscaled_transposed_vec(&mut self, a: &mut Vec<C32>) {
-        self.run_transposed_swap(a, true);
-    }
-
-    /// [`Fft2::inverse_unscaled_from_transposed`] on a row-major N×N
-    /// buffer, swapped as in [`Fft2::forward_unscaled_transposed_vec`].
-    ///
-    /// # Panics
-    /// If `a` does not hold N×N values.
-    pub fn inverse_unscaled_from_transposed_vec(&mut self, a: &mut Vec<C32>) {
-        self.run_transposed_swap(a, false);
-    }
-
-    fn run_transposed_swap(&mut self, data: &mut Vec<C32>, forward: bool) {
-        self.transform_into_columns(data, forward);
-        std::mem::swap(data, &mut self.columns);
-    }
-
-    fn run_transposed_slice(&mut self, data: &mut [C32], forward: bool) {
-        self.transform_into_columns(data, forward);
-        data.copy_from_slice(&self.columns);
-    }
-
-    /// The 2-D transform of `data`, transposed, into `self.columns`
-    /// (`data` is left holding the row pass).
+    /// the new rows: the 2-D transform of `data`, transposed, into
+    /// `self.columns` (`data` is left holding the row pass).
     fn transform_into_columns(&mut self, data: &mut [C32], forward: bool) {
         let n = self.n;
         assert_eq!(data.len(), n * n, "Fft2 planned for {n}×{n}");
@@ -268,9 +234,10 @@ mod tests {
             let a = random(n, 3);
             let mut plain = a.clone();
             fft.forward_unscaled(&mut plain);
-            let mut t = a.clone();
+            let mut t = a.clone().into_raw_vec_and_offset().0;
             fft.forward_unscaled_transposed(&mut t);
-            let diff = (&t.t() - &plain)
+            let spectrum_t = Array2::from_shape_vec((n, n), t.clone()).unwrap();
+            let diff = (&spectrum_t.t() - &plain)
                 .mapv(|v| v.norm())
                 .fold(0f32, |m, &v| m.max(v));
             assert!(
@@ -278,8 +245,9 @@ mod tests {
                 "n {n}: transposed spectrum off by {diff}"
             );
             fft.inverse_unscaled_from_transposed(&mut t);
+            let image = Array2::from_shape_vec((n, n), t).unwrap();
             let scale = (n * n) as f32;
-            let diff = (&t.mapv(|v| v / scale) - &a)
+            let diff = (&image.mapv(|v| v / scale) - &a)
                 .mapv(|v| v.norm())
                 .fold(0f32, |m, &v| m.max(v));
             assert!(diff < 1e-4, "n {n}: round trip off by {diff}");

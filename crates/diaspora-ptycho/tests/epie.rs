@@ -100,34 +100,3 @@ fn bad_input_gets_a_clear_error() {
     bad.alpha = 0.0;
     assert!(reconstruct(&scan.frames, &scan.meta, &bad).is_err());
 }
-
-#[test]
-#[ignore]
-fn explore() {
-    for (kind, upd, iters, n, pos) in [
-        (ObjectKind::Particles, true, 40, 32, 100),
-        (ObjectKind::Particles, false, 50, 64, 400),
-        (ObjectKind::Particles, true, 50, 64, 400),
-        (ObjectKind::SiemensStar, true, 50, 64, 400),
-        (ObjectKind::SmoothRandom, true, 50, 64, 400),
-    ] {
-        let cfg = SimConfig {
-            n,
-            probe: ProbeSpec::default_for(n),
-            positions: pos,
-            dose: if n == 64 { 1e6 } else { 1e5 },
-            ..small(kind, 1, false)
-        };
-        let scan = simulate(&cfg).unwrap();
-        let mut ecfg = EpieConfig::new(iters, cfg.probe);
-        ecfg.probe_update = upd;
-        let r = reconstruct(&scan.frames, &scan.meta, &ecfg).unwrap();
-        let (h, w) = r.object.dim();
-        let truth = scan.object.slice(s![..h, ..w]).to_owned();
-        let q = compare(&r.object, &truth, &r.mask).unwrap();
-        let inner =
-            diaspora_ptycho::metrics::illuminated(&r.probe, &r.corners, (h, w), 0.5).unwrap();
-        let q2 = compare(&r.object, &truth, &inner).unwrap();
-        eprintln!("{kind:?} upd={upd} it={iters} n={n}: mask {:.3}/{:.3}  inner {:.3}/{:.3}  err {:.2e} {:.3}ms", q.amplitude_ssim, q.phase_ssim, q2.amplitude_ssim, q2.phase_ssim, r.fourier_error.last().unwrap(), r.ms_per_frame_iteration());
-    }
-}

@@ -454,33 +454,3 @@ fn stitching_constant_patches_gives_the_constant_where_covered() {
     }
     assert!(stitch(&patches, &metas[..2], &probe, 48).is_err());
 }
-
-/// Inference time at N = 64 with the default network (bin 2, 16
-/// channels), batched: `cargo test --release -p diaspora-ptycho --test
-/// surrogate -- --ignored --nocapture inference_speed`.
-#[test]
-#[ignore = "a measurement, not a check"]
-fn inference_speed_at_n64() {
-    let s = sim::simulate(&SimConfig {
-        positions: 256,
-        dose: 1e5,
-        ..Default::default()
-    })
-    .unwrap();
-    let net = Surrogate::new(SurrogateConfig::default(), Device::Cpu).unwrap();
-    eprintln!("{} weights", net.parameter_count());
-    for batch in [1usize, 4, 16, 64, 256] {
-        let frames = &s.frames[..batch.max(64)];
-        net.predict(frames, batch).unwrap();
-        let t0 = Instant::now();
-        let mut count = 0;
-        while t0.elapsed().as_secs_f64() < 2.0 {
-            net.predict(frames, batch).unwrap();
-            count += frames.len();
-        }
-        eprintln!(
-            "batch {batch}: {:.0} µs per frame",
-            t0.elapsed().as_secs_f64() / count as f64 * 1e6
-        );
-    }
-}
