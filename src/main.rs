@@ -53,6 +53,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Consume(a) => cli::data::consume(a).await,
         Command::Bridge(a) => cli::bridge::run(a).await,
         Command::Twin(t) => cli::twin::run(t).await,
+        Command::Pool(p) => cli::pool::run(p).await,
         Command::Bench(BenchCommand::Fabric(a)) => cli::bench::fabric(a).await,
         Command::Bench(BenchCommand::Stream(a)) => cli::bench::stream(a).await,
         Command::Bench(BenchCommand::Predict(a)) => {

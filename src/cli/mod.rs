@@ -32,6 +32,7 @@ pub mod bench;
 pub mod bridge;
 pub mod data;
 pub mod demo;
+pub mod pool;
 pub mod predict;
 pub mod prov;
 pub mod ptycho;
@@ -112,6 +113,11 @@ pub enum Command {
     /// evaluate the PtychoNN-like surrogate.
     #[command(subcommand)]
     Ptycho(ptycho::PtychoCommand),
+    /// Elastic compute pools: workers kept alive at local or Slurm sites
+    /// through crashes and walltimes, scaled with the task backlog and
+    /// predictions, tasks retried, one result per task key.
+    #[command(subcommand)]
+    Pool(pool::PoolCommand),
 }
 
 impl Command {

@@ -163,6 +163,28 @@ impl AttemptBook {
         true
     }
 
+    /// Marks `key` failed for good at once (a failure no retry can fix, or a
+    /// failed result read back after a restart).
+    pub fn fail_for_good(&mut self, key: &str) -> Verdict {
+        if self.entries.get(key).is_some_and(|e| e.succeeded) {
+            return Verdict::AlreadyDone;
+        }
+        if !self.entries.contains_key(key) {
+            let _ = self.make_room();
+        }
+        let e = self.entries.entry(key.to_string()).or_default();
+        if !e.failed_for_good {
+            e.charged += 1;
+        }
+        self.finish(key, false);
+        self.verdict(key)
+    }
+
+    /// Attempts charged to `key` so far.
+    pub fn charged(&self, key: &str) -> u32 {
+        self.entries.get(key).map_or(0, |e| e.charged)
+    }
+
     /// The worker holding `key`, if it is running.
     pub fn running_on(&self, key: &str) -> Option<&str> {
         self.entries.get(key).and_then(|e| e.running.as_deref())

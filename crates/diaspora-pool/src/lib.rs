@@ -13,7 +13,10 @@
 //!   losses, idempotent results;
 //! - [`provider`]: the shells that run workers — local child processes and
 //!   Slurm batch jobs, behind one trait;
-//! - [`supervisor`]: registry + policy + providers, stepped by a clock.
+//! - [`supervisor`]: registry + policy + providers, stepped by a clock;
+//! - [`messages`]: the pool's messages on the fabric and their parsers;
+//! - [`fabric`] (feature `fabric`, on by default): the pool loop and the
+//!   worker loop on the fabric, and the calls behind `diaspora pool`.
 //!
 //! Parsl's provider/blocks/strategy model is the reference; where users
 //! complain of it, this crate differs: a walltime drain replaces a worker
@@ -24,6 +27,9 @@
 #![warn(missing_docs)]
 
 pub mod attempts;
+#[cfg(feature = "fabric")]
+pub mod fabric;
+pub mod messages;
 pub mod policy;
 pub mod provider;
 pub mod spec;

@@ -74,7 +74,7 @@ pub struct Observation {
 }
 
 /// Why workers are launched or retired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// A site is below its `min`.

@@ -30,6 +30,7 @@
 //! cooldown_s = 10             # between demand-driven scaling steps
 //! scale_in_idle_s = 30        # surplus this long before retiring workers
 //! prediction_horizon_s = 120  # act on predictions this far ahead
+//! prediction_workers = 6      # workers wanted then (default: max_total)
 //!
 //! [[site]]
 //! name = "edge-cluster"
@@ -204,6 +205,10 @@ pub struct ScalingSpec {
     /// Predictions of a shortfall due within this long are acted on now.
     #[serde(default = "default_prediction_horizon_s")]
     pub prediction_horizon_s: u64,
+    /// Workers the pool wants when a shortfall is predicted (default:
+    /// `max_total`).
+    #[serde(default)]
+    pub prediction_workers: Option<u32>,
 }
 
 /// Which provider runs a site's workers.

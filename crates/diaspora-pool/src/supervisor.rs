@@ -31,7 +31,7 @@ pub struct Demand {
 }
 
 /// What happened in the pool.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum PoolEvent {
     /// A worker event (joined, draining, lost, left).

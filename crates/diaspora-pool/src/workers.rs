@@ -31,7 +31,7 @@ pub enum JobState {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "how")]
 pub enum JobEnd {
     /// Exited with this status.
@@ -58,7 +58,7 @@ pub enum JobEnd {
 }
 
 /// Why a worker is gone.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "reason")]
 pub enum LossReason {
     /// No heartbeat within `heartbeat.timeout_ms`.
@@ -75,7 +75,7 @@ pub enum LossReason {
 }
 
 /// Why a worker is draining.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DrainReason {
     /// Its walltime is near.
@@ -143,7 +143,7 @@ impl Worker {
 }
 
 /// What the registry tells the pool.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
 pub enum WorkerEvent {
     /// First heartbeat.
@@ -416,11 +416,12 @@ impl Registry {
     fn gone(&self, w: Worker, reason: LossReason) -> WorkerEvent {
         let site = self.sites[w.site].clone();
         match w.phase {
+            // Ended as planned: it exited by itself, or the pool stopped it.
             Phase::Draining { reason: why, .. }
                 if matches!(
                     reason,
                     LossReason::JobEnded {
-                        end: JobEnd::Exited { code: 0 }
+                        end: JobEnd::Exited { code: 0 } | JobEnd::Cancelled
                     }
                 ) =>
             {

@@ -1,0 +1,1192 @@
+//! The pool on the fabric: its topics, the pool loop ([`run_pool`]), the
+//! worker loop ([`run_worker`]), and the client calls behind the CLI
+//! ([`submit`], [`send_control`], [`latest_status`], [`read_results`]).
+//!
+//! **Tasks** go to `pool.NAME.tasks` (as many partitions as `max_total`),
+//! read by the workers as one consumer group (`pool.NAME.workers`, session
+//! time-out = the heartbeat time-out). A worker commits a task's offset
+//! only after its outcome is acknowledged, so a worker that dies mid-task
+//! leaves it to the group: the next owner of the partition runs it again.
+//!
+//! **Outcomes** of every attempt go to `pool.NAME.outcomes`; the pool is the
+//! only writer of `pool.NAME.results` and writes one result per task key
+//! (the [`AttemptBook`] recognises a retried task that already succeeded;
+//! the book is rebuilt from the results topic when the pool restarts, and
+//! outcomes are committed only after their result is acknowledged — a
+//! result is never lost and never written twice).
+//!
+//! **Retries**: a failed attempt is re-published after its back-off (held
+//! in a bounded queue; its outcome stays uncommitted until then, so a pool
+//! restart re-schedules it); a task whose retries are spent gets a failed
+//! result, and a `skip` command tells workers to drop copies still queued.
+//! A worker lost while holding tasks (from its last heartbeat) charges them
+//! a retry, unless it was draining for its walltime or being retired.
+
+use crate::attempts::{AttemptBook, Verdict};
+use crate::messages::{
+    to_bytes, truncate, Control, Event, MessageError, Outcome, SiteStatus, Status, Task, TaskKind,
+    TaskResult, OUTPUT_MAX_BYTES,
+};
+use crate::policy::{CatchUp, PredictedShortfall};
+use crate::provider::local::LocalProvider;
+use crate::provider::slurm::{SlurmConfig, SlurmProvider};
+use crate::provider::Provider;
+use crate::spec::{PoolSpec, ProviderKind};
+use crate::supervisor::{Demand, PoolEvent, Supervisor};
+use crate::workers::WorkerEvent;
+use diaspora_fabric::item::now_us;
+use diaspora_fabric::{
+    ensure_topic, Client, Consumer, ConsumerConfig, FabricError, Producer, ProducerConfig,
+    StartFrom, Stop, TopicAdmin, TopicSettings,
+};
+use diaspora_proto::v1::{self, frame::Body, Item};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Errors of the pool's fabric shell.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A fabric call failed.
+    #[error("{context}: {source}")]
+    Fabric {
+        /// What the pool was doing.
+        context: String,
+        /// The fabric's error.
+        #[source]
+        source: FabricError,
+    },
+    /// A message could not be read.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// Something else, said plainly.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn fab(context: impl Into<String>) -> impl FnOnce(FabricError) -> PoolError {
+    let context = context.into();
+    move |source| PoolError::Fabric { context, source }
+}
+
+/// The names of a pool's topics and groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTopics {
+    /// Tasks.
+    pub tasks: String,
+    /// Every attempt's outcome.
+    pub outcomes: String,
+    /// Final results, one per key.
+    pub results: String,
+    /// Heartbeats, worker and pool events, status.
+    pub events: String,
+    /// Commands.
+    pub control: String,
+    /// The workers' consumer group on `tasks`.
+    pub worker_group: String,
+    /// The pool's consumer group on `outcomes`.
+    pub pool_group: String,
+}
+
+impl PoolTopics {
+    /// The topics of pool `pool`.
+    pub fn new(pool: &str) -> PoolTopics {
+        PoolTopics {
+            tasks: format!("pool.{pool}.tasks"),
+            outcomes: format!("pool.{pool}.outcomes"),
+            results: format!("pool.{pool}.results"),
+            events: format!("pool.{pool}.events"),
+            control: format!("pool.{pool}.control"),
+            worker_group: format!("pool.{pool}.workers"),
+            pool_group: format!("pool.{pool}.pool"),
+        }
+    }
+}
+
+/// Partitions of the tasks topic for `spec`: one per possible worker (so
+/// every worker can own one), at most 256.
+pub fn task_partitions(spec: &PoolSpec) -> u32 {
+    spec.scaling.max_total.clamp(1, 256)
+}
+
+/// Creates the pool's topics (or checks that they exist as expected).
+pub async fn ensure_topics(mut admin: TopicAdmin<'_>, spec: &PoolSpec) -> Result<(), PoolError> {
+    let t = PoolTopics::new(&spec.name);
+    ensure_topic(
+        admin.reborrow(),
+        &t.tasks,
+        &TopicSettings::with_partitions(task_partitions(spec)),
+    )
+    .await
+    .map_err(fab(format!("creating {}", t.tasks)))?;
+    for name in [&t.outcomes, &t.results, &t.events, &t.control] {
+        ensure_topic(admin.reborrow(), name, &TopicSettings::with_partitions(1))
+            .await
+            .map_err(fab(format!("creating {name}")))?;
+    }
+    Ok(())
+}
+
+fn item(key: &str, payload: Vec<u8>) -> Item {
+    Item {
+        key: key.as_bytes().to_vec().into(),
+        payload: payload.into(),
+        timestamp_us: now_us(),
+        ..Default::default()
+    }
+}
+
+async fn producer(client: &Client, topic: &str) -> Result<Producer, PoolError> {
+    Producer::new(client, ProducerConfig::new(topic))
+        .await
+        .map_err(fab(format!("producing to {topic}")))
+}
+
+/// Publishes tasks and waits until every one is acknowledged.
+pub async fn submit(client: &Client, pool: &str, tasks: &[Task]) -> Result<(), PoolError> {
+    let t = PoolTopics::new(pool);
+    let p = producer(client, &t.tasks).await?;
+    let mut pending = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        pending.push(
+            p.send(item(&task.key, to_bytes(task)))
+                .await
+                .map_err(fab("submitting a task"))?,
+        );
+    }
+    for d in pending {
+        d.await.map_err(fab("submitting a task"))?;
+    }
+    p.close().await.map_err(fab("submitting tasks"))?;
+    Ok(())
+}
+
+/// Publishes a control command.
+pub async fn send_control(client: &Client, pool: &str, c: &Control) -> Result<(), PoolError> {
+    let t = PoolTopics::new(pool);
+    let p = producer(client, &t.control).await?;
+    p.send(item("", to_bytes(c)))
+        .await
+        .map_err(fab("sending a command"))?
+        .await
+        .map_err(fab("sending a command"))?;
+    p.close().await.map_err(fab("sending a command"))?;
+    Ok(())
+}
+
+/// The newest [`Status`] the pool published (reads back at most the last
+/// 2 000 events), or `None` if it never published one.
+pub async fn latest_status(client: &Client, pool: &str) -> Result<Option<Status>, PoolError> {
+    let t = PoolTopics::new(pool);
+    let meta = client
+        .metadata(&t.events)
+        .await
+        .map_err(fab("reading pool events"))?;
+    let Some(p) = meta.partitions.first() else {
+        return Ok(None);
+    };
+    let end = p.next_offset;
+    let from = end.saturating_sub(2000).max(p.start_offset);
+    let mut c = Consumer::assign(
+        client,
+        ConsumerConfig::new(&t.events).start(StartFrom::Offset(from)),
+        &[0],
+    )
+    .await
+    .map_err(fab("reading pool events"))?;
+    let mut last = None;
+    let mut at = from;
+    while at < end {
+        let Some(ci) = c
+            .poll(Duration::from_secs(5))
+            .await
+            .map_err(fab("reading pool events"))?
+        else {
+            break;
+        };
+        at = ci.offset + 1;
+        if let Ok(Event::Status(s)) = Event::parse(&ci.item.payload) {
+            last = Some(s);
+        }
+    }
+    c.close().await;
+    Ok(last)
+}
+
+/// Every result on the results topic so far, in order.
+pub async fn read_results(client: &Client, pool: &str) -> Result<Vec<TaskResult>, PoolError> {
+    let t = PoolTopics::new(pool);
+    let mut out = Vec::new();
+    read_all(client, &t.results, |bytes| {
+        if let Ok(r) = TaskResult::parse(bytes) {
+            out.push(r);
+        }
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Reads a topic from its start to its end as of now.
+async fn read_all(client: &Client, topic: &str, mut f: impl FnMut(&[u8])) -> Result<(), PoolError> {
+    let meta = client
+        .metadata(topic)
+        .await
+        .map_err(fab(format!("reading {topic}")))?;
+    let ends: BTreeMap<u32, (u64, u64)> = meta
+        .partitions
+        .iter()
+        .map(|p| (p.partition, (p.start_offset, p.next_offset)))
+        .collect();
+    if ends.values().all(|(s, e)| s >= e) {
+        return Ok(());
+    }
+    let mut c = Consumer::assign(client, ConsumerConfig::new(topic), &[])
+        .await
+        .map_err(fab(format!("reading {topic}")))?;
+    let mut left: u64 = ends.values().map(|(s, e)| e.saturating_sub(*s)).sum();
+    while left > 0 {
+        let Some(ci) = c
+            .poll(Duration::from_secs(10))
+            .await
+            .map_err(fab(format!("reading {topic}")))?
+        else {
+            return Err(PoolError::Other(format!(
+                "{topic}: {left} items expected but none came for 10 s"
+            )));
+        };
+        if ends.get(&ci.partition).is_some_and(|(_, e)| ci.offset < *e) {
+            f(&ci.item.payload);
+            left -= 1;
+        }
+    }
+    c.close().await;
+    Ok(())
+}
+
+/// Tasks waiting for the workers: the group's lag on the tasks topic.
+pub async fn task_backlog(client: &Client, topics: &PoolTopics) -> Result<u64, PoolError> {
+    group_lag(client, &topics.worker_group, &topics.tasks).await
+}
+
+/// A consumer group's lag on a topic (end offsets minus committed offsets;
+/// a partition with no commit counts from its first retained offset).
+pub async fn group_lag(client: &Client, group: &str, topic: &str) -> Result<u64, PoolError> {
+    let meta = client
+        .metadata(topic)
+        .await
+        .map_err(fab(format!("lag of {group}")))?;
+    let resp = client
+        .call(Body::OffsetFetchRequest(v1::OffsetFetchRequest {
+            group: group.into(),
+            topic: topic.into(),
+        }))
+        .await
+        .map_err(fab(format!("lag of {group}")))?;
+    let Body::OffsetFetchResponse(r) = resp else {
+        return Err(PoolError::Other(format!(
+            "lag of {group}: unexpected reply"
+        )));
+    };
+    let committed: BTreeMap<u32, u64> = r.offsets.iter().map(|o| (o.partition, o.offset)).collect();
+    Ok(meta
+        .partitions
+        .iter()
+        .map(|p| {
+            let c = committed
+                .get(&p.partition)
+                .copied()
+                .unwrap_or(p.start_offset);
+            p.next_offset.saturating_sub(c.max(p.start_offset))
+        })
+        .sum())
+}
+
+// ---------------------------------------------------------------- worker
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Pool name.
+    pub pool: String,
+    /// This worker's id (from `DIASPORA_POOL_WORKER`).
+    pub worker: String,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Group session time-out (the pool's heartbeat time-out).
+    pub session_timeout: Duration,
+    /// Skip-list entries remembered.
+    pub skip_max: usize,
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerSummary {
+    /// Tasks run.
+    pub ran: u64,
+    /// Of those, failed.
+    pub failed: u64,
+    /// Tasks skipped (finished elsewhere).
+    pub skipped: u64,
+    /// Whether it stopped because it was drained.
+    pub drained: bool,
+}
+
+#[derive(Default)]
+struct WorkerShared {
+    in_flight: Vec<String>,
+    draining: bool,
+    skip: HashSet<String>,
+    skip_order: VecDeque<String>,
+}
+
+/// Runs a worker until `stop` or a drain command: takes tasks from the
+/// pool's group, runs them, publishes outcomes, heartbeats.
+pub async fn run_worker(
+    client: Client,
+    opts: WorkerOptions,
+    stop: Arc<Stop>,
+) -> Result<WorkerSummary, PoolError> {
+    let topics = PoolTopics::new(&opts.pool);
+    let shared = Arc::new(Mutex::new(WorkerShared::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let events = producer(&client, &topics.events).await?;
+    let events = Arc::new(events);
+
+    // Heartbeats.
+    let hb = {
+        let (events, shared, done, stop) =
+            (events.clone(), shared.clone(), done.clone(), stop.clone());
+        let (worker, every) = (opts.worker.clone(), opts.heartbeat);
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let in_flight = shared.lock().expect("lock").in_flight.clone();
+                let e = Event::Heartbeat {
+                    worker: worker.clone(),
+                    in_flight,
+                    pid: std::process::id(),
+                };
+                if let Err(err) = events.send_unacked(None, item(&worker, to_bytes(&e))).await {
+                    tracing::warn!(error = %err, "heartbeat not sent");
+                }
+                stop.sleep(every).await;
+            }
+        })
+    };
+
+    // Commands.
+    let ctl = {
+        let mut c = Consumer::assign(&client, ConsumerConfig::new(&topics.control), &[])
+            .await
+            .map_err(fab("reading pool commands"))?;
+        let (shared, done) = (shared.clone(), done.clone());
+        let (me, skip_max) = (opts.worker.clone(), opts.skip_max.max(1));
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let ci = match c.poll(Duration::from_millis(200)).await {
+                    Ok(Some(ci)) => ci,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading pool commands");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let mut s = shared.lock().expect("lock");
+                match Control::parse(&ci.item.payload) {
+                    Ok(Control::DrainWorker { worker }) if worker == me => s.draining = true,
+                    Ok(Control::Skip { key }) => {
+                        if s.skip.insert(key.clone()) {
+                            s.skip_order.push_back(key);
+                            while s.skip_order.len() > skip_max {
+                                if let Some(old) = s.skip_order.pop_front() {
+                                    s.skip.remove(&old);
+                                }
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, offset = ci.offset, "bad pool command skipped")
+                    }
+                }
+            }
+            c.close().await;
+        })
+    };
+
+    let outcomes = producer(&client, &topics.outcomes).await?;
+    let mut cfg = ConsumerConfig::new(&topics.tasks).group(&topics.worker_group);
+    cfg.session_timeout = opts.session_timeout;
+    cfg.fetch_wait = Duration::from_millis(100);
+    let mut tasks = Consumer::subscribe(&client, cfg)
+        .await
+        .map_err(fab("joining the workers' group"))?;
+
+    let mut summary = WorkerSummary::default();
+    let result = async {
+        loop {
+            if stop.stopped() {
+                break;
+            }
+            if shared.lock().expect("lock").draining {
+                summary.drained = true;
+                break;
+            }
+            let Some(ci) = tasks
+                .poll(Duration::from_millis(200))
+                .await
+                .map_err(fab("reading tasks"))?
+            else {
+                continue;
+            };
+            let started_us = now_us();
+            let outcome = match Task::parse(&ci.item.payload) {
+                Err(e) => {
+                    let key = std::str::from_utf8(&ci.item.key)
+                        .ok()
+                        .filter(|k| !k.is_empty() && k.len() <= crate::messages::KEY_MAX_BYTES)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{}/{}/{}", ci.topic, ci.partition, ci.offset));
+                    Outcome {
+                        key,
+                        attempt: 0,
+                        worker: opts.worker.clone(),
+                        ok: false,
+                        output: String::new(),
+                        error: Some(e.to_string()),
+                        permanent: true,
+                        task: None,
+                        inputs: vec![],
+                        started_us,
+                        finished_us: now_us(),
+                    }
+                }
+                Ok(task) => {
+                    if shared.lock().expect("lock").skip.contains(&task.key) {
+                        summary.skipped += 1;
+                        tasks
+                            .commit()
+                            .await
+                            .map_err(fab("committing a skipped task"))?;
+                        continue;
+                    }
+                    shared.lock().expect("lock").in_flight = vec![task.key.clone()];
+                    // A retry waits out its back-off here.
+                    let wait_us = task.not_before_us - now_us();
+                    if wait_us > 0 {
+                        stop.sleep(Duration::from_micros(wait_us as u64)).await;
+                    }
+                    let (ok, output, error) = run_task(&task.kind).await;
+                    Outcome {
+                        key: task.key.clone(),
+                        attempt: task.attempt,
+                        worker: opts.worker.clone(),
+                        ok,
+                        output,
+                        error,
+                        permanent: false,
+                        inputs: task.inputs.clone(),
+                        started_us,
+                        finished_us: now_us(),
+                        task: (!ok).then_some(task),
+                    }
+                }
+            };
+            summary.ran += 1;
+            if !outcome.ok {
+                summary.failed += 1;
+            }
+            outcomes
+                .send(item(&outcome.key, to_bytes(&outcome)))
+                .await
+                .map_err(fab("publishing an outcome"))?
+                .await
+                .map_err(fab("publishing an outcome"))?;
+            tasks.commit().await.map_err(fab("committing a task"))?;
+            shared.lock().expect("lock").in_flight.clear();
+        }
+        Ok::<(), PoolError>(())
+    }
+    .await;
+    done.store(true, Ordering::Relaxed);
+    tasks.close().await;
+    let _ = hb.await;
+    let _ = ctl.await;
+    let _ = outcomes.close().await;
+    if let Ok(p) = Arc::try_unwrap(events) {
+        let _ = p.close().await;
+    }
+    result.map(|()| summary)
+}
+
+/// Runs one task: (ok, output, error).
+async fn run_task(kind: &TaskKind) -> (bool, String, Option<String>) {
+    match kind {
+        TaskKind::Echo { data } => (true, data.clone(), None),
+        TaskKind::Sleep { ms } => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            (true, String::new(), None)
+        }
+        TaskKind::Command { argv, timeout_ms } => {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            let child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    return (
+                        false,
+                        String::new(),
+                        Some(format!("cannot run {}: {e}", argv[0])),
+                    )
+                }
+            };
+            let limit = timeout_ms.map_or(Duration::from_secs(u64::MAX / 4), Duration::from_millis);
+            match tokio::time::timeout(limit, child.wait_with_output()).await {
+                Err(_) => (
+                    false,
+                    String::new(),
+                    Some(format!(
+                        "{} timed out after {} ms",
+                        argv[0],
+                        limit.as_millis()
+                    )),
+                ),
+                Ok(Err(e)) => (false, String::new(), Some(format!("{}: {e}", argv[0]))),
+                Ok(Ok(out)) => {
+                    let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let cut = truncate(&mut stdout, OUTPUT_MAX_BYTES);
+                    if out.status.success() {
+                        (
+                            true,
+                            stdout,
+                            cut.then(|| format!("output cut to {OUTPUT_MAX_BYTES} bytes")),
+                        )
+                    } else {
+                        let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                        truncate(&mut stderr, 4096);
+                        (
+                            false,
+                            stdout,
+                            Some(format!(
+                                "{} ended with {}: {}",
+                                argv[0],
+                                out.status,
+                                stderr.trim()
+                            )),
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the pool
+
+/// How the pool loop runs.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Time between rounds.
+    pub tick: Duration,
+    /// Time between status snapshots on the events topic.
+    pub status_every: Duration,
+    /// Workers' stdout/stderr directory.
+    pub log_dir: Option<PathBuf>,
+    /// Extra environment for workers (the fabric's address and CA).
+    pub worker_env: Vec<(String, String)>,
+    /// Task keys the attempt book remembers.
+    pub book_capacity: usize,
+    /// Topic of predictions to act on (`diaspora.predictions`), if any.
+    pub predictions_topic: Option<String>,
+    /// Resources this pool serves: a prediction whose monitor, metric or
+    /// `resource` label names one of them scales the pool up.
+    pub serves: Vec<String>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            tick: Duration::from_millis(200),
+            status_every: Duration::from_secs(1),
+            log_dir: None,
+            worker_env: Vec::new(),
+            book_capacity: 1_000_000,
+            predictions_topic: None,
+            serves: Vec::new(),
+        }
+    }
+}
+
+/// The providers a spec's sites call for.
+pub fn providers_for(spec: &PoolSpec) -> Vec<Box<dyn Provider>> {
+    spec.sites
+        .iter()
+        .map(|s| -> Box<dyn Provider> {
+            match s.provider {
+                ProviderKind::Local => Box::new(LocalProvider::default()),
+                ProviderKind::Slurm => Box::new(SlurmProvider::new(SlurmConfig {
+                    partition: s.partition.clone(),
+                    account: s.account.clone(),
+                    ..Default::default()
+                })),
+            }
+        })
+        .collect()
+}
+
+/// External demand the pool loop is fed (tests and the catch-up shell).
+#[derive(Debug, Clone, Default)]
+pub struct ExternalDemand {
+    /// Services catching up.
+    pub catch_up: Vec<CatchUp>,
+}
+
+/// Runs the pool until `stop`: keeps its workers, dispatches retries,
+/// writes results once per key, publishes events and status. Every worker
+/// is stopped before it returns.
+pub async fn run_pool(
+    client: Client,
+    spec: PoolSpec,
+    providers: Vec<Box<dyn Provider>>,
+    opts: PoolOptions,
+    demand: Arc<Mutex<ExternalDemand>>,
+    stop: Arc<Stop>,
+) -> Result<Status, PoolError> {
+    let topics = PoolTopics::new(&spec.name);
+    let mut book = AttemptBook::new(spec.tasks.clone(), opts.book_capacity);
+    // Rebuild what was delivered before a restart.
+    read_all(&client, &topics.results, |bytes| {
+        if let Ok(r) = TaskResult::parse(bytes) {
+            if r.ok {
+                book.succeeded(&r.key);
+            } else {
+                book.fail_for_good(&r.key);
+            }
+        }
+    })
+    .await?;
+
+    let mut outcomes = Consumer::subscribe(
+        &client,
+        ConsumerConfig::new(&topics.outcomes).group(&topics.pool_group),
+    )
+    .await
+    .map_err(fab("reading outcomes"))?;
+    let mut events_in = Consumer::assign(
+        &client,
+        ConsumerConfig::new(&topics.events).start(StartFrom::Latest),
+        &[],
+    )
+    .await
+    .map_err(fab("reading heartbeats"))?;
+    let mut control_in = Consumer::assign(
+        &client,
+        ConsumerConfig::new(&topics.control).start(StartFrom::Latest),
+        &[],
+    )
+    .await
+    .map_err(fab("reading commands"))?;
+    let mut predictions_in = match &opts.predictions_topic {
+        Some(t) => Some(
+            Consumer::assign(
+                &client,
+                ConsumerConfig::new(t).start(StartFrom::Latest),
+                &[],
+            )
+            .await
+            .map_err(fab(format!("reading {t}")))?,
+        ),
+        None => None,
+    };
+    let tasks_out = producer(&client, &topics.tasks).await?;
+    let results_out = producer(&client, &topics.results).await?;
+    let events_out = producer(&client, &topics.events).await?;
+    let control_out = producer(&client, &topics.control).await?;
+
+    let mut sup = Supervisor::new(spec.clone(), providers);
+    if let Some(d) = &opts.log_dir {
+        sup = sup.log_dir(d.clone());
+    }
+    for (k, v) in &opts.worker_env {
+        sup = sup.env(k.clone(), v.clone());
+    }
+    let mut sup = Some(sup);
+    let t0 = Instant::now();
+    let now_ms = || t0.elapsed().as_millis() as u64;
+    let mut status = Status {
+        pool: spec.name.clone(),
+        ..Default::default()
+    };
+    let mut predictions: Vec<PredictedShortfall> = Vec::new();
+    let mut last_status = None::<Instant>;
+    let mut last_drained: BTreeMap<String, bool> = BTreeMap::new();
+    let prediction_workers = spec
+        .scaling
+        .prediction_workers
+        .unwrap_or(spec.scaling.max_total)
+        .min(spec.scaling.max_total);
+
+    let result = async {
+        while !stop.stopped() {
+            let now = now_ms();
+            let mut pool_events: Vec<PoolEvent> = Vec::new();
+            let s = sup.as_mut().expect("supervisor");
+
+            // Heartbeats.
+            for _ in 0..10_000 {
+                let Some(ci) = events_in
+                    .poll(Duration::ZERO)
+                    .await
+                    .map_err(fab("reading heartbeats"))?
+                else {
+                    break;
+                };
+                if let Ok(Event::Heartbeat {
+                    worker, in_flight, ..
+                }) = Event::parse(&ci.item.payload)
+                {
+                    pool_events.extend(s.heartbeat(&worker, in_flight, now));
+                }
+            }
+            // Commands.
+            for _ in 0..1000 {
+                let Some(ci) = control_in
+                    .poll(Duration::ZERO)
+                    .await
+                    .map_err(fab("reading commands"))?
+                else {
+                    break;
+                };
+                match Control::parse(&ci.item.payload) {
+                    Ok(Control::DrainSite { site }) => match s.drain_site(&site, now) {
+                        Ok(ev) => {
+                            last_drained.insert(site, true);
+                            pool_events.extend(ev)
+                        }
+                        Err(e) => tracing::warn!("{e}"),
+                    },
+                    Ok(Control::UndrainSite { site }) => match s.undrain_site(&site) {
+                        Ok(()) => {
+                            last_drained.insert(site, false);
+                        }
+                        Err(e) => tracing::warn!("{e}"),
+                    },
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "bad pool command skipped"),
+                }
+            }
+            // Predictions.
+            if let Some(c) = predictions_in.as_mut() {
+                for _ in 0..1000 {
+                    let Some(ci) = c
+                        .poll(Duration::ZERO)
+                        .await
+                        .map_err(fab("reading predictions"))?
+                    else {
+                        break;
+                    };
+                    if let Some(p) =
+                        prediction_for(&ci.item.payload, &opts.serves, prediction_workers, now)
+                    {
+                        predictions.push(p);
+                    }
+                }
+                predictions.retain(|p| p.due_ms + 60_000 > now);
+            }
+
+            // Outcomes → results, retries.
+            let mut deliveries = Vec::new();
+            let mut handled = 0;
+            while handled < 10_000 {
+                let Some(ci) = outcomes
+                    .poll(Duration::ZERO)
+                    .await
+                    .map_err(fab("reading outcomes"))?
+                else {
+                    break;
+                };
+                handled += 1;
+                let o = match Outcome::parse(&ci.item.payload) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::warn!(error = %e, offset = ci.offset, "bad outcome skipped");
+                        continue;
+                    }
+                };
+                match book.verdict(&o.key) {
+                    Verdict::AlreadyDone | Verdict::FailedForGood { .. } => {
+                        status.duplicates += 1;
+                        events_out
+                            .send_unacked(
+                                None,
+                                item(
+                                    &o.key,
+                                    to_bytes(&Event::DuplicateDropped {
+                                        key: o.key.clone(),
+                                        worker: o.worker.clone(),
+                                    }),
+                                ),
+                            )
+                            .await
+                            .map_err(fab("publishing an event"))?;
+                        continue;
+                    }
+                    Verdict::Run { .. } => {}
+                }
+                if o.ok {
+                    let attempts = book.charged(&o.key) + 1;
+                    book.succeeded(&o.key);
+                    let r = TaskResult {
+                        key: o.key.clone(),
+                        ok: true,
+                        output: o.output,
+                        error: None,
+                        attempts,
+                        worker: o.worker,
+                    };
+                    deliveries.push(
+                        results_out
+                            .send(item(&r.key, to_bytes(&r)))
+                            .await
+                            .map_err(fab("publishing a result"))?,
+                    );
+                    status.results += 1;
+                    continue;
+                }
+                let error = o.error.clone().unwrap_or_else(|| "failed".into());
+                let v = if o.permanent || o.task.is_none() {
+                    book.fail_for_good(&o.key)
+                } else {
+                    book.failed(&o.key)
+                };
+                match (v, o.task) {
+                    (Verdict::Run { attempt, backoff }, Some(mut task)) => {
+                        status.retries += 1;
+                        events_out
+                            .send_unacked(
+                                None,
+                                item(
+                                    &o.key,
+                                    to_bytes(&Event::TaskRetried {
+                                        key: o.key.clone(),
+                                        attempt,
+                                        reason: error,
+                                    }),
+                                ),
+                            )
+                            .await
+                            .map_err(fab("publishing an event"))?;
+                        // Re-published at once, to run after its back-off:
+                        // durable the moment it is acknowledged, so the
+                        // outcome can be committed with the others.
+                        task.attempt = attempt;
+                        task.not_before_us = now_us() + backoff.as_micros() as i64;
+                        deliveries.push(
+                            tasks_out
+                                .send(item(&task.key, to_bytes(&task)))
+                                .await
+                                .map_err(fab("re-publishing a task"))?,
+                        );
+                    }
+                    (Verdict::FailedForGood { attempts }, _) => {
+                        deliveries.extend(
+                            fail_for_good(
+                                &results_out,
+                                &events_out,
+                                &control_out,
+                                &o.key,
+                                attempts,
+                                &error,
+                                &o.worker,
+                                &mut status,
+                            )
+                            .await?,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            for d in deliveries {
+                d.await.map_err(fab("publishing a result"))?;
+            }
+            if handled > 0 {
+                outcomes
+                    .commit()
+                    .await
+                    .map_err(fab("committing outcomes"))?;
+            }
+
+            // Supervise.
+            let backlog = task_backlog(&client, &topics).await?;
+            let d = Demand {
+                backlog,
+                catch_up: demand.lock().expect("lock").catch_up.clone(),
+                predictions: predictions.clone(),
+            };
+            let mut moved = sup.take().expect("supervisor");
+            let (moved, ev) = tokio::task::spawn_blocking(move || {
+                let ev = moved.step(now, &d);
+                (moved, ev)
+            })
+            .await
+            .map_err(|e| PoolError::Other(format!("supervisor step panicked: {e}")))?;
+            sup = Some(moved);
+            pool_events.extend(ev);
+
+            for e in &pool_events {
+                match e {
+                    PoolEvent::Worker(WorkerEvent::Lost {
+                        in_flight,
+                        charge,
+                        worker,
+                        ..
+                    }) => {
+                        status.lost += 1;
+                        for key in in_flight {
+                            if let Verdict::FailedForGood { attempts } = book.lost(key, *charge) {
+                                for d in fail_for_good(
+                                    &results_out,
+                                    &events_out,
+                                    &control_out,
+                                    key,
+                                    attempts,
+                                    &format!("worker {worker} lost while running it"),
+                                    worker,
+                                    &mut status,
+                                )
+                                .await?
+                                {
+                                    d.await.map_err(fab("publishing a result"))?;
+                                }
+                            }
+                        }
+                    }
+                    PoolEvent::Worker(WorkerEvent::Draining { worker, .. }) => {
+                        control_out
+                            .send_unacked(
+                                None,
+                                item(
+                                    "",
+                                    to_bytes(&Control::DrainWorker {
+                                        worker: worker.clone(),
+                                    }),
+                                ),
+                            )
+                            .await
+                            .map_err(fab("publishing a command"))?;
+                    }
+                    PoolEvent::Launched { workers, .. } => status.launched += workers.len() as u64,
+                    _ => {}
+                }
+                events_out
+                    .send_unacked(None, item("", to_bytes(&Event::Pool { event: e.clone() })))
+                    .await
+                    .map_err(fab("publishing an event"))?;
+            }
+
+            // Status.
+            if last_status.is_none_or(|t| t.elapsed() >= opts.status_every) {
+                last_status = Some(Instant::now());
+                status.backlog = backlog;
+                status.at_us = now_us();
+                status.sites = site_status(sup.as_ref().expect("supervisor"), &last_drained);
+                events_out
+                    .send_unacked(None, item("", to_bytes(&Event::Status(status.clone()))))
+                    .await
+                    .map_err(fab("publishing status"))?;
+            }
+            stop.sleep(opts.tick).await;
+        }
+        Ok::<(), PoolError>(())
+    }
+    .await;
+
+    // Stop every worker, whatever happened.
+    if let Some(mut s) = sup.take() {
+        let _ = tokio::task::spawn_blocking(move || {
+            s.shutdown();
+            drop(s);
+        })
+        .await;
+    }
+    status.at_us = now_us();
+    let _ = events_out
+        .send(item("", to_bytes(&Event::Status(status.clone()))))
+        .await;
+    let _ = events_out.flush().await;
+    outcomes.close().await;
+    events_in.close().await;
+    control_in.close().await;
+    if let Some(c) = predictions_in {
+        c.close().await;
+    }
+    let _ = tasks_out.close().await;
+    let _ = results_out.close().await;
+    let _ = control_out.close().await;
+    let _ = events_out.close().await;
+    result.map(|()| status)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fail_for_good(
+    results_out: &Producer,
+    events_out: &Producer,
+    control_out: &Producer,
+    key: &str,
+    attempts: u32,
+    error: &str,
+    worker: &str,
+    status: &mut Status,
+) -> Result<Vec<diaspora_fabric::Delivery>, PoolError> {
+    status.failed += 1;
+    let r = TaskResult {
+        key: key.into(),
+        ok: false,
+        output: String::new(),
+        error: Some(error.into()),
+        attempts,
+        worker: worker.into(),
+    };
+    let d = results_out
+        .send(item(key, to_bytes(&r)))
+        .await
+        .map_err(fab("publishing a result"))?;
+    events_out
+        .send_unacked(
+            None,
+            item(
+                key,
+                to_bytes(&Event::TaskFailed {
+                    key: key.into(),
+                    attempts,
+                    error: error.into(),
+                }),
+            ),
+        )
+        .await
+        .map_err(fab("publishing an event"))?;
+    control_out
+        .send_unacked(None, item("", to_bytes(&Control::Skip { key: key.into() })))
+        .await
+        .map_err(fab("publishing a command"))?;
+    Ok(vec![d])
+}
+
+fn site_status(sup: &Supervisor, drained: &BTreeMap<String, bool>) -> Vec<SiteStatus> {
+    let states = sup.registry().site_states();
+    sup.spec()
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SiteStatus {
+            name: s.name.clone(),
+            provider: s.provider.to_string(),
+            reachable: states[i].reachable,
+            drained: drained.get(&s.name).copied().unwrap_or(false),
+            active: states[i].active,
+            idle: states[i].idle,
+            draining: sup
+                .registry()
+                .workers()
+                .filter(|w| w.site == i && !w.active())
+                .count() as u32,
+            min: s.min,
+            max: s.max,
+        })
+        .collect()
+}
+
+/// A predictor's `prediction` event (diaspora-predict's monitor events, as
+/// JSON on `diaspora.predictions`) for a resource this pool serves, as a
+/// shortfall: due `lead_time_s` from now, needing `workers`.
+///
+/// A prediction names a resource by its monitor's name, its metric, or a
+/// `resource` label; alerts and predictions of other resources are ignored,
+/// and so is anything that is not a monitor event.
+pub fn prediction_for(
+    payload: &[u8],
+    serves: &[String],
+    workers: u32,
+    now_ms: u64,
+) -> Option<PredictedShortfall> {
+    if payload.len() > crate::messages::MESSAGE_MAX_BYTES {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if v.get("kind")?.as_str()? != "prediction" {
+        return None;
+    }
+    let names = [
+        v.get("monitor").and_then(|x| x.as_str()),
+        v.get("metric").and_then(|x| x.as_str()),
+        v.get("labels")
+            .and_then(|l| l.get("resource"))
+            .and_then(|x| x.as_str()),
+    ];
+    if !names
+        .iter()
+        .flatten()
+        .any(|n| serves.iter().any(|s| s == n))
+    {
+        return None;
+    }
+    let lead = v.get("lead_time_s")?.as_f64()?;
+    if !lead.is_finite() || lead < 0.0 {
+        return None;
+    }
+    Some(PredictedShortfall {
+        due_ms: now_ms.saturating_add((lead * 1000.0).min(1e12) as u64),
+        workers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictor_events_for_served_resources_become_shortfalls() {
+        let ev = |monitor: &str, kind: &str, lead: f64| {
+            format!(
+                r#"{{"kind":"{kind}","monitor":"{monitor}","metric":"stream.lag","labels":{{"resource":"ptycho-recon"}},"t_us":1,"value":0.5,"threshold":0.9,"lead_time_s":{lead},"confidence":0.8,"forecast":[0.6],"step_s":0.5}}"#
+            )
+        };
+        let serves = vec!["recon-lag".to_string()];
+        let p = prediction_for(
+            ev("recon-lag", "prediction", 12.5).as_bytes(),
+            &serves,
+            6,
+            1000,
+        );
+        assert_eq!(
+            p,
+            Some(PredictedShortfall {
+                due_ms: 13_500,
+                workers: 6
+            })
+        );
+        // By the resource label, too.
+        let by_label = vec!["ptycho-recon".to_string()];
+        assert!(
+            prediction_for(ev("other", "prediction", 1.0).as_bytes(), &by_label, 6, 0).is_some()
+        );
+        // Not served, an alert, garbage, a negative lead: nothing.
+        assert!(prediction_for(ev("other", "prediction", 1.0).as_bytes(), &serves, 6, 0).is_none());
+        assert!(prediction_for(ev("recon-lag", "alert", 1.0).as_bytes(), &serves, 6, 0).is_none());
+        assert!(prediction_for(b"{not json", &serves, 6, 0).is_none());
+        assert!(prediction_for(
+            ev("recon-lag", "prediction", -1.0).as_bytes(),
+            &serves,
+            6,
+            0
+        )
+        .is_none());
+    }
+}
