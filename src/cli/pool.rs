@@ -226,7 +226,7 @@ pub async fn run(cmd: PoolCommand) -> Result<()> {
     }
 }
 
-fn load(path: &PathBuf) -> Result<PoolSpec> {
+fn load(path: &std::path::Path) -> Result<PoolSpec> {
     PoolSpec::load(path).with_context(|| format!("in {}", path.display()))
 }
 

@@ -992,7 +992,7 @@ pub async fn run_pool(
             }
 
             // Status.
-            if last_status.is_none_or(|t| t.elapsed() >= opts.status_every) {
+            if last_status.map_or(true, |t| t.elapsed() >= opts.status_every) {
                 last_status = Some(Instant::now());
                 status.backlog = backlog;
                 status.at_us = now_us();
