@@ -1,0 +1,546 @@
+//! Pools end to end: a real node (`diaspora serve`), the pool loop, and
+//! workers that are real `diaspora pool worker` processes.
+
+mod common;
+
+use common::{serve, Served, BIN};
+use diaspora_fabric::{
+    Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom, Stop,
+};
+use diaspora_pool::fabric::{self as pf, ExternalDemand, PoolOptions};
+use diaspora_pool::messages::{Event, Task, TaskKind};
+use diaspora_pool::supervisor::PoolEvent;
+use diaspora_pool::workers::{JobEnd, LossReason, WorkerEvent};
+use diaspora_pool::{PoolSpec, Reason};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A pool running in this process against `node`, its events recorded.
+struct Harness {
+    client: Client,
+    stop: Arc<Stop>,
+    pool: Option<tokio::task::JoinHandle<Result<diaspora_pool::messages::Status, pf::PoolError>>>,
+    events: Arc<Mutex<Vec<(i64, Event)>>>,
+    follower: tokio::task::JoinHandle<()>,
+    name: String,
+}
+
+impl Harness {
+    async fn start(
+        node: &Served,
+        spec_toml: &str,
+        opts: PoolOptions,
+        logs: &std::path::Path,
+    ) -> Harness {
+        let mut spec = PoolSpec::from_toml(spec_toml).unwrap();
+        spec.worker.command = vec![BIN.into(), "pool".into(), "worker".into()];
+        let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
+            .await
+            .unwrap();
+        pf::ensure_topics((&mut admin).into(), &spec).await.unwrap();
+        let client = Client::connect(ClientConfig::new(node.data, &node.ca))
+            .await
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let follower = {
+            let mut c = Consumer::assign(
+                &client,
+                ConsumerConfig::new(pf::PoolTopics::new(&spec.name).events)
+                    .start(StartFrom::Earliest),
+                &[],
+            )
+            .await
+            .unwrap();
+            let events = events.clone();
+            tokio::spawn(async move {
+                while let Ok(ci) = c.next().await {
+                    if let Ok(e) = Event::parse(&ci.item.payload) {
+                        events.lock().unwrap().push((ci.item.timestamp_us, e));
+                    }
+                }
+            })
+        };
+        let opts = PoolOptions {
+            tick: Duration::from_millis(100),
+            log_dir: Some(logs.to_path_buf()),
+            worker_env: vec![
+                ("DIASPORA_POOL_ADDR".into(), node.data.to_string()),
+                ("DIASPORA_POOL_CA".into(), node.ca.display().to_string()),
+                (
+                    "DIASPORA_POOL_HEARTBEAT_MS".into(),
+                    spec.heartbeat.interval_ms.to_string(),
+                ),
+                (
+                    "DIASPORA_POOL_SESSION_MS".into(),
+                    spec.heartbeat.timeout_ms.to_string(),
+                ),
+            ],
+            ..opts
+        };
+        let stop = Stop::new();
+        let name = spec.name.clone();
+        let providers = pf::providers_for(&spec);
+        let pool = tokio::spawn(pf::run_pool(
+            client.clone(),
+            spec,
+            providers,
+            opts,
+            Arc::new(Mutex::new(ExternalDemand::default())),
+            stop.clone(),
+        ));
+        Harness {
+            client,
+            stop,
+            pool: Some(pool),
+            events,
+            follower,
+            name,
+        }
+    }
+
+    fn pool_events(&self) -> Vec<(i64, PoolEvent)> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(t, e)| match e {
+                Event::Pool { event } => Some((*t, event.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Live workers (joined, not yet lost or left) and their pids from
+    /// their latest heartbeats.
+    fn live(&self) -> BTreeMap<String, u32> {
+        let mut live = BTreeMap::new();
+        for (_, e) in self.events.lock().unwrap().iter() {
+            match e {
+                Event::Heartbeat { worker, pid, .. } => {
+                    live.insert(worker.clone(), *pid);
+                }
+                Event::Pool {
+                    event:
+                        PoolEvent::Worker(
+                            WorkerEvent::Lost { worker, .. } | WorkerEvent::Left { worker, .. },
+                        ),
+                } => {
+                    live.remove(worker);
+                }
+                _ => {}
+            }
+        }
+        live
+    }
+
+    fn latest_status(&self) -> Option<diaspora_pool::messages::Status> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|(_, e)| match e {
+                Event::Status(s) => Some(s.clone()),
+                _ => None,
+            })
+    }
+
+    async fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Harness) -> bool) {
+        let t = Instant::now();
+        while !ok(self) {
+            assert!(
+                t.elapsed() < limit,
+                "{what}: not within {limit:?}; events: {:#?}",
+                self.pool_events()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn finish(mut self) -> diaspora_pool::messages::Status {
+        self.stop.trigger();
+        let status = self.pool.take().unwrap().await.unwrap().unwrap();
+        self.follower.abort();
+        self.client.close();
+        status
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // On a failed assertion: stop the pool (its workers die with its
+        // providers when the runtime drops the task).
+        self.stop.trigger();
+    }
+}
+
+fn active(h: &Harness) -> u32 {
+    h.latest_status()
+        .map_or(0, |s| s.sites.iter().map(|x| x.active).sum())
+}
+
+const CRASH_SPEC: &str = r#"
+name = "crash"
+[worker]
+command = ["diaspora"]
+[heartbeat]
+interval_ms = 300
+timeout_ms = 1500
+[tasks]
+retries = 5
+backoff_ms = 50
+[scaling]
+min_total = 3
+max_total = 3
+[[site]]
+name = "local"
+provider = "local"
+min = 3
+max = 3
+"#;
+
+/// Workers SIGKILLed one after another while tasks flow: the pool is back
+/// at its minimum within 5 s each time, and every task has exactly one
+/// result — none lost, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_one_after_another_lose_no_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(
+        &dir.path().join("node"),
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+        "interval",
+    );
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let h = Harness::start(&node, CRASH_SPEC, PoolOptions::default(), &logs).await;
+    h.wait_for("three workers joined", Duration::from_secs(30), |h| {
+        h.live().len() == 3
+    })
+    .await;
+
+    let n = 240;
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| Task {
+            key: format!("t{i:03}"),
+            kind: TaskKind::Sleep { ms: 60 },
+            inputs: vec![format!("frames/0/{i}")],
+            attempt: 0,
+            not_before_us: 0,
+        })
+        .collect();
+    pf::submit(&h.client, &h.name, &tasks).await.unwrap();
+
+    let mut recoveries = Vec::new();
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let live = h.live();
+        let (victim, pid) = live
+            .iter()
+            .next()
+            .map(|(w, p)| (w.clone(), *p))
+            .expect("a live worker");
+        let killed_us = diaspora_fabric::item::now_us();
+        // SAFETY: SIGKILL to a worker process this test's pool started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        let joined_since = |h: &Harness| {
+            h.pool_events()
+                .iter()
+                .filter(|(t, e)| {
+                    *t >= killed_us && matches!(e, PoolEvent::Worker(WorkerEvent::Joined { .. }))
+                })
+                .count()
+        };
+        h.wait_for(
+            &format!("round {round}: {victim} replaced"),
+            Duration::from_secs(20),
+            |h| {
+                let l = h.live();
+                l.len() == 3 && !l.contains_key(&victim) && joined_since(h) > 0
+            },
+        )
+        .await;
+        let joined_us = h
+            .pool_events()
+            .iter()
+            .filter(|(t, e)| {
+                *t >= killed_us && matches!(e, PoolEvent::Worker(WorkerEvent::Joined { .. }))
+            })
+            .map(|(t, _)| *t)
+            .min()
+            .unwrap();
+        recoveries.push(Duration::from_micros((joined_us - killed_us) as u64));
+    }
+    eprintln!("back at the minimum after each SIGKILL: {recoveries:?}");
+    for r in &recoveries {
+        assert!(
+            *r < Duration::from_secs(5),
+            "recovery {r:?} over the 5 s bound"
+        );
+    }
+
+    // Every task: exactly one result, all successful.
+    let t = Instant::now();
+    let results = loop {
+        let r = pf::read_results(&h.client, &h.name).await.unwrap();
+        if r.len() >= n || t.elapsed() > Duration::from_secs(60) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let keys: BTreeSet<&str> = results.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(results.len(), n, "one result per task");
+    assert_eq!(keys.len(), n, "no key twice");
+    assert!(
+        results.iter().all(|r| r.ok),
+        "{:?}",
+        results.iter().find(|r| !r.ok)
+    );
+    let lost: Vec<LossReason> = h
+        .pool_events()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            PoolEvent::Worker(WorkerEvent::Lost { reason, .. }) => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lost,
+        vec![
+            LossReason::JobEnded {
+                end: JobEnd::Signalled { signal: 9 }
+            };
+            4
+        ],
+        "each kill reported once, with its reason"
+    );
+    let status = h.finish().await;
+    eprintln!(
+        "results {}, retries {}, duplicates dropped {}, lost {}, launched {}",
+        status.results, status.retries, status.duplicates, status.lost, status.launched
+    );
+    assert_eq!(status.lost, 4);
+    assert_eq!(status.launched, 7);
+}
+
+/// A predictor's `prediction` event for a resource the pool serves scales
+/// it up before the shortfall is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prediction_scales_the_pool_up_before_the_shortfall() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(
+        &dir.path().join("node"),
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+        "interval",
+    );
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
+        .await
+        .unwrap();
+    diaspora_fabric::ensure_topic(
+        &mut admin,
+        "diaspora.predictions",
+        &diaspora_fabric::TopicSettings::with_partitions(1),
+    )
+    .await
+    .unwrap();
+    let spec = r#"
+name = "predicted"
+[worker]
+command = ["diaspora"]
+[heartbeat]
+interval_ms = 300
+timeout_ms = 1500
+[scaling]
+min_total = 1
+max_total = 4
+prediction_horizon_s = 120
+prediction_workers = 3
+[[site]]
+name = "local"
+provider = "local"
+min = 1
+max = 4
+"#;
+    let opts = PoolOptions {
+        predictions_topic: Some("diaspora.predictions".into()),
+        serves: vec!["recon-lag".into()],
+        ..Default::default()
+    };
+    let h = Harness::start(&node, spec, opts, &logs).await;
+    h.wait_for("one worker", Duration::from_secs(30), |h| {
+        h.live().len() == 1
+    })
+    .await;
+    // Quiet for a while: no demand, no scaling.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.live().len(), 1);
+
+    // The predictor forecasts the reconstruction lag crossing its
+    // threshold in 60 s.
+    let event = diaspora_predict::monitor::MonitorEvent::Prediction {
+        monitor: "recon-lag".into(),
+        metric: "consumer.lag".into(),
+        labels: [("resource".to_string(), "ptycho-recon".to_string())].into(),
+        t_us: diaspora_fabric::item::now_us(),
+        value: 120.0,
+        threshold: 1000.0,
+        lead_time_s: 60.0,
+        confidence: 0.9,
+        forecast: vec![300.0, 700.0, 1100.0],
+        step_s: 20.0,
+    };
+    let p = Producer::new(&h.client, ProducerConfig::new("diaspora.predictions"))
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    p.send(diaspora_fabric::item::payload_item(
+        diaspora_predict::monitor::encode_event(&event).into(),
+    ))
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    h.wait_for(
+        "three workers on the prediction",
+        Duration::from_secs(20),
+        |h| h.live().len() == 3,
+    )
+    .await;
+    let took = sent.elapsed();
+    eprintln!("scaled 1 → 3 workers {took:?} after a prediction due in 60 s");
+    assert!(took < Duration::from_secs(60), "before the shortfall");
+    assert!(h
+        .pool_events()
+        .iter()
+        .any(|(_, e)| matches!(e, PoolEvent::Launched { reason: Reason::Prediction, workers, .. } if workers.len() == 2)));
+    // A prediction for something else does nothing.
+    let other = diaspora_predict::monitor::MonitorEvent::Prediction {
+        monitor: "wan-congestion".into(),
+        metric: "link.utilisation".into(),
+        labels: Default::default(),
+        t_us: diaspora_fabric::item::now_us(),
+        value: 0.5,
+        threshold: 0.95,
+        lead_time_s: 10.0,
+        confidence: 0.9,
+        forecast: vec![0.99],
+        step_s: 0.5,
+    };
+    p.send(diaspora_fabric::item::payload_item(
+        diaspora_predict::monitor::encode_event(&other).into(),
+    ))
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    p.close().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.live().len(), 3);
+    let _ = active(&h);
+    h.finish().await;
+}
+
+/// `diaspora pool drain SITE`: the site's workers go, the other site covers
+/// the pool's minimum; `--undo` restores the site's own minimum. `pool
+/// status --json` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_site_moves_the_minimum_to_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(
+        &dir.path().join("node"),
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+        "interval",
+    );
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let spec = r#"
+name = "sites"
+[worker]
+command = ["diaspora"]
+[heartbeat]
+interval_ms = 300
+timeout_ms = 1500
+[scaling]
+min_total = 2
+max_total = 4
+scale_in_idle_s = 1
+cooldown_s = 0
+[[site]]
+name = "edge"
+provider = "local"
+min = 1
+max = 2
+[[site]]
+name = "hpc"
+provider = "local"
+min = 1
+max = 2
+"#;
+    let h = Harness::start(&node, spec, PoolOptions::default(), &logs).await;
+    let per_site = |h: &Harness| -> Vec<(String, u32, bool)> {
+        h.latest_status()
+            .map(|s| {
+                s.sites
+                    .iter()
+                    .map(|x| (x.name.clone(), x.active, x.drained))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    h.wait_for("one worker per site", Duration::from_secs(30), |h| {
+        h.live().len() == 2 && per_site(h) == [("edge".into(), 1, false), ("hpc".into(), 1, false)]
+    })
+    .await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .args([
+                "--pool",
+                "sites",
+                "--addr",
+                &node.data.to_string(),
+                "--ca",
+                node.ca.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        common::assert_success(&out);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["pool", "drain", "edge"]);
+    h.wait_for("hpc covers the minimum", Duration::from_secs(20), |h| {
+        per_site(h) == [("edge".into(), 0, true), ("hpc".into(), 2, false)] && h.live().len() == 2
+    })
+    .await;
+    let left = h.pool_events().iter().any(
+        |(_, e)| matches!(e, PoolEvent::Worker(WorkerEvent::Left { site, .. }) if site == "edge"),
+    );
+    assert!(left, "the edge worker left as planned (not lost)");
+    let st: serde_json::Value = serde_json::from_str(&cli(&["pool", "status", "--json"])).unwrap();
+    assert_eq!(st["sites"][0]["drained"], true);
+    cli(&["pool", "drain", "edge", "--undo"]);
+    h.wait_for(
+        "edge back to its minimum, hpc's surplus retired",
+        Duration::from_secs(20),
+        |h| per_site(h) == [("edge".into(), 1, false), ("hpc".into(), 1, false)],
+    )
+    .await;
+    h.finish().await;
+}
