@@ -159,6 +159,10 @@ pub struct WorkerArgs {
     /// Group session time-out, ms (the pool's heartbeat time-out).
     #[arg(long, env = "DIASPORA_POOL_SESSION_MS", default_value_t = 5000)]
     pub session_timeout_ms: u64,
+    /// Exit when this process is no longer the worker's parent (set by a
+    /// local pool, so its workers die with it).
+    #[arg(long, env = "DIASPORA_POOL_PARENT")]
+    pub parent: Option<u32>,
 }
 
 /// Runs a pool command.
@@ -370,6 +374,7 @@ async fn worker(a: WorkerArgs) -> Result<()> {
             heartbeat: Duration::from_millis(a.heartbeat_ms.max(10)),
             session_timeout: Duration::from_millis(a.session_timeout_ms.max(100)),
             skip_max: 100_000,
+            parent_pid: a.parent,
         },
         stop,
     )

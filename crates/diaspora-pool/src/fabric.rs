@@ -319,6 +319,17 @@ pub struct WorkerOptions {
     pub session_timeout: Duration,
     /// Skip-list entries remembered.
     pub skip_max: usize,
+    /// Exit when this process (the local pool that started the worker,
+    /// `DIASPORA_POOL_PARENT`) is gone.
+    pub parent_pid: Option<u32>,
+}
+
+/// Whether the pool process `parent` still exists (a wrapper between the
+/// pool and the worker, `sh -c …`, does not matter).
+fn parent_alive(parent: Option<u32>) -> bool {
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the
+    // process exists (ESRCH when it does not).
+    parent.map_or(true, |p| unsafe { libc::kill(p as i32, 0) } == 0)
 }
 
 /// What a worker did.
@@ -429,6 +440,10 @@ pub async fn run_worker(
     let result = async {
         loop {
             if stop.stopped() {
+                break;
+            }
+            if !parent_alive(opts.parent_pid) {
+                tracing::warn!(worker = %opts.worker, "the pool that started this worker is gone; exiting");
                 break;
             }
             if shared.lock().expect("lock").draining {
@@ -727,6 +742,7 @@ pub async fn run_pool(
     let mut predictions: Vec<PredictedShortfall> = Vec::new();
     let mut last_status = None::<Instant>;
     let mut last_drained: BTreeMap<String, bool> = BTreeMap::new();
+    let mut throughput: VecDeque<(Instant, u64, u32)> = VecDeque::new();
     let prediction_workers = spec
         .scaling
         .prediction_workers
@@ -925,9 +941,45 @@ pub async fn run_pool(
 
             // Supervise.
             let backlog = task_backlog(&client, &topics).await?;
+            // Catch-up: at the throughput per worker measured over the last
+            // seconds, how many workers clear this backlog within
+            // catch_up_target_s (after a restart with a backlog, more than
+            // the backlog-per-worker rule alone would give).
+            let workers_now: u32 = sup
+                .as_ref()
+                .expect("supervisor")
+                .registry()
+                .site_states()
+                .iter()
+                .map(|s| s.active)
+                .sum();
+            throughput.push_back((Instant::now(), handled as u64, workers_now));
+            while throughput
+                .front()
+                .is_some_and(|(t, _, _)| t.elapsed() > Duration::from_secs(5))
+            {
+                throughput.pop_front();
+            }
+            let mut catch_up = demand.lock().expect("lock").catch_up.clone();
+            if let (Some((first, _, _)), true) = (throughput.front(), backlog > 0) {
+                let span = first.elapsed().as_secs_f64();
+                let done: u64 = throughput.iter().map(|(_, n, _)| n).sum();
+                let worker_s: f64 = throughput
+                    .iter()
+                    .map(|(_, _, w)| f64::from(*w))
+                    .sum::<f64>()
+                    / throughput.len() as f64
+                    * span;
+                if span >= 1.0 && done > 0 && worker_s > 0.0 {
+                    catch_up.push(CatchUp {
+                        backlog,
+                        rate_per_worker: done as f64 / worker_s,
+                    });
+                }
+            }
             let d = Demand {
                 backlog,
-                catch_up: demand.lock().expect("lock").catch_up.clone(),
+                catch_up,
                 predictions: predictions.clone(),
             };
             let mut moved = sup.take().expect("supervisor");

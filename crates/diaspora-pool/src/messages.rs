@@ -423,6 +423,7 @@ mod tests {
                 event: PoolEvent::Worker(WorkerEvent::Lost {
                     worker: "a-1".into(),
                     site: "a".into(),
+                    job: "17".into(),
                     reason: LossReason::HeartbeatTimeout,
                     in_flight: vec!["k".into()],
                     charge: true,

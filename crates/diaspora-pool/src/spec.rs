@@ -44,6 +44,7 @@
 //! min = 1
 //! max = 16
 //! partition = "debug"
+//! fabric_addr = "10.0.0.5:7400"   # the node as this site's workers reach it
 //! ```
 //!
 //! [`PoolSpec::validate`] reports every fault at once, each a
@@ -249,6 +250,11 @@ pub struct SiteSpec {
     /// Slurm account (`sbatch --account`); Slurm sites only.
     #[serde(default)]
     pub account: Option<String>,
+    /// The node's data-plane address as this site's workers reach it (a
+    /// site behind a gateway, a proxy or an emulated link); default: the
+    /// address the pool itself uses.
+    #[serde(default)]
+    pub fabric_addr: Option<String>,
 }
 
 fn one() -> u32 {

@@ -12,11 +12,19 @@
 //! the pool's minimum; when its provider answers again it is reachable and
 //! its minimum is restored. A site whose launches fail backs off (1 s,
 //! doubling to 60 s) instead of retrying every step.
+//!
+//! A site can also be lost to the network while its provider answers (its
+//! workers run but cannot reach the fabric): when its last joined worker is
+//! lost to a heartbeat or start time-out, the site is *silent* — counted as
+//! unreachable for a back-off (twice the heartbeat time-out, doubling to
+//! 5 min), so the other sites cover `min_total`. After the back-off it may
+//! take workers again (a probe of its `min`); one that joins ends the
+//! silence and the back-off.
 
 use crate::policy::{CatchUp, Observation, Policy, PredictedShortfall, Reason};
 use crate::provider::{LaunchRequest, Provider};
 use crate::spec::PoolSpec;
-use crate::workers::{DrainReason, Registry, WorkerEvent};
+use crate::workers::{DrainReason, LossReason, Registry, WorkerEvent};
 use std::path::PathBuf;
 
 /// Demand signals for one step.
@@ -87,6 +95,9 @@ struct SiteShell {
     launch_failures: u32,
     launch_blocked_until_ms: u64,
     drained: bool,
+    /// Every worker there went silent: unreachable until then.
+    silent_until_ms: Option<u64>,
+    silent_backoff_ms: u64,
 }
 
 /// The supervisor.
@@ -115,6 +126,8 @@ impl Supervisor {
                     launch_failures: 0,
                     launch_blocked_until_ms: 0,
                     drained: false,
+                    silent_until_ms: None,
+                    silent_backoff_ms: 0,
                 })
                 .collect(),
             spec,
@@ -164,11 +177,62 @@ impl Supervisor {
         in_flight: Vec<String>,
         now_ms: u64,
     ) -> Vec<PoolEvent> {
-        self.registry
-            .heartbeat(worker, in_flight, now_ms)
-            .into_iter()
-            .map(PoolEvent::Worker)
-            .collect()
+        let mut out = Vec::new();
+        for e in self.registry.heartbeat(worker, in_flight, now_ms) {
+            if let WorkerEvent::Joined { site, .. } = &e {
+                if let Ok(i) = self.site_index(site) {
+                    let sh = &mut self.sites[i];
+                    sh.silent_backoff_ms = 0;
+                    if sh.silent_until_ms.take().is_some() {
+                        out.push(PoolEvent::SiteReachable {
+                            site: site.clone(),
+                            reachable: true,
+                        });
+                    }
+                }
+            }
+            out.push(PoolEvent::Worker(e));
+        }
+        out
+    }
+
+    /// After worker losses: a site whose last joined worker went silent is
+    /// itself silent for a back-off.
+    fn note_silences(&mut self, events: &[PoolEvent], now_ms: u64) -> Vec<PoolEvent> {
+        let mut out = Vec::new();
+        for e in events {
+            let PoolEvent::Worker(WorkerEvent::Lost { site, reason, .. }) = e else {
+                continue;
+            };
+            if !matches!(
+                reason,
+                LossReason::HeartbeatTimeout | LossReason::StartTimeout
+            ) {
+                continue;
+            }
+            let Ok(i) = self.site_index(site) else {
+                continue;
+            };
+            let live_left = self
+                .registry
+                .workers()
+                .any(|w| w.site == i && w.phase == crate::workers::Phase::Live);
+            if live_left {
+                continue;
+            }
+            let floor = 2 * self.spec.heartbeat.timeout_ms.max(500);
+            let sh = &mut self.sites[i];
+            sh.silent_backoff_ms = (sh.silent_backoff_ms * 2).clamp(floor, 300_000);
+            let was_silent = sh.silent_until_ms.is_some_and(|t| now_ms < t);
+            sh.silent_until_ms = Some(now_ms + sh.silent_backoff_ms);
+            if !was_silent {
+                out.push(PoolEvent::SiteReachable {
+                    site: site.clone(),
+                    reachable: false,
+                });
+            }
+        }
+        out
     }
 
     /// Drains site `name` by command: no new workers there, its workers are
@@ -259,17 +323,43 @@ impl Supervisor {
                 }
             }
         }
-        events.extend(
-            self.registry
-                .tick(now_ms)
-                .into_iter()
-                .map(PoolEvent::Worker),
-        );
+        let ticked: Vec<PoolEvent> = self
+            .registry
+            .tick(now_ms)
+            .into_iter()
+            .map(PoolEvent::Worker)
+            .collect();
+        let silences = self.note_silences(&events, now_ms);
+        events.extend(silences);
+        let silences = self.note_silences(&ticked, now_ms);
+        // A worker lost to silence may still run (behind a partition):
+        // stop its job, so it cannot come back and work unseen.
+        for e in &ticked {
+            if let PoolEvent::Worker(WorkerEvent::Lost {
+                site, job, reason, ..
+            }) = e
+            {
+                if matches!(
+                    reason,
+                    LossReason::HeartbeatTimeout | LossReason::StartTimeout
+                ) {
+                    if let Ok(i) = self.site_index(site) {
+                        let _ = self.sites[i].provider.cancel(job);
+                    }
+                }
+            }
+        }
+        events.extend(ticked);
+        events.extend(silences);
 
         // Decide.
         let mut sites = self.registry.site_states();
         for (st, sh) in sites.iter_mut().zip(&self.sites) {
             if sh.drained || now_ms < sh.launch_blocked_until_ms {
+                st.launchable = false;
+            }
+            if sh.silent_until_ms.is_some_and(|t| now_ms < t) {
+                st.reachable = false;
                 st.launchable = false;
             }
         }
@@ -324,11 +414,16 @@ impl Supervisor {
         let mut launched = Vec::new();
         for _ in 0..count {
             let id = self.registry.next_worker_id(site);
+            let mut env = self.extra_env.clone();
+            if let Some(addr) = &self.spec.sites[site].fabric_addr {
+                env.retain(|(k, _)| k != "DIASPORA_POOL_ADDR");
+                env.push(("DIASPORA_POOL_ADDR".into(), addr.clone()));
+            }
             let req = LaunchRequest {
                 worker_id: id.clone(),
                 pool: self.spec.name.clone(),
                 command: self.spec.worker.command.clone(),
-                env: self.extra_env.clone(),
+                env,
                 cores: self.spec.worker.cores,
                 memory_mb: self.spec.worker.memory_mb,
                 walltime_s: self.spec.worker.walltime_s,
@@ -516,6 +611,83 @@ mod tests {
         assert!(
             !a.0.lock().unwrap().cancelled.is_empty(),
             "the surplus worker's job was cancelled"
+        );
+    }
+
+    #[test]
+    fn a_site_gone_silent_is_covered_then_probed_and_restored() {
+        let spec = PoolSpec::from_toml(
+            "name = \"p\"\n[worker]\ncommand = [\"w\"]\n\
+             [heartbeat]\ninterval_ms = 100\ntimeout_ms = 1000\nstart_timeout_ms = 1000\n\
+             [scaling]\nmin_total = 2\nmax_total = 4\nscale_in_idle_s = 0\ncooldown_s = 0\n\
+             [[site]]\nname = \"a\"\nprovider = \"local\"\nmin = 1\nmax = 2\n\
+             [[site]]\nname = \"b\"\nprovider = \"local\"\nmin = 1\nmax = 2\n",
+        )
+        .unwrap();
+        let (a, b) = (Scripted::default(), Scripted::default());
+        let mut s = Supervisor::new(spec, vec![Box::new(a.clone()), Box::new(b.clone())]);
+        s.step(0, &Demand::default());
+        let beat_all = |s: &mut Supervisor, site: &str, now: u64| {
+            let ids: Vec<String> = s
+                .registry()
+                .workers()
+                .filter(|w| w.id.starts_with(site))
+                .map(|w| w.id.clone())
+                .collect();
+            for id in ids {
+                s.heartbeat(&id, vec![], now);
+            }
+        };
+        beat_all(&mut s, "a-", 100);
+        beat_all(&mut s, "b-", 100);
+        assert_eq!(active(&s), [1, 1]);
+        // Site a's network goes: its worker is silent, b keeps beating.
+        let mut events = Vec::new();
+        for now in (200..=1200).step_by(100) {
+            beat_all(&mut s, "b-", now);
+            events.extend(s.step(now, &Demand::default()));
+        }
+        assert!(events.contains(&PoolEvent::SiteReachable {
+            site: "a".into(),
+            reachable: false
+        }));
+        assert_eq!(
+            a.0.lock().unwrap().cancelled.len(),
+            1,
+            "the silent worker's job is stopped"
+        );
+        assert_eq!(active(&s)[1], 2, "b covers min_total");
+        // Back-off (2 × 1 s) over: a probe at a; it joins, a is back.
+        let mut events = Vec::new();
+        for now in (1300..=3400).step_by(100) {
+            beat_all(&mut s, "b-", now);
+            events.extend(s.step(now, &Demand::default()));
+        }
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, PoolEvent::Launched { site, .. } if site == "a")));
+        let probe = s
+            .registry()
+            .workers()
+            .find(|w| w.id.starts_with("a-"))
+            .unwrap()
+            .id
+            .clone();
+        let ev = s.heartbeat(&probe, vec![], 3500);
+        assert!(ev.contains(&PoolEvent::SiteReachable {
+            site: "a".into(),
+            reachable: true
+        }));
+        let mut events = Vec::new();
+        for now in (3600..=4000).step_by(100) {
+            beat_all(&mut s, "a-", now);
+            beat_all(&mut s, "b-", now);
+            events.extend(s.step(now, &Demand::default()));
+        }
+        assert_eq!(
+            active(&s),
+            [1, 1],
+            "a's minimum restored, b's surplus retired"
         );
     }
 

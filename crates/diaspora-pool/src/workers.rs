@@ -168,6 +168,10 @@ pub enum WorkerEvent {
         worker: String,
         /// Site name.
         site: String,
+        /// Its provider's job id (a lost worker's job is cancelled, so one
+        /// that comes back from a partition cannot work unseen).
+        #[serde(default)]
+        job: String,
         /// Why.
         #[serde(flatten)]
         reason: LossReason,
@@ -435,6 +439,7 @@ impl Registry {
             Phase::Draining { .. } => WorkerEvent::Lost {
                 worker: w.id,
                 site,
+                job: w.job,
                 reason,
                 in_flight: w.in_flight,
                 // A drained worker's end was planned (its walltime, a
@@ -452,6 +457,7 @@ impl Registry {
                 WorkerEvent::Lost {
                     worker: w.id,
                     site,
+                    job: w.job,
                     reason,
                     in_flight: w.in_flight,
                     charge: !walltime,
@@ -522,6 +528,7 @@ mod tests {
             [WorkerEvent::Lost {
                 worker: id,
                 site: "a".into(),
+                job: "j1".into(),
                 reason: LossReason::HeartbeatTimeout,
                 in_flight: vec!["t1".into()],
                 charge: true

@@ -83,6 +83,9 @@ impl Provider for LocalProvider {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(req.full_env())
+            // A worker that sees its parent gone exits (`diaspora pool
+            // worker` checks): a pool killed outright leaves no orphans.
+            .env("DIASPORA_POOL_PARENT", std::process::id().to_string())
             .stdin(Stdio::null())
             .process_group(0);
         match &req.log_dir {
