@@ -71,6 +71,10 @@ pub struct ConsumeArgs {
     /// Print one JSON object per item.
     #[arg(long)]
     json: bool,
+    /// With --json: include each item's payload as text ("payload"), for
+    /// topics of small JSON messages (a pool's events and results).
+    #[arg(long, requires = "json")]
+    payload: bool,
     #[command(flatten)]
     conn: DataConn,
 }
@@ -143,6 +147,7 @@ pub async fn consume(a: ConsumeArgs) -> Result<()> {
         count: a.stop.count,
         idle: a.stop.idle(),
         json: a.json,
+        payload: a.payload,
         commit: a.group.is_some(),
     };
     // SIGTERM or Ctrl-C ends consumption cleanly: output flushed, offsets committed.

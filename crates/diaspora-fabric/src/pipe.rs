@@ -218,6 +218,10 @@ pub struct ConsumeOptions {
     /// One JSON object per item (`topic`, `partition`, `offset`, `size`,
     /// `timestamp_us`, `latency_us`, `id`, `crc32c`) instead of a text line.
     pub json: bool,
+    /// With `json`: also the payload, as text (`payload`; bytes that are not
+    /// UTF-8 are replaced) — for topics of small JSON messages, such as a
+    /// pool's events, that a reader outside the process must parse.
+    pub payload: bool,
     /// The consumer is in a group: commit its offsets about once a second,
     /// when idle, and at the end.
     pub commit: bool,
@@ -266,7 +270,7 @@ pub async fn consume(
         seen += 1;
         let payload = &item.item.payload;
         if opts.json {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "topic": &*item.topic, "partition": item.partition, "offset": item.offset,
                 "size": payload.len(), "timestamp_us": item.item.timestamp_us,
                 "latency_us": now_us() - item.item.timestamp_us,
@@ -276,6 +280,9 @@ pub async fn consume(
                 },
                 "crc32c": crc32c::crc32c(payload),
             });
+            if opts.payload {
+                line["payload"] = String::from_utf8_lossy(payload).into();
+            }
             writeln!(out, "{line}").map_err(werr())?;
         } else {
             let preview = String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned();

@@ -71,6 +71,7 @@ async fn lines_go_through_a_node_and_come_out_as_json_lines_in_order() {
         count: Some(20),
         idle: Duration::from_secs(10),
         json: true,
+        payload: true,
         commit: false,
     };
     let seen = pipe::consume(&mut consumer, &mut out, &copts, &stop)
@@ -88,6 +89,7 @@ async fn lines_go_through_a_node_and_come_out_as_json_lines_in_order() {
         assert_eq!(l["offset"].as_u64(), Some(i as u64));
         let payload = format!("line {i}");
         assert_eq!(l["size"].as_u64(), Some(payload.len() as u64));
+        assert_eq!(l["payload"].as_str(), Some(payload.as_str()));
         assert_eq!(
             l["crc32c"].as_u64(),
             Some(crc32c::crc32c(payload.as_bytes()) as u64)
@@ -102,6 +104,7 @@ async fn lines_go_through_a_node_and_come_out_as_json_lines_in_order() {
         count: Some(25),
         idle: Duration::from_millis(300),
         json: false,
+        payload: false,
         commit: false,
     };
     let mut text_out = Vec::new();
@@ -121,6 +124,7 @@ async fn lines_go_through_a_node_and_come_out_as_json_lines_in_order() {
         count: None,
         idle: Duration::from_secs(3600),
         json: false,
+        payload: false,
         commit: false,
     };
     let s = stop.clone();
