@@ -29,6 +29,66 @@ pub enum BenchCommand {
     /// Ptychography: ePIE against NumPy on the same frames, and the
     /// surrogate against ePIE (speed and phase SSIM).
     Ptycho(super::ptycho::BenchArgs),
+    /// Compute pools: empty tasks through a pool of worker processes
+    /// against the same tasks on a plain consumer group, and the time to
+    /// replace a SIGKILLed worker.
+    Pool(PoolBenchArgs),
+}
+
+/// Arguments of `diaspora bench pool`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PoolBenchArgs {
+    /// Workers in the pool (and members of the baseline group).
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// Empty tasks per round.
+    #[arg(long, default_value_t = 5000)]
+    pub tasks: u64,
+    /// Rounds of each (alternating).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Workers SIGKILLed (one after another) to time their replacement.
+    #[arg(long, default_value_t = 5)]
+    pub kills: u32,
+    /// JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `diaspora bench pool`.
+pub async fn pool(a: PoolBenchArgs) -> Result<()> {
+    let program = std::env::current_exe().context("locating this binary for the workers")?;
+    let r = diaspora_pool::bench::run(diaspora_pool::bench::PoolBenchConfig {
+        program,
+        workers: a.workers,
+        tasks: a.tasks,
+        rounds: a.rounds,
+        kills: a.kills,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("bench pool: {e}"))?;
+    print_report(&r, a.json, |r| {
+        format!(
+            "{} empty tasks, {} workers, {} rounds each (median, min–max)\n\
+             pool            {:>9.0} tasks/s ({:.0}–{:.0})\n\
+             consumer group  {:>9.0} tasks/s ({:.0}–{:.0})\n\
+             pool ÷ group    {:>9.2}\n\
+             replace a SIGKILLed worker: {:.0} ms ({:.0}–{:.0})",
+            r.tasks,
+            r.workers,
+            r.rounds,
+            r.pool_tasks_per_s.median,
+            r.pool_tasks_per_s.min,
+            r.pool_tasks_per_s.max,
+            r.group_tasks_per_s.median,
+            r.group_tasks_per_s.min,
+            r.group_tasks_per_s.max,
+            r.pool_vs_group,
+            r.replace_ms.median,
+            r.replace_ms.min,
+            r.replace_ms.max
+        )
+    })
 }
 
 /// Arguments of `diaspora bench fabric`.

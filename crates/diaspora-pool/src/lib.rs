@@ -16,7 +16,8 @@
 //! - [`supervisor`]: registry + policy + providers, stepped by a clock;
 //! - [`messages`]: the pool's messages on the fabric and their parsers;
 //! - [`fabric`] (feature `fabric`, on by default): the pool loop and the
-//!   worker loop on the fabric, and the calls behind `diaspora pool`.
+//!   worker loop on the fabric, and the calls behind `diaspora pool`;
+//! - [`bench`] (feature `fabric`): `diaspora bench pool`.
 //!
 //! Parsl's provider/blocks/strategy model is the reference; where users
 //! complain of it, this crate differs: a walltime drain replaces a worker
@@ -27,6 +28,8 @@
 #![warn(missing_docs)]
 
 pub mod attempts;
+#[cfg(feature = "fabric")]
+pub mod bench;
 #[cfg(feature = "fabric")]
 pub mod fabric;
 pub mod messages;

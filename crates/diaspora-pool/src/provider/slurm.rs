@@ -118,6 +118,20 @@ pub fn parse_sbatch(text: &str) -> Result<String, String> {
     Ok(id.to_string())
 }
 
+/// Runs every parser of Slurm command output on `bytes` (the fuzz target's
+/// body; also run by the property tests).
+pub fn fuzz_output(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    if let Ok(lines) = parse_squeue(&text) {
+        for l in lines {
+            let _ = map_state(&l.state, &l.reason);
+        }
+    }
+    let _ = parse_sbatch(&text);
+    let mut f = text.splitn(2, '|');
+    let _ = map_state(f.next().unwrap_or(""), f.next().unwrap_or(""));
+}
+
 /// Settings of the Slurm provider.
 #[derive(Debug, Clone)]
 pub struct SlurmConfig {
@@ -564,9 +578,9 @@ mod tests {
         /// Whatever bytes squeue prints, parsing returns lines or an error,
         /// never panics; and printed lines read back as they were.
         #[test]
-        fn squeue_parsing_never_panics(s in ".{0,300}") {
-            let _ = parse_squeue(&s);
-            let _ = parse_sbatch(&s);
+        fn squeue_parsing_never_panics(s in ".{0,300}", b in prop::collection::vec(any::<u8>(), 0..300)) {
+            fuzz_output(s.as_bytes());
+            fuzz_output(&b);
         }
 
         #[test]
