@@ -85,6 +85,9 @@ pub struct PoolBenchReport {
 
 type BenchResult<T> = Result<T, String>;
 
+/// Live workers with their pids, and the times of every join.
+type LiveWorkers = (BTreeMap<String, u32>, Vec<Instant>);
+
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
 }
@@ -189,7 +192,7 @@ async fn pool_round(
         .map_err(err("pool topics"))?;
     let topics = PoolTopics::new(&name);
     // Follow the pool's events: live workers and their pids, joins.
-    let live: Arc<Mutex<(BTreeMap<String, u32>, Vec<Instant>)>> = Arc::default();
+    let live: Arc<Mutex<LiveWorkers>> = Arc::default();
     let mut ev = Consumer::assign(
         client,
         ConsumerConfig::new(&topics.events).start(StartFrom::Earliest),
