@@ -218,7 +218,12 @@ async fn workers_killed_one_after_another_lose_no_task() {
     );
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let h = Harness::start(&node, CRASH_SPEC, PoolOptions::default(), &logs).await;
+    let prov = dir.path().join("prov.sqlite").display().to_string();
+    let opts = PoolOptions {
+        provenance: Some(prov.clone()),
+        ..Default::default()
+    };
+    let h = Harness::start(&node, CRASH_SPEC, opts, &logs).await;
     h.wait_for("three workers joined", Duration::from_secs(30), |h| {
         h.live().len() == 3
     })
@@ -326,6 +331,20 @@ async fn workers_killed_one_after_another_lose_no_task() {
     );
     assert_eq!(status.lost, 4);
     assert_eq!(status.launched, 7);
+    // Each result is a provenance activity: the worker that ran it, the
+    // input it used, the result item it generated.
+    assert_eq!(status.provenance_recorded, n as u64);
+    assert_eq!(status.provenance_dropped, 0);
+    let mut p = diaspora_provenance::Provenance::open(&prov).unwrap();
+    let acts = p
+        .find_tag("pool", &diaspora_provenance::model::TagValue::Str("crash".into()), 10_000)
+        .unwrap();
+    assert_eq!(acts.len(), n);
+    let a = p.find_name("pool/crash/t007", 1).unwrap();
+    let rec = p.get(a[0]).unwrap();
+    let input = p.find_name("frames/0/7", 1).unwrap()[0];
+    assert_eq!(rec.parents, vec![(input, diaspora_provenance::model::EdgeKind::Used)]);
+    assert!(matches!(&rec.tags["worker"], diaspora_provenance::model::TagValue::Str(w) if w.starts_with("local-")));
 }
 
 /// A predictor's `prediction` event for a resource the pool serves scales

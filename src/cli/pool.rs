@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// …that name one of these resources.
     #[arg(long = "serves")]
     pub serves: Vec<String>,
+    /// Record every task run as a provenance activity (which worker ran
+    /// which task on which inputs, and the result it generated) in this
+    /// store: a SQLite file path, or postgres://USER:PASS@HOST/DB.
+    #[arg(long)]
+    pub provenance: Option<String>,
     /// Print the final status as JSON.
     #[arg(long)]
     pub json: bool,
@@ -298,6 +303,7 @@ async fn run_pool(a: RunArgs) -> Result<()> {
         ],
         predictions_topic: a.predictions_topic.clone(),
         serves: a.serves.clone(),
+        provenance: a.provenance.clone(),
         ..Default::default()
     };
     eprintln!(

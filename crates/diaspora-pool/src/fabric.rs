@@ -28,6 +28,7 @@ use crate::messages::{
     TaskResult, OUTPUT_MAX_BYTES,
 };
 use crate::policy::{CatchUp, PredictedShortfall};
+use crate::prov::{Recorder, Run};
 use crate::provider::local::LocalProvider;
 use crate::provider::slurm::{SlurmConfig, SlurmProvider};
 use crate::provider::Provider;
@@ -620,6 +621,9 @@ pub struct PoolOptions {
     pub book_capacity: usize,
     /// Topic of predictions to act on (`diaspora.predictions`), if any.
     pub predictions_topic: Option<String>,
+    /// Record every task run as a provenance activity in this store (a
+    /// SQLite path or postgres://…).
+    pub provenance: Option<String>,
     /// Resources this pool serves: a prediction whose monitor, metric or
     /// `resource` label names one of them scales the pool up.
     pub serves: Vec<String>,
@@ -635,6 +639,7 @@ impl Default for PoolOptions {
             book_capacity: 1_000_000,
             predictions_topic: None,
             serves: Vec::new(),
+            provenance: None,
         }
     }
 }
@@ -675,6 +680,10 @@ pub async fn run_pool(
     stop: Arc<Stop>,
 ) -> Result<Status, PoolError> {
     let topics = PoolTopics::new(&spec.name);
+    let recorder = match &opts.provenance {
+        Some(url) => Some(Recorder::open(url).map_err(PoolError::Other)?),
+        None => None,
+    };
     let mut book = AttemptBook::new(spec.tasks.clone(), opts.book_capacity);
     // Rebuild what was delivered before a restart.
     read_all(&client, &topics.results, |bytes| {
@@ -818,7 +827,7 @@ pub async fn run_pool(
             }
 
             // Outcomes → results, retries.
-            let mut deliveries = Vec::new();
+            let mut deliveries: Vec<(diaspora_fabric::Delivery, Option<Run>)> = Vec::new();
             let mut handled = 0;
             while handled < 10_000 {
                 let Some(ci) = outcomes
@@ -859,6 +868,7 @@ pub async fn run_pool(
                 if o.ok {
                     let attempts = book.charged(&o.key) + 1;
                     book.succeeded(&o.key);
+                    let run = run_of(&spec.name, &o.key, &o.worker, attempts, true, &o.inputs);
                     let r = TaskResult {
                         key: o.key.clone(),
                         ok: true,
@@ -867,12 +877,13 @@ pub async fn run_pool(
                         attempts,
                         worker: o.worker,
                     };
-                    deliveries.push(
+                    deliveries.push((
                         results_out
                             .send(item(&r.key, to_bytes(&r)))
                             .await
                             .map_err(fab("publishing a result"))?,
-                    );
+                        Some(run),
+                    ));
                     status.results += 1;
                     continue;
                 }
@@ -904,14 +915,16 @@ pub async fn run_pool(
                         // outcome can be committed with the others.
                         task.attempt = attempt;
                         task.not_before_us = now_us() + backoff.as_micros() as i64;
-                        deliveries.push(
+                        deliveries.push((
                             tasks_out
                                 .send(item(&task.key, to_bytes(&task)))
                                 .await
                                 .map_err(fab("re-publishing a task"))?,
-                        );
+                            None,
+                        ));
                     }
                     (Verdict::FailedForGood { attempts }, _) => {
+                        let run = run_of(&spec.name, &o.key, &o.worker, attempts, false, &o.inputs);
                         deliveries.extend(
                             fail_for_good(
                                 &results_out,
@@ -923,14 +936,19 @@ pub async fn run_pool(
                                 &o.worker,
                                 &mut status,
                             )
-                            .await?,
+                            .await?
+                            .into_iter()
+                            .map(|d| (d, Some(run.clone()))),
                         );
                     }
                     _ => {}
                 }
             }
-            for d in deliveries {
-                d.await.map_err(fab("publishing a result"))?;
+            for (d, run) in deliveries {
+                let at = d.await.map_err(fab("publishing a result"))?;
+                if let (Some(run), Some(rec)) = (run, &recorder) {
+                    rec.record(run.landed(&topics.results, at));
+                }
             }
             if handled > 0 {
                 outcomes
@@ -1015,7 +1033,11 @@ pub async fn run_pool(
                                 )
                                 .await?
                                 {
-                                    d.await.map_err(fab("publishing a result"))?;
+                                    let at = d.await.map_err(fab("publishing a result"))?;
+                                    if let Some(rec) = &recorder {
+                                        let run = run_of(&spec.name, key, worker, attempts, false, &[]);
+                                        rec.record(run.landed(&topics.results, at));
+                                    }
                                 }
                             }
                         }
@@ -1048,6 +1070,10 @@ pub async fn run_pool(
                 last_status = Some(Instant::now());
                 status.backlog = backlog;
                 status.at_us = now_us();
+                if let Some(rec) = &recorder {
+                    status.provenance_recorded = rec.recorded.load(std::sync::atomic::Ordering::Relaxed);
+                    status.provenance_dropped = rec.dropped.load(std::sync::atomic::Ordering::Relaxed);
+                }
                 status.sites = site_status(sup.as_ref().expect("supervisor"), &last_drained);
                 events_out
                     .send_unacked(None, item("", to_bytes(&Event::Status(status.clone()))))
@@ -1067,6 +1093,12 @@ pub async fn run_pool(
             drop(s);
         })
         .await;
+    }
+    if let Some(rec) = recorder {
+        let (recorded, dropped) = (rec.recorded.clone(), rec.dropped.clone());
+        let _ = tokio::task::spawn_blocking(move || rec.finish()).await;
+        status.provenance_recorded = recorded.load(std::sync::atomic::Ordering::Relaxed);
+        status.provenance_dropped = dropped.load(std::sync::atomic::Ordering::Relaxed);
     }
     status.at_us = now_us();
     let _ = events_out
@@ -1240,5 +1272,34 @@ mod tests {
             0
         )
         .is_none());
+    }
+}
+
+/// A run to record (its result's place filled in once acknowledged).
+fn run_of(pool: &str, key: &str, worker: &str, attempts: u32, ok: bool, inputs: &[String]) -> Run {
+    Run {
+        pool: pool.into(),
+        key: key.into(),
+        worker: worker.into(),
+        attempts,
+        ok,
+        inputs: inputs.to_vec(),
+        result: diaspora_fabric::ItemRef {
+            topic: "".into(),
+            partition: 0,
+            offset: 0,
+        },
+        time_us: now_us(),
+    }
+}
+
+impl Run {
+    fn landed(mut self, topic: &str, at: diaspora_fabric::Delivered) -> Run {
+        self.result = diaspora_fabric::ItemRef {
+            topic: topic.into(),
+            partition: at.partition,
+            offset: at.offset,
+        };
+        self
     }
 }

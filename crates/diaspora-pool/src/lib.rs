@@ -34,6 +34,8 @@ pub mod bench;
 pub mod fabric;
 pub mod messages;
 pub mod policy;
+#[cfg(feature = "fabric")]
+pub mod prov;
 pub mod provider;
 pub mod spec;
 pub mod supervisor;

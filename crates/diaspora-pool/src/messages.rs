@@ -196,6 +196,12 @@ pub struct Status {
     pub lost: u64,
     /// Workers launched since the pool started.
     pub launched: u64,
+    /// Task runs recorded as provenance activities.
+    #[serde(default)]
+    pub provenance_recorded: u64,
+    /// Task runs not recorded (queue full or a store error).
+    #[serde(default)]
+    pub provenance_dropped: u64,
 }
 
 /// One site in a [`Status`].
