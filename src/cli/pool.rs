@@ -37,7 +37,8 @@ pub enum PoolCommand {
     /// Drain a site: no new workers there, its workers finish and go; the
     /// other sites cover the pool's minimum. `--undo` lets it take workers again.
     Drain(DrainArgs),
-    /// Move a running task to another site (live migration). Not built yet.
+    /// Move a running task to another site (live migration). Not wired to
+    /// workers yet: it says so.
     Migrate {
         /// Task key.
         task: String,
@@ -184,7 +185,10 @@ pub async fn run(cmd: PoolCommand) -> Result<()> {
             let s = pf::latest_status(&client, &a.pool).await?;
             client.close();
             let Some(s) = s else {
-                bail!("pool '{}' has published no status (is `diaspora pool run` running?)", a.pool);
+                bail!(
+                    "pool '{}' has published no status (is `diaspora pool run` running?)",
+                    a.pool
+                );
             };
             super::print_report(&s, a.json, status_text)
         }
@@ -212,9 +216,13 @@ pub async fn run(cmd: PoolCommand) -> Result<()> {
         PoolCommand::Drain(a) => {
             let client = super::client(&a.conn).await?;
             let c = if a.undo {
-                Control::UndrainSite { site: a.site.clone() }
+                Control::UndrainSite {
+                    site: a.site.clone(),
+                }
             } else {
-                Control::DrainSite { site: a.site.clone() }
+                Control::DrainSite {
+                    site: a.site.clone(),
+                }
             };
             pf::send_control(&client, &a.pool, &c).await?;
             client.close();
@@ -227,9 +235,10 @@ pub async fn run(cmd: PoolCommand) -> Result<()> {
             Ok(())
         }
         PoolCommand::Migrate { task, to } => bail!(
-            "live migration of task '{task}' to site '{to}' is not built yet: the pool keeps, scales \
-             and retries workers, but moving a running task's state between workers is still open \
-             (issue 16, item 5)"
+            "live migration of task '{task}' to site '{to}' cannot be started from the command \
+             line yet: the pre-copy core and its fabric transport exist (diaspora_pool::migrate, \
+             fabric::migrate_send/migrate_receive, tested on a live node), but workers do not yet \
+             hold migratable task state, so there is nothing to move (issue 16, item 5)"
         ),
         PoolCommand::Worker(a) => worker(a).await,
     }

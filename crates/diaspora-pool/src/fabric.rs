@@ -1035,7 +1035,8 @@ pub async fn run_pool(
                                 {
                                     let at = d.await.map_err(fab("publishing a result"))?;
                                     if let Some(rec) = &recorder {
-                                        let run = run_of(&spec.name, key, worker, attempts, false, &[]);
+                                        let run =
+                                            run_of(&spec.name, key, worker, attempts, false, &[]);
                                         rec.record(run.landed(&topics.results, at));
                                     }
                                 }
@@ -1071,8 +1072,10 @@ pub async fn run_pool(
                 status.backlog = backlog;
                 status.at_us = now_us();
                 if let Some(rec) = &recorder {
-                    status.provenance_recorded = rec.recorded.load(std::sync::atomic::Ordering::Relaxed);
-                    status.provenance_dropped = rec.dropped.load(std::sync::atomic::Ordering::Relaxed);
+                    status.provenance_recorded =
+                        rec.recorded.load(std::sync::atomic::Ordering::Relaxed);
+                    status.provenance_dropped =
+                        rec.dropped.load(std::sync::atomic::Ordering::Relaxed);
                 }
                 status.sites = site_status(sup.as_ref().expect("supervisor"), &last_drained);
                 events_out
@@ -1302,4 +1305,185 @@ impl Run {
         };
         self
     }
+}
+
+// ---------------------------------------------------------------- migration
+
+/// The topic a pool's migrations travel on (`pool.NAME.migrate`, one
+/// partition) and its acknowledgements (`pool.NAME.migrate.ack`).
+pub fn migrate_topics(pool: &str) -> (String, String) {
+    (
+        format!("pool.{pool}.migrate"),
+        format!("pool.{pool}.migrate.ack"),
+    )
+}
+
+/// Creates the migration topics.
+pub async fn ensure_migrate_topics(mut admin: TopicAdmin<'_>, pool: &str) -> Result<(), PoolError> {
+    let (t, ack) = migrate_topics(pool);
+    for name in [&t, &ack] {
+        ensure_topic(admin.reborrow(), name, &TopicSettings::with_partitions(1))
+            .await
+            .map_err(fab(format!("creating {name}")))?;
+    }
+    Ok(())
+}
+
+/// Migrates `state` (shared with the running task, which keeps changing
+/// it) to a receiver of migration `id` by pre-copy rounds, then a
+/// stop-and-copy under the state's lock. Returns the report and the lock
+/// on the source state, frozen at the switch-over: the caller stops the
+/// source task and drops it.
+pub async fn migrate_send<S: crate::migrate::Migratable + Send + 'static>(
+    client: &Client,
+    pool: &str,
+    id: &str,
+    state: Arc<tokio::sync::Mutex<S>>,
+    policy: crate::migrate::PreCopyPolicy,
+) -> Result<
+    (
+        crate::migrate::MigrationReport,
+        tokio::sync::OwnedMutexGuard<S>,
+    ),
+    PoolError,
+> {
+    use crate::migrate::{encode_round, split_indices, MigrationReport};
+    let (topic, ack_topic) = migrate_topics(pool);
+    let mut acks = Consumer::assign(
+        client,
+        ConsumerConfig::new(&ack_topic).start(StartFrom::Latest),
+        &[],
+    )
+    .await
+    .map_err(fab("reading migration acknowledgements"))?;
+    let out = producer(client, &topic).await?;
+    let t0 = Instant::now();
+    let mut report = MigrationReport::default();
+    let mut prev = usize::MAX;
+    let mut round = 0u32;
+    let max = crate::migrate::ROUND_MAX_BYTES / 2;
+    loop {
+        let mut guard = state.clone().lock_owned().await;
+        let chunks: Vec<usize> = if round == 0 {
+            guard.take_dirty();
+            (0..guard.chunk_count()).collect()
+        } else {
+            guard.take_dirty()
+        };
+        let bytes: usize = chunks.iter().map(|&i| guard.chunk(i).len()).sum();
+        report.state_bytes = (0..guard.chunk_count())
+            .map(|i| guard.chunk(i).len() as u64)
+            .sum();
+        let last = round > 0 && policy.switch_over(round - 1, prev, bytes);
+        let paused = Instant::now();
+        let groups = split_indices(&*guard, &chunks, max);
+        let n = groups.len();
+        let encoded: Vec<Vec<u8>> = groups
+            .iter()
+            .enumerate()
+            .map(|(k, g)| encode_round(&*guard, round, last && k + 1 == n, g))
+            .collect();
+        report.rounds += 1;
+        report.bytes += bytes as u64;
+        report.chunks_per_round.push(chunks.len() as u32);
+        // The task runs on while a pre-copy round travels; the final
+        // round keeps it stopped.
+        let held = if last {
+            Some(guard)
+        } else {
+            drop(guard);
+            None
+        };
+        let mut pending = Vec::with_capacity(encoded.len());
+        for e in encoded {
+            pending.push(
+                out.send(item(id, e))
+                    .await
+                    .map_err(fab("sending a migration round"))?,
+            );
+        }
+        for d in pending {
+            d.await.map_err(fab("sending a migration round"))?;
+        }
+        if last {
+            // Wait for the target to have applied everything.
+            loop {
+                let Some(ci) = acks
+                    .poll(Duration::from_secs(30))
+                    .await
+                    .map_err(fab("reading migration acknowledgements"))?
+                else {
+                    return Err(PoolError::Other(format!(
+                        "migration {id}: no acknowledgement from the target within 30 s"
+                    )));
+                };
+                if &ci.item.key[..] == id.as_bytes() {
+                    break;
+                }
+            }
+            report.pause = paused.elapsed();
+            report.total = t0.elapsed();
+            acks.close().await;
+            let _ = out.close().await;
+            return Ok((report, held.expect("the final round holds the lock")));
+        }
+        prev = bytes;
+        round += 1;
+    }
+}
+
+/// Receives migration `id` into `target` (the same shape as the source:
+/// as many chunks), applying every round in order; acknowledges the final
+/// round. Returns the rounds applied.
+pub async fn migrate_receive<S: crate::migrate::Migratable>(
+    client: &Client,
+    pool: &str,
+    id: &str,
+    target: &mut S,
+    limit: Duration,
+) -> Result<u32, PoolError> {
+    use crate::migrate::{apply_round, decode_round};
+    let (topic, ack_topic) = migrate_topics(pool);
+    let mut c = Consumer::assign(client, ConsumerConfig::new(&topic), &[])
+        .await
+        .map_err(fab("reading migration rounds"))?;
+    let t0 = Instant::now();
+    let mut rounds = 0;
+    let mut last_round = None;
+    loop {
+        let left = limit.saturating_sub(t0.elapsed());
+        let Some(ci) = c
+            .poll(left.min(Duration::from_secs(5)))
+            .await
+            .map_err(fab("reading migration rounds"))?
+        else {
+            if left.is_zero() {
+                return Err(PoolError::Other(format!(
+                    "migration {id}: not complete within {limit:?}"
+                )));
+            }
+            continue;
+        };
+        if &ci.item.key[..] != id.as_bytes() {
+            continue;
+        }
+        let r = decode_round(&ci.item.payload).map_err(|e| PoolError::Other(e.to_string()))?;
+        apply_round(target, &r).map_err(|e| PoolError::Other(e.to_string()))?;
+        if last_round != Some(r.round) {
+            rounds += 1;
+            last_round = Some(r.round);
+        }
+        if r.last {
+            break;
+        }
+    }
+    c.close().await;
+    let p = producer(client, &ack_topic).await?;
+    p.send(item(id, b"applied".to_vec()))
+        .await
+        .map_err(fab("acknowledging a migration"))?
+        .await
+        .map_err(fab("acknowledging a migration"))?;
+    let _ = p.close().await;
+    Ok(rounds)
 }

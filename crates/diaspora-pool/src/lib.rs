@@ -33,6 +33,7 @@ pub mod bench;
 #[cfg(feature = "fabric")]
 pub mod fabric;
 pub mod messages;
+pub mod migrate;
 pub mod policy;
 #[cfg(feature = "fabric")]
 pub mod prov;

@@ -367,13 +367,15 @@ pub fn truncate(s: &mut String, max: usize) -> bool {
     true
 }
 
-/// Runs every parser on `bytes` (the fuzz target's body).
+/// Runs every parser on `bytes`, the migration rounds' included (the fuzz
+/// target's body).
 pub fn fuzz_all(bytes: &[u8]) {
     let _ = Task::parse(bytes);
     let _ = Outcome::parse(bytes);
     let _ = TaskResult::parse(bytes);
     let _ = Event::parse(bytes);
     let _ = Control::parse(bytes);
+    let _ = crate::migrate::decode_round(bytes);
 }
 
 #[cfg(test)]

@@ -187,7 +187,11 @@ mod tests {
         let rec = p.get(act[0]).unwrap();
         assert_eq!(rec.tags["worker"], TagValue::Str("hpc-3".into()));
         assert_eq!(rec.tags["site"], TagValue::Str("hpc".into()));
-        assert_eq!(rec.parents.len(), 2, "two inputs used; the bad location is skipped");
+        assert_eq!(
+            rec.parents.len(),
+            2,
+            "two inputs used; the bad location is skipped"
+        );
         assert!(rec.parents.iter().all(|(_, k)| *k == EdgeKind::Used));
         let out = p.find_name("pool.p.results/0/41", 1).unwrap();
         let out = p.get(out[0]).unwrap();
