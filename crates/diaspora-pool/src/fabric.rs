@@ -1234,50 +1234,6 @@ pub fn prediction_for(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn predictor_events_for_served_resources_become_shortfalls() {
-        let ev = |monitor: &str, kind: &str, lead: f64| {
-            format!(
-                r#"{{"kind":"{kind}","monitor":"{monitor}","metric":"stream.lag","labels":{{"resource":"ptycho-recon"}},"t_us":1,"value":0.5,"threshold":0.9,"lead_time_s":{lead},"confidence":0.8,"forecast":[0.6],"step_s":0.5}}"#
-            )
-        };
-        let serves = vec!["recon-lag".to_string()];
-        let p = prediction_for(
-            ev("recon-lag", "prediction", 12.5).as_bytes(),
-            &serves,
-            6,
-            1000,
-        );
-        assert_eq!(
-            p,
-            Some(PredictedShortfall {
-                due_ms: 13_500,
-                workers: 6
-            })
-        );
-        // By the resource label, too.
-        let by_label = vec!["ptycho-recon".to_string()];
-        assert!(
-            prediction_for(ev("other", "prediction", 1.0).as_bytes(), &by_label, 6, 0).is_some()
-        );
-        // Not served, an alert, garbage, a negative lead: nothing.
-        assert!(prediction_for(ev("other", "prediction", 1.0).as_bytes(), &serves, 6, 0).is_none());
-        assert!(prediction_for(ev("recon-lag", "alert", 1.0).as_bytes(), &serves, 6, 0).is_none());
-        assert!(prediction_for(b"{not json", &serves, 6, 0).is_none());
-        assert!(prediction_for(
-            ev("recon-lag", "prediction", -1.0).as_bytes(),
-            &serves,
-            6,
-            0
-        )
-        .is_none());
-    }
-}
-
 /// A run to record (its result's place filled in once acknowledged).
 fn run_of(pool: &str, key: &str, worker: &str, attempts: u32, ok: bool, inputs: &[String]) -> Run {
     Run {
@@ -1486,4 +1442,48 @@ pub async fn migrate_receive<S: crate::migrate::Migratable>(
         .map_err(fab("acknowledging a migration"))?;
     let _ = p.close().await;
     Ok(rounds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictor_events_for_served_resources_become_shortfalls() {
+        let ev = |monitor: &str, kind: &str, lead: f64| {
+            format!(
+                r#"{{"kind":"{kind}","monitor":"{monitor}","metric":"stream.lag","labels":{{"resource":"ptycho-recon"}},"t_us":1,"value":0.5,"threshold":0.9,"lead_time_s":{lead},"confidence":0.8,"forecast":[0.6],"step_s":0.5}}"#
+            )
+        };
+        let serves = vec!["recon-lag".to_string()];
+        let p = prediction_for(
+            ev("recon-lag", "prediction", 12.5).as_bytes(),
+            &serves,
+            6,
+            1000,
+        );
+        assert_eq!(
+            p,
+            Some(PredictedShortfall {
+                due_ms: 13_500,
+                workers: 6
+            })
+        );
+        // By the resource label, too.
+        let by_label = vec!["ptycho-recon".to_string()];
+        assert!(
+            prediction_for(ev("other", "prediction", 1.0).as_bytes(), &by_label, 6, 0).is_some()
+        );
+        // Not served, an alert, garbage, a negative lead: nothing.
+        assert!(prediction_for(ev("other", "prediction", 1.0).as_bytes(), &serves, 6, 0).is_none());
+        assert!(prediction_for(ev("recon-lag", "alert", 1.0).as_bytes(), &serves, 6, 0).is_none());
+        assert!(prediction_for(b"{not json", &serves, 6, 0).is_none());
+        assert!(prediction_for(
+            ev("recon-lag", "prediction", -1.0).as_bytes(),
+            &serves,
+            6,
+            0
+        )
+        .is_none());
+    }
 }
