@@ -64,18 +64,7 @@ impl Harness {
         let opts = PoolOptions {
             tick: Duration::from_millis(100),
             log_dir: Some(logs.to_path_buf()),
-            worker_env: vec![
-                ("DIASPORA_POOL_ADDR".into(), node.data.to_string()),
-                ("DIASPORA_POOL_CA".into(), node.ca.display().to_string()),
-                (
-                    "DIASPORA_POOL_HEARTBEAT_MS".into(),
-                    spec.heartbeat.interval_ms.to_string(),
-                ),
-                (
-                    "DIASPORA_POOL_SESSION_MS".into(),
-                    spec.heartbeat.timeout_ms.to_string(),
-                ),
-            ],
+            worker_env: pf::worker_env(node.data, &node.ca, &spec.heartbeat),
             ..opts
         };
         let stop = Stop::new();
@@ -175,10 +164,21 @@ impl Drop for Harness {
     }
 }
 
-fn active(h: &Harness) -> u32 {
-    h.latest_status()
-        .map_or(0, |s| s.sites.iter().map(|x| x.active).sum())
+/// A node (`diaspora serve`, killed with the test) in a fresh directory,
+/// and a directory for the workers' logs.
+fn node() -> (tempfile::TempDir, Served, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = || {
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap()
+    };
+    let node = serve(&dir.path().join("node"), addr(), addr(), "interval");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    (dir, node, logs)
 }
+
 
 const CRASH_SPEC: &str = r#"
 name = "crash"
@@ -205,19 +205,7 @@ max = 3
 /// result — none lost, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_one_after_another_lose_no_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = serve(
-        &dir.path().join("node"),
-        format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap(),
-        format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap(),
-        "interval",
-    );
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
+    let (dir, node, logs) = node();
     let prov = dir.path().join("prov.sqlite").display().to_string();
     let opts = PoolOptions {
         provenance: Some(prov.clone()),
@@ -337,33 +325,30 @@ async fn workers_killed_one_after_another_lose_no_task() {
     assert_eq!(status.provenance_dropped, 0);
     let mut p = diaspora_provenance::Provenance::open(&prov).unwrap();
     let acts = p
-        .find_tag("pool", &diaspora_provenance::model::TagValue::Str("crash".into()), 10_000)
+        .find_tag(
+            "pool",
+            &diaspora_provenance::model::TagValue::Str("crash".into()),
+            10_000,
+        )
         .unwrap();
     assert_eq!(acts.len(), n);
     let a = p.find_name("pool/crash/t007", 1).unwrap();
     let rec = p.get(a[0]).unwrap();
     let input = p.find_name("frames/0/7", 1).unwrap()[0];
-    assert_eq!(rec.parents, vec![(input, diaspora_provenance::model::EdgeKind::Used)]);
-    assert!(matches!(&rec.tags["worker"], diaspora_provenance::model::TagValue::Str(w) if w.starts_with("local-")));
+    assert_eq!(
+        rec.parents,
+        vec![(input, diaspora_provenance::model::EdgeKind::Used)]
+    );
+    assert!(
+        matches!(&rec.tags["worker"], diaspora_provenance::model::TagValue::Str(w) if w.starts_with("local-"))
+    );
 }
 
 /// A predictor's `prediction` event for a resource the pool serves scales
 /// it up before the shortfall is due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prediction_scales_the_pool_up_before_the_shortfall() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = serve(
-        &dir.path().join("node"),
-        format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap(),
-        format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap(),
-        "interval",
-    );
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
+    let (dir, node, logs) = node();
     let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
         .await
         .unwrap();
@@ -467,7 +452,6 @@ max = 4
     p.close().await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(h.live().len(), 3);
-    let _ = active(&h);
     h.finish().await;
 }
 
@@ -476,19 +460,7 @@ max = 4
 /// status --json` shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_a_site_moves_the_minimum_to_the_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = serve(
-        &dir.path().join("node"),
-        format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap(),
-        format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap(),
-        "interval",
-    );
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
+    let (dir, node, logs) = node();
     let spec = r#"
 name = "sites"
 [worker]

@@ -298,18 +298,7 @@ async fn run_pool(a: RunArgs) -> Result<()> {
     let opts = PoolOptions {
         tick: Duration::from_millis(a.tick_ms.max(10)),
         log_dir: a.log_dir.clone(),
-        worker_env: vec![
-            ("DIASPORA_POOL_ADDR".into(), a.conn.addr.to_string()),
-            ("DIASPORA_POOL_CA".into(), ca.display().to_string()),
-            (
-                "DIASPORA_POOL_HEARTBEAT_MS".into(),
-                spec.heartbeat.interval_ms.to_string(),
-            ),
-            (
-                "DIASPORA_POOL_SESSION_MS".into(),
-                spec.heartbeat.timeout_ms.to_string(),
-            ),
-        ],
+        worker_env: pf::worker_env(a.conn.addr, &ca, &spec.heartbeat),
         predictions_topic: a.predictions_topic.clone(),
         serves: a.serves.clone(),
         provenance: a.provenance.clone(),

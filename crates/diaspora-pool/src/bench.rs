@@ -231,15 +231,7 @@ async fn pool_round(
     let opts = PoolOptions {
         tick: Duration::from_millis(50),
         log_dir: Some(logs),
-        worker_env: vec![
-            ("DIASPORA_POOL_ADDR".into(), node.data_addr().to_string()),
-            (
-                "DIASPORA_POOL_CA".into(),
-                node.ca_file().display().to_string(),
-            ),
-            ("DIASPORA_POOL_HEARTBEAT_MS".into(), "200".into()),
-            ("DIASPORA_POOL_SESSION_MS".into(), "1000".into()),
-        ],
+        worker_env: pf::worker_env(node.data_addr(), &node.ca_file(), &spec.heartbeat),
         ..Default::default()
     };
     let providers = pf::providers_for(&spec);

@@ -644,6 +644,28 @@ impl Default for PoolOptions {
     }
 }
 
+/// The environment a pool gives its workers: where the node is (a site's
+/// `fabric_addr` overrides the address), its CA, and the heartbeat
+/// settings (`diaspora pool worker` reads these variables).
+pub fn worker_env(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    heartbeat: &crate::spec::HeartbeatSpec,
+) -> Vec<(String, String)> {
+    vec![
+        ("DIASPORA_POOL_ADDR".into(), addr.to_string()),
+        ("DIASPORA_POOL_CA".into(), ca.display().to_string()),
+        (
+            "DIASPORA_POOL_HEARTBEAT_MS".into(),
+            heartbeat.interval_ms.to_string(),
+        ),
+        (
+            "DIASPORA_POOL_SESSION_MS".into(),
+            heartbeat.timeout_ms.to_string(),
+        ),
+    ]
+}
+
 /// The providers a spec's sites call for.
 pub fn providers_for(spec: &PoolSpec) -> Vec<Box<dyn Provider>> {
     spec.sites
