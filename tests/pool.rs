@@ -179,7 +179,6 @@ fn node() -> (tempfile::TempDir, Served, std::path::PathBuf) {
     (dir, node, logs)
 }
 
-
 const CRASH_SPEC: &str = r#"
 name = "crash"
 [worker]
@@ -348,7 +347,7 @@ async fn workers_killed_one_after_another_lose_no_task() {
 /// it up before the shortfall is due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prediction_scales_the_pool_up_before_the_shortfall() {
-    let (dir, node, logs) = node();
+    let (_dir, node, logs) = node();
     let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
         .await
         .unwrap();
@@ -460,7 +459,7 @@ max = 4
 /// status --json` shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_a_site_moves_the_minimum_to_the_other() {
-    let (dir, node, logs) = node();
+    let (_dir, node, logs) = node();
     let spec = r#"
 name = "sites"
 [worker]
@@ -533,5 +532,95 @@ max = 2
         |h| per_site(h) == [("edge".into(), 1, false), ("hpc".into(), 1, false)],
     )
     .await;
+    h.finish().await;
+}
+
+/// The ptychography library's ePIE as a pool's built-in task kind: a
+/// simulated scan reconstructed by a worker process, its figures in the
+/// result and its files where the task said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reconstructs_a_scan_with_the_builtin_epie() {
+    let (dir, node, logs) = node();
+    let scan = dir.path().join("scan");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "ptycho",
+            "simulate",
+            "--positions",
+            "40",
+            "--seed",
+            "3",
+            "--out",
+        ])
+        .arg(&scan)
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let spec = r#"
+name = "science"
+[worker]
+command = ["diaspora"]
+[heartbeat]
+interval_ms = 300
+timeout_ms = 3000
+[scaling]
+min_total = 1
+max_total = 1
+[[site]]
+name = "hpc"
+provider = "local"
+min = 1
+max = 1
+"#;
+    let h = Harness::start(&node, spec, PoolOptions::default(), &logs).await;
+    let recon = dir.path().join("recon");
+    let task = Task {
+        key: "scan-3".into(),
+        kind: TaskKind::Builtin {
+            name: "ptycho.reconstruct".into(),
+            args: serde_json::json!({"scan": scan, "out": recon, "iterations": 10}),
+        },
+        inputs: vec![],
+        attempt: 0,
+        not_before_us: 0,
+    };
+    let unknown = Task {
+        key: "nope".into(),
+        kind: TaskKind::Builtin {
+            name: "ptycho.dance".into(),
+            args: serde_json::Value::Null,
+        },
+        inputs: vec![],
+        attempt: 0,
+        not_before_us: 0,
+    };
+    pf::submit(&h.client, &h.name, &[task, unknown])
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let results = loop {
+        let r = pf::read_results(&h.client, &h.name).await.unwrap();
+        if r.len() == 2 {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "results: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ok = results.iter().find(|r| r.key == "scan-3").unwrap();
+    assert!(ok.ok, "{:?}", ok.error);
+    let figures: serde_json::Value = serde_json::from_str(&ok.output).unwrap();
+    assert_eq!(figures["frames"], 40);
+    assert_eq!(figures["iterations"], 10);
+    assert!(recon.join("reconstruction.png").exists());
+    assert!(recon.join("epie_object.npy").exists());
+    let bad = results.iter().find(|r| r.key == "nope").unwrap();
+    assert!(!bad.ok);
+    assert!(
+        bad.error
+            .as_deref()
+            .unwrap()
+            .contains("no built-in task 'ptycho.dance'"),
+        "{bad:?}"
+    );
     h.finish().await;
 }

@@ -120,6 +120,14 @@ pub struct SubmitArgs {
     /// A task that sleeps this long.
     #[arg(long, conflicts_with = "argv")]
     pub sleep_ms: Option<u64>,
+    /// A task built into the worker: `ptycho.reconstruct` (args {"scan":
+    /// DIR, "out": DIR, "iterations": N}) or `ptycho.train` (args {"scans":
+    /// [DIR…], "out": DIR, "steps": N}).
+    #[arg(long, conflicts_with_all = ["echo", "sleep_ms", "argv"], requires = "args")]
+    pub builtin: Option<String>,
+    /// The built-in task's arguments (JSON).
+    #[arg(long)]
+    pub args: Option<String>,
     /// A command task's time limit, ms.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
@@ -327,16 +335,25 @@ async fn run_pool(a: RunArgs) -> Result<()> {
 }
 
 async fn submit(a: SubmitArgs) -> Result<()> {
-    let kind = match (&a.echo, a.sleep_ms, a.argv.is_empty()) {
-        (Some(d), _, _) => TaskKind::Echo { data: d.clone() },
-        (None, Some(ms), _) => TaskKind::Sleep { ms },
-        (None, None, false) => TaskKind::Command {
+    let kind = match (&a.builtin, &a.args) {
+        (Some(name), Some(args)) => Some(TaskKind::Builtin {
+            name: name.clone(),
+            args: serde_json::from_str(args)
+                .with_context(|| format!("--args {args:?} is not JSON"))?,
+        }),
+        _ => None,
+    };
+    let kind = match (kind, &a.echo, a.sleep_ms, a.argv.is_empty()) {
+        (Some(k), ..) => k,
+        (None, Some(d), _, _) => TaskKind::Echo { data: d.clone() },
+        (None, None, Some(ms), _) => TaskKind::Sleep { ms },
+        (None, None, None, false) => TaskKind::Command {
             argv: a.argv.clone(),
             timeout_ms: a.timeout_ms,
         },
-        (None, None, true) => {
-            bail!("say what the task does: -- PROGRAM ARGS…, --echo TEXT or --sleep-ms MS")
-        }
+        (None, None, None, true) => bail!(
+            "say what the task does: -- PROGRAM ARGS…, --echo TEXT, --sleep-ms MS or --builtin NAME --args JSON"
+        ),
     };
     if a.count == 0 {
         bail!("--count must be at least 1");
@@ -379,6 +396,7 @@ async fn worker(a: WorkerArgs) -> Result<()> {
             session_timeout: Duration::from_millis(a.session_timeout_ms.max(100)),
             skip_max: 100_000,
             parent_pid: a.parent,
+            builtins: ptycho_builtins(),
         },
         stop,
     )
@@ -393,4 +411,51 @@ async fn worker(a: WorkerArgs) -> Result<()> {
         if summary.drained { " (drained)" } else { "" }
     );
     Ok(())
+}
+
+/// The ptychography library's jobs as built-in task kinds of a worker.
+fn ptycho_builtins() -> pf::Builtins {
+    use diaspora_ptycho::workflow::{self, ReconstructOptions, TrainOptions};
+    fn path(args: &serde_json::Value, key: &str) -> Result<PathBuf, String> {
+        args.get(key)
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("argument \"{key}\" (a path) is missing"))
+    }
+    fn count(args: &serde_json::Value, key: &str, default: usize) -> Result<usize, String> {
+        match args.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| format!("argument \"{key}\" must be a whole number")),
+        }
+    }
+    pf::Builtins::default()
+        .with("ptycho.reconstruct", |args| {
+            let scan = path(args, "scan")?;
+            let out = path(args, "out")?;
+            let o = ReconstructOptions {
+                iterations: count(args, "iterations", 50)?,
+                ..Default::default()
+            };
+            let r = workflow::reconstruct(&scan, &out, &o).map_err(|e| e.to_string())?;
+            serde_json::to_string(&r).map_err(|e| e.to_string())
+        })
+        .with("ptycho.train", |args| {
+            let scans: Vec<PathBuf> = args
+                .get("scans")
+                .and_then(|v| v.as_array())
+                .ok_or("argument \"scans\" (a list of scan directories) is missing")?
+                .iter()
+                .map(|v| v.as_str().map(PathBuf::from).ok_or("scans must be paths"))
+                .collect::<Result<_, _>>()?;
+            let out = path(args, "out")?;
+            let o = TrainOptions {
+                steps: count(args, "steps", TrainOptions::default().steps)?,
+                ..Default::default()
+            };
+            let t = workflow::train(&scans, &out, &o).map_err(|e| e.to_string())?;
+            serde_json::to_string(&t).map_err(|e| e.to_string())
+        })
 }

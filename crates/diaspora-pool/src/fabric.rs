@@ -307,6 +307,32 @@ pub async fn group_lag(client: &Client, group: &str, topic: &str) -> Result<u64,
 
 // ---------------------------------------------------------------- worker
 
+/// A built-in task kind: its arguments in, its output (or an error) out.
+/// It runs on a blocking thread.
+pub type Builtin = Arc<dyn Fn(&serde_json::Value) -> Result<String, String> + Send + Sync>;
+
+/// The built-in task kinds a worker knows, by name.
+#[derive(Clone, Default)]
+pub struct Builtins(pub BTreeMap<String, Builtin>);
+
+impl Builtins {
+    /// Adds a kind.
+    pub fn with(
+        mut self,
+        name: &str,
+        f: impl Fn(&serde_json::Value) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.0.insert(name.to_string(), Arc::new(f));
+        self
+    }
+}
+
+impl std::fmt::Debug for Builtins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -323,6 +349,8 @@ pub struct WorkerOptions {
     /// Exit when this process (the local pool that started the worker,
     /// `DIASPORA_POOL_PARENT`) is gone.
     pub parent_pid: Option<u32>,
+    /// Built-in task kinds.
+    pub builtins: Builtins,
 }
 
 /// Whether the pool process `parent` still exists (a wrapper between the
@@ -495,7 +523,7 @@ pub async fn run_worker(
                     if wait_us > 0 {
                         stop.sleep(Duration::from_micros(wait_us as u64)).await;
                     }
-                    let (ok, output, error) = run_task(&task.kind).await;
+                    let (ok, output, error) = run_task(&task.kind, &opts.builtins).await;
                     Outcome {
                         key: task.key.clone(),
                         attempt: task.attempt,
@@ -539,8 +567,33 @@ pub async fn run_worker(
 }
 
 /// Runs one task: (ok, output, error).
-async fn run_task(kind: &TaskKind) -> (bool, String, Option<String>) {
+async fn run_task(kind: &TaskKind, builtins: &Builtins) -> (bool, String, Option<String>) {
     match kind {
+        TaskKind::Builtin { name, args } => {
+            let Some(f) = builtins.0.get(name).cloned() else {
+                return (
+                    false,
+                    String::new(),
+                    Some(format!(
+                        "this worker has no built-in task '{name}' (it knows {:?})",
+                        builtins.0.keys().collect::<Vec<_>>()
+                    )),
+                );
+            };
+            let args = args.clone();
+            match tokio::task::spawn_blocking(move || f(&args)).await {
+                Ok(Ok(mut out)) => {
+                    let cut = truncate(&mut out, OUTPUT_MAX_BYTES);
+                    (
+                        true,
+                        out,
+                        cut.then(|| format!("output cut to {OUTPUT_MAX_BYTES} bytes")),
+                    )
+                }
+                Ok(Err(e)) => (false, String::new(), Some(format!("{name}: {e}"))),
+                Err(e) => (false, String::new(), Some(format!("{name} panicked: {e}"))),
+            }
+        }
         TaskKind::Echo { data } => (true, data.clone(), None),
         TaskKind::Sleep { ms } => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;

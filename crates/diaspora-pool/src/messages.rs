@@ -46,6 +46,15 @@ pub enum TaskKind {
         /// How long.
         ms: u64,
     },
+    /// A task kind built into the worker program (`diaspora pool worker`
+    /// knows `ptycho.reconstruct` and `ptycho.train`), with its arguments.
+    Builtin {
+        /// Its name.
+        name: String,
+        /// Its arguments (JSON).
+        #[serde(default)]
+        args: serde_json::Value,
+    },
 }
 
 /// One task. (Unknown fields are ignored: serde cannot deny them beside a
@@ -305,6 +314,14 @@ impl Task {
                 return Err(MessageError {
                     what: "task",
                     detail: "command task with an empty argv".into(),
+                });
+            }
+        }
+        if let TaskKind::Builtin { name, .. } = &t.kind {
+            if name.is_empty() {
+                return Err(MessageError {
+                    what: "task",
+                    detail: "built-in task without a name".into(),
                 });
             }
         }
