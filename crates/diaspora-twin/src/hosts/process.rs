@@ -1,5 +1,11 @@
 //! The running hosts: one `diaspora` process each, with its directory, its
 //! log (stderr, appended across restarts) and its stdout file.
+//!
+//! A host may start processes of its own (a pool's workers, each in its
+//! own process group). Before a host is killed or stopped its children are
+//! noted, and once every host has stopped any of them still running is
+//! killed with its group: no process a run started outlives it, even when
+//! a host was killed before it could stop its own.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -55,6 +61,14 @@ impl Host {
             })?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Its children now (none once it has exited).
+    fn children(&self) -> Vec<ProcStat> {
+        match &self.child {
+            Some(c) => children_of(c.id()),
+            None => Vec::new(),
+        }
     }
 
     fn signal(&self, sig: libc::c_int) {
@@ -115,10 +129,81 @@ impl Host {
     }
 }
 
+/// A process as `/proc/PID/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Its id.
+    pub pid: u32,
+    /// Its state (`R`, `S`, `Z`, …).
+    pub state: char,
+    /// Its parent's id.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+    /// When it started, clock ticks after boot (with the pid, it names one
+    /// process: pids are reused, start times of one pid are not).
+    pub start_ticks: u64,
+}
+
+/// Parses `/proc/PID/stat`; the command name (in parentheses) may hold
+/// anything, so fields are counted from the last `)`.
+pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
+    let (head, tail) = text.rsplit_once(')')?;
+    let pid = head.split_once('(')?.0.trim().parse().ok()?;
+    let f: Vec<&str> = tail.split_whitespace().collect();
+    Some(ProcStat {
+        pid,
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        start_ticks: f.get(19)?.parse().ok()?,
+    })
+}
+
+fn stat_of(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The live (not zombie) children of `parent`, oldest first.
+fn children_of(parent: u32) -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<ProcStat> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat_of)
+        .filter(|p| p.ppid == parent && p.state != 'Z')
+        .collect();
+    out.sort_by_key(|p| (p.start_ticks, p.pid));
+    out
+}
+
+/// SIGKILL `p` (and its group, if it leads one) if it is still the same
+/// live process; whether it was.
+fn kill_if_alive(p: &ProcStat) -> bool {
+    match stat_of(p.pid) {
+        Some(now) if now.start_ticks == p.start_ticks && now.state != 'Z' => {
+            // SAFETY: kill(2) on a process (group) checked above to be the
+            // one noted; a race with its exit is an ESRCH we ignore.
+            unsafe {
+                if now.pgrp == p.pid {
+                    libc::kill(-(p.pid as libc::pid_t), libc::SIGKILL);
+                }
+                libc::kill(p.pid as libc::pid_t, libc::SIGKILL);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The run's host processes, in start order.
 pub struct Hosts {
     binary: PathBuf,
     list: Vec<Host>,
+    /// Children of hosts that were killed or stopped: killed at the end
+    /// if still running.
+    noted: Vec<ProcStat>,
 }
 
 impl Hosts {
@@ -127,6 +212,7 @@ impl Hosts {
         Hosts {
             binary: binary.to_path_buf(),
             list: Vec::new(),
+            noted: Vec::new(),
         }
     }
 
@@ -172,11 +258,21 @@ impl Hosts {
         self.list.iter_mut().find(|h| h.name == name)
     }
 
-    /// SIGKILL a host (and reap it).
+    /// SIGKILL a host (and reap it). Its children are left to themselves
+    /// (a pool's workers must notice), and killed at the end of the run.
     pub fn kill(&mut self, name: &str) {
         if let Some(h) = self.get_mut(name) {
+            let children = h.children();
             h.kill();
+            self.noted.extend(children);
         }
+    }
+
+    /// SIGKILL the oldest child process of a host (a pool's longest-lived
+    /// worker) and its process group; its pid, or none if it has none.
+    pub fn kill_child(&mut self, name: &str) -> Option<u32> {
+        let child = *self.get_mut(name)?.children().first()?;
+        kill_if_alive(&child).then_some(child.pid)
     }
 
     /// Sends `sig` to a host.
@@ -232,14 +328,26 @@ impl Hosts {
             .collect();
         order.sort();
         for (_, i) in order {
+            self.noted.extend(self.list[i].children());
             self.list[i].stop(Duration::from_secs(5)).await;
         }
     }
 
-    /// Stops every host (3 s grace each), the last started first.
+    /// Stops every host (3 s grace each), the last started first; then
+    /// kills whatever their children left running.
     pub async fn stop_all(&mut self) {
         for h in self.list.iter_mut().rev() {
+            self.noted.extend(h.children());
             h.stop(Duration::from_secs(3)).await;
+        }
+        let left: Vec<u32> = self
+            .noted
+            .drain(..)
+            .filter(kill_if_alive)
+            .map(|p| p.pid)
+            .collect();
+        if !left.is_empty() {
+            tracing::warn!(?left, "killed processes the hosts left running");
         }
     }
 
@@ -248,5 +356,34 @@ impl Hosts {
         self.list
             .iter()
             .map(|h| (h.name.as_str(), &h.command.records))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_whatever_the_command_name() {
+        let line = "4242 (diaspora) pool) S 4000 4242 4000 0 -1 4194560 512 0 0 0 3 1 0 0 20 0 5 0 987654 123456789 2000 18446744073709551615";
+        assert_eq!(
+            parse_stat(line),
+            Some(ProcStat {
+                pid: 4242,
+                state: 'S',
+                ppid: 4000,
+                pgrp: 4242,
+                start_ticks: 987654,
+            })
+        );
+        assert_eq!(parse_stat("12 (x) Z 1"), None, "too few fields");
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_its_parents_child() {
+        let me = std::process::id();
+        let parent = stat_of(me).unwrap().ppid;
+        assert!(children_of(parent).iter().any(|p| p.pid == me));
     }
 }
