@@ -155,6 +155,57 @@ pub struct PredictServe {
     pub admin: SocketAddr,
 }
 
+/// `diaspora pool run --json`: a compute pool, until SIGTERM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolRun {
+    /// `--spec`: the pool spec file.
+    pub spec: PathBuf,
+    /// `--addr`: the node's data plane (or a relay).
+    pub addr: SocketAddr,
+    /// `--admin`: the node's admin plane (the pool creates its topics).
+    pub admin: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+    /// `--log-dir`: its workers' stdout and stderr.
+    pub log_dir: PathBuf,
+    /// `--tick-ms`: time between its rounds.
+    pub tick_ms: u64,
+}
+
+/// `diaspora consume --from earliest --json --payload`: every item of a
+/// topic from its start, payload included, one JSON line each, until
+/// SIGTERM (no group: nothing is committed or taken from anyone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// `--topic`.
+    pub topic: String,
+    /// `--addr`: the node's data plane.
+    pub addr: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+}
+
+/// `diaspora produce --file F --partition P --rate R --acks A --json`: one
+/// item per line of a file onto one partition, paced, each
+/// acknowledgement recorded (item `n` is line `n`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceLines {
+    /// `--topic`.
+    pub topic: String,
+    /// `--file`: the lines.
+    pub file: PathBuf,
+    /// `--partition`.
+    pub partition: u32,
+    /// `--rate`: items per second.
+    pub rate: f64,
+    /// `--acks`: where each acknowledgement is recorded.
+    pub acks: PathBuf,
+    /// `--addr`: the node's data plane (or a relay).
+    pub addr: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+}
+
 /// One `diaspora` command line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Invocation {
@@ -170,6 +221,12 @@ pub enum Invocation {
     Produce(Produce),
     /// A monitor.
     PredictServe(PredictServe),
+    /// A compute pool.
+    PoolRun(PoolRun),
+    /// A recorder of a topic's items.
+    Record(Record),
+    /// A producer of a file's lines (a pool's task stream).
+    ProduceLines(ProduceLines),
 }
 
 fn path(p: &Path) -> String {
@@ -260,6 +317,36 @@ impl Invocation {
                 flag(&mut a, "--ca", path(&m.ca));
                 flag(&mut a, "--admin", m.admin.to_string());
             }
+            Invocation::PoolRun(p) => {
+                a.extend(["pool".into(), "run".into()]);
+                flag(&mut a, "--spec", path(&p.spec));
+                flag(&mut a, "--addr", p.addr.to_string());
+                flag(&mut a, "--admin", p.admin.to_string());
+                flag(&mut a, "--ca", path(&p.ca));
+                flag(&mut a, "--log-dir", path(&p.log_dir));
+                flag(&mut a, "--tick-ms", p.tick_ms.to_string());
+                a.push("--json".into());
+            }
+            Invocation::Record(r) => {
+                a.push("consume".into());
+                flag(&mut a, "--topic", r.topic.clone());
+                flag(&mut a, "--from", "earliest".into());
+                a.push("--json".into());
+                a.push("--payload".into());
+                flag(&mut a, "--addr", r.addr.to_string());
+                flag(&mut a, "--ca", path(&r.ca));
+            }
+            Invocation::ProduceLines(p) => {
+                a.push("produce".into());
+                flag(&mut a, "--topic", p.topic.clone());
+                flag(&mut a, "--file", path(&p.file));
+                flag(&mut a, "--partition", p.partition.to_string());
+                flag(&mut a, "--rate", p.rate.to_string());
+                flag(&mut a, "--acks", path(&p.acks));
+                a.push("--json".into());
+                flag(&mut a, "--addr", p.addr.to_string());
+                flag(&mut a, "--ca", path(&p.ca));
+            }
         }
         a
     }
@@ -271,8 +358,8 @@ pub struct ExampleInvocation {
     /// The scenario's name.
     pub scenario: String,
     /// What the process is: a host kind (`node`, `bridge`, `consumer`,
-    /// `monitor`, `producer`) or a setup step (`topic`, `metrics-topic`,
-    /// `metrics-publisher`).
+    /// `monitor`, `producer`, `pool`, `pool-recorder`, `tasks`) or a setup
+    /// step (`topic`, `metrics-topic`, `metrics-publisher`).
     pub kind: &'static str,
     /// The arguments after the binary's name.
     pub argv: Vec<String>,

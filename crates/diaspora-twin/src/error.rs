@@ -82,6 +82,22 @@ pub enum TwinError {
         /// The monitor host.
         monitor: String,
     },
+    /// A pool's inline spec lacks what the twin needs of it.
+    #[error("pool '{pool}': spec: {detail}")]
+    PoolSpec {
+        /// The pool host.
+        pool: String,
+        /// What is missing or malformed.
+        detail: String,
+    },
+    /// A pool's inline spec could not be written as TOML.
+    #[error("pool '{pool}': writing its spec: {source}")]
+    PoolSpecText {
+        /// The pool host.
+        pool: String,
+        /// The encoder's error.
+        source: toml::ser::Error,
+    },
     /// A number in the scenario or the run options is out of its range.
     #[error("{field} = {value} must be {allowed}")]
     OutOfRange {

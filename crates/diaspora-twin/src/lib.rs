@@ -52,11 +52,11 @@
 //! | step | module | what |
 //! |---|---|---|
 //! | load | [`scenario`] | parse and validate the file ([`TwinError`] names the entry, the value and the limit) |
-//! | plan and start hosts | [`hosts`] | one plug-in ([`hosts::HostKind`]) per kind of host — node, bridge, consumer, monitor, producer — started phase by phase |
+//! | plan and start hosts | [`hosts`] | one plug-in ([`hosts::HostKind`]) per kind of host — node, bridge, consumer, pool and its recorders, monitor, producer, task stream — started phase by phase |
 //! | command lines | [`cli_args`] | every `diaspora` command line, built from typed values in one place; [`example_invocations`] lists them for the CLI's parser to check |
-//! | fault timeline | [`timeline`] | outages, congestion, bandwidth steps, kills, restarts, SIGSTOP/SIGCONT as timed actions on the relays and hosts |
+//! | fault timeline | [`timeline`] | outages, congestion, bandwidth steps, kills, restarts, SIGSTOP/SIGCONT, SIGKILLs of a pool's workers as timed actions on the relays and hosts |
 //! | link metrics | [`metrics`] | the links' utilisation and more, sampled as telemetry events, written to a file or published on a node |
-//! | analysis | [`results`], [`analysis`] | the hosts' records matched (lost, duplicated, latency, recovery), the assertions checked: [`RunResults`] |
+//! | analysis | [`results`], [`analysis`], [`pool_analysis`] | the hosts' records matched (lost, duplicated, latency, recovery; a pool's results per task key, live workers and recovery after each fault), the assertions checked: [`RunResults`] |
 //! | report | [`report`] | a self-contained HTML report of a run |
 //! | orchestration | [`runner`] | [`run`]: the steps above, and no host outlives it |
 //!
@@ -104,6 +104,7 @@ pub mod hosts;
 pub mod link;
 pub mod metrics;
 mod metrics_sink;
+pub mod pool_analysis;
 pub mod relay;
 pub mod report;
 pub mod results;

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::analysis::{self, AckRecord, Analysis, ConsumeRecord};
-use crate::hosts::Records;
+use crate::hosts::{PoolTopic, Records};
+use crate::pool_analysis::{self, PoolFigures, PoolInput};
 use crate::report::{Check, FaultWindow};
 use crate::scenario::Scenario;
+use crate::timeline::Applied;
 use crate::TwinError;
 
 /// A fault as it happened.
@@ -77,6 +79,52 @@ pub struct RunResults {
     pub saturated_s: std::collections::BTreeMap<String, Vec<f64>>,
     /// Per monitor host, the events it published.
     pub monitors: std::collections::BTreeMap<String, MonitorFigures>,
+    /// Per pool: its tasks and results, workers, and how it got over each
+    /// fault ([`crate::pool_analysis`]).
+    pub pools: BTreeMap<String, PoolFigures>,
+    /// The elastic pool against the fixed one, when the scenario compares
+    /// them.
+    pub pool_catch_up: Option<CatchUpFigures>,
+    /// The faults as the timeline applied them (times µs since the epoch).
+    pub faults_applied: Vec<Applied>,
+}
+
+/// An elastic pool's catch-up against a fixed one's, after the same
+/// restart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CatchUpFigures {
+    /// The elastic pool.
+    pub elastic: String,
+    /// The fixed pool.
+    pub fixed: String,
+    /// The elastic pool's time to be level again after its first restart,
+    /// seconds.
+    pub elastic_level_s: Option<f64>,
+    /// The fixed pool's.
+    pub fixed_level_s: Option<f64>,
+    /// The fixed pool's time over the elastic one's.
+    pub speedup: Option<f64>,
+    /// The backlog both were measured against.
+    pub level_backlog: Option<u64>,
+}
+
+impl CatchUpFigures {
+    /// The comparison of `elastic` and `fixed` among `pools`.
+    pub fn of(elastic: &str, fixed: &str, pools: &BTreeMap<String, PoolFigures>) -> Self {
+        let restart = |p: &str| pools.get(p).and_then(|f| f.restarts.first());
+        let level = |p: &str| restart(p).and_then(|r| r.level_s);
+        let (e, f) = (level(elastic), level(fixed));
+        CatchUpFigures {
+            elastic: elastic.to_string(),
+            fixed: fixed.to_string(),
+            elastic_level_s: e,
+            fixed_level_s: f,
+            // A level time under a tick (0.01 s) is no time at all; the
+            // ratio would only measure noise.
+            speedup: e.zip(f).map(|(e, f)| f / e.max(0.01)),
+            level_backlog: restart(elastic).map(|r| r.level_backlog),
+        }
+    }
 }
 
 /// What a monitor host published.
@@ -242,6 +290,8 @@ pub(crate) struct Outcome<'a> {
     pub links: BTreeMap<String, crate::RelayStats>,
     /// Per link, its saturation onsets.
     pub saturated_s: BTreeMap<String, Vec<f64>>,
+    /// The faults as applied.
+    pub applied: Vec<Applied>,
     /// Where the hosts' data, logs and records are.
     pub work_dir: &'a Path,
 }
@@ -265,6 +315,7 @@ fn read_records<T: serde::de::DeserializeOwned>(
 /// The analysis step: reads the hosts' records and makes the results.
 pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
     let scenario = o.scenario;
+    let pools = analyse_pools(&o)?;
     let mut producer_failures = o.producer_failures;
     let (mut ack_files, mut consumer_files) = (Vec::new(), Vec::new());
     let mut monitors = BTreeMap::new();
@@ -298,6 +349,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
                 }
             }
             Records::Deliveries { topic, path } => consumer_files.push((topic.as_str(), path)),
+            Records::PoolTopic { .. } | Records::Tasks { .. } => {}
             Records::Events { path } => {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
                 monitors.insert(
@@ -370,6 +422,11 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
             })
         })
         .reduce(f64::min);
+    let pool_catch_up = scenario
+        .assertions
+        .pool_catch_up
+        .as_ref()
+        .map(|c| CatchUpFigures::of(&c.elastic, &c.fixed, &pools));
     let checks = checks(&Verdict {
         scenario,
         figures: &a,
@@ -378,6 +435,8 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         producer_failures: &producer_failures,
         recovery_s,
         catchup_ratio,
+        pools: &pools,
+        pool_catch_up: pool_catch_up.as_ref(),
     });
     Ok(RunResults {
         scenario: scenario.name.clone(),
@@ -395,7 +454,92 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         work_dir: o.work_dir.to_path_buf(),
         saturated_s: o.saturated_s,
         monitors,
+        pools,
+        pool_catch_up,
+        faults_applied: o.applied,
     })
+}
+
+/// Each pool's figures from its recorders and task streams. Two pools
+/// compared for their catch-up are held to one level: the larger of the
+/// two they had before they were killed.
+fn analyse_pools(o: &Outcome<'_>) -> Result<BTreeMap<String, PoolFigures>, TwinError> {
+    let read = |path: &PathBuf| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        pool_analysis::recorded_items(&text).map_err(|source| TwinError::Records {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut inputs = Vec::new();
+    for p in &o.scenario.pools {
+        let shape = p.shape()?;
+        let (mut events, mut results, mut submitted) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, r) in &o.records {
+            match r {
+                Records::PoolTopic { pool, topic, path } if *pool == p.name => {
+                    let items = read(path)?;
+                    match topic {
+                        PoolTopic::Events => events.extend(
+                            items
+                                .iter()
+                                .map(|i| (i.timestamp_us, pool_analysis::parse_event(&i.payload))),
+                        ),
+                        PoolTopic::Results => results.extend(pool_analysis::results_of(&items)),
+                    }
+                }
+                Records::Tasks {
+                    pool,
+                    acks,
+                    key_prefix,
+                    share,
+                } if *pool == p.name => {
+                    let acked: Vec<(String, AckRecord)> = read_records(&[("", acks)])?;
+                    submitted.extend(acked.into_iter().map(|(_, a)| {
+                        let key = crate::hosts::tasks::task_key(key_prefix, share.task(a.id));
+                        (key, a.acked_us)
+                    }));
+                }
+                _ => {}
+            }
+        }
+        inputs.push((p.name.clone(), shape, events, results, submitted));
+    }
+    let analyse = |level_backlog_min: &BTreeMap<&str, u64>| {
+        inputs
+            .iter()
+            .map(|(name, shape, events, results, submitted)| {
+                let f = pool_analysis::analyse_pool(&PoolInput {
+                    host: name,
+                    shape,
+                    events: events.clone(),
+                    results: results.clone(),
+                    submitted: submitted.clone(),
+                    applied: &o.applied,
+                    t0_us: o.t0_us,
+                    level_backlog_min: level_backlog_min.get(name.as_str()).copied().unwrap_or(1),
+                });
+                (name.clone(), f)
+            })
+            .collect::<BTreeMap<String, PoolFigures>>()
+    };
+    let out = analyse(&BTreeMap::new());
+    let Some(c) = &o.scenario.assertions.pool_catch_up else {
+        return Ok(out);
+    };
+    let level = |p: &str| {
+        out.get(p)
+            .and_then(|f| f.restarts.first())
+            .map_or(1, |r| r.level_backlog)
+    };
+    let common = level(&c.elastic).max(level(&c.fixed));
+    if level(&c.elastic) == level(&c.fixed) {
+        return Ok(out);
+    }
+    Ok(analyse(&BTreeMap::from([
+        (c.elastic.as_str(), common),
+        (c.fixed.as_str(), common),
+    ])))
 }
 
 /// The figures the scenario's assertions are checked against.
@@ -414,6 +558,10 @@ pub struct Verdict<'a> {
     pub recovery_s: f64,
     /// Slowest catch-up after an outage, if any.
     pub catchup_ratio: Option<f64>,
+    /// Figures per pool.
+    pub pools: &'a BTreeMap<String, PoolFigures>,
+    /// The elastic pool against the fixed one, if compared.
+    pub pool_catch_up: Option<&'a CatchUpFigures>,
 }
 
 /// Checks the scenario's assertions against the figures. Pure.
@@ -525,6 +673,114 @@ pub fn checks(v: &Verdict<'_>) -> Vec<CheckRecord> {
             passed: recovery_s <= max,
         });
     }
+    for (name, f) in v.pools {
+        checks.extend(pool_checks(
+            name,
+            f,
+            &asrt.pools.get(name).cloned().unwrap_or_default(),
+        ));
+    }
+    if let (Some(c), Some(fig)) = (&asrt.pool_catch_up, v.pool_catch_up) {
+        let s = |x: Option<f64>| x.map_or("never".to_string(), |x| format!("{x:.2} s"));
+        checks.push(CheckRecord {
+            what: format!(
+                "{} level again after its restart ≥ {}× sooner than {}",
+                c.elastic, c.speedup_min, c.fixed
+            ),
+            measured: format!(
+                "{} vs {}: {}",
+                s(fig.elastic_level_s),
+                s(fig.fixed_level_s),
+                fig.speedup
+                    .map_or("no ratio".into(), |r| format!("{r:.1}×"))
+            ),
+            passed: fig.speedup.is_some_and(|r| r >= c.speedup_min),
+        });
+    }
+    checks
+}
+
+/// The checks of one pool. A bound on a fault the run never applied
+/// fails: a check that was not exercised proves nothing.
+fn pool_checks(
+    name: &str,
+    f: &PoolFigures,
+    a: &crate::scenario::PoolAssertions,
+) -> Vec<CheckRecord> {
+    let mut checks = vec![CheckRecord {
+        what: format!("{name}: tasks submitted ≥ {}", a.tasks_min),
+        measured: f.submitted.to_string(),
+        passed: f.submitted >= a.tasks_min,
+    }];
+    if a.results_exact {
+        checks.push(CheckRecord {
+            what: format!("{name}: exactly one successful result per task"),
+            measured: format!(
+                "{} tasks, {} results: {} missing, {} duplicated, {} failed, {} unknown",
+                f.submitted, f.results, f.missing, f.duplicated, f.failed, f.unknown
+            ),
+            passed: f.missing + f.duplicated + f.failed + f.unknown == 0,
+        });
+    }
+    // The worst of some measured times (at_s, time), each of which must be
+    // there and within `max`.
+    let bound = |what: String, max: f64, none: &str, times: Vec<(f64, Option<f64>)>| {
+        let never: Vec<String> = times
+            .iter()
+            .filter(|(_, x)| x.is_none())
+            .map(|(at, _)| format!("{at:.1} s"))
+            .collect();
+        let worst = times.iter().filter_map(|(_, x)| *x).fold(0.0, f64::max);
+        let measured = if times.is_empty() {
+            none.to_string()
+        } else if !never.is_empty() {
+            format!("never, after the fault at {}", never.join(", "))
+        } else {
+            format!("worst {worst:.2} s of {}", times.len())
+        };
+        CheckRecord {
+            what,
+            measured,
+            passed: !times.is_empty() && never.is_empty() && worst <= max,
+        }
+    };
+    if let Some(max) = a.recovery_s_max {
+        checks.push(bound(
+            format!("{name}: back at its minimum ≤ {max} s after each worker SIGKILL"),
+            max,
+            "no worker was killed",
+            f.crashes.iter().map(|c| (c.at_s, c.recovered_s)).collect(),
+        ));
+    }
+    if let Some(max) = a.covered_s_max {
+        checks.push(bound(
+            format!(
+                "{name}: min_total live at the other sites ≤ {max} s after a site's link goes dark"
+            ),
+            max,
+            "no outage of its sites' links",
+            f.outages.iter().map(|o| (o.start_s, o.covered_s)).collect(),
+        ));
+    }
+    if let Some(max) = a.min_restored_s_max {
+        checks.push(bound(
+            format!("{name}: every site at its minimum ≤ {max} s after its link returns"),
+            max,
+            "no outage of its sites' links",
+            f.outages
+                .iter()
+                .map(|o| (o.start_s, o.restored_s))
+                .collect(),
+        ));
+    }
+    if let Some(max) = a.level_s_max {
+        checks.push(bound(
+            format!("{name}: backlog level again ≤ {max} s after its restart"),
+            max,
+            "it was never restarted",
+            f.restarts.iter().map(|r| (r.killed_s, r.level_s)).collect(),
+        ));
+    }
     checks
 }
 
@@ -554,6 +810,8 @@ mod tests {
             producer_failures: &failures,
             recovery_s: 1.5,
             catchup_ratio: None,
+            pools: &BTreeMap::new(),
+            pool_catch_up: None,
         });
         let got: Vec<(&str, &str, bool)> = got
             .iter()

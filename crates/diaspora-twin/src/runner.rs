@@ -164,7 +164,7 @@ async fn run_hosts(
 
     // The fault timeline, until the producers are done; then the drain.
     let (actions, faults) = timeline::plan(scenario, &base);
-    let producer_failures = timeline::run(
+    let timeline = timeline::run(
         scenario,
         actions,
         &relays,
@@ -193,16 +193,17 @@ async fn run_hosts(
         duration_scale: options.duration_scale,
         records: hosts.records().collect(),
         faults,
-        producer_failures,
+        producer_failures: timeline.producer_failures,
         t0_us,
         links,
         saturated_s,
+        applied: timeline.applied,
         work_dir: &options.work_dir,
     })
 }
 
-/// Waits until every acknowledged item has been delivered, or the drain
-/// time ends.
+/// Waits until every acknowledged item has been delivered and every task
+/// submitted to a pool has a result, or the drain time ends.
 async fn drain(
     scenario: &Scenario,
     hosts: &Hosts,
@@ -212,10 +213,20 @@ async fn drain(
     progress: &(dyn Fn(f64, f64, &str) + Sync),
 ) {
     let (mut ack_files, mut consumer_files): (Vec<PathBuf>, Vec<PathBuf>) = (vec![], vec![]);
+    // Per pool: tasks submitted, and its results recorder.
+    let mut pools: BTreeMap<&str, (u64, Option<PathBuf>)> = BTreeMap::new();
     for (_, r) in hosts.records() {
         match r {
             hosts::Records::Acks { path, .. } => ack_files.push(path.clone()),
             hosts::Records::Deliveries { path, .. } => consumer_files.push(path.clone()),
+            hosts::Records::Tasks { pool, acks, .. } => {
+                pools.entry(pool).or_default().0 += count_lines_without(acks, "\u{0}");
+            }
+            hosts::Records::PoolTopic {
+                pool,
+                topic: hosts::PoolTopic::Results,
+                path,
+            } => pools.entry(pool).or_default().1 = Some(path.clone()),
             _ => {}
         }
     }
@@ -230,13 +241,20 @@ async fn drain(
             .iter()
             .map(|f| count_lines_without(f, "\"id\":null"))
             .sum();
+        let (mut tasks, mut answered) = (0, 0);
+        for (submitted, results) in pools.values() {
+            tasks += submitted;
+            answered += results.as_deref().map_or(0, answered_tasks).min(*submitted);
+        }
         let t = t0.elapsed().as_secs_f64();
         progress(
             t,
             total,
-            &format!("draining: {seen} of {acked_total} delivered"),
+            &format!(
+                "draining: {seen} of {acked_total} delivered, {answered} of {tasks} tasks answered"
+            ),
         );
-        if seen >= acked_total || Instant::now() >= drain_end {
+        if (seen >= acked_total && answered >= tasks) || Instant::now() >= drain_end {
             break;
         }
         if let Some(m) = metrics {
@@ -244,6 +262,17 @@ async fn drain(
         }
         MetricsSink::sleep(metrics, Duration::from_millis(200)).await;
     }
+}
+
+/// Task keys with a result in a pool's results recording.
+fn answered_tasks(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let items = crate::pool_analysis::recorded_items(&text).unwrap_or_default();
+    let keys: std::collections::HashSet<String> = crate::pool_analysis::results_of(&items)
+        .into_iter()
+        .map(|(_, r)| r.key)
+        .collect();
+    keys.len() as u64
 }
 
 /// Complete lines of `path` that do not contain `except`.
@@ -258,7 +287,7 @@ fn count_lines_without(path: &Path, except: &str) -> u64 {
 }
 
 /// Microseconds since the Unix epoch (the hosts' record times are in it).
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)

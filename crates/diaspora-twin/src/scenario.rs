@@ -53,6 +53,12 @@ pub struct Scenario {
     /// Monitors (`diaspora predict serve`) reading the metrics topic.
     #[serde(default)]
     pub monitors: Vec<MonitorHost>,
+    /// Compute pools (`diaspora pool run`), each with its inline spec.
+    #[serde(default)]
+    pub pools: Vec<PoolHost>,
+    /// Task streams submitted to the pools.
+    #[serde(default)]
+    pub tasks: Vec<TaskStream>,
     /// What must hold.
     #[serde(default)]
     pub assertions: Assertions,
@@ -95,6 +101,109 @@ pub struct MonitorHost {
 
 fn default_drain_s() -> f64 {
     60.0
+}
+
+/// A compute pool: `diaspora pool run` against a node, its spec inline.
+/// Its workers are the pool's own child processes; a site whose `via`
+/// names a link reaches the node through that link's relay (the twin sets
+/// the site's `fabric_addr`). The pool's events and results topics are
+/// recorded by two more hosts, `NAME-events` and `NAME-results`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolHost {
+    /// Host name, also the pool's name (its topics are `pool.NAME.*`).
+    pub name: String,
+    /// The node the pool and its workers use.
+    pub node: String,
+    /// Link the pool itself uses to reach the node.
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Time between the pool's rounds, ms.
+    #[serde(default = "default_pool_tick_ms")]
+    pub tick_ms: u64,
+    /// The pool spec (the `diaspora pool check` format) without `name`;
+    /// `[worker]` defaults to `command = ["diaspora", "pool", "worker"]`,
+    /// and each `[[spec.site]]` may say `via = "LINK"`.
+    pub spec: toml::Table,
+}
+
+fn default_pool_tick_ms() -> u64 {
+    200
+}
+
+/// What the twin needs to know of a pool's spec to judge it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PoolShape {
+    /// Its scaling: only `min_total` is read.
+    pub scaling: PoolScalingShape,
+    /// Its sites, in spec order.
+    #[serde(rename = "site", default)]
+    pub sites: Vec<PoolSiteShape>,
+}
+
+/// The part of a pool's `[scaling]` the twin reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PoolScalingShape {
+    /// Workers kept alive across all sites.
+    pub min_total: u32,
+    /// Most workers; also the partitions of the pool's tasks topic.
+    pub max_total: u32,
+}
+
+impl PoolShape {
+    /// Partitions of the pool's tasks topic, as `pool run` creates it (one
+    /// per possible worker, at most 256).
+    pub fn task_partitions(&self) -> u32 {
+        self.scaling.max_total.clamp(1, 256)
+    }
+}
+
+/// The part of a pool's site the twin reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PoolSiteShape {
+    /// Site name.
+    pub name: String,
+    /// Workers kept there while it is reachable.
+    #[serde(default)]
+    pub min: u32,
+    /// The link its workers reach the node through.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+impl PoolHost {
+    /// The parts of its spec the twin reads.
+    pub fn shape(&self) -> Result<PoolShape, TwinError> {
+        toml::Value::Table(self.spec.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| TwinError::PoolSpec {
+                pool: self.name.clone(),
+                detail: e.message().to_string(),
+            })
+    }
+}
+
+/// A stream of tasks submitted to a pool: `rate` tasks/s for the
+/// scenario's duration, each sleeping `sleep_ms`, keyed `NAME-0`,
+/// `NAME-1`, … — `diaspora produce --file` of task messages onto the
+/// pool's tasks topic, each acknowledgement recorded. Tasks are spread over
+/// the topic's partitions as `pool submit` spreads them by key: one
+/// producer per partition (hosts `NAME-p0`, `NAME-p1`, …), task `n` on
+/// partition `n mod partitions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskStream {
+    /// Host name, also the prefix of its task keys.
+    pub name: String,
+    /// The pool.
+    pub pool: String,
+    /// Tasks per second.
+    pub rate: f64,
+    /// What each task does: sleep this long, ms.
+    pub sleep_ms: u64,
+    /// Link used to reach the pool's node.
+    #[serde(default)]
+    pub via: Option<String>,
 }
 
 /// A node host.
@@ -276,6 +385,12 @@ pub enum FaultKind {
         /// Host name.
         host: String,
     },
+    /// SIGKILL one child process of a pool host — one of its workers, the
+    /// oldest (the pool sees its job end and replaces it).
+    KillChild {
+        /// The pool host.
+        host: String,
+    },
 }
 
 /// What must hold at the end of a run.
@@ -306,6 +421,75 @@ pub struct Assertions {
     /// Assertions on one topic's producers and consumers.
     #[serde(default)]
     pub topics: std::collections::BTreeMap<String, TopicAssertions>,
+    /// Assertions on one pool. Every pool is held to one result per
+    /// submitted task, these or not.
+    #[serde(default)]
+    pub pools: std::collections::BTreeMap<String, PoolAssertions>,
+    /// An elastic pool against a fixed one under the same tasks and faults.
+    #[serde(default)]
+    pub pool_catch_up: Option<CatchUpAssertion>,
+}
+
+/// What must hold for one pool. Its bounds are not scaled by
+/// `--duration-scale`: they rest on the pool's own timers (heartbeat
+/// time-out, start time), which a shorter run does not shorten.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolAssertions {
+    /// Every task acknowledged on the tasks topic has exactly one result,
+    /// and it succeeded; no result names a task never submitted.
+    #[serde(default = "yes")]
+    pub results_exact: bool,
+    /// Fewest tasks submitted (so an idle run cannot pass).
+    #[serde(default = "one_u64")]
+    pub tasks_min: u64,
+    /// After each worker SIGKILL (`kill_child`): seconds until the pool's
+    /// live workers are back at its minimum (every site's `min` and
+    /// `min_total`).
+    #[serde(default)]
+    pub recovery_s_max: Option<f64>,
+    /// After a site's link goes down: seconds until the pool's live
+    /// workers elsewhere number `min_total`.
+    #[serde(default)]
+    pub covered_s_max: Option<f64>,
+    /// After a site's link comes back: seconds until every site has its
+    /// `min` live workers again (and the pool `min_total`).
+    #[serde(default)]
+    pub min_restored_s_max: Option<f64>,
+    /// After the pool host restarts: seconds until its backlog is level
+    /// again (no larger than before it was killed).
+    #[serde(default)]
+    pub level_s_max: Option<f64>,
+}
+
+impl Default for PoolAssertions {
+    fn default() -> Self {
+        PoolAssertions {
+            results_exact: true,
+            tasks_min: 1,
+            recovery_s_max: None,
+            covered_s_max: None,
+            min_restored_s_max: None,
+            level_s_max: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An elastic pool must be level again after its restart at least
+/// `speedup_min` times sooner than a fixed-size one in the same run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatchUpAssertion {
+    /// The elastic pool.
+    pub elastic: String,
+    /// The fixed-size pool.
+    pub fixed: String,
+    /// Least ratio of the fixed pool's level time to the elastic one's.
+    pub speedup_min: f64,
 }
 
 /// What must hold for one topic.
@@ -342,6 +526,8 @@ impl Default for Assertions {
             acked_min: 1,
             catchup_ratio_min: None,
             topics: Default::default(),
+            pools: Default::default(),
+            pool_catch_up: None,
         }
     }
 }
@@ -483,6 +669,7 @@ impl Scenario {
                 });
             }
         }
+        self.validate_pools()?;
         for t in self.assertions.topics.keys() {
             if !self.topics.iter().any(|x| &x.name == t) {
                 return Err(TwinError::Undeclared {
@@ -501,6 +688,16 @@ impl Scenario {
                 FaultKind::Outage { link: l, .. }
                 | FaultKind::Congestion { link: l, .. }
                 | FaultKind::Bandwidth { link: l, .. } => link(&Some(l.clone()), "a fault")?,
+                FaultKind::KillChild { host } => {
+                    if !self.pools.iter().any(|p| &p.name == host) {
+                        return Err(TwinError::Undeclared {
+                            what: "a kill_child fault".into(),
+                            kind: "pool",
+                            name: host.clone(),
+                            where_: " under [[pools]]",
+                        });
+                    }
+                }
                 FaultKind::Kill { host }
                 | FaultKind::Restart { host }
                 | FaultKind::Stop { host }
@@ -524,6 +721,98 @@ impl Scenario {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The pools, their task streams and their assertions refer to what is
+    /// declared; each pool's spec has a `min_total` and sites whose links
+    /// lead to the pool's node.
+    fn validate_pools(&self) -> Result<(), TwinError> {
+        let link = |l: &Option<String>, what: &str| match l {
+            Some(l) if !self.links.iter().any(|x| &x.name == l) => Err(TwinError::Undeclared {
+                what: what.to_string(),
+                kind: "link",
+                name: l.clone(),
+                where_: " under [[links]]",
+            }),
+            _ => Ok(()),
+        };
+        let undeclared = |what: String, kind: &'static str, name: &str, where_: &'static str| {
+            TwinError::Undeclared {
+                what,
+                kind,
+                name: name.to_string(),
+                where_,
+            }
+        };
+        for p in &self.pools {
+            let what = format!("pool '{}'", p.name);
+            if !self.nodes.iter().any(|n| n.name == p.node) {
+                return Err(undeclared(what, "node", &p.node, " under [[nodes]]"));
+            }
+            link(&p.via, &what)?;
+            if p.tick_ms < 10 {
+                return Err(TwinError::out_of_range(
+                    format!("{what}: tick_ms"),
+                    p.tick_ms,
+                    "≥ 10",
+                ));
+            }
+            let shape = p.shape()?;
+            if shape.sites.is_empty() {
+                return Err(TwinError::PoolSpec {
+                    pool: p.name.clone(),
+                    detail: "no [[spec.site]]".into(),
+                });
+            }
+            for site in &shape.sites {
+                let what = format!("pool '{}' site '{}'", p.name, site.name);
+                link(&site.via, &what)?;
+                if let Some(l) = &site.via {
+                    let to = &self
+                        .links
+                        .iter()
+                        .find(|x| &x.name == l)
+                        .expect("checked")
+                        .to;
+                    if to != &p.node {
+                        return Err(TwinError::WrongLink {
+                            link: l.clone(),
+                            to: to.clone(),
+                            node: p.node.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        for t in &self.tasks {
+            let what = format!("tasks '{}'", t.name);
+            if !self.pools.iter().any(|p| p.name == t.pool) {
+                return Err(undeclared(what, "pool", &t.pool, " under [[pools]]"));
+            }
+            link(&t.via, &what)?;
+            if t.rate.is_nan() || t.rate <= 0.0 {
+                return Err(TwinError::out_of_range(
+                    format!("{what}: rate"),
+                    t.rate,
+                    "> 0",
+                ));
+            }
+        }
+        let pool = |name: &str, what: String| {
+            if self.pools.iter().any(|p| p.name == name) {
+                Ok(())
+            } else {
+                Err(undeclared(what, "pool", name, " under [[pools]]"))
+            }
+        };
+        for name in self.assertions.pools.keys() {
+            pool(name, format!("[assertions.pools.{name}]"))?;
+        }
+        if let Some(c) = &self.assertions.pool_catch_up {
+            pool(&c.elastic, "[assertions.pool_catch_up] elastic".into())?;
+            pool(&c.fixed, "[assertions.pool_catch_up] fixed".into())?;
         }
         Ok(())
     }

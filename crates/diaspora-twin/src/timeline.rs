@@ -1,7 +1,10 @@
 //! The fault timeline: the scenario's faults (outages, congestion,
-//! bandwidth steps, kills, restarts, SIGSTOP/SIGCONT) as timed
-//! [`Action`]s ([`plan`], pure), applied to the links and hosts while the
-//! producers run.
+//! bandwidth steps, kills, restarts, SIGSTOP/SIGCONT, SIGKILLs of a pool's
+//! workers) as timed [`Action`]s ([`plan`], pure), applied to the links
+//! and hosts while the producers run. What was applied, and when, is
+//! returned ([`Applied`]): the timeline wakes every 200 ms, so an action
+//! lands up to that long after its planned time, and the pool analysis
+//! measures from the real time.
 
 use std::collections::HashMap;
 
@@ -33,6 +36,62 @@ pub enum Action {
     Stop(String),
     /// SIGCONT a host.
     Cont(String),
+    /// SIGKILL a host's oldest child process.
+    KillChild(String),
+}
+
+/// An action as it was applied: when, and what (the faults the analysis
+/// measures from; congestion steps and bandwidth changes are not listed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Applied {
+    /// When, µs since the Unix epoch.
+    pub at_us: i64,
+    /// What.
+    #[serde(flatten)]
+    pub what: AppliedKind,
+}
+
+/// What was applied.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AppliedKind {
+    /// A link went dark (an outage began).
+    LinkDown {
+        /// The link.
+        link: String,
+    },
+    /// A dark link came back.
+    LinkUp {
+        /// The link.
+        link: String,
+    },
+    /// A host was SIGKILLed.
+    Kill {
+        /// The host.
+        host: String,
+    },
+    /// A host was started again (the time it was spawned, before it was
+    /// ready).
+    Restart {
+        /// The host.
+        host: String,
+    },
+    /// A host's child process was SIGKILLed.
+    KillChild {
+        /// The host.
+        host: String,
+        /// The child's pid (none: the host had no child then).
+        pid: Option<u32>,
+    },
+}
+
+/// What the timeline did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TimelineOutcome {
+    /// The producers' failures (unclean exits, or not finishing in time).
+    pub producer_failures: Vec<String>,
+    /// The faults as applied.
+    pub applied: Vec<Applied>,
 }
 
 /// Turns the fault schedule into timed actions (sorted by time) and report
@@ -161,22 +220,43 @@ pub fn plan(
                 });
             }
             FaultKind::Cont { host } => actions.push((at, Action::Cont(host.clone()))),
+            FaultKind::KillChild { host } => {
+                actions.push((at, Action::KillChild(host.clone())));
+                windows.push(FaultRecord {
+                    start_s: at,
+                    end_s: at,
+                    label: format!("SIGKILL a worker of {host}"),
+                });
+            }
         }
     }
     actions.sort_by(|a, b| a.0.total_cmp(&b.0));
     (actions, windows)
 }
 
-/// Applies one action; returns the status line that says what it did.
+/// Applies one action; returns the status line that says what it did,
+/// and the fault as applied if it is one the analysis measures from
+/// (`dark`: the links now blackholed).
 async fn apply(
     action: Action,
     relays: &HashMap<String, Relay>,
     hosts: &mut Hosts,
     metrics: &mut Option<MetricsSink>,
-) -> Result<String, TwinError> {
+    dark: &mut std::collections::HashSet<String>,
+) -> Result<(String, Option<AppliedKind>), TwinError> {
     Ok(match action {
         Action::Link { link, up, down } => {
             let r = &relays[&link];
+            let applied = match (up.blackhole, dark.contains(&link)) {
+                (true, false) => Some(AppliedKind::LinkDown { link: link.clone() }),
+                (false, true) => Some(AppliedKind::LinkUp { link: link.clone() }),
+                _ => None,
+            };
+            if up.blackhole {
+                dark.insert(link.clone());
+            } else {
+                dark.remove(&link);
+            }
             let status = if up.blackhole {
                 format!("{link}: outage")
             } else {
@@ -196,23 +276,34 @@ async fn apply(
             };
             r.set_up(up).map_err(refused)?;
             r.set_down(down).map_err(refused)?;
-            status
+            (status, applied)
         }
         Action::Kill(h) => {
             hosts.kill(&h);
-            format!("SIGKILL {h}")
+            (format!("SIGKILL {h}"), Some(AppliedKind::Kill { host: h }))
         }
         Action::Restart(h) => {
             hosts.restart(&h).await?;
-            format!("restart {h}")
+            (
+                format!("restart {h}"),
+                Some(AppliedKind::Restart { host: h }),
+            )
         }
         Action::Stop(h) => {
             hosts.signal(&h, libc::SIGSTOP);
-            format!("SIGSTOP {h}")
+            (format!("SIGSTOP {h}"), None)
         }
         Action::Cont(h) => {
             hosts.signal(&h, libc::SIGCONT);
-            format!("SIGCONT {h}")
+            (format!("SIGCONT {h}"), None)
+        }
+        Action::KillChild(h) => {
+            let pid = hosts.kill_child(&h);
+            let status = match pid {
+                Some(pid) => format!("SIGKILL {h}'s worker {pid}"),
+                None => format!("{h} has no worker to SIGKILL"),
+            };
+            (status, Some(AppliedKind::KillChild { host: h, pid }))
         }
     })
 }
@@ -220,7 +311,8 @@ async fn apply(
 /// Runs the timeline from `t0` until the producers are done and every
 /// action has been applied, or until duration + drain (then the producers
 /// are killed). `progress` is called about every 200 ms. Returns the
-/// producers' failures (unclean exits, or not finishing in time).
+/// producers' failures (unclean exits, or not finishing in time) and the
+/// faults as applied.
 pub(crate) async fn run(
     scenario: &Scenario,
     mut actions: Vec<(f64, Action)>,
@@ -229,16 +321,21 @@ pub(crate) async fn run(
     metrics: &mut Option<MetricsSink>,
     t0: Instant,
     progress: &(dyn Fn(f64, f64, &str) + Sync),
-) -> Result<Vec<String>, TwinError> {
+) -> Result<TimelineOutcome, TwinError> {
     actions.reverse();
     let total = scenario.duration_s + scenario.drain_s;
     let mut status = String::from("running");
     let mut producer_failures: Vec<String> = Vec::new();
+    let mut applied = Vec::new();
+    let mut dark = std::collections::HashSet::new();
     loop {
         let t = t0.elapsed().as_secs_f64();
         while actions.last().is_some_and(|(at, _)| *at <= t) {
             let (_, action) = actions.pop().expect("checked");
-            status = apply(action, relays, hosts, metrics).await?;
+            let at_us = crate::runner::now_us();
+            let (line, what) = apply(action, relays, hosts, metrics, &mut dark).await?;
+            status = line;
+            applied.extend(what.map(|what| Applied { at_us, what }));
         }
         let (running, failed) = hosts.completing();
         for name in failed {
@@ -260,7 +357,10 @@ pub(crate) async fn run(
         }
         MetricsSink::sleep(metrics, Duration::from_millis(200)).await;
     }
-    Ok(producer_failures)
+    Ok(TimelineOutcome {
+        producer_failures,
+        applied,
+    })
 }
 
 #[cfg(test)]
@@ -296,6 +396,14 @@ host = "hpc"
 at_s = 33
 kind = "restart"
 host = "hpc"
+[[pools]]
+name = "p"
+node = "hpc"
+spec = { scaling = { min_total = 1, max_total = 1 }, site = [{ name = "a", provider = "local", max = 1 }] }
+[[faults]]
+at_s = 40
+kind = "kill_child"
+host = "p"
 "#;
 
     #[test]
@@ -325,6 +433,7 @@ host = "hpc"
         assert_eq!(bottom, Some(50_000_000));
         assert!(actions.contains(&(30.0, Action::Kill("hpc".into()))));
         assert!(actions.contains(&(33.0, Action::Restart("hpc".into()))));
+        assert_eq!(actions.last(), Some(&(40.0, Action::KillChild("p".into()))));
         let labels: Vec<(f64, f64, &str)> = windows
             .iter()
             .map(|w| (w.start_s, w.end_s, w.label.as_str()))
@@ -335,6 +444,7 @@ host = "hpc"
                 (10.0, 15.0, "outage wan"),
                 (20.0, 30.0, "congestion wan to 50%"),
                 (30.0, 33.0, "SIGKILL hpc"),
+                (40.0, 40.0, "SIGKILL a worker of p"),
             ]
         );
     }

@@ -141,6 +141,110 @@ fn a_qos_host_gets_its_policy_file_and_records() {
     ));
 }
 
+const POOL_GOLDEN: &str = r#"
+name = "pool-golden"
+duration_s = 10
+[[nodes]]
+name = "hpc"
+[[links]]
+name = "site-b"
+to = "hpc"
+up = { delay_ms = 5, loss = 0.01 }
+[[pools]]
+name = "p"
+node = "hpc"
+tick_ms = 100
+[pools.spec.scaling]
+min_total = 2
+max_total = 2
+[[pools.spec.site]]
+name = "a"
+provider = "local"
+min = 1
+max = 1
+[[pools.spec.site]]
+name = "b"
+provider = "local"
+min = 1
+max = 1
+via = "site-b"
+[[tasks]]
+name = "t"
+pool = "p"
+rate = 5
+sleep_ms = 20
+[[faults]]
+at_s = 3
+kind = "kill_child"
+host = "p"
+"#;
+
+/// A pool: `pool run` with its spec file (this binary's workers, a site's
+/// link as its fabric address), two recorders of its topics, and one task
+/// producer per partition of its tasks topic.
+#[test]
+fn a_pool_gets_its_spec_recorders_and_one_task_producer_per_partition() {
+    let s = Scenario::parse(POOL_GOLDEN).unwrap();
+    let got = scenario_invocations(&s, Path::new("/w")).unwrap();
+    let got: Vec<(&str, Vec<String>)> = got.iter().map(|i| (i.kind, i.argv.clone())).collect();
+    let ca = "/w/hpc/data/certs/ca.pem";
+    let want = vec![
+        ("node", words("serve --data-dir /w/hpc/data --listen 127.0.0.1:7000 --admin 127.0.0.1:7001 --fsync interval")),
+        ("pool", words(&format!("pool run --spec /w/p/spec.toml --addr 127.0.0.1:7000 --admin 127.0.0.1:7001 --ca {ca} --log-dir /w/p/workers --tick-ms 100 --json"))),
+        ("pool-recorder", words(&format!("consume --topic pool.p.events --from earliest --json --payload --addr 127.0.0.1:7000 --ca {ca}"))),
+        ("pool-recorder", words(&format!("consume --topic pool.p.results --from earliest --json --payload --addr 127.0.0.1:7000 --ca {ca}"))),
+        ("tasks", words(&format!("produce --topic pool.p.tasks --file /w/t-p0/tasks.jsonl --partition 0 --rate 2.5 --acks /w/t-p0/acks.jsonl --json --addr 127.0.0.1:7000 --ca {ca}"))),
+        ("tasks", words(&format!("produce --topic pool.p.tasks --file /w/t-p1/tasks.jsonl --partition 1 --rate 2.5 --acks /w/t-p1/acks.jsonl --json --addr 127.0.0.1:7000 --ca {ca}"))),
+    ];
+    assert_eq!(got, want);
+
+    let env = HostEnv::stand_in(&s, Path::new("/w"));
+    let at = |index| HostAt {
+        scenario: &s,
+        index,
+        env: &env,
+    };
+    let pool = diaspora_twin::hosts::pool::Pool.command(at(0)).unwrap();
+    let spec: toml::Table = toml::from_str(&pool.files[0].1).unwrap();
+    assert_eq!(spec["name"].as_str(), Some("p"));
+    assert_eq!(
+        spec["worker"]["command"].as_array().unwrap().len(),
+        3,
+        "{spec}"
+    );
+    let sites = spec["site"].as_array().unwrap();
+    assert!(sites[0].get("fabric_addr").is_none());
+    assert_eq!(sites[1]["fabric_addr"].as_str(), Some("127.0.0.1:9000"));
+    assert!(
+        sites[1].get("via").is_none(),
+        "pool run refuses unknown fields"
+    );
+
+    let t1 = diaspora_twin::hosts::tasks::Tasks.command(at(1)).unwrap();
+    assert_eq!(
+        t1.files[0].1.lines().collect::<Vec<_>>(),
+        (0..50)
+            .filter(|n| n % 2 == 1)
+            .map(|n| format!(r#"{{"key":"t-{n}","kind":"sleep","ms":20}}"#))
+            .collect::<Vec<_>>()
+    );
+    let Records::Tasks { share, .. } = t1.records else {
+        panic!("{:?}", t1.records)
+    };
+    assert_eq!(share.task(3), 7);
+
+    // A kill_child fault names a pool; a site's link leads to its node.
+    let e = Scenario::parse(&POOL_GOLDEN.replace("host = \"p\"", "host = \"hpc\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pool 'hpc'"), "{e}");
+    let other = POOL_GOLDEN
+        .replace("[[links]]", "[[nodes]]\nname = \"edge\"\n[[links]]")
+        .replace("to = \"hpc\"", "to = \"edge\"");
+    let e = Scenario::parse(&other).unwrap_err().to_string();
+    assert_eq!(e, "link 'site-b' leads to 'edge', not to 'hpc'");
+}
+
 #[test]
 fn a_link_must_lead_to_the_node_named() {
     let bad = GOLDEN.replace(
@@ -163,8 +267,9 @@ fn every_shipped_command_line_is_well_formed() {
     let twins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../twins");
     let all = example_invocations(&twins).unwrap();
     assert!(!all.is_empty());
-    let subcommands: [&[&str]; 8] = [
+    let subcommands: [&[&str]; 9] = [
         &["serve"],
+        &["pool", "run"],
         &["topic", "create"],
         &["stream", "init"],
         &["bridge"],
@@ -194,7 +299,9 @@ fn every_shipped_command_line_is_well_formed() {
                 "{}: {a:?}: {f} is not a flag",
                 inv.scenario
             );
-            if f == "--json" {
+            // The flags that take no value (`consume --payload`; `stream
+            // produce --payload KIND` takes one).
+            if f == "--json" || (f == "--payload" && a[0] == "consume") {
                 continue;
             }
             let v = rest

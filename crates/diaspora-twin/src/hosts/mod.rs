@@ -8,6 +8,9 @@
 //! | [`consumer`] | `[[consumers]]` | `diaspora consume` / `stream consume` | [`Phase::Receive`] | — |
 //! | [`monitor`] | `[[monitors]]` | `diaspora predict serve` | [`Phase::Watch`] | `monitor ` (60 s) |
 //! | [`producer`] | `[[producers]]` | `diaspora produce` / `stream produce` | [`Phase::Send`] | — |
+//! | [`pool`] (`pool`) | `[[pools]]` | `diaspora pool run` | [`Phase::Receive`] | `Ctrl-C stops it` (30 s) |
+//! | [`pool`] (`pool-recorder`) | `[[pools]]`, two each | `diaspora consume --payload` of its events and results | [`Phase::Watch`] | — |
+//! | [`tasks`] | `[[tasks]]`, one per partition of the pool's tasks topic | `diaspora produce --file --partition` of task messages | [`Phase::Send`] | — |
 //!
 //! A kind says which hosts a scenario has of it ([`HostKind::plan`]), the
 //! command line of each ([`HostKind::command`], built through
@@ -25,8 +28,10 @@ pub mod bridge;
 pub mod consumer;
 pub mod monitor;
 pub mod node;
+pub mod pool;
 mod process;
 pub mod producer;
+pub mod tasks;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -34,6 +39,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use pool::PoolTopic;
 pub use process::Hosts;
 
 use crate::cli_args::Invocation;
@@ -45,11 +51,12 @@ pub enum Phase {
     /// First, before topics and links exist: nodes.
     Serve,
     /// After topics and links, before the clock starts, so they are ready
-    /// when items flow: bridges and consumers.
+    /// when items flow: bridges, consumers and pools.
     Receive,
-    /// Once the clock has started and the link metrics flow: monitors.
+    /// Once the clock has started and the link metrics flow: monitors, and
+    /// the recorders of the pools' topics (which the pools have created).
     Watch,
-    /// Last: producers; the run lasts until they are done.
+    /// Last: producers and task streams; the run lasts until they are done.
     Send,
 }
 
@@ -96,6 +103,27 @@ pub enum Records {
     Events {
         /// The JSON lines.
         path: PathBuf,
+    },
+    /// One of a pool's topics as a recorder read it (its stdout).
+    PoolTopic {
+        /// The pool.
+        pool: String,
+        /// Which topic.
+        topic: PoolTopic,
+        /// The JSON lines (`diaspora consume --json --payload`).
+        path: PathBuf,
+    },
+    /// A task producer's acknowledgements: item `i` is task
+    /// `KEY_PREFIX-{share.task(i)}`.
+    Tasks {
+        /// The pool.
+        pool: String,
+        /// The acknowledgements (`--acks`).
+        acks: PathBuf,
+        /// The tasks' key prefix.
+        key_prefix: String,
+        /// Which of the stream's tasks it sends.
+        share: tasks::TaskShare,
     },
 }
 
@@ -184,8 +212,11 @@ pub static KINDS: &[Kind] = &[
     Kind::new("node", Phase::Serve, &node::Node),
     Kind::new("bridge", Phase::Receive, &bridge::Bridge),
     Kind::new("consumer", Phase::Receive, &consumer::Consumer),
+    Kind::new("pool", Phase::Receive, &pool::Pool),
     Kind::new("monitor", Phase::Watch, &monitor::Monitor),
+    Kind::new("pool-recorder", Phase::Watch, &pool::PoolRecorder),
     Kind::new("producer", Phase::Send, &producer::Producer),
+    Kind::new("tasks", Phase::Send, &tasks::Tasks),
 ];
 
 /// A host of a scenario: its kind, index in its kind's table and name.
