@@ -182,3 +182,106 @@ fn a_live_monitor_predicts_the_wan_saturating_before_it_does() {
     let lead = m["prediction_lead_s"][0].as_f64().unwrap();
     assert!(lead > 0.0, "{m}");
 }
+
+/// Runs a pool scenario (real time: a pool's timers — heartbeat time-out,
+/// a worker's start, a silent site's probe back-off — do not scale with
+/// `--duration-scale`, and these scenarios are 30–40 s long as written)
+/// and checks what every pool scenario must: it passed, and every pool
+/// answered every task it was given exactly once.
+fn run_pool_scenario(file: &str) -> serde_json::Value {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let report = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["twin", "run", file, "--json", "--report"])
+        .arg(report.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run diaspora twin");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{file}: no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let html = std::fs::read_to_string(report.path().join("report.html")).expect("HTML report");
+    assert!(html.contains("<svg") && html.contains("exactly one successful result"));
+    assert_eq!(results["passed"], true, "{file}: {}", results["checks"]);
+    assert!(out.status.success());
+    let pools = results["pools"].as_object().unwrap();
+    assert!(!pools.is_empty(), "{file}: no pool");
+    for (name, p) in pools {
+        let n = |k: &str| p[k].as_u64().unwrap();
+        assert!(n("submitted") > 0, "{file}: {name}: {p}");
+        assert_eq!(n("results"), n("submitted"), "{file}: {name}: {p}");
+        for k in ["missing", "duplicated", "failed", "unknown"] {
+            assert_eq!(n(k), 0, "{file}: {name}: {k}: {p}");
+        }
+    }
+    results
+}
+
+#[test]
+fn pool_workers_sigkilled_one_after_another_are_replaced_and_every_task_answered_once() {
+    let r = run_pool_scenario("twins/pool-worker-crash.toml");
+    let p = &r["pools"]["crash"];
+    let crashes = p["crashes"].as_array().unwrap();
+    assert_eq!(crashes.len(), 5, "{p}");
+    for c in crashes {
+        assert!(c["pid"].is_u64() && c["worker"].is_string(), "{c}");
+        let back = c["recovered_s"].as_f64().unwrap();
+        assert!(back <= 3.0, "{c}");
+    }
+    assert_eq!(p["workers_lost"]["job-ended"], 5, "{p}");
+}
+
+#[test]
+fn a_pool_site_lost_behind_an_outage_is_covered_and_its_minimum_restored() {
+    let r = run_pool_scenario("twins/pool-site-loss.toml");
+    let p = &r["pools"]["region"];
+    let o = &p["outages"][0];
+    assert_eq!(o["sites"], serde_json::json!(["b"]), "{p}");
+    assert!(
+        o["unreachable_s"].is_f64(),
+        "the pool never said b was lost: {o}"
+    );
+    assert!(o["covered_s"].as_f64().unwrap() <= 5.0, "{o}");
+    assert!(o["restored_s"].as_f64().unwrap() <= 10.0, "{o}");
+    // Site a alone held min_total (3) while b was dark, and b ended at its
+    // minimum (2).
+    let a: Vec<u64> = p["live_by_site"]["a"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(a.iter().any(|&n| n >= 3), "{a:?}");
+    assert!(
+        p["live_by_site"]["b"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_u64()
+            >= Some(2)
+    );
+}
+
+#[test]
+fn an_elastic_pool_restarted_with_a_backlog_is_level_at_least_twice_as_soon_as_a_fixed_one() {
+    let r = run_pool_scenario("twins/pool-catch-up.toml");
+    let c = &r["pool_catch_up"];
+    assert!(c["speedup"].as_f64().unwrap() >= 2.0, "{c}");
+    let restart = |pool: &str| r["pools"][pool]["restarts"][0].clone();
+    let (e, f) = (restart("elastic"), restart("fixed"));
+    // Both came back to the same backlog, the elastic one with more hands.
+    assert!(e["backlog_at_restart"].as_u64().unwrap() >= 20, "{e}");
+    assert!(f["backlog_at_restart"].as_u64().unwrap() >= 20, "{f}");
+    assert!(e["workers_max"].as_u64().unwrap() >= 2, "{e}");
+    assert_eq!(f["workers_max"], 1, "{f}");
+    // Workers die with their pool: none kept working for a killed one.
+    assert_eq!(
+        (e["orphans"].as_u64(), f["orphans"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
