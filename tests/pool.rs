@@ -141,7 +141,17 @@ impl Harness {
             assert!(
                 t.elapsed() < limit,
                 "{what}: not within {limit:?}; events: {:#?}",
-                self.pool_events()
+                self.events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, e)| match e {
+                        Event::Heartbeat { in_flight, .. } => !in_flight.is_empty(),
+                        Event::Status(_) => false,
+                        _ => true,
+                    })
+                    .cloned()
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -622,5 +632,190 @@ max = 1
             .contains("no built-in task 'ptycho.dance'"),
         "{bad:?}"
     );
+    h.finish().await;
+}
+
+/// Live migration between worker processes: a running stateful task is
+/// moved by command to a worker at the other site, and another one when
+/// its site is drained; nothing of either state is lost (the target's
+/// state on arrival is the source's at the switch-over, by checksum), and
+/// rounds, bytes and pause are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_tasks_move_between_sites_by_command_and_on_a_drain() {
+    let (_dir, node, logs) = node();
+    let spec = r#"
+name = "mover"
+[worker]
+command = ["diaspora"]
+[heartbeat]
+interval_ms = 200
+timeout_ms = 3000
+[scaling]
+min_total = 2
+max_total = 2
+[[site]]
+name = "edge"
+provider = "local"
+min = 1
+max = 1
+[[site]]
+name = "hpc"
+provider = "local"
+min = 1
+max = 1
+"#;
+    let h = Harness::start(&node, spec, PoolOptions::default(), &logs).await;
+    h.wait_for("two workers", Duration::from_secs(30), |h| {
+        h.live().len() == 2
+    })
+    .await;
+    let stateful = |key: &str| Task {
+        key: key.into(),
+        kind: TaskKind::Stateful {
+            bytes: 8 << 20,
+            page: 64 << 10,
+            write_every_ms: 2,
+            run_ms: 4000,
+        },
+        inputs: vec![],
+        attempt: 0,
+        not_before_us: 0,
+    };
+    let running_on = |h: &Harness, key: &str| -> Option<String> {
+        h.events
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|(_, e)| match e {
+                Event::Heartbeat {
+                    worker, migratable, ..
+                } if migratable.iter().any(|k| k == key) => Some(worker.clone()),
+                _ => None,
+            })
+    };
+    let migrated = |h: &Harness, key: &str| {
+        h.events.lock().unwrap().iter().find_map(|(_, e)| match e {
+            Event::TaskMigrated {
+                key: k,
+                from,
+                to,
+                report,
+                checksum,
+            } if k == key => Some((from.clone(), to.clone(), report.clone(), *checksum)),
+            _ => None,
+        })
+    };
+    let result_of = |key: &'static str| {
+        let client = h.client.clone();
+        let name = h.name.clone();
+        async move {
+            let t = Instant::now();
+            loop {
+                let r = pf::read_results(&client, &name).await.unwrap();
+                if let Some(r) = r.into_iter().find(|r| r.key == key) {
+                    return r;
+                }
+                assert!(t.elapsed() < Duration::from_secs(60), "no result for {key}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .args([
+                "--pool",
+                "mover",
+                "--addr",
+                &node.data.to_string(),
+                "--ca",
+                node.ca.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        common::assert_success(&out);
+    };
+
+    // 1. By command.
+    pf::submit(&h.client, &h.name, &[stateful("by-command")])
+        .await
+        .unwrap();
+    h.wait_for("by-command running", Duration::from_secs(20), |h| {
+        running_on(h, "by-command").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = running_on(&h, "by-command").unwrap();
+    let other = if source.starts_with("edge-") {
+        "hpc"
+    } else {
+        "edge"
+    };
+    cli(&["pool", "migrate", "by-command", "--to", other]);
+    h.wait_for("moved", Duration::from_secs(30), |h| {
+        migrated(h, "by-command").is_some()
+    })
+    .await;
+    let (from, to, report, checksum) = migrated(&h, "by-command").unwrap();
+    eprintln!(
+        "by command: {from} → {to}: {} rounds {:?}, {:.1} MiB moved of {:.0} MiB, pause {:.1} ms, total {:.0} ms",
+        report.rounds,
+        report.chunks_per_round,
+        report.bytes as f64 / (1 << 20) as f64,
+        report.state_bytes as f64 / (1 << 20) as f64,
+        report.pause.as_secs_f64() * 1e3,
+        report.total.as_secs_f64() * 1e3
+    );
+    assert_eq!(from, source);
+    assert!(to.starts_with(&format!("{other}-")));
+    let r = result_of("by-command").await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.worker, to, "the target finished it");
+    let out: serde_json::Value = serde_json::from_str(&r.output).unwrap();
+    assert_eq!(out["moved_from"], from.as_str());
+    assert_eq!(
+        out["checksum_on_arrival"], checksum,
+        "state intact on arrival"
+    );
+    assert!(out["ran_ms"].as_u64().unwrap() >= 4000);
+    assert!(report.rounds >= 2 && report.bytes >= report.state_bytes);
+
+    // 2. On a drain of the site running it.
+    pf::submit(&h.client, &h.name, &[stateful("on-drain")])
+        .await
+        .unwrap();
+    h.wait_for("on-drain running", Duration::from_secs(20), |h| {
+        running_on(h, "on-drain").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = running_on(&h, "on-drain").unwrap();
+    let site = source.rsplit_once('-').unwrap().0.to_string();
+    cli(&["pool", "drain", &site]);
+    h.wait_for("moved off the drained site", Duration::from_secs(30), |h| {
+        migrated(h, "on-drain").is_some()
+    })
+    .await;
+    let (from, to, report, checksum) = migrated(&h, "on-drain").unwrap();
+    eprintln!(
+        "on a drain of {site}: {from} → {to}: {} rounds, {:.1} MiB, pause {:.1} ms",
+        report.rounds,
+        report.bytes as f64 / (1 << 20) as f64,
+        report.pause.as_secs_f64() * 1e3
+    );
+    assert!(!to.starts_with(&format!("{site}-")));
+    let r = result_of("on-drain").await;
+    let out: serde_json::Value = serde_json::from_str(&r.output).unwrap();
+    assert!(r.ok && r.worker == to);
+    assert_eq!(out["checksum_on_arrival"], checksum);
+    h.wait_for("the drained worker left", Duration::from_secs(20), |h| {
+        h.pool_events()
+            .iter()
+            .any(|(_, e)| matches!(e, PoolEvent::Worker(WorkerEvent::Left { worker, .. }) if *worker == from))
+    })
+    .await;
+    let results = pf::read_results(&h.client, &h.name).await.unwrap();
+    assert_eq!(results.len(), 2, "one result per task: {results:?}");
     h.finish().await;
 }

@@ -37,14 +37,21 @@ pub enum PoolCommand {
     /// Drain a site: no new workers there, its workers finish and go; the
     /// other sites cover the pool's minimum. `--undo` lets it take workers again.
     Drain(DrainArgs),
-    /// Move a running task to another site (live migration). Not wired to
-    /// workers yet: it says so.
+    /// Move a running task to an idle worker at another site while it runs
+    /// (live migration by pre-copy rounds and a short stop-and-copy). Works
+    /// for tasks whose state can move (`stateful` tasks today).
     Migrate {
         /// Task key.
         task: String,
         /// Target site.
         #[arg(long)]
         to: String,
+        /// Pool name.
+        #[arg(long)]
+        pool: String,
+        /// The node's data plane.
+        #[command(flatten)]
+        conn: DataConn,
     },
     /// Run one worker (the pool launches these; the environment it sets
     /// supplies every argument).
@@ -242,12 +249,29 @@ pub async fn run(cmd: PoolCommand) -> Result<()> {
             );
             Ok(())
         }
-        PoolCommand::Migrate { task, to } => bail!(
-            "live migration of task '{task}' to site '{to}' cannot be started from the command \
-             line yet: the pre-copy core and its fabric transport exist (diaspora_pool::migrate, \
-             fabric::migrate_send/migrate_receive, tested on a live node), but workers do not yet \
-             hold migratable task state, so there is nothing to move (issue 16, item 5)"
-        ),
+        PoolCommand::Migrate {
+            task,
+            to,
+            pool,
+            conn,
+        } => {
+            let client = super::client(&conn).await?;
+            pf::send_control(
+                &client,
+                &pool,
+                &Control::Migrate {
+                    key: task.clone(),
+                    to: to.clone(),
+                },
+            )
+            .await?;
+            client.close();
+            println!(
+                "asked pool '{pool}' to move task '{task}' to site '{to}'; its events (task-migrated \
+                 with rounds, bytes and pause, or migration-failed with the reason) follow on pool.{pool}.events"
+            );
+            Ok(())
+        }
         PoolCommand::Worker(a) => worker(a).await,
     }
 }

@@ -128,7 +128,7 @@ pub async fn ensure_topics(mut admin: TopicAdmin<'_>, spec: &PoolSpec) -> Result
             .await
             .map_err(fab(format!("creating {name}")))?;
     }
-    Ok(())
+    ensure_migrate_topics(admin, &spec.name).await
 }
 
 fn item(key: &str, payload: Vec<u8>) -> Item {
@@ -377,9 +377,82 @@ pub struct WorkerSummary {
 #[derive(Default)]
 struct WorkerShared {
     in_flight: Vec<String>,
+    /// The attempt of the task in hand.
+    attempt: u32,
+    /// When it was taken in hand, µs.
+    since_us: i64,
+    migratable: Vec<String>,
     draining: bool,
     skip: HashSet<String>,
     skip_order: VecDeque<String>,
+    /// Migrations asked of this worker: task key → (migration id, target).
+    migrate_out: BTreeMap<String, (String, String)>,
+    /// Tasks to take over: (task, migration id, source).
+    migrate_in: VecDeque<(Task, String, String)>,
+    /// Task attempts other workers hold (from their heartbeats): (key,
+    /// attempt) → (worker, last seen).
+    holders: BTreeMap<(String, u32), Holder>,
+    /// Attempts another worker held and then let go of (finished): a copy
+    /// re-delivered here after a rebalance is not run again (a retry is a
+    /// new attempt, and runs).
+    let_go: HashSet<(String, u32)>,
+    let_go_order: VecDeque<(String, u32)>,
+    /// When this worker started following the others' heartbeats (what it
+    /// knows of them is complete a couple of intervals later).
+    peers_since: Option<Instant>,
+}
+
+/// Another worker holding a task attempt.
+struct Holder {
+    worker: String,
+    seen: Instant,
+    since_us: i64,
+}
+
+impl WorkerShared {
+    /// Applies another worker's heartbeat.
+    fn saw(
+        &mut self,
+        worker: &str,
+        in_flight: &[String],
+        attempts: &[u32],
+        since_us: &[i64],
+        keep: usize,
+    ) {
+        let now = Instant::now();
+        let held: Vec<(String, u32)> = in_flight
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), attempts.get(i).copied().unwrap_or(0)))
+            .collect();
+        let gone: Vec<(String, u32)> = self
+            .holders
+            .iter()
+            .filter(|(k, h)| h.worker == worker && !held.contains(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.holders.remove(&k);
+            if self.let_go.insert(k.clone()) {
+                self.let_go_order.push_back(k);
+                while self.let_go_order.len() > keep {
+                    if let Some(old) = self.let_go_order.pop_front() {
+                        self.let_go.remove(&old);
+                    }
+                }
+            }
+        }
+        for (i, k) in held.into_iter().enumerate() {
+            self.holders.insert(
+                k,
+                Holder {
+                    worker: worker.to_string(),
+                    seen: now,
+                    since_us: since_us.get(i).copied().unwrap_or(0),
+                },
+            );
+        }
+    }
 }
 
 /// Runs a worker until `stop` or a drain command: takes tasks from the
@@ -402,10 +475,22 @@ pub async fn run_worker(
         let (worker, every) = (opts.worker.clone(), opts.heartbeat);
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                let in_flight = shared.lock().expect("lock").in_flight.clone();
+                let (in_flight, attempts, since_us, migratable) = {
+                    let s = shared.lock().expect("lock");
+                    let n = s.in_flight.len();
+                    (
+                        s.in_flight.clone(),
+                        vec![s.attempt; n],
+                        vec![s.since_us; n],
+                        s.migratable.clone(),
+                    )
+                };
                 let e = Event::Heartbeat {
                     worker: worker.clone(),
                     in_flight,
+                    attempts,
+                    since_us,
+                    migratable,
                     pid: std::process::id(),
                 };
                 if let Err(err) = events.send_unacked(None, item(&worker, to_bytes(&e))).await {
@@ -437,6 +522,20 @@ pub async fn run_worker(
                 let mut s = shared.lock().expect("lock");
                 match Control::parse(&ci.item.payload) {
                     Ok(Control::DrainWorker { worker }) if worker == me => s.draining = true,
+                    Ok(Control::MigrateOut {
+                        key,
+                        id,
+                        worker,
+                        to,
+                    }) if worker == me => {
+                        s.migrate_out.insert(key, (id, to));
+                    }
+                    Ok(Control::MigrateIn {
+                        task,
+                        id,
+                        worker,
+                        from,
+                    }) if worker == me => s.migrate_in.push_back((task, id, from)),
                     Ok(Control::Skip { key }) => {
                         if s.skip.insert(key.clone()) {
                             s.skip_order.push_back(key);
@@ -457,7 +556,50 @@ pub async fn run_worker(
         })
     };
 
+    // Other workers' heartbeats: which tasks they hold.
+    let peers = {
+        let mut c = Consumer::assign(
+            &client,
+            ConsumerConfig::new(&topics.events).start(StartFrom::Latest),
+            &[],
+        )
+        .await
+        .map_err(fab("reading heartbeats"))?;
+        let (shared, done) = (shared.clone(), done.clone());
+        let (me, keep) = (opts.worker.clone(), opts.skip_max.max(1));
+        shared.lock().expect("lock").peers_since = Some(Instant::now());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let ci = match c.poll(Duration::from_millis(200)).await {
+                    Ok(Some(ci)) => ci,
+                    Ok(None) => continue,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                if let Ok(Event::Heartbeat {
+                    worker,
+                    in_flight,
+                    attempts,
+                    since_us,
+                    ..
+                }) = Event::parse(&ci.item.payload)
+                {
+                    if worker != me {
+                        shared
+                            .lock()
+                            .expect("lock")
+                            .saw(&worker, &in_flight, &attempts, &since_us, keep);
+                    }
+                }
+            }
+            c.close().await;
+        })
+    };
+
     let outcomes = producer(&client, &topics.outcomes).await?;
+    let control = producer(&client, &topics.control).await?;
     let mut cfg = ConsumerConfig::new(&topics.tasks).group(&topics.worker_group);
     cfg.session_timeout = opts.session_timeout;
     cfg.fetch_wait = Duration::from_millis(100);
@@ -466,6 +608,7 @@ pub async fn run_worker(
         .map_err(fab("joining the workers' group"))?;
 
     let mut summary = WorkerSummary::default();
+    let mut first_seen: BTreeMap<u32, Instant> = BTreeMap::new();
     let result = async {
         loop {
             if stop.stopped() {
@@ -474,6 +617,29 @@ pub async fn run_worker(
             if !parent_alive(opts.parent_pid) {
                 tracing::warn!(worker = %opts.worker, "the pool that started this worker is gone; exiting");
                 break;
+            }
+            // A task moved here from another worker comes first.
+            let moved_in = shared.lock().expect("lock").migrate_in.pop_front();
+            if let Some((task, id, from)) = moved_in {
+                let ctx = StatefulCtx {
+                    client: &client,
+                    pool: &opts.pool,
+                    me: &opts.worker,
+                    shared: &shared,
+                    control: &control,
+                    events: &events,
+                };
+                if let Some(outcome) = take_over(&ctx, task, &id, &from).await? {
+                    summary.ran += 1;
+                    outcomes
+                        .send(item(&outcome.key, to_bytes(&outcome)))
+                        .await
+                        .map_err(fab("publishing an outcome"))?
+                        .await
+                        .map_err(fab("publishing an outcome"))?;
+                }
+                shared.lock().expect("lock").in_flight.clear();
+                continue;
             }
             if shared.lock().expect("lock").draining {
                 summary.drained = true;
@@ -486,6 +652,17 @@ pub async fn run_worker(
             else {
                 continue;
             };
+            // Partitions this worker was handed recently: the previous
+            // owner may not have noticed the rebalance yet and may be
+            // running the same task.
+            let assigned = tasks.assignment();
+            first_seen.retain(|p, _| assigned.contains(p));
+            for p in assigned {
+                first_seen.entry(p).or_insert_with(Instant::now);
+            }
+            let fresh = first_seen
+                .get(&ci.partition)
+                .is_some_and(|t| t.elapsed() < opts.session_timeout * 2);
             let started_us = now_us();
             let outcome = match Task::parse(&ci.item.payload) {
                 Err(e) => {
@@ -517,13 +694,59 @@ pub async fn run_worker(
                             .map_err(fab("committing a skipped task"))?;
                         continue;
                     }
-                    shared.lock().expect("lock").in_flight = vec![task.key.clone()];
+                    // Re-delivered after a rebalance while another worker
+                    // still runs it: wait for that one; skip it if it
+                    // finishes, run it if that worker goes silent.
+                    let mut run = wait_for_holder(&shared, &opts, &task.key, task.attempt, &stop).await;
+                    if run && fresh {
+                        run = claim(&shared, &opts, &events, &task, &stop).await;
+                    }
+                    if !run {
+                        summary.skipped += 1;
+                        tasks
+                            .commit()
+                            .await
+                            .map_err(fab("committing a task run elsewhere"))?;
+                        continue;
+                    }
+                    {
+                        let mut s = shared.lock().expect("lock");
+                        s.in_flight = vec![task.key.clone()];
+                        s.attempt = task.attempt;
+                        if !fresh {
+                            s.since_us = now_us();
+                        }
+                    }
                     // A retry waits out its back-off here.
                     let wait_us = task.not_before_us - now_us();
                     if wait_us > 0 {
                         stop.sleep(Duration::from_micros(wait_us as u64)).await;
                     }
-                    let (ok, output, error) = run_task(&task.kind, &opts.builtins).await;
+                    let (ok, output, error) = if let TaskKind::Stateful { .. } = task.kind {
+                        let ctx = StatefulCtx {
+                            client: &client,
+                            pool: &opts.pool,
+                            me: &opts.worker,
+                            shared: &shared,
+                            control: &control,
+                            events: &events,
+                        };
+                        match run_stateful(&ctx, &task, None).await? {
+                            StatefulEnd::Finished(output) => (true, output, None),
+                            StatefulEnd::Moved => {
+                                // Its new worker publishes the outcome; the
+                                // pool re-publishes the task if that worker
+                                // is lost.
+                                tasks.commit().await.map_err(fab("committing a moved task"))?;
+                                let mut s = shared.lock().expect("lock");
+                                s.in_flight.clear();
+                                s.migratable.clear();
+                                continue;
+                            }
+                        }
+                    } else {
+                        run_task(&task.kind, &opts.builtins).await
+                    };
                     Outcome {
                         key: task.key.clone(),
                         attempt: task.attempt,
@@ -559,16 +782,116 @@ pub async fn run_worker(
     tasks.close().await;
     let _ = hb.await;
     let _ = ctl.await;
+    let _ = peers.await;
     let _ = outcomes.close().await;
+    let _ = control.close().await;
     if let Ok(p) = Arc::try_unwrap(events) {
         let _ = p.close().await;
     }
     result.map(|()| summary)
 }
 
+/// Claims a task read from a freshly assigned partition: announces it at
+/// once, waits for the others' heartbeats, and yields to a worker with a
+/// smaller id that claimed the same attempt (then waits for it like any
+/// holder). Whether to run it.
+async fn claim(
+    shared: &Arc<Mutex<WorkerShared>>,
+    opts: &WorkerOptions,
+    events: &Arc<Producer>,
+    task: &Task,
+    stop: &Stop,
+) -> bool {
+    let mine = now_us();
+    let beat = |in_flight: Vec<String>| Event::Heartbeat {
+        worker: opts.worker.clone(),
+        attempts: vec![task.attempt; in_flight.len()],
+        since_us: vec![mine; in_flight.len()],
+        in_flight,
+        migratable: vec![],
+        pid: std::process::id(),
+    };
+    {
+        let mut s = shared.lock().expect("lock");
+        s.in_flight = vec![task.key.clone()];
+        s.attempt = task.attempt;
+        s.since_us = mine;
+    }
+    let _ = events
+        .send_unacked(
+            None,
+            item(&opts.worker, to_bytes(&beat(vec![task.key.clone()]))),
+        )
+        .await;
+    stop.sleep(opts.heartbeat + Duration::from_millis(150))
+        .await;
+    let id = (task.key.clone(), task.attempt);
+    let yield_to = {
+        let s = shared.lock().expect("lock");
+        // The earlier taker keeps it (ties: the smaller id); one of the two
+        // always yields, never both.
+        s.holders
+            .get(&id)
+            .filter(|h| h.seen.elapsed() < opts.session_timeout)
+            .is_some_and(|h| (h.since_us, h.worker.as_str()) < (mine, opts.worker.as_str()))
+    };
+    if !yield_to {
+        return true;
+    }
+    shared.lock().expect("lock").in_flight.clear();
+    let _ = events
+        .send_unacked(None, item(&opts.worker, to_bytes(&beat(vec![]))))
+        .await;
+    wait_for_holder(shared, opts, &task.key, task.attempt, stop).await
+}
+
+/// Whether to run task `key` now: false when another worker held it and
+/// has let go of it (finished); waits while another live worker holds it.
+async fn wait_for_holder(
+    shared: &Arc<Mutex<WorkerShared>>,
+    opts: &WorkerOptions,
+    key: &str,
+    attempt: u32,
+    stop: &Stop,
+) -> bool {
+    let id = (key.to_string(), attempt);
+    // Know the others first: a worker that just joined must have heard
+    // every live worker's heartbeat before it trusts that nobody holds a
+    // task (it may have been handed the task by a rebalance).
+    let since = shared.lock().expect("lock").peers_since;
+    if let Some(since) = since {
+        let warm = opts.heartbeat * 2 + Duration::from_millis(100);
+        let waited = since.elapsed();
+        if waited < warm {
+            stop.sleep(warm - waited).await;
+        }
+    }
+    loop {
+        {
+            let s = shared.lock().expect("lock");
+            if s.let_go.contains(&id) {
+                return false;
+            }
+            match s.holders.get(&id) {
+                Some(h) if h.seen.elapsed() < opts.session_timeout => {}
+                _ => return true,
+            }
+        }
+        if stop.stopped() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs one task: (ok, output, error).
 async fn run_task(kind: &TaskKind, builtins: &Builtins) -> (bool, String, Option<String>) {
     match kind {
+        TaskKind::Stateful { .. } => (
+            false,
+            String::new(),
+            Some("a stateful task runs through run_stateful".into()),
+        ),
         TaskKind::Builtin { name, args } => {
             let Some(f) = builtins.0.get(name).cloned() else {
                 return (
@@ -655,6 +978,229 @@ async fn run_task(kind: &TaskKind, builtins: &Builtins) -> (bool, String, Option
             }
         }
     }
+}
+
+// ---------------------------------------------------------- stateful tasks
+
+struct StatefulCtx<'a> {
+    client: &'a Client,
+    pool: &'a str,
+    me: &'a str,
+    shared: &'a Arc<Mutex<WorkerShared>>,
+    control: &'a Producer,
+    events: &'a Arc<Producer>,
+}
+
+enum StatefulEnd {
+    /// Ran to its end here: its output.
+    Finished(String),
+    /// Moved to another worker.
+    Moved,
+}
+
+/// The running time (ms) and writes a stateful task keeps in its first 16
+/// bytes, so they travel with its state.
+fn counters(b: &[u8]) -> (u64, u64) {
+    let u = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+    (u(0), u(8))
+}
+
+/// Runs a stateful task (from `initial` when it was moved here) until its
+/// running time is spent, or until it is moved away on the pool's command.
+async fn run_stateful(
+    ctx: &StatefulCtx<'_>,
+    task: &Task,
+    initial: Option<crate::migrate::PagedState>,
+) -> Result<StatefulEnd, PoolError> {
+    use crate::migrate::PagedState;
+    let TaskKind::Stateful {
+        bytes,
+        page,
+        write_every_ms,
+        run_ms,
+    } = task.kind
+    else {
+        return Err(PoolError::Other("not a stateful task".into()));
+    };
+    let resumed = initial.is_some();
+    let state =
+        Arc::new(tokio::sync::Mutex::new(initial.unwrap_or_else(|| {
+            PagedState::new(bytes as usize, page as usize)
+        })));
+    {
+        let mut s = ctx.shared.lock().expect("lock");
+        if s.in_flight != [task.key.clone()] {
+            s.since_us = now_us();
+        }
+        s.in_flight = vec![task.key.clone()];
+        s.attempt = task.attempt;
+        s.migratable = vec![task.key.clone()];
+    }
+    let halt = Arc::new(AtomicBool::new(false));
+    let mutator = {
+        let (state, halt) = (state.clone(), halt.clone());
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ now_us() as u64;
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            loop {
+                if halt.load(Ordering::Relaxed) {
+                    return false;
+                }
+                {
+                    let mut st = state.lock().await;
+                    let (ran, writes) = counters(st.bytes());
+                    let ran = ran + last.elapsed().as_millis() as u64;
+                    last = Instant::now();
+                    st.write(0, &ran.to_le_bytes());
+                    if ran >= run_ms {
+                        return true;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let len = st.bytes().len();
+                    let n = (len - 16).min(4096);
+                    let at = 16 + (x as usize) % (len - 16 - n + 1);
+                    st.write(at, &vec![(writes % 251) as u8; n]);
+                    st.write(8, &(writes + 1).to_le_bytes());
+                }
+                tokio::time::sleep(Duration::from_millis(write_every_ms.max(1))).await;
+            }
+        })
+    };
+    let _ = resumed;
+    loop {
+        if mutator.is_finished() {
+            let _ = mutator.await;
+            let st = state.lock().await;
+            let (ran, writes) = counters(st.bytes());
+            let out = serde_json::json!({
+                "checksum": st.checksum(),
+                "writes": writes,
+                "ran_ms": ran,
+            });
+            let mut s = ctx.shared.lock().expect("lock");
+            s.migratable.clear();
+            return Ok(StatefulEnd::Finished(out.to_string()));
+        }
+        let asked = ctx
+            .shared
+            .lock()
+            .expect("lock")
+            .migrate_out
+            .remove(&task.key);
+        if let Some((id, to)) = asked {
+            let c = Control::MigrateIn {
+                task: task.clone(),
+                id: id.clone(),
+                worker: to.clone(),
+                from: ctx.me.to_string(),
+            };
+            ctx.control
+                .send(item("", to_bytes(&c)))
+                .await
+                .map_err(fab("announcing a migration"))?
+                .await
+                .map_err(fab("announcing a migration"))?;
+            match migrate_send(ctx.client, ctx.pool, &id, state.clone(), Default::default()).await {
+                Ok((report, frozen)) => {
+                    let checksum = frozen.checksum();
+                    halt.store(true, Ordering::Relaxed);
+                    drop(frozen);
+                    let _ = mutator.await;
+                    let e = Event::TaskMigrated {
+                        key: task.key.clone(),
+                        from: ctx.me.to_string(),
+                        to,
+                        report,
+                        checksum,
+                    };
+                    ctx.events
+                        .send(item(&task.key, to_bytes(&e)))
+                        .await
+                        .map_err(fab("publishing an event"))?
+                        .await
+                        .map_err(fab("publishing an event"))?;
+                    return Ok(StatefulEnd::Moved);
+                }
+                Err(e) => {
+                    let ev = Event::MigrationFailed {
+                        key: task.key.clone(),
+                        reason: e.to_string(),
+                    };
+                    let _ = ctx
+                        .events
+                        .send_unacked(None, item(&task.key, to_bytes(&ev)))
+                        .await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Takes over a task moved here: receives its state, then runs it on. Its
+/// outcome says where it came from and the state's checksum on arrival.
+async fn take_over(
+    ctx: &StatefulCtx<'_>,
+    task: Task,
+    id: &str,
+    from: &str,
+) -> Result<Option<Outcome>, PoolError> {
+    let TaskKind::Stateful { bytes, page, .. } = task.kind else {
+        return Ok(None);
+    };
+    {
+        let mut s = ctx.shared.lock().expect("lock");
+        s.in_flight = vec![task.key.clone()];
+        s.attempt = task.attempt;
+        s.since_us = now_us();
+    }
+    let started_us = now_us();
+    let mut state = crate::migrate::PagedState::new(bytes as usize, page as usize);
+    if let Err(e) = migrate_receive(
+        ctx.client,
+        ctx.pool,
+        id,
+        &mut state,
+        Duration::from_secs(120),
+    )
+    .await
+    {
+        let ev = Event::MigrationFailed {
+            key: task.key.clone(),
+            reason: format!("receiving on {}: {e}", ctx.me),
+        };
+        let _ = ctx
+            .events
+            .send_unacked(None, item(&task.key, to_bytes(&ev)))
+            .await;
+        return Ok(None);
+    }
+    let arrived = state.checksum();
+    let output = match run_stateful(ctx, &task, Some(state)).await? {
+        StatefulEnd::Finished(out) => {
+            let mut v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            v["moved_from"] = serde_json::json!(from);
+            v["checksum_on_arrival"] = serde_json::json!(arrived);
+            v.to_string()
+        }
+        // Moved on again: its next worker reports.
+        StatefulEnd::Moved => return Ok(None),
+    };
+    Ok(Some(Outcome {
+        key: task.key.clone(),
+        attempt: task.attempt,
+        worker: ctx.me.to_string(),
+        ok: true,
+        output,
+        error: None,
+        permanent: false,
+        inputs: task.inputs.clone(),
+        started_us,
+        finished_us: now_us(),
+        task: None,
+    }))
 }
 
 // ---------------------------------------------------------------- the pool
@@ -826,6 +1372,11 @@ pub async fn run_pool(
     let mut predictions: Vec<PredictedShortfall> = Vec::new();
     let mut last_status = None::<Instant>;
     let mut last_drained: BTreeMap<String, bool> = BTreeMap::new();
+    // Live migration: migratable tasks by worker (from heartbeats), tasks
+    // on their way to a new worker, and a counter for migration ids.
+    let mut migratable: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut moving: BTreeMap<String, (String, Task)> = BTreeMap::new();
+    let mut migrations: u64 = 0;
     let mut throughput: VecDeque<(Instant, u64, u32)> = VecDeque::new();
     let prediction_workers = spec
         .scaling
@@ -849,9 +1400,17 @@ pub async fn run_pool(
                     break;
                 };
                 if let Ok(Event::Heartbeat {
-                    worker, in_flight, ..
+                    worker,
+                    in_flight,
+                    migratable: m,
+                    ..
                 }) = Event::parse(&ci.item.payload)
                 {
+                    if m.is_empty() {
+                        migratable.remove(&worker);
+                    } else {
+                        migratable.insert(worker.clone(), m);
+                    }
                     pool_events.extend(s.heartbeat(&worker, in_flight, now));
                 }
             }
@@ -865,13 +1424,74 @@ pub async fn run_pool(
                     break;
                 };
                 match Control::parse(&ci.item.payload) {
-                    Ok(Control::DrainSite { site }) => match s.drain_site(&site, now) {
-                        Ok(ev) => {
-                            last_drained.insert(site, true);
-                            pool_events.extend(ev)
+                    Ok(Control::DrainSite { site }) => {
+                        // Migratable tasks at the site move to another site
+                        // first; their workers leave once they have.
+                        let mut keep = Vec::new();
+                        let movers: Vec<(String, String)> = s
+                            .registry()
+                            .workers()
+                            .filter(|w| s.spec().sites[w.site].name == site)
+                            .flat_map(|w| {
+                                migratable
+                                    .get(&w.id)
+                                    .into_iter()
+                                    .flatten()
+                                    .map(|k| (w.id.clone(), k.clone()))
+                            })
+                            .collect();
+                        for (worker, key) in movers {
+                            let target = spec
+                                .sites
+                                .iter()
+                                .filter(|x| x.name != site)
+                                .find_map(|x| plan_migration(s, &migratable, &key, &x.name, &mut migrations).ok());
+                            match target {
+                                Some(c) => {
+                                    keep.push(worker);
+                                    control_out
+                                        .send_unacked(None, item("", to_bytes(&c)))
+                                        .await
+                                        .map_err(fab("publishing a command"))?;
+                                }
+                                None => {
+                                    let ev = Event::MigrationFailed {
+                                        key: key.clone(),
+                                        reason: format!("site {site} drained and no other site has an idle worker"),
+                                    };
+                                    events_out
+                                        .send_unacked(None, item(&key, to_bytes(&ev)))
+                                        .await
+                                        .map_err(fab("publishing an event"))?;
+                                }
+                            }
                         }
-                        Err(e) => tracing::warn!("{e}"),
-                    },
+                        match s.drain_site(&site, now, &keep) {
+                            Ok(ev) => {
+                                last_drained.insert(site, true);
+                                pool_events.extend(ev)
+                            }
+                            Err(e) => tracing::warn!("{e}"),
+                        }
+                    }
+                    Ok(Control::Migrate { key, to }) => {
+                        match plan_migration(s, &migratable, &key, &to, &mut migrations) {
+                            Ok(c) => control_out
+                                .send_unacked(None, item("", to_bytes(&c)))
+                                .await
+                                .map_err(fab("publishing a command"))?,
+                            Err(reason) => {
+                                let ev = Event::MigrationFailed { key: key.clone(), reason };
+                                events_out
+                                    .send_unacked(None, item(&key, to_bytes(&ev)))
+                                    .await
+                                    .map_err(fab("publishing an event"))?;
+                            }
+                        }
+                    }
+                    Ok(Control::MigrateIn { task, worker, .. }) => {
+                        moving.insert(task.key.clone(), (worker, task));
+                    }
                     Ok(Control::UndrainSite { site }) => match s.undrain_site(&site) {
                         Ok(()) => {
                             last_drained.insert(site, false);
@@ -940,6 +1560,7 @@ pub async fn run_pool(
                     }
                     Verdict::Run { .. } => {}
                 }
+                moving.remove(&o.key);
                 if o.ok {
                     let attempts = book.charged(&o.key) + 1;
                     book.succeeded(&o.key);
@@ -1094,6 +1715,23 @@ pub async fn run_pool(
                         ..
                     }) => {
                         status.lost += 1;
+                        // A task moved to this worker goes back to the queue.
+                        let orphaned: Vec<String> = moving
+                            .iter()
+                            .filter(|(_, (target, _))| target == worker)
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        for key in orphaned {
+                            if let Some((_, task)) = moving.remove(&key) {
+                                tasks_out
+                                    .send(item(&task.key, to_bytes(&task)))
+                                    .await
+                                    .map_err(fab("re-publishing a moved task"))?
+                                    .await
+                                    .map_err(fab("re-publishing a moved task"))?;
+                            }
+                        }
+                        migratable.remove(worker);
                         for key in in_flight {
                             if let Verdict::FailedForGood { attempts } = book.lost(key, *charge) {
                                 for d in fail_for_good(
@@ -1517,6 +2155,49 @@ pub async fn migrate_receive<S: crate::migrate::Migratable>(
         .map_err(fab("acknowledging a migration"))?;
     let _ = p.close().await;
     Ok(rounds)
+}
+
+/// The command that moves task `key` from the worker running it to an idle
+/// worker at site `to`, or why it cannot.
+fn plan_migration(
+    sup: &Supervisor,
+    migratable: &BTreeMap<String, Vec<String>>,
+    key: &str,
+    to: &str,
+    counter: &mut u64,
+) -> Result<Control, String> {
+    let source = migratable
+        .iter()
+        .find(|(w, keys)| keys.iter().any(|k| k == key) && sup.registry().get(w).is_some())
+        .map(|(w, _)| w.clone())
+        .ok_or_else(|| format!("no worker is running a migratable task '{key}'"))?;
+    let site = sup
+        .spec()
+        .sites
+        .iter()
+        .position(|s| s.name == to)
+        .ok_or_else(|| format!("no site '{to}'"))?;
+    let target = sup
+        .registry()
+        .pick_idle(site, 8)
+        .into_iter()
+        .find(|w| *w != source && !migratable.contains_key(w))
+        .ok_or_else(|| {
+            let there: Vec<String> = sup
+                .registry()
+                .workers()
+                .filter(|w| w.site == site)
+                .map(|w| format!("{} {:?} holding {:?}", w.id, w.phase, w.in_flight))
+                .collect();
+            format!("site '{to}' has no idle worker to take '{key}' (its workers: {there:?})")
+        })?;
+    *counter += 1;
+    Ok(Control::MigrateOut {
+        key: key.to_string(),
+        id: format!("{key}#{counter}@{}", now_us()),
+        worker: source,
+        to: target,
+    })
 }
 
 #[cfg(test)]

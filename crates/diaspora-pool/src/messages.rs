@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 pub const MESSAGE_MAX_BYTES: usize = 4 << 20;
 /// Longest task key, bytes.
 pub const KEY_MAX_BYTES: usize = 256;
+/// Largest state of a `stateful` task, bytes.
+pub const STATEFUL_MAX_BYTES: u64 = 256 << 20;
 /// Most output a worker keeps of one task, bytes (the rest is cut, and the
 /// result says so).
 pub const OUTPUT_MAX_BYTES: usize = 64 << 10;
@@ -45,6 +47,20 @@ pub enum TaskKind {
     Sleep {
         /// How long.
         ms: u64,
+    },
+    /// A synthetic long-running task with a large, changing state that can
+    /// be moved between workers while it runs (live migration): `bytes` of
+    /// state in pages of `page` bytes, 4 KiB written every `write_every_ms`,
+    /// for `run_ms` of running in all (wherever it runs).
+    Stateful {
+        /// State size, bytes (at most 256 MiB).
+        bytes: u64,
+        /// Page size, bytes.
+        page: u64,
+        /// Time between writes, ms.
+        write_every_ms: u64,
+        /// Running time in all, ms (at most a day).
+        run_ms: u64,
     },
     /// A task kind built into the worker program (`diaspora pool worker`
     /// knows `ptycho.reconstruct` and `ptycho.train`), with its arguments.
@@ -145,6 +161,17 @@ pub enum Event {
         worker: String,
         /// Task keys in hand.
         in_flight: Vec<String>,
+        /// The attempt of each task in hand (parallel to `in_flight`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attempts: Vec<u32>,
+        /// When it took each task in hand, µs since the epoch (parallel to
+        /// `in_flight`): of two workers handed the same task by a
+        /// rebalance, the one that took it first keeps it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        since_us: Vec<i64>,
+        /// Of those, the ones whose state can be moved (live migration).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        migratable: Vec<String>,
         /// Its OS process id (for twins and people).
         pid: u32,
     },
@@ -177,6 +204,27 @@ pub enum Event {
         key: String,
         /// Worker whose result was dropped.
         worker: String,
+    },
+    /// A running task moved to another worker.
+    TaskMigrated {
+        /// Key.
+        key: String,
+        /// Source worker.
+        from: String,
+        /// Target worker.
+        to: String,
+        /// What the migration did.
+        report: crate::migrate::MigrationReport,
+        /// CRC32C of the state at the switch-over (the target's state must
+        /// equal it when it resumes).
+        checksum: u32,
+    },
+    /// A migration did not happen.
+    MigrationFailed {
+        /// Key.
+        key: String,
+        /// Why.
+        reason: String,
     },
     /// The pool's state, every second.
     Status(Status),
@@ -260,6 +308,37 @@ pub enum Control {
         /// Key.
         key: String,
     },
+    /// The pool moves running task `key` to a worker at site `to`.
+    Migrate {
+        /// Key.
+        key: String,
+        /// Target site.
+        to: String,
+    },
+    /// Worker `worker` sends running task `key`'s state as migration `id`
+    /// to worker `to`.
+    MigrateOut {
+        /// Key.
+        key: String,
+        /// Migration id.
+        id: String,
+        /// Source worker.
+        worker: String,
+        /// Target worker.
+        to: String,
+    },
+    /// Worker `worker` takes task `task` over from worker `from` by
+    /// migration `id`.
+    MigrateIn {
+        /// The task.
+        task: Task,
+        /// Migration id.
+        id: String,
+        /// Target worker.
+        worker: String,
+        /// Source worker.
+        from: String,
+    },
 }
 
 /// A malformed message.
@@ -314,6 +393,28 @@ impl Task {
                 return Err(MessageError {
                     what: "task",
                     detail: "command task with an empty argv".into(),
+                });
+            }
+        }
+        if let TaskKind::Stateful {
+            bytes,
+            page,
+            run_ms,
+            ..
+        } = &t.kind
+        {
+            if *bytes < 16
+                || *bytes > STATEFUL_MAX_BYTES
+                || *page == 0
+                || page > bytes
+                || *run_ms > 86_400_000
+            {
+                return Err(MessageError {
+                    what: "task",
+                    detail: format!(
+                        "stateful task of {bytes} bytes in pages of {page} running {run_ms} ms: \
+                         16 B..{STATEFUL_MAX_BYTES} B, 0 < page ≤ bytes, at most a day"
+                    ),
                 });
             }
         }
@@ -442,6 +543,9 @@ mod tests {
             Event::Heartbeat {
                 worker: "a-1".into(),
                 in_flight: vec!["k".into()],
+                attempts: vec![1],
+                since_us: vec![7],
+                migratable: vec![],
                 pid: 42,
             },
             Event::Pool {

@@ -147,7 +147,7 @@ impl PreCopyPolicy {
 }
 
 /// What a migration did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MigrationReport {
     /// Rounds, the stop-and-copy included.
     pub rounds: u32,
@@ -172,6 +172,18 @@ mod ms {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        let ms = <f64 as serde::Deserialize>::deserialize(d)?;
+        if !(ms.is_finite() && (0.0..1e15).contains(&ms)) {
+            return Err(serde::de::Error::custom(format!(
+                "{ms} is not a duration in ms"
+            )));
+        }
+        Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
     }
 }
 

@@ -238,7 +238,15 @@ impl Supervisor {
     /// Drains site `name` by command: no new workers there, its workers are
     /// drained and stopped; the other sites cover the pool's minimum.
     /// `undrain` reverses it.
-    pub fn drain_site(&mut self, name: &str, now_ms: u64) -> Result<Vec<PoolEvent>, String> {
+    ///
+    /// Workers in `keep` are drained but not stopped: they finish moving a
+    /// task away first, then leave by themselves.
+    pub fn drain_site(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+        keep: &[String],
+    ) -> Result<Vec<PoolEvent>, String> {
         let i = self.site_index(name)?;
         self.sites[i].drained = true;
         let ids: Vec<(String, String)> = self
@@ -252,7 +260,9 @@ impl Supervisor {
             if let Some(e) = self.registry.drain(&id, DrainReason::SiteDrain, now_ms) {
                 events.push(PoolEvent::Worker(e));
             }
-            let _ = self.sites[i].provider.cancel(&job);
+            if !keep.contains(&id) {
+                let _ = self.sites[i].provider.cancel(&job);
+            }
         }
         Ok(events)
     }
@@ -728,13 +738,16 @@ mod tests {
     fn a_drained_site_takes_no_workers_until_undrained() {
         let (mut s, a, _b) = sup();
         s.step(0, &Demand::default());
-        s.drain_site("a", 1).unwrap();
+        s.drain_site("a", 1, &[]).unwrap();
         assert_eq!(a.0.lock().unwrap().cancelled.len(), 2);
         s.step(2, &Demand::default());
         assert_eq!(active(&s), [0, 3]);
         s.undrain_site("a").unwrap();
         s.step(3, &Demand::default());
         assert_eq!(active(&s)[0], 1);
-        assert!(s.drain_site("zz", 4).unwrap_err().contains("no site 'zz'"));
+        assert!(s
+            .drain_site("zz", 4, &[])
+            .unwrap_err()
+            .contains("no site 'zz'"));
     }
 }
