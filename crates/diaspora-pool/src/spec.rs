@@ -16,6 +16,7 @@
 //! start_timeout_ms = 120000   # launched but never heard from: lost
 //! source = "worker"           # or "provider": plain commands that send no
 //!                             # heartbeat are live while their job runs
+//! site_backoff_max_ms = 60000 # a silent site is probed at most this far apart
 //!
 //! [tasks]
 //! retries = 3                 # attempts after the first
@@ -115,6 +116,11 @@ pub struct HeartbeatSpec {
     /// Who vouches for a worker's liveness.
     #[serde(default)]
     pub source: LivenessSource,
+    /// A site whose workers all went silent (or could not start) is left
+    /// alone for twice `timeout_ms`, doubling after every failed probe up
+    /// to this: the longest a returning site waits for its next probe.
+    #[serde(default = "default_site_backoff_max_ms")]
+    pub site_backoff_max_ms: u64,
 }
 
 /// Who vouches for a worker's liveness.
@@ -136,6 +142,7 @@ impl Default for HeartbeatSpec {
             timeout_ms: default_timeout_ms(),
             start_timeout_ms: default_start_timeout_ms(),
             source: LivenessSource::Worker,
+            site_backoff_max_ms: default_site_backoff_max_ms(),
         }
     }
 }
@@ -274,6 +281,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_start_timeout_ms() -> u64 {
     120_000
+}
+fn default_site_backoff_max_ms() -> u64 {
+    60_000
 }
 fn default_retries() -> u32 {
     3

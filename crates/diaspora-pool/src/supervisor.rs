@@ -17,7 +17,9 @@
 //! workers run but cannot reach the fabric): when its last joined worker is
 //! lost to a heartbeat or start time-out, the site is *silent* — counted as
 //! unreachable for a back-off (twice the heartbeat time-out, doubling to
-//! 5 min), so the other sites cover `min_total`. After the back-off it may
+//! `heartbeat.site_backoff_max_ms`), so the other sites cover `min_total`;
+//! a worker that ends before it ever joined counts the same way, so a site
+//! that cannot start workers is not relaunched in a storm. After the back-off it may
 //! take workers again (a probe of its `min`); one that joins ends the
 //! silence and the back-off.
 
@@ -206,7 +208,9 @@ impl Supervisor {
             };
             if !matches!(
                 reason,
-                LossReason::HeartbeatTimeout | LossReason::StartTimeout
+                LossReason::HeartbeatTimeout
+                    | LossReason::StartTimeout
+                    | LossReason::StartFailed { .. }
             ) {
                 continue;
             }
@@ -221,8 +225,9 @@ impl Supervisor {
                 continue;
             }
             let floor = 2 * self.spec.heartbeat.timeout_ms.max(500);
+            let cap = self.spec.heartbeat.site_backoff_max_ms.max(floor);
             let sh = &mut self.sites[i];
-            sh.silent_backoff_ms = (sh.silent_backoff_ms * 2).clamp(floor, 300_000);
+            sh.silent_backoff_ms = (sh.silent_backoff_ms * 2).clamp(floor, cap);
             let was_silent = sh.silent_until_ms.is_some_and(|t| now_ms < t);
             sh.silent_until_ms = Some(now_ms + sh.silent_backoff_ms);
             if !was_silent {

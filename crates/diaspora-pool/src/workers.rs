@@ -72,6 +72,13 @@ pub enum LossReason {
     },
     /// Its site became unreachable.
     SiteUnreachable,
+    /// Its process or job ended before it ever joined (it could not reach
+    /// the fabric, or its command is broken): counted like a start that
+    /// never came, so a site whose workers cannot start backs off.
+    StartFailed {
+        /// How it ended.
+        end: JobEnd,
+    },
 }
 
 /// Why a worker is draining.
@@ -291,7 +298,13 @@ impl Registry {
             }
             JobState::Ended(end) => {
                 let w = self.workers.remove(id).expect("present");
-                vec![self.gone(w, LossReason::JobEnded { end })]
+                let reason = match w.phase {
+                    Phase::Queued | Phase::Starting { .. } if !self.provider_liveness => {
+                        LossReason::StartFailed { end }
+                    }
+                    _ => LossReason::JobEnded { end },
+                };
+                vec![self.gone(w, reason)]
             }
         }
     }
@@ -621,7 +634,16 @@ mod tests {
         r.launched(a.clone(), 0, "ja".into(), 0);
         r.launched(b.clone(), 0, "jb".into(), 0);
         let e = r.job_state(&a, JobState::Ended(JobEnd::Cancelled), 5);
-        assert!(matches!(&e[..], [WorkerEvent::Lost { charge: true, .. }]));
+        assert!(matches!(
+            &e[..],
+            [WorkerEvent::Lost {
+                charge: true,
+                reason: LossReason::StartFailed {
+                    end: JobEnd::Cancelled
+                },
+                ..
+            }]
+        ));
         assert!(r
             .job_state(&a, JobState::Ended(JobEnd::Cancelled), 6)
             .is_empty());
