@@ -24,6 +24,7 @@ struct Harness {
     events: Arc<Mutex<Vec<(i64, Event)>>>,
     follower: tokio::task::JoinHandle<()>,
     name: String,
+    logs: std::path::PathBuf,
 }
 
 impl Harness {
@@ -64,7 +65,11 @@ impl Harness {
         let opts = PoolOptions {
             tick: Duration::from_millis(100),
             log_dir: Some(logs.to_path_buf()),
-            worker_env: pf::worker_env(node.data, &node.ca, &spec.heartbeat),
+            worker_env: {
+                let mut env = pf::worker_env(node.data, &node.ca, &spec.heartbeat);
+                env.push(("RUST_LOG".into(), "diaspora_pool=info".into()));
+                env
+            },
             ..opts
         };
         let stop = Stop::new();
@@ -85,6 +90,7 @@ impl Harness {
             events,
             follower,
             name,
+            logs: logs.to_path_buf(),
         }
     }
 
@@ -138,21 +144,36 @@ impl Harness {
     async fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Harness) -> bool) {
         let t = Instant::now();
         while !ok(self) {
-            assert!(
-                t.elapsed() < limit,
-                "{what}: not within {limit:?}; events: {:#?}",
-                self.events
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|(_, e)| match e {
-                        Event::Heartbeat { in_flight, .. } => !in_flight.is_empty(),
-                        Event::Status(_) => false,
-                        _ => true,
-                    })
-                    .cloned()
-                    .collect::<Vec<_>>()
-            );
+            if t.elapsed() >= limit {
+                let mut logs = String::new();
+                for e in std::fs::read_dir(&self.logs)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    if !text.trim().is_empty() {
+                        logs += &format!("--- {}\n{}\n", e.path().display(), text.trim_end());
+                    }
+                }
+                let last_status = self.latest_status().map(|s| s.at_us);
+                panic!(
+                    "{what}: not within {limit:?}; pool task finished: {:?}; last status at {last_status:?}, now {}; workers' logs:\n{logs}\nevents: {:#?}",
+                    self.pool.as_ref().map(|p| p.is_finished()),
+                    diaspora_fabric::item::now_us(),
+                    self.events
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|(_, e)| match e {
+                            Event::Heartbeat { in_flight, .. } => !in_flight.is_empty(),
+                            Event::Status(_) => false,
+                            _ => true,
+                        })
+                        .cloned()
+                        .collect::<Vec<_>>()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -636,12 +657,13 @@ max = 1
 }
 
 /// Live migration between worker processes: a running stateful task is
-/// moved by command to a worker at the other site, and another one when
-/// its site is drained; nothing of either state is lost (the target's
-/// state on arrival is the source's at the switch-over, by checksum), and
-/// rounds, bytes and pause are printed.
+/// moved by command to a worker at the other site, another when a
+/// prediction names its site, and a third when its site is drained;
+/// nothing of any state is lost (the target's state on arrival is the
+/// source's at the switch-over, by checksum), and rounds, bytes and pause
+/// are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn running_tasks_move_between_sites_by_command_and_on_a_drain() {
+async fn running_tasks_move_between_sites_by_command_on_a_prediction_and_on_a_drain() {
     let (_dir, node, logs) = node();
     let spec = r#"
 name = "mover"
@@ -664,7 +686,21 @@ provider = "local"
 min = 1
 max = 1
 "#;
-    let h = Harness::start(&node, spec, PoolOptions::default(), &logs).await;
+    let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
+        .await
+        .unwrap();
+    diaspora_fabric::ensure_topic(
+        &mut admin,
+        "diaspora.predictions",
+        &diaspora_fabric::TopicSettings::with_partitions(1),
+    )
+    .await
+    .unwrap();
+    let opts = PoolOptions {
+        predictions_topic: Some("diaspora.predictions".into()),
+        ..Default::default()
+    };
+    let h = Harness::start(&node, spec, opts, &logs).await;
     h.wait_for("two workers", Duration::from_secs(30), |h| {
         h.live().len() == 2
     })
@@ -781,7 +817,63 @@ max = 1
     assert!(out["ran_ms"].as_u64().unwrap() >= 4000);
     assert!(report.rounds >= 2 && report.bytes >= report.state_bytes);
 
-    // 2. On a drain of the site running it.
+    // 2. A prediction of trouble at the site running it.
+    pf::submit(&h.client, &h.name, &[stateful("on-prediction")])
+        .await
+        .unwrap();
+    h.wait_for("on-prediction running", Duration::from_secs(20), |h| {
+        running_on(h, "on-prediction").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = running_on(&h, "on-prediction").unwrap();
+    let site = source.rsplit_once('-').unwrap().0.to_string();
+    let event = diaspora_predict::monitor::MonitorEvent::Prediction {
+        monitor: "site-link".into(),
+        metric: "link.utilisation".into(),
+        labels: [("site".to_string(), site.clone())].into(),
+        t_us: diaspora_fabric::item::now_us(),
+        value: 0.7,
+        threshold: 0.95,
+        lead_time_s: 30.0,
+        confidence: 0.9,
+        forecast: vec![0.8, 0.9, 0.97],
+        step_s: 10.0,
+    };
+    let p = diaspora_fabric::Producer::new(
+        &h.client,
+        diaspora_fabric::ProducerConfig::new("diaspora.predictions"),
+    )
+    .await
+    .unwrap();
+    p.send(diaspora_fabric::item::payload_item(
+        diaspora_predict::monitor::encode_event(&event).into(),
+    ))
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    p.close().await.unwrap();
+    h.wait_for(
+        "moved off the site in trouble",
+        Duration::from_secs(30),
+        |h| migrated(h, "on-prediction").is_some(),
+    )
+    .await;
+    let (from, to, report, checksum) = migrated(&h, "on-prediction").unwrap();
+    eprintln!(
+        "on a prediction for {site}: {from} → {to}: {} rounds, {:.1} MiB, pause {:.1} ms",
+        report.rounds,
+        report.bytes as f64 / (1 << 20) as f64,
+        report.pause.as_secs_f64() * 1e3
+    );
+    assert_eq!(from, source);
+    let r = result_of("on-prediction").await;
+    let out: serde_json::Value = serde_json::from_str(&r.output).unwrap();
+    assert!(r.ok && r.worker == to);
+    assert_eq!(out["checksum_on_arrival"], checksum);
+
+    // 3. On a drain of the site running it.
     pf::submit(&h.client, &h.name, &[stateful("on-drain")])
         .await
         .unwrap();
@@ -816,6 +908,6 @@ max = 1
     })
     .await;
     let results = pf::read_results(&h.client, &h.name).await.unwrap();
-    assert_eq!(results.len(), 2, "one result per task: {results:?}");
+    assert_eq!(results.len(), 3, "one result per task: {results:?}");
     h.finish().await;
 }

@@ -609,6 +609,7 @@ pub async fn run_worker(
 
     let mut summary = WorkerSummary::default();
     let mut first_seen: BTreeMap<u32, Instant> = BTreeMap::new();
+    let mut pending: Option<diaspora_fabric::item::ConsumedItem> = None;
     let result = async {
         loop {
             if stop.stopped() {
@@ -645,12 +646,18 @@ pub async fn run_worker(
                 summary.drained = true;
                 break;
             }
-            let Some(ci) = tasks
-                .poll(Duration::from_millis(200))
-                .await
-                .map_err(fab("reading tasks"))?
-            else {
-                continue;
+            let ci = match pending.take() {
+                Some(ci) => ci,
+                None => {
+                    let Some(ci) = tasks
+                        .poll(Duration::from_millis(200))
+                        .await
+                        .map_err(fab("reading tasks"))?
+                    else {
+                        continue;
+                    };
+                    ci
+                }
             };
             // Partitions this worker was handed recently: the previous
             // owner may not have noticed the rebalance yet and may be
@@ -698,9 +705,15 @@ pub async fn run_worker(
                     // still runs it: wait for that one; skip it if it
                     // finishes, run it if that worker goes silent.
                     let mut run = wait_for_holder(&shared, &opts, &task.key, task.attempt, &stop).await;
-                    if run && fresh {
+                    if run == Some(true) && fresh {
                         run = claim(&shared, &opts, &events, &task, &stop).await;
                     }
+                    let Some(run) = run else {
+                        // A task is being moved here: take it over first,
+                        // then come back to this one.
+                        pending = Some(ci);
+                        continue;
+                    };
                     if !run {
                         summary.skipped += 1;
                         tasks
@@ -801,7 +814,7 @@ async fn claim(
     events: &Arc<Producer>,
     task: &Task,
     stop: &Stop,
-) -> bool {
+) -> Option<bool> {
     let mine = now_us();
     let beat = |in_flight: Vec<String>| Event::Heartbeat {
         worker: opts.worker.clone(),
@@ -836,7 +849,7 @@ async fn claim(
             .is_some_and(|h| (h.since_us, h.worker.as_str()) < (mine, opts.worker.as_str()))
     };
     if !yield_to {
-        return true;
+        return Some(true);
     }
     shared.lock().expect("lock").in_flight.clear();
     let _ = events
@@ -846,14 +859,16 @@ async fn claim(
 }
 
 /// Whether to run task `key` now: false when another worker held it and
-/// has let go of it (finished); waits while another live worker holds it.
+/// has let go of it (finished); waits while another live worker holds it;
+/// `None` when a task moved to this worker interrupts the wait (the caller
+/// takes that over first, and comes back).
 async fn wait_for_holder(
     shared: &Arc<Mutex<WorkerShared>>,
     opts: &WorkerOptions,
     key: &str,
     attempt: u32,
     stop: &Stop,
-) -> bool {
+) -> Option<bool> {
     let id = (key.to_string(), attempt);
     // Know the others first: a worker that just joined must have heard
     // every live worker's heartbeat before it trusts that nobody holds a
@@ -870,15 +885,18 @@ async fn wait_for_holder(
         {
             let s = shared.lock().expect("lock");
             if s.let_go.contains(&id) {
-                return false;
+                return Some(false);
+            }
+            if !s.migrate_in.is_empty() {
+                return None;
             }
             match s.holders.get(&id) {
                 Some(h) if h.seen.elapsed() < opts.session_timeout => {}
-                _ => return true,
+                _ => return Some(true),
             }
         }
         if stop.stopped() {
-            return true;
+            return Some(true);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1090,6 +1108,7 @@ async fn run_stateful(
             .migrate_out
             .remove(&task.key);
         if let Some((id, to)) = asked {
+            tracing::info!(key = %task.key, %id, %to, "migrating");
             let c = Control::MigrateIn {
                 task: task.clone(),
                 id: id.clone(),
@@ -1157,6 +1176,7 @@ async fn take_over(
         s.since_us = now_us();
     }
     let started_us = now_us();
+    tracing::info!(key = %task.key, %id, %from, "taking over");
     let mut state = crate::migrate::PagedState::new(bytes as usize, page as usize);
     if let Err(e) = migrate_receive(
         ctx.client,
@@ -1427,44 +1447,19 @@ pub async fn run_pool(
                     Ok(Control::DrainSite { site }) => {
                         // Migratable tasks at the site move to another site
                         // first; their workers leave once they have.
-                        let mut keep = Vec::new();
-                        let movers: Vec<(String, String)> = s
-                            .registry()
-                            .workers()
-                            .filter(|w| s.spec().sites[w.site].name == site)
-                            .flat_map(|w| {
-                                migratable
-                                    .get(&w.id)
-                                    .into_iter()
-                                    .flatten()
-                                    .map(|k| (w.id.clone(), k.clone()))
-                            })
-                            .collect();
-                        for (worker, key) in movers {
-                            let target = spec
-                                .sites
-                                .iter()
-                                .filter(|x| x.name != site)
-                                .find_map(|x| plan_migration(s, &migratable, &key, &x.name, &mut migrations).ok());
-                            match target {
-                                Some(c) => {
-                                    keep.push(worker);
-                                    control_out
-                                        .send_unacked(None, item("", to_bytes(&c)))
-                                        .await
-                                        .map_err(fab("publishing a command"))?;
-                                }
-                                None => {
-                                    let ev = Event::MigrationFailed {
-                                        key: key.clone(),
-                                        reason: format!("site {site} drained and no other site has an idle worker"),
-                                    };
-                                    events_out
-                                        .send_unacked(None, item(&key, to_bytes(&ev)))
-                                        .await
-                                        .map_err(fab("publishing an event"))?;
-                                }
-                            }
+                        let (commands, failed, keep) =
+                            plan_moves_off(s, &migratable, &site, "drained", &mut migrations);
+                        for c in commands {
+                            control_out
+                                .send_unacked(None, item("", to_bytes(&c)))
+                                .await
+                                .map_err(fab("publishing a command"))?;
+                        }
+                        for ev in failed {
+                            events_out
+                                .send_unacked(None, item("", to_bytes(&ev)))
+                                .await
+                                .map_err(fab("publishing an event"))?;
                         }
                         match s.drain_site(&site, now, &keep) {
                             Ok(ev) => {
@@ -1475,13 +1470,16 @@ pub async fn run_pool(
                         }
                     }
                     Ok(Control::Migrate { key, to }) => {
-                        match plan_migration(s, &migratable, &key, &to, &mut migrations) {
+                        match plan_migration(s, &migratable, &key, &to, &[], &mut migrations) {
                             Ok(c) => control_out
                                 .send_unacked(None, item("", to_bytes(&c)))
                                 .await
                                 .map_err(fab("publishing a command"))?,
                             Err(reason) => {
-                                let ev = Event::MigrationFailed { key: key.clone(), reason };
+                                let ev = Event::MigrationFailed {
+                                    key: key.clone(),
+                                    reason,
+                                };
                                 events_out
                                     .send_unacked(None, item(&key, to_bytes(&ev)))
                                     .await
@@ -1516,6 +1514,29 @@ pub async fn run_pool(
                         prediction_for(&ci.item.payload, &opts.serves, prediction_workers, now)
                     {
                         predictions.push(p);
+                    }
+                    // Trouble predicted at one of our sites: move its
+                    // migratable tasks elsewhere before it arrives.
+                    if let Some(site) = prediction_site(&ci.item.payload, &spec) {
+                        let (commands, failed, _) = plan_moves_off(
+                            s,
+                            &migratable,
+                            &site,
+                            "predicted to be in trouble",
+                            &mut migrations,
+                        );
+                        for c in commands {
+                            control_out
+                                .send_unacked(None, item("", to_bytes(&c)))
+                                .await
+                                .map_err(fab("publishing a command"))?;
+                        }
+                        for ev in failed {
+                            events_out
+                                .send_unacked(None, item("", to_bytes(&ev)))
+                                .await
+                                .map_err(fab("publishing an event"))?;
+                        }
                     }
                 }
                 predictions.retain(|p| p.due_ms + 60_000 > now);
@@ -2164,6 +2185,7 @@ fn plan_migration(
     migratable: &BTreeMap<String, Vec<String>>,
     key: &str,
     to: &str,
+    taken: &[String],
     counter: &mut u64,
 ) -> Result<Control, String> {
     let source = migratable
@@ -2181,7 +2203,7 @@ fn plan_migration(
         .registry()
         .pick_idle(site, 8)
         .into_iter()
-        .find(|w| *w != source && !migratable.contains_key(w))
+        .find(|w| *w != source && !migratable.contains_key(w) && !taken.contains(w))
         .ok_or_else(|| {
             let there: Vec<String> = sup
                 .registry()
@@ -2198,6 +2220,67 @@ fn plan_migration(
         worker: source,
         to: target,
     })
+}
+
+/// The commands that move every migratable task off site `site` to idle
+/// workers at the other sites (one task per target), the failures for the
+/// tasks that found no target, and the workers whose tasks are moving.
+fn plan_moves_off(
+    sup: &Supervisor,
+    migratable: &BTreeMap<String, Vec<String>>,
+    site: &str,
+    why: &str,
+    counter: &mut u64,
+) -> (Vec<Control>, Vec<Event>, Vec<String>) {
+    let movers: Vec<(String, String)> = sup
+        .registry()
+        .workers()
+        .filter(|w| sup.spec().sites[w.site].name == site)
+        .flat_map(|w| {
+            migratable
+                .get(&w.id)
+                .into_iter()
+                .flatten()
+                .map(|k| (w.id.clone(), k.clone()))
+        })
+        .collect();
+    let (mut commands, mut failed, mut keep, mut taken) = (vec![], vec![], vec![], vec![]);
+    for (worker, key) in movers {
+        let planned = sup
+            .spec()
+            .sites
+            .iter()
+            .filter(|x| x.name != site)
+            .find_map(|x| plan_migration(sup, migratable, &key, &x.name, &taken, counter).ok());
+        match planned {
+            Some(c) => {
+                if let Control::MigrateOut { to, .. } = &c {
+                    taken.push(to.clone());
+                }
+                keep.push(worker);
+                commands.push(c);
+            }
+            None => failed.push(Event::MigrationFailed {
+                key,
+                reason: format!("site {site} {why} and no other site has an idle worker"),
+            }),
+        }
+    }
+    (commands, failed, keep)
+}
+
+/// The pool site a predictor's `prediction` event names (label `site`), if
+/// it is one of `spec`'s.
+pub fn prediction_site(payload: &[u8], spec: &PoolSpec) -> Option<String> {
+    if payload.len() > crate::messages::MESSAGE_MAX_BYTES {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if v.get("kind")?.as_str()? != "prediction" {
+        return None;
+    }
+    let site = v.get("labels")?.get("site")?.as_str()?;
+    spec.site(site).map(|s| s.name.clone())
 }
 
 #[cfg(test)]
