@@ -195,6 +195,60 @@ impl Drop for Harness {
     }
 }
 
+/// Creates `diaspora.predictions` on `node`.
+async fn predictions_topic(node: &Served) {
+    let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
+        .await
+        .unwrap();
+    diaspora_fabric::ensure_topic(
+        &mut admin,
+        "diaspora.predictions",
+        &diaspora_fabric::TopicSettings::with_partitions(1),
+    )
+    .await
+    .unwrap();
+}
+
+/// Publishes the predictor's event: monitor `monitor` forecasts its series
+/// (labelled `label`) crossing its threshold in `lead_time_s`.
+async fn predict(client: &Client, monitor: &str, label: (&str, &str), lead_time_s: f64) {
+    let event = diaspora_predict::monitor::MonitorEvent::Prediction {
+        monitor: monitor.into(),
+        metric: "some.metric".into(),
+        labels: [(label.0.to_string(), label.1.to_string())].into(),
+        t_us: diaspora_fabric::item::now_us(),
+        value: 0.5,
+        threshold: 0.95,
+        lead_time_s,
+        confidence: 0.9,
+        forecast: vec![0.7, 0.9, 0.97],
+        step_s: lead_time_s / 3.0,
+    };
+    let p = Producer::new(client, ProducerConfig::new("diaspora.predictions"))
+        .await
+        .unwrap();
+    p.send(diaspora_fabric::item::payload_item(
+        diaspora_predict::monitor::encode_event(&event).into(),
+    ))
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    p.close().await.unwrap();
+}
+
+/// Runs `diaspora ARGS --pool POOL` against `node`; it must succeed.
+fn pool_cli(node: &Served, pool: &str, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .args(["--pool", pool, "--addr", &node.data.to_string(), "--ca"])
+        .arg(&node.ca)
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    out
+}
+
 /// A node (`diaspora serve`, killed with the test) in a fresh directory,
 /// and a directory for the workers' logs.
 fn node() -> (tempfile::TempDir, Served, std::path::PathBuf) {
@@ -379,16 +433,7 @@ async fn workers_killed_one_after_another_lose_no_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prediction_scales_the_pool_up_before_the_shortfall() {
     let (_dir, node, logs) = node();
-    let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
-        .await
-        .unwrap();
-    diaspora_fabric::ensure_topic(
-        &mut admin,
-        "diaspora.predictions",
-        &diaspora_fabric::TopicSettings::with_partitions(1),
-    )
-    .await
-    .unwrap();
+    predictions_topic(&node).await;
     let spec = r#"
 name = "predicted"
 [worker]
@@ -423,29 +468,8 @@ max = 4
 
     // The predictor forecasts the reconstruction lag crossing its
     // threshold in 60 s.
-    let event = diaspora_predict::monitor::MonitorEvent::Prediction {
-        monitor: "recon-lag".into(),
-        metric: "consumer.lag".into(),
-        labels: [("resource".to_string(), "ptycho-recon".to_string())].into(),
-        t_us: diaspora_fabric::item::now_us(),
-        value: 120.0,
-        threshold: 1000.0,
-        lead_time_s: 60.0,
-        confidence: 0.9,
-        forecast: vec![300.0, 700.0, 1100.0],
-        step_s: 20.0,
-    };
-    let p = Producer::new(&h.client, ProducerConfig::new("diaspora.predictions"))
-        .await
-        .unwrap();
     let sent = Instant::now();
-    p.send(diaspora_fabric::item::payload_item(
-        diaspora_predict::monitor::encode_event(&event).into(),
-    ))
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    predict(&h.client, "recon-lag", ("resource", "ptycho-recon"), 60.0).await;
     h.wait_for(
         "three workers on the prediction",
         Duration::from_secs(20),
@@ -460,26 +484,7 @@ max = 4
         .iter()
         .any(|(_, e)| matches!(e, PoolEvent::Launched { reason: Reason::Prediction, workers, .. } if workers.len() == 2)));
     // A prediction for something else does nothing.
-    let other = diaspora_predict::monitor::MonitorEvent::Prediction {
-        monitor: "wan-congestion".into(),
-        metric: "link.utilisation".into(),
-        labels: Default::default(),
-        t_us: diaspora_fabric::item::now_us(),
-        value: 0.5,
-        threshold: 0.95,
-        lead_time_s: 10.0,
-        confidence: 0.9,
-        forecast: vec![0.99],
-        step_s: 0.5,
-    };
-    p.send(diaspora_fabric::item::payload_item(
-        diaspora_predict::monitor::encode_event(&other).into(),
-    ))
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    p.close().await.unwrap();
+    predict(&h.client, "wan-congestion", ("link", "wan"), 10.0).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(h.live().len(), 3);
     h.finish().await;
@@ -530,19 +535,7 @@ max = 2
     })
     .await;
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .args([
-                "--pool",
-                "sites",
-                "--addr",
-                &node.data.to_string(),
-                "--ca",
-                node.ca.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        common::assert_success(&out);
+        let out = pool_cli(&node, "sites", args);
         String::from_utf8(out.stdout).unwrap()
     };
     cli(&["pool", "drain", "edge"]);
@@ -686,16 +679,7 @@ provider = "local"
 min = 1
 max = 1
 "#;
-    let mut admin = diaspora_fabric::AdminClient::connect(node.admin, &node.ca)
-        .await
-        .unwrap();
-    diaspora_fabric::ensure_topic(
-        &mut admin,
-        "diaspora.predictions",
-        &diaspora_fabric::TopicSettings::with_partitions(1),
-    )
-    .await
-    .unwrap();
+    predictions_topic(&node).await;
     let opts = PoolOptions {
         predictions_topic: Some("diaspora.predictions".into()),
         ..Default::default()
@@ -758,19 +742,7 @@ max = 1
         }
     };
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .args([
-                "--pool",
-                "mover",
-                "--addr",
-                &node.data.to_string(),
-                "--ca",
-                node.ca.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        common::assert_success(&out);
+        pool_cli(&node, "mover", args);
     };
 
     // 1. By command.
@@ -828,32 +800,7 @@ max = 1
     tokio::time::sleep(Duration::from_millis(500)).await;
     let source = running_on(&h, "on-prediction").unwrap();
     let site = source.rsplit_once('-').unwrap().0.to_string();
-    let event = diaspora_predict::monitor::MonitorEvent::Prediction {
-        monitor: "site-link".into(),
-        metric: "link.utilisation".into(),
-        labels: [("site".to_string(), site.clone())].into(),
-        t_us: diaspora_fabric::item::now_us(),
-        value: 0.7,
-        threshold: 0.95,
-        lead_time_s: 30.0,
-        confidence: 0.9,
-        forecast: vec![0.8, 0.9, 0.97],
-        step_s: 10.0,
-    };
-    let p = diaspora_fabric::Producer::new(
-        &h.client,
-        diaspora_fabric::ProducerConfig::new("diaspora.predictions"),
-    )
-    .await
-    .unwrap();
-    p.send(diaspora_fabric::item::payload_item(
-        diaspora_predict::monitor::encode_event(&event).into(),
-    ))
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    p.close().await.unwrap();
+    predict(&h.client, "site-link", ("site", &site), 30.0).await;
     h.wait_for(
         "moved off the site in trouble",
         Duration::from_secs(30),

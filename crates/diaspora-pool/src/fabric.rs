@@ -1449,18 +1449,7 @@ pub async fn run_pool(
                         // first; their workers leave once they have.
                         let (commands, failed, keep) =
                             plan_moves_off(s, &migratable, &site, "drained", &mut migrations);
-                        for c in commands {
-                            control_out
-                                .send_unacked(None, item("", to_bytes(&c)))
-                                .await
-                                .map_err(fab("publishing a command"))?;
-                        }
-                        for ev in failed {
-                            events_out
-                                .send_unacked(None, item("", to_bytes(&ev)))
-                                .await
-                                .map_err(fab("publishing an event"))?;
-                        }
+                        publish_moves(&control_out, &events_out, commands, failed).await?;
                         match s.drain_site(&site, now, &keep) {
                             Ok(ev) => {
                                 last_drained.insert(site, true);
@@ -1525,18 +1514,7 @@ pub async fn run_pool(
                             "predicted to be in trouble",
                             &mut migrations,
                         );
-                        for c in commands {
-                            control_out
-                                .send_unacked(None, item("", to_bytes(&c)))
-                                .await
-                                .map_err(fab("publishing a command"))?;
-                        }
-                        for ev in failed {
-                            events_out
-                                .send_unacked(None, item("", to_bytes(&ev)))
-                                .await
-                                .map_err(fab("publishing an event"))?;
-                        }
+                        publish_moves(&control_out, &events_out, commands, failed).await?;
                     }
                 }
                 predictions.retain(|p| p.due_ms + 60_000 > now);
@@ -2220,6 +2198,28 @@ fn plan_migration(
         worker: source,
         to: target,
     })
+}
+
+/// Publishes planned migrations and the failures to plan some.
+async fn publish_moves(
+    control_out: &Producer,
+    events_out: &Producer,
+    commands: Vec<Control>,
+    failed: Vec<Event>,
+) -> Result<(), PoolError> {
+    for c in commands {
+        control_out
+            .send_unacked(None, item("", to_bytes(&c)))
+            .await
+            .map_err(fab("publishing a command"))?;
+    }
+    for ev in failed {
+        events_out
+            .send_unacked(None, item("", to_bytes(&ev)))
+            .await
+            .map_err(fab("publishing an event"))?;
+    }
+    Ok(())
 }
 
 /// The commands that move every migratable task off site `site` to idle
