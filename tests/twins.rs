@@ -12,19 +12,14 @@ use std::sync::Mutex;
 const BIN: &str = env!("CARGO_BIN_EXE_diaspora");
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn run_scenario(file: &str, scale: &str) -> serde_json::Value {
-    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+/// Runs `diaspora twin run FILE --json EXTRA… --report DIR` (one scenario
+/// at a time); its exit status, JSON results and HTML report.
+fn twin_run(file: &str, extra: &[&str]) -> (std::process::ExitStatus, serde_json::Value, String) {
     let report = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args([
-            "twin",
-            "run",
-            file,
-            "--json",
-            "--duration-scale",
-            scale,
-            "--report",
-        ])
+        .args(["twin", "run", file, "--json"])
+        .args(extra)
+        .arg("--report")
         .arg(report.path())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -37,11 +32,17 @@ fn run_scenario(file: &str, scale: &str) -> serde_json::Value {
         )
     });
     let html = std::fs::read_to_string(report.path().join("report.html")).expect("HTML report");
+    (out.status, results, html)
+}
+
+fn run_scenario(file: &str, scale: &str) -> serde_json::Value {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (status, results, html) = twin_run(file, &["--duration-scale", scale]);
     assert!(html.contains("<svg") && html.contains("Throughput") && html.contains("Latency"));
     assert_eq!(results["lost"], 0, "{file}: {results}");
     assert_eq!(results["duplicated"], 0, "{file}: {results}");
     assert_eq!(results["passed"], true, "{file}: {}", results["checks"]);
-    assert!(out.status.success());
+    assert!(status.success());
     assert!(results["acked"].as_u64().unwrap() > 0);
     // Every item made is acknowledged, or (QoS streams) reduced away or shed by policy.
     let n = |k: &str| results[k].as_u64().unwrap();
@@ -190,24 +191,10 @@ fn a_live_monitor_predicts_the_wan_saturating_before_it_does() {
 /// answered every task it was given exactly once.
 fn run_pool_scenario(file: &str) -> serde_json::Value {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let report = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["twin", "run", file, "--json", "--report"])
-        .arg(report.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run diaspora twin");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{file}: no JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let html = std::fs::read_to_string(report.path().join("report.html")).expect("HTML report");
+    let (status, results, html) = twin_run(file, &[]);
     assert!(html.contains("<svg") && html.contains("exactly one successful result"));
     assert_eq!(results["passed"], true, "{file}: {}", results["checks"]);
-    assert!(out.status.success());
+    assert!(status.success());
     let pools = results["pools"].as_object().unwrap();
     assert!(!pools.is_empty(), "{file}: no pool");
     for (name, p) in pools {
