@@ -53,8 +53,17 @@ fn argument_lists_parse_against_the_real_definitions() {
             "4",
         ],
         &[
-            "diaspora", "demo", "--frames", "8", "--width", "16", "--height", "16",
+            "diaspora",
+            "demo",
+            "--skeleton",
+            "--frames",
+            "8",
+            "--width",
+            "16",
+            "--height",
+            "16",
         ],
+        &["diaspora", "demo", "--scans", "4", "--json", "--no-report"],
         &["diaspora", "bench", "stream", "--lineage", "--json"],
     ] {
         if let Err(e) = Cli::try_parse_from(argv) {
@@ -72,6 +81,8 @@ fn a_renamed_or_unknown_flag_is_refused() {
         &["diaspora", "consume", "--topic", "t", "--cnt", "3"][..],
         &["diaspora", "predict", "serve"],
         &["diaspora", "no-such-command"],
+        // The skeleton's flags need --skeleton.
+        &["diaspora", "demo", "--frames", "8"],
     ] {
         assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
     }

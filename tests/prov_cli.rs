@@ -172,6 +172,7 @@ fn demo_records_lineage_and_explains_the_bad_frame() {
     let out = std::process::Command::new(BIN)
         .args([
             "demo",
+            "--skeleton",
             "--frames",
             "40",
             "--width",

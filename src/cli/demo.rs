@@ -1,51 +1,133 @@
-//! `diaspora demo`: the walking skeleton of the ptychography loop on an
-//! embedded node. It runs in the `diaspora-demo` crate
-//! ([`diaspora_demo::run`]); this only turns the flags into its
-//! configuration.
+//! `diaspora demo`: the ptychography online-training loop on embedded
+//! nodes ([`diaspora_demo::online`]); `--skeleton` runs the streaming
+//! skeleton it grew from. This only turns the flags into their
+//! configurations and prints the summary.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
-use diaspora_demo::DemoConfig;
+use diaspora_demo::skeleton::DemoConfig;
+use diaspora_demo::LoopConfig;
 
 /// Arguments of `diaspora demo`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+The loop: a simulated detector takes scans at the edge; during warm-up every frame \
+crosses the WAN (a bridge between two embedded nodes) to HPC, where ePIE reconstructs \
+each scan and a surrogate network trains online on (frame, ePIE patch) samples joined by a \
+view. When its held-out phase SSIM against ePIE reaches --switch-ssim, the model ships to \
+the edge, which reconstructs every frame itself; one scan in --fine-tune-every still goes \
+to HPC for fine-tuning. One scan carries an injected detector fault: a QA check finds it \
+once a model trained on it has shipped, invalidates it in provenance, and the edge rolls \
+back to the newest model version provenance still holds valid.
+
+The report (pictures, timeline, figures) is written to --report (default demo-report/).")]
 pub struct DemoArgs {
-    /// Diffraction frames to stream.
-    #[arg(long, default_value_t = 2000)]
-    pub frames: u64,
-    /// Frame width, pixels.
-    #[arg(long, default_value_t = 256)]
-    pub width: usize,
-    /// Frame height, pixels.
-    #[arg(long, default_value_t = 256)]
-    pub height: usize,
-    /// Frames per scan position (a training sample joins them with the
-    /// position's reconstruction).
-    #[arg(long, default_value_t = 4)]
-    pub frames_per_position: u64,
-    /// Partitions of the frames topic.
-    #[arg(long, default_value_t = 2)]
-    pub partitions: u32,
-    /// Frame rate at the detector, frames/s (0 = as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
+    /// Scans the detector takes.
+    #[arg(long, default_value_t = LoopConfig::default().scans)]
+    pub scans: usize,
+    /// Positions (frames) per scan.
+    #[arg(long, default_value_t = LoopConfig::default().positions)]
+    pub positions: usize,
+    /// Object kind: particles, siemens-star or smooth.
+    #[arg(long, default_value = "particles")]
+    pub kind: diaspora_ptycho::sim::ObjectKind,
+    /// Detector frame rate, frames/s.
+    #[arg(long, default_value_t = LoopConfig::default().rate)]
     pub rate: f64,
-    /// Keep the node's data here instead of a temporary directory.
+    /// Held-out phase SSIM against ePIE at which the edge switches to the surrogate.
+    #[arg(long, default_value_t = LoopConfig::default().switch_ssim)]
+    pub switch_ssim: f64,
+    /// After the switch, one scan in this many goes to HPC.
+    #[arg(long, default_value_t = LoopConfig::default().fine_tune_every)]
+    pub fine_tune_every: usize,
+    /// ePIE iterations per scan.
+    #[arg(long, default_value_t = LoopConfig::default().epie_iterations)]
+    pub epie_iterations: usize,
+    /// Training mini-batch size.
+    #[arg(long, default_value_t = LoopConfig::default().batch)]
+    pub batch: usize,
+    /// Optimiser steps between two validations (and chances to ship).
+    #[arg(long, default_value_t = LoopConfig::default().validate_every)]
+    pub validate_every: usize,
+    /// The network's base width (channels of its first level).
+    #[arg(long, default_value_t = LoopConfig::default().channels)]
+    pub channels: usize,
+    /// Do not inject the bad scan (no invalidation, no rollback).
     #[arg(long)]
-    pub data_dir: Option<std::path::PathBuf>,
+    pub no_bad_scan: bool,
+    /// Seed of the scans and the network.
+    #[arg(long, default_value_t = LoopConfig::default().seed)]
+    pub seed: u64,
+    /// Write the HTML report here.
+    #[arg(long, default_value = "demo-report")]
+    pub report: PathBuf,
+    /// Write no report.
+    #[arg(long, conflicts_with = "report")]
+    pub no_report: bool,
+    /// Keep the nodes' data and the provenance store (prov.sqlite) here
+    /// instead of a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run the streaming skeleton instead (synthetic frames, no science).
+    #[arg(long)]
+    pub skeleton: bool,
+    /// With --skeleton: frames to stream.
+    #[arg(long, requires = "skeleton", default_value_t = 2000)]
+    pub frames: u64,
+    /// With --skeleton: frame width, pixels.
+    #[arg(long, requires = "skeleton", default_value_t = 256)]
+    pub width: usize,
+    /// With --skeleton: frame height, pixels.
+    #[arg(long, requires = "skeleton", default_value_t = 256)]
+    pub height: usize,
+    /// With --skeleton: frames per scan position.
+    #[arg(long, requires = "skeleton", default_value_t = 4)]
+    pub frames_per_position: u64,
+    /// With --skeleton: partitions of the frames topic.
+    #[arg(long, requires = "skeleton", default_value_t = 2)]
+    pub partitions: u32,
 }
 
 impl DemoArgs {
-    /// The demo's configuration.
-    pub fn config(&self) -> DemoConfig {
+    /// The loop's configuration.
+    pub fn config(&self) -> LoopConfig {
+        LoopConfig {
+            scans: self.scans,
+            positions: self.positions,
+            kind: self.kind,
+            rate: self.rate,
+            switch_ssim: self.switch_ssim,
+            fine_tune_every: self.fine_tune_every,
+            epie_iterations: self.epie_iterations,
+            channels: self.channels,
+            batch: self.batch,
+            validate_every: self.validate_every,
+            bad_scan: !self.no_bad_scan,
+            seed: self.seed,
+            report: (!self.no_report).then(|| self.report.clone()),
+            data_dir: self.data_dir.clone(),
+            json: self.json,
+            ..LoopConfig::default()
+        }
+    }
+
+    /// The skeleton's configuration.
+    pub fn skeleton_config(&self) -> DemoConfig {
         DemoConfig {
             frames: self.frames,
             width: self.width,
             height: self.height,
             frames_per_position: self.frames_per_position,
             partitions: self.partitions,
-            rate: self.rate,
+            rate: if self.rate == LoopConfig::default().rate {
+                0.0
+            } else {
+                self.rate
+            },
             data_dir: self.data_dir.clone(),
             json: self.json,
         }
@@ -54,5 +136,65 @@ impl DemoArgs {
 
 /// Runs the demo and prints its summary.
 pub async fn run(a: DemoArgs) -> Result<()> {
-    diaspora_demo::run(a.config()).await
+    if a.skeleton {
+        return diaspora_demo::skeleton::run(a.skeleton_config()).await;
+    }
+    let s = diaspora_demo::run(a.config()).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_summary(&s);
+    }
+    anyhow::ensure!(s.lost == 0, "{} frames lost", s.lost);
+    anyhow::ensure!(
+        s.checks.values().all(|c| *c),
+        "a provenance check of the rollback failed: {:?}",
+        s.checks
+    );
+    Ok(())
+}
+
+fn print_summary(s: &diaspora_demo::Summary) {
+    let opt = |v: Option<f64>, unit: &str| v.map_or("–".into(), |v| format!("{v:.2}{unit}"));
+    println!("diaspora demo — the ptychography online-training loop (edge ⇄ WAN ⇄ HPC)");
+    println!(
+        "  detector      {} frames at {:.0} frames/s; {} lost",
+        s.frames, s.detector_frames_per_s, s.lost
+    );
+    println!(
+        "  warm-up       ePIE at HPC reconstructed {} scans; the surrogate switched in at {}",
+        s.epie_scans,
+        opt(s.switched_at_s, " s")
+    );
+    println!(
+        "  edge          {} scans reconstructed by the surrogate; capacity {:.0} frames/s; phase SSIM vs ePIE {} over {} scans; latency p50 {:.1} ms, p99 {:.1} ms",
+        s.edge_scans,
+        s.edge_frames_per_s,
+        opt(s.edge_phase_ssim_vs_epie, ""),
+        s.edge_scans_compared,
+        s.latency_ms_p50,
+        s.latency_ms_p99
+    );
+    println!(
+        "  WAN           {:.0} bytes/frame before the switch, {:.0} after; {} versions shipped ({:.1} MB of models)",
+        s.wan_bytes_per_frame_before_switch,
+        s.wan_bytes_per_frame_after_switch,
+        s.versions,
+        s.wan_model_bytes as f64 / 1e6
+    );
+    if let Some(b) = &s.bad_scan {
+        println!(
+            "  rollback      {b} found bad → versions {:?} invalid; the edge runs v{} ({} after the invalidation)",
+            s.invalidated_versions,
+            s.rollback_to_version.map_or("–".into(), |v| v.to_string()),
+            opt(s.rollback_s.map(|x| x * 1e3), " ms")
+        );
+    }
+    for (k, v) in &s.checks {
+        println!("  check         {k}: {}", if *v { "yes" } else { "NO" });
+    }
+    if let Some(r) = &s.report {
+        println!("  report        {}", r.display());
+    }
+    println!("  not yet       {}", s.not_yet.join("; "));
 }

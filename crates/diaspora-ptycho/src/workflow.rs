@@ -258,7 +258,7 @@ pub fn reconstruct(dir: &Path, out: &Path, o: &ReconstructOptions) -> Result<Rec
 
 /// Amplitude and phase with pixels outside `mask` set to the median of
 /// those inside (so a picture's scale is the region's).
-fn masked_parts(a: &Array2<C32>, mask: &Array2<bool>) -> (Array2<f32>, Array2<f32>) {
+pub fn masked_parts(a: &Array2<C32>, mask: &Array2<bool>) -> (Array2<f32>, Array2<f32>) {
     let (amp, phase) = pictures::parts(a);
     let fill = |x: &Array2<f32>| {
         let mut inside: Vec<f32> = x
