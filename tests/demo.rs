@@ -140,4 +140,52 @@ fn the_loop_switches_to_the_edge_and_rolls_back_by_provenance() {
         );
     }
     assert!(page.contains("rollback"), "the timeline shows the rollback");
+    // And a real browser renders it: every picture decoded.
+    if let Some((images, decoded)) = report_in_browser(&report.join("index.html")) {
+        assert!(images >= 4, "{images} pictures on the page");
+        assert_eq!(decoded, images, "pictures the browser could not decode");
+    }
+}
+
+/// Loads the report in headless Chromium (installed by `./scripts/test`,
+/// named by `DIASPORA_TEST_CHROMIUM`) and reads back, from the DOM the
+/// browser rendered, how many of the page's pictures it decoded.
+fn report_in_browser(page: &std::path::Path) -> Option<(u64, u64)> {
+    let Ok(chromium) = std::env::var("DIASPORA_TEST_CHROMIUM") else {
+        eprintln!("DIASPORA_TEST_CHROMIUM unset: the report's browser check is skipped");
+        return None;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    let attr = |name: &str| -> u64 {
+        let key = format!("{name}=\"");
+        let at = dom
+            .find(&key)
+            .unwrap_or_else(|| panic!("{name} missing: the page's script did not run\n{dom}"));
+        dom[at + key.len()..]
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    Some((attr("data-images"), attr("data-images-decoded")))
 }

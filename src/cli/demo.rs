@@ -50,6 +50,10 @@ pub struct DemoArgs {
     /// Optimiser steps between two validations (and chances to ship).
     #[arg(long, default_value_t = LoopConfig::default().validate_every)]
     pub validate_every: usize,
+    /// ePIE pool workers at most (worker processes of this binary; the pool
+    /// keeps one and scales up on backlog).
+    #[arg(long, default_value_t = LoopConfig::default().epie_workers)]
+    pub epie_workers: u32,
     /// The network's base width (channels of its first level).
     #[arg(long, default_value_t = LoopConfig::default().channels)]
     pub channels: usize,
@@ -105,6 +109,8 @@ impl DemoArgs {
             epie_iterations: self.epie_iterations,
             channels: self.channels,
             batch: self.batch,
+            epie_workers: self.epie_workers,
+            worker_command: worker_command(),
             validate_every: self.validate_every,
             bad_scan: !self.no_bad_scan,
             seed: self.seed,
@@ -132,6 +138,14 @@ impl DemoArgs {
             json: self.json,
         }
     }
+}
+
+/// This binary as a pool worker (`diaspora pool worker`).
+fn worker_command() -> Vec<String> {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "diaspora".into());
+    vec![exe, "pool".into(), "worker".into()]
 }
 
 /// Runs the demo and prints its summary.

@@ -59,8 +59,11 @@ use diaspora_fabric::item::{meta, now_us, payload_item, AckedItem};
 use diaspora_fabric::topic::ensure_topic;
 use diaspora_fabric::{
     Client, ClientConfig, Consumer, ConsumerConfig, FabricError, Node, NodeConfig, Producer,
-    ProducerConfig, TopicSettings,
+    ProducerConfig, StartFrom, TopicSettings,
 };
+use diaspora_pool::fabric::{ensure_topics, submit, PoolOptions, PoolTopics};
+use diaspora_pool::messages::{Event as PoolMsgEvent, Task, TaskKind, TaskResult};
+use diaspora_pool::spec::PoolSpec;
 use diaspora_proto::v1::{ItemRef, Lineage};
 use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
 use diaspora_provenance::{EdgeKind, Kind as RecordKind, Provenance, Record, TagValue, Target};
@@ -110,6 +113,10 @@ pub struct LoopConfig {
     pub dose: f64,
     /// ePIE iterations per scan.
     pub epie_iterations: usize,
+    /// ePIE pool workers at most (at least one runs).
+    pub epie_workers: u32,
+    /// The pool worker's command (`diaspora pool worker`, this binary).
+    pub worker_command: Vec<String>,
     /// Phase SSIM against ePIE, on held-out positions, at which the edge
     /// switches to the surrogate.
     pub switch_ssim: f64,
@@ -142,6 +149,8 @@ impl Default for LoopConfig {
             rate: 25.0,
             dose: 1e5,
             epie_iterations: 30,
+            epie_workers: 2,
+            worker_command: vec!["diaspora".into(), "pool".into(), "worker".into()],
             switch_ssim: 0.6,
             fine_tune_every: 4,
             batch: 32,
@@ -289,6 +298,8 @@ pub struct Shared {
     pub bad_scan: Mutex<Option<String>>,
     /// Rollback: (to version, seconds from invalidation to the edge running it).
     pub rollback: Mutex<Option<(u64, f64)>>,
+    /// Why the ePIE pool stopped, if it failed.
+    pub pool_error: Mutex<Option<String>>,
     /// ePIE has reconstructed every scan that reached HPC.
     pub epie_done: AtomicBool,
     /// The stages stop when set.
@@ -324,6 +335,7 @@ impl Shared {
             versions: Mutex::new(BTreeMap::new()),
             bad_scan: Mutex::new(None),
             rollback: Mutex::new(None),
+            pool_error: Mutex::new(None),
             epie_done: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         }
@@ -585,11 +597,52 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     shared.event("phase", "warm-up: every frame goes to HPC".into());
 
     // HPC: ePIE per scan.
+    // HPC: the ePIE pool (worker processes) and the service feeding it.
+    let spec = pool_spec(&cfg)?;
+    ensure_topics(hpc_node.broker().into(), &spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("the pool's topics: {e}"))?;
+    let pool_stop = diaspora_fabric::Stop::new();
+    std::fs::create_dir_all(data_dir.join("pool-logs"))?;
+    let run_pool = diaspora_pool::fabric::run_pool(
+        hpc.clone(),
+        spec.clone(),
+        diaspora_pool::fabric::providers_for(&spec),
+        PoolOptions {
+            tick: Duration::from_millis(100),
+            log_dir: Some(data_dir.join("pool-logs")),
+            // Which worker ran which scan's ePIE, on which frames.
+            provenance: Some(store_url.clone()),
+            worker_env: diaspora_pool::fabric::worker_env(
+                hpc_node.data_addr(),
+                &hpc_node.ca_file(),
+                &spec.heartbeat,
+            ),
+            ..Default::default()
+        },
+        Arc::new(std::sync::Mutex::new(
+            diaspora_pool::fabric::ExternalDemand::default(),
+        )),
+        pool_stop.clone(),
+    );
+    let pool = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let r = run_pool.await;
+            if let Err(e) = &r {
+                // The ePIE service stops on it at once.
+                *shared.pool_error.lock() = Some(e.to_string());
+            }
+            r
+        })
+    };
+    let pool_events = tokio::spawn(follow_pool(hpc.clone(), shared.clone()));
     let epie_task = tokio::spawn(epie_service(
         hpc.clone(),
         cfg.clone(),
         shared.clone(),
         recorder.clone(),
+        data_dir.join("scans"),
     ));
     // HPC: the view of training samples and the trainer.
     let spec = ViewSpec::new("training-samples")
@@ -698,6 +751,9 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     // last models and notices.
     let epie_result = epie_task.await.context("ePIE task")?;
     shared.epie_done.store(true, Ordering::Relaxed);
+    // Every worker is stopped (and reaped) before the pool returns.
+    pool_stop.trigger();
+    let pool_result = pool.await.context("pool task")?;
     let feed_result = feeder.await.context("feeder task")?;
     let _ = to_trainer.send(TrainerMsg::Stop);
     let train_result = tokio::task::spawn_blocking(move || trainer.join())
@@ -708,9 +764,11 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     shared.stop.store(true, Ordering::Relaxed);
     let edge_result = edge_task.await.context("edge task")?;
     ticker.abort();
+    let _ = pool_events.await;
     bar.finish_and_clear();
     let edge_report = edge_result?;
     epie_result?;
+    pool_result.map_err(|e| anyhow::anyhow!("the ePIE pool: {e}"))?;
     feed_result?;
     train_result?;
     let invalidated_versions = qa_result?;
@@ -779,7 +837,6 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         report: None,
         provenance: store.clone(),
         not_yet: vec![
-            "ePIE runs in this process, not on a compute pool",
             "the WAN is a loopback bridge: no emulated outage or congestion in the demo",
             "the predictor is not consulted",
         ],
@@ -917,31 +974,106 @@ async fn detector(
 
 // ---------------------------------------------------------------- HPC: ePIE
 
+/// The ePIE pool's name (its topics are `pool.epie.*`).
+pub const POOL: &str = "epie";
+
+/// The ePIE pool: real worker processes of this binary (`diaspora pool
+/// worker`, the local provider), one to `epie_workers`, scaled on backlog.
+fn pool_spec(cfg: &LoopConfig) -> Result<PoolSpec> {
+    let spec = format!(
+        r#"
+name = "{POOL}"
+[worker]
+command = ["diaspora", "pool", "worker"]
+[heartbeat]
+interval_ms = 300
+timeout_ms = 3000
+[scaling]
+min_total = 1
+max_total = {max}
+backlog_per_worker = 1
+cooldown_s = 2
+scale_in_idle_s = 20
+[[site]]
+name = "hpc"
+provider = "local"
+min = 1
+max = {max}
+"#,
+        max = cfg.epie_workers
+    );
+    let mut spec = PoolSpec::from_toml(&spec).map_err(|e| anyhow::anyhow!("pool spec: {e}"))?;
+    spec.worker.command = cfg.worker_command.clone();
+    Ok(spec)
+}
+
+/// A scan handed to the pool.
+struct Submitted {
+    refs: Vec<ItemRef>,
+    corners: Vec<(usize, usize)>,
+    hot: usize,
+    out: PathBuf,
+}
+
+/// HPC's ePIE service: gathers each scan's frames as they arrive over the
+/// WAN, writes the scan where the pool's workers read it, submits an ePIE
+/// task (`ptycho.reconstruct`, keyed by the scan: a retried task yields one
+/// result), and streams each result as a reconstruction with lineage to
+/// the scan's frames. Pool events (workers joined, lost, replaced, scaled)
+/// go on the timeline.
 async fn epie_service(
     hpc: Client,
     cfg: LoopConfig,
     shared: Arc<Shared>,
     recorder: Arc<LineageRecorder>,
+    work: PathBuf,
 ) -> Result<()> {
+    let topics = PoolTopics::new(POOL);
     let mut consumer =
         Consumer::subscribe(&hpc, ConsumerConfig::new(HPC_FRAMES).group("epie")).await?;
+    let mut results = Consumer::subscribe(
+        &hpc,
+        ConsumerConfig::new(&topics.results).group("epie-results"),
+    )
+    .await?;
     let recons = Producer::new(&hpc, ProducerConfig::new(RECONS)).await?;
     type Open = (Vec<Array2<u16>>, Vec<FrameMeta>, Vec<ItemRef>);
     let mut open: HashMap<String, Open> = HashMap::new();
+    let mut submitted: HashMap<String, Submitted> = HashMap::new();
     let mut idle = Instant::now();
     loop {
-        let Some(c) = consumer.poll(Duration::from_millis(200)).await? else {
+        if let Some(e) = shared.pool_error.lock().clone() {
+            bail!("the ePIE pool stopped: {e}");
+        }
+        while let Some(r) = results.poll(Duration::ZERO).await? {
+            let r = TaskResult::parse(&r.item.payload)
+                .map_err(|e| anyhow::anyhow!("a pool result: {e}"))?;
+            let Some(sub) = submitted.remove(&r.key) else {
+                continue;
+            };
+            ensure!(
+                r.ok,
+                "ePIE of {} failed on the pool after {} attempts: {}",
+                r.key,
+                r.attempts,
+                r.error.unwrap_or_default()
+            );
+            publish_recon(&recons, &recorder, &shared, r.key, sub, &r.worker).await?;
+        }
+        let Some(c) = consumer.poll(Duration::from_millis(100)).await? else {
             if shared.stop.load(Ordering::Relaxed)
                 || (shared.scans_taken.load(Ordering::Relaxed) as usize == cfg.scans
                     && open.is_empty()
+                    && submitted.is_empty()
                     && idle.elapsed() > Duration::from_secs(2))
             {
                 break;
             }
             ensure!(
                 idle.elapsed() < STALL,
-                "ePIE: no frame for {} s",
-                STALL.as_secs()
+                "ePIE: nothing for {} s ({} scans waiting on the pool)",
+                STALL.as_secs(),
+                submitted.len()
             );
             continue;
         };
@@ -968,59 +1100,148 @@ async fn epie_service(
             continue;
         }
         let (frames, metas, refs) = open.remove(&id).expect("open");
-        let iterations = cfg.epie_iterations;
-        let (out, probe, fe) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let n = frames[0].nrows();
-            let ecfg = epie::EpieConfig::new(iterations, sim::ProbeSpec::default_for(n));
-            let r = epie::reconstruct(&frames, &metas, &ecfg)?;
-            let hot = hot_pixels(&frames);
-            Ok((
-                EpieOut {
-                    object: workflow::targets(&r),
-                    mask: r.mask.clone(),
-                    seconds: r.seconds,
-                    hot_pixels: hot,
-                },
-                r.probe.clone(),
-                r.fourier_error.last().copied().unwrap_or(f64::NAN),
-            ))
+        let (dir, out) = (work.join(&id), work.join(format!("{id}.epie")));
+        let corners: Vec<(usize, usize)> =
+            metas.iter().map(|m| (m.y as usize, m.x as usize)).collect();
+        let d = dir.clone();
+        let hot = tokio::task::spawn_blocking(move || -> Result<usize> {
+            diaspora_ptycho::files::write_scan(&d, &frames, &metas, None)?;
+            Ok(hot_pixels(&frames))
         })
         .await
-        .context("ePIE task")??;
-        let side = out.object.nrows();
-        let n = probe.nrows();
-        let mut b = Vec::with_capacity((side * side + n * n) * 8);
-        complex_bytes(&out.object, &mut b);
-        complex_bytes(&probe, &mut b);
-        let mut item = payload_item(Bytes::from(b));
-        for (k, v) in [
-            ("scan", meta::string(&id)),
-            ("side", meta::int(side as i64)),
-            ("n", meta::int(n as i64)),
-            ("fourier_error", meta::float(fe)),
-            ("hot_pixels", meta::int(out.hot_pixels as i64)),
-        ] {
-            item.metadata.insert(k.into(), v);
-        }
-        let lineage = Lineage {
-            sources: refs,
-            model_versions: Vec::new(),
-            activity: "epie".into(),
+        .context("writing a scan")??;
+        let task = Task {
+            key: id.clone(),
+            kind: TaskKind::Builtin {
+                name: "ptycho.reconstruct".into(),
+                args: serde_json::json!({
+                    "scan": dir, "out": out, "iterations": cfg.epie_iterations,
+                }),
+            },
+            inputs: refs
+                .iter()
+                .map(|r| format!("{}/{}/{}", r.topic, r.partition, r.offset))
+                .collect(),
+            attempt: 0,
+            not_before_us: 0,
         };
-        item.lineage = Some(lineage.clone());
-        let at = recons.send(item).await?.await?;
-        recorder.record(AckedItem {
-            item: diaspora_fabric::ItemRef::new(RECONS, at.partition, at.offset),
-            timestamp_us: now_us(),
-            lineage: Some(lineage),
-            quality: None,
-            tags: vec![("scan".into(), id.clone())],
-        });
-        shared.epie.lock().insert(id, out);
-        shared.epie_scans.fetch_add(1, Ordering::Relaxed);
+        submit(&hpc, POOL, &[task])
+            .await
+            .map_err(|e| anyhow::anyhow!("submitting ePIE of {id}: {e}"))?;
+        submitted.insert(
+            id,
+            Submitted {
+                refs,
+                corners,
+                hot,
+                out,
+            },
+        );
     }
     recons.close().await?;
     consumer.close().await;
+    results.close().await;
+    Ok(())
+}
+
+/// Reads a pool worker's reconstruction and streams it: the training
+/// targets (ramp removed, amplitude scaled) and the probe, with lineage to
+/// the scan's frames.
+async fn publish_recon(
+    recons: &Producer,
+    recorder: &LineageRecorder,
+    shared: &Shared,
+    id: String,
+    sub: Submitted,
+    worker: &str,
+) -> Result<()> {
+    let out_dir = sub.out.clone();
+    let corners = sub.corners.clone();
+    let (object, probe, mask) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let read = |name: &str| -> Result<Array2<C32>> {
+            let p = out_dir.join(name);
+            let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            Ok(diaspora_ptycho::files::parse_complex(&bytes, name)?)
+        };
+        let object = read("epie_object.npy")?;
+        let probe = read("epie_probe.npy")?;
+        let mask = illuminated(&probe, &corners, object.dim(), 0.1)?;
+        let r = epie::Reconstruction {
+            object,
+            probe: probe.clone(),
+            fourier_error: Vec::new(),
+            mask: mask.clone(),
+            corners,
+            seconds: 0.0,
+        };
+        Ok((workflow::targets(&r), probe, mask))
+    })
+    .await
+    .context("reading a reconstruction")??;
+    let side = object.nrows();
+    let n = probe.nrows();
+    let mut b = Vec::with_capacity((side * side + n * n) * 8);
+    complex_bytes(&object, &mut b);
+    complex_bytes(&probe, &mut b);
+    let mut item = payload_item(Bytes::from(b));
+    for (k, v) in [
+        ("scan", meta::string(&id)),
+        ("side", meta::int(side as i64)),
+        ("n", meta::int(n as i64)),
+        ("hot_pixels", meta::int(sub.hot as i64)),
+        ("worker", meta::string(worker)),
+    ] {
+        item.metadata.insert(k.into(), v);
+    }
+    let lineage = Lineage {
+        sources: sub.refs,
+        model_versions: Vec::new(),
+        activity: "epie".into(),
+    };
+    item.lineage = Some(lineage.clone());
+    let at = recons.send(item).await?.await?;
+    recorder.record(AckedItem {
+        item: diaspora_fabric::ItemRef::new(RECONS, at.partition, at.offset),
+        timestamp_us: now_us(),
+        lineage: Some(lineage),
+        quality: None,
+        tags: vec![("scan".into(), id.clone())],
+    });
+    shared.epie.lock().insert(
+        id,
+        EpieOut {
+            object,
+            mask,
+            seconds: 0.0,
+            hot_pixels: sub.hot,
+        },
+    );
+    shared.epie_scans.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Puts the pool's events that matter on the timeline.
+async fn follow_pool(hpc: Client, shared: Arc<Shared>) -> Result<()> {
+    let mut c = Consumer::assign(
+        &hpc,
+        ConsumerConfig::new(PoolTopics::new(POOL).events).start(StartFrom::Earliest),
+        &[],
+    )
+    .await?;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Some(ci) = c.poll(Duration::from_millis(200)).await? else {
+            continue;
+        };
+        let Ok(e) = PoolMsgEvent::parse(&ci.item.payload) else {
+            continue;
+        };
+        let text = match &e {
+            PoolMsgEvent::Heartbeat { .. } | PoolMsgEvent::Status(_) => continue,
+            other => serde_json::to_string(other).unwrap_or_default(),
+        };
+        shared.event("pool", text);
+    }
+    c.close().await;
     Ok(())
 }
 

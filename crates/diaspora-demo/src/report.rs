@@ -213,6 +213,14 @@ pub fn write(dir: &Path, cfg: &LoopConfig, shared: &Shared, summary: &Summary) -
             esc(caption)
         );
     }
+    // Once loaded, the page says how many of its pictures the browser
+    // decoded (a headless browser's DOM dump shows it; the test reads it).
+    html.push_str(
+        "<script>window.addEventListener('load',function(){var i=document.images,n=0;\
+         for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}\
+         document.body.setAttribute('data-images',i.length);\
+         document.body.setAttribute('data-images-decoded',n);});</script>",
+    );
     html.push_str("</body></html>\n");
     let page = dir.join("index.html");
     std::fs::write(&page, html).with_context(|| format!("writing {}", page.display()))?;
