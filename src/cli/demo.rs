@@ -60,6 +60,9 @@ pub struct DemoArgs {
     /// Do not inject the bad scan (no invalidation, no rollback).
     #[arg(long)]
     pub no_bad_scan: bool,
+    /// Do not SIGKILL an ePIE worker during warm-up.
+    #[arg(long)]
+    pub no_kill_worker: bool,
     /// Seed of the scans and the network.
     #[arg(long, default_value_t = LoopConfig::default().seed)]
     pub seed: u64,
@@ -113,6 +116,7 @@ impl DemoArgs {
             worker_command: worker_command(),
             validate_every: self.validate_every,
             bad_scan: !self.no_bad_scan,
+            kill_worker: !self.no_kill_worker,
             seed: self.seed,
             report: (!self.no_report).then(|| self.report.clone()),
             data_dir: self.data_dir.clone(),

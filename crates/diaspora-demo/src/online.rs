@@ -130,6 +130,9 @@ pub struct LoopConfig {
     pub channels: usize,
     /// Inject a detector fault into one fine-tuning scan (and roll back).
     pub bad_scan: bool,
+    /// SIGKILL an ePIE worker while it reconstructs a scan during warm-up
+    /// (the pool replaces it and the task runs again).
+    pub kill_worker: bool,
     /// Seed of the scans and the network.
     pub seed: u64,
     /// Write the HTML report here.
@@ -157,6 +160,7 @@ impl Default for LoopConfig {
             validate_every: 20,
             channels: 4,
             bad_scan: true,
+            kill_worker: true,
             seed: 1,
             report: Some(PathBuf::from("demo-report")),
             data_dir: None,
@@ -298,6 +302,8 @@ pub struct Shared {
     pub bad_scan: Mutex<Option<String>>,
     /// Rollback: (to version, seconds from invalidation to the edge running it).
     pub rollback: Mutex<Option<(u64, f64)>>,
+    /// ePIE workers killed by the fault injection.
+    pub workers_killed: AtomicU64,
     /// Why the ePIE pool stopped, if it failed.
     pub pool_error: Mutex<Option<String>>,
     /// ePIE has reconstructed every scan that reached HPC.
@@ -335,6 +341,7 @@ impl Shared {
             versions: Mutex::new(BTreeMap::new()),
             bad_scan: Mutex::new(None),
             rollback: Mutex::new(None),
+            workers_killed: AtomicU64::new(0),
             pool_error: Mutex::new(None),
             epie_done: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -394,6 +401,8 @@ pub struct Summary {
     pub lost: u64,
     /// Scans ePIE reconstructed.
     pub epie_scans: u64,
+    /// ePIE workers SIGKILLed (each replaced by the pool, its scan rerun).
+    pub epie_workers_killed: u64,
     /// Scans the edge reconstructed.
     pub edge_scans: usize,
     /// Model versions shipped.
@@ -636,7 +645,7 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
             r
         })
     };
-    let pool_events = tokio::spawn(follow_pool(hpc.clone(), shared.clone()));
+    let pool_events = tokio::spawn(follow_pool(hpc.clone(), shared.clone(), cfg.kill_worker));
     let epie_task = tokio::spawn(epie_service(
         hpc.clone(),
         cfg.clone(),
@@ -826,6 +835,7 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         edge_frames_received: edge_report.received,
         lost: frames.saturating_sub(edge_report.received),
         epie_scans: shared.epie_scans.load(Ordering::Relaxed),
+        epie_workers_killed: shared.workers_killed.load(Ordering::Relaxed),
         edge_scans: shared.edge.lock().len(),
         versions: shared.versions.lock().len() as u64,
         trainer_steps: shared.losses.lock().len() as u64,
@@ -1220,8 +1230,11 @@ async fn publish_recon(
     Ok(())
 }
 
-/// Puts the pool's events that matter on the timeline.
-async fn follow_pool(hpc: Client, shared: Arc<Shared>) -> Result<()> {
+/// Puts the pool's events that matter on the timeline; with
+/// `kill_worker`, SIGKILLs the first worker seen reconstructing a scan
+/// once two scans are done, during warm-up.
+async fn follow_pool(hpc: Client, shared: Arc<Shared>, kill_worker: bool) -> Result<()> {
+    let mut killed = !kill_worker;
     let mut c = Consumer::assign(
         &hpc,
         ConsumerConfig::new(PoolTopics::new(POOL).events).start(StartFrom::Earliest),
@@ -1235,6 +1248,35 @@ async fn follow_pool(hpc: Client, shared: Arc<Shared>) -> Result<()> {
         let Ok(e) = PoolMsgEvent::parse(&ci.item.payload) else {
             continue;
         };
+        if let PoolMsgEvent::Heartbeat {
+            worker,
+            in_flight,
+            pid,
+            ..
+        } = &e
+        {
+            if !killed
+                && !in_flight.is_empty()
+                && *pid > 0
+                && shared.epie_scans.load(Ordering::Relaxed) >= 2
+                && !shared.switched.load(Ordering::Relaxed)
+            {
+                killed = true;
+                // SAFETY: kill(2) on a pid the pool's own heartbeat named: a
+                // worker process this demo's pool started.
+                let r = unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                if r == 0 {
+                    shared.workers_killed.fetch_add(1, Ordering::Relaxed);
+                    shared.event(
+                        "fault",
+                        format!(
+                            "SIGKILL to ePIE worker {worker} (pid {pid}) while it reconstructs {}",
+                            in_flight.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         let text = match &e {
             PoolMsgEvent::Heartbeat { .. } | PoolMsgEvent::Status(_) => continue,
             other => serde_json::to_string(other).unwrap_or_default(),
