@@ -214,8 +214,6 @@ pub struct EpieOut {
     pub object: Array2<C32>,
     /// The illuminated region.
     pub mask: Array2<bool>,
-    /// Seconds ePIE took.
-    pub seconds: f64,
     /// Hot pixels the QA check found in the scan's frames.
     pub hot_pixels: usize,
 }
@@ -266,8 +264,6 @@ pub struct Shared {
     pub wan_before: AtomicU64,
     /// After.
     pub wan_after: AtomicU64,
-    /// Model bytes the WAN carried down.
-    pub wan_models: AtomicU64,
     /// Scans reconstructed by ePIE.
     pub epie_scans: AtomicU64,
     /// Frames inferred at the edge.
@@ -321,7 +317,6 @@ impl Shared {
             frames_after: AtomicU64::new(0),
             wan_before: AtomicU64::new(0),
             wan_after: AtomicU64::new(0),
-            wan_models: AtomicU64::new(0),
             epie_scans: AtomicU64::new(0),
             edge_frames: AtomicU64::new(0),
             edge_busy_us: AtomicU64::new(0),
@@ -395,9 +390,11 @@ pub struct Summary {
     pub invalidated_versions: Vec<u64>,
     /// Frames produced.
     pub frames: u64,
+    /// Frames the detector's QoS stream had acknowledged.
+    pub frames_acked: u64,
     /// Frames the edge received.
     pub edge_frames_received: u64,
-    /// Frames acknowledged but never received at the edge.
+    /// Frames the detector produced that never reached the edge.
     pub lost: u64,
     /// Scans ePIE reconstructed.
     pub epie_scans: u64,
@@ -713,7 +710,6 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     // Progress.
     let ticker = {
         let (shared, bar, cfg) = (shared.clone(), bar.clone(), cfg.clone());
-        let down_stats = down.stats().clone();
         tokio::spawn(async move {
             while !shared.stop.load(Ordering::Relaxed) {
                 let v = shared.validations.lock().last().copied();
@@ -724,10 +720,6 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
                 } else {
                     "warm-up"
                 };
-                shared.wan_models.store(
-                    down_stats.forwarded.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
                 bar.set_message(format!(
                     "{phase} │ scans {}/{} │ ePIE {} │ trainer {} steps, SSIM {} │ edge v{} {} frames",
                     shared.scans_taken.load(Ordering::Relaxed),
@@ -785,7 +777,6 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     down.stop().await;
     edge.close();
     hpc.close();
-    let _ = detected;
 
     // Provenance: everything recorded, then the rollback checked from it.
     let (rstats, mut prov) = {
@@ -832,6 +823,7 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         bad_scan: shared.bad_scan.lock().clone(),
         invalidated_versions,
         frames,
+        frames_acked: detected,
         edge_frames_received: edge_report.received,
         lost: frames.saturating_sub(edge_report.received),
         epie_scans: shared.epie_scans.load(Ordering::Relaxed),
@@ -1222,7 +1214,6 @@ async fn publish_recon(
         EpieOut {
             object,
             mask,
-            seconds: 0.0,
             hot_pixels: sub.hot,
         },
     );
@@ -1483,7 +1474,6 @@ fn train_loop(
     let mut best = f64::NEG_INFINITY;
     let mut steps_since_val = 0usize;
     let mut stopping = false;
-    let mut last_val = 0.0;
     loop {
         // Take in what arrived.
         let msg = if trainer.is_empty() && !stopping {
@@ -1551,8 +1541,6 @@ fn train_loop(
                         diaspora_ptycho::surrogate::default_device(),
                     )?,
                 };
-                let losses = trainer.history().len();
-                let _ = losses;
                 trainer = Trainer::new(model, tcfg.clone())?;
                 if let Some(p) = &probe {
                     trainer.set_loss_weight(Some(&probe_weight(p, 0.02)))?;
@@ -1601,7 +1589,6 @@ fn train_loop(
         }
         steps_since_val = 0;
         let q = held_out_ssim(trainer.surrogate(), &val)?;
-        last_val = q;
         shared.validations.lock().push(Validation {
             t_s: shared.now_s(),
             steps: trainer.surrogate().steps(),
@@ -1688,7 +1675,6 @@ fn train_loop(
             break;
         }
     }
-    let _ = last_val;
     rt.block_on(models.close())?;
     Ok(())
 }
