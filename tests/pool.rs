@@ -141,21 +141,27 @@ impl Harness {
             })
     }
 
+    /// Every worker's log that says something.
+    fn worker_logs(&self) -> String {
+        let mut logs = String::new();
+        for e in std::fs::read_dir(&self.logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if !text.trim().is_empty() {
+                logs += &format!("--- {}\n{}\n", e.path().display(), text.trim_end());
+            }
+        }
+        logs
+    }
+
     async fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Harness) -> bool) {
         let t = Instant::now();
         while !ok(self) {
             if t.elapsed() >= limit {
-                let mut logs = String::new();
-                for e in std::fs::read_dir(&self.logs)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    if !text.trim().is_empty() {
-                        logs += &format!("--- {}\n{}\n", e.path().display(), text.trim_end());
-                    }
-                }
+                let logs = self.worker_logs();
                 let last_status = self.latest_status().map(|s| s.at_us);
                 panic!(
                     "{what}: not within {limit:?}; pool task finished: {:?}; last status at {last_status:?}, now {}; workers' logs:\n{logs}\nevents: {:#?}",
@@ -371,6 +377,22 @@ async fn workers_killed_one_after_another_lose_no_task() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let keys: BTreeSet<&str> = results.iter().map(|r| r.key.as_str()).collect();
+    if results.len() != n {
+        // Say which task has no result and everything that names it.
+        let missing: Vec<&String> = tasks
+            .iter()
+            .map(|t| &t.key)
+            .filter(|k| !keys.contains(k.as_str()))
+            .collect();
+        eprintln!("no result for {missing:?}; the events naming them:");
+        for (t, e) in h.events.lock().unwrap().iter() {
+            let text = format!("{e:?}");
+            if missing.iter().any(|k| text.contains(k.as_str())) {
+                eprintln!("  {t} {text}");
+            }
+        }
+        eprintln!("workers' logs:\n{}", h.worker_logs());
+    }
     assert_eq!(results.len(), n, "one result per task");
     assert_eq!(keys.len(), n, "no key twice");
     assert!(

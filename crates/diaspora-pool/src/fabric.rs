@@ -377,6 +377,9 @@ pub struct WorkerSummary {
 #[derive(Default)]
 struct WorkerShared {
     in_flight: Vec<String>,
+    /// Tasks this worker yielded to another claimant (announced in its
+    /// heartbeats while it waits on that worker).
+    yielded: Vec<String>,
     /// The attempt of the task in hand.
     attempt: u32,
     /// When it was taken in hand, µs.
@@ -410,13 +413,16 @@ struct Holder {
 }
 
 impl WorkerShared {
-    /// Applies another worker's heartbeat.
+    /// Applies another worker's heartbeat. A task that leaves its
+    /// `in_flight` was finished (let go of) — unless it is among the tasks
+    /// it `yielded` to another claimant, which it did not run.
     fn saw(
         &mut self,
         worker: &str,
         in_flight: &[String],
         attempts: &[u32],
         since_us: &[i64],
+        yielded: &[String],
         keep: usize,
     ) {
         let now = Instant::now();
@@ -433,6 +439,9 @@ impl WorkerShared {
             .collect();
         for k in gone {
             self.holders.remove(&k);
+            if yielded.contains(&k.0) {
+                continue;
+            }
             if self.let_go.insert(k.clone()) {
                 self.let_go_order.push_back(k);
                 while self.let_go_order.len() > keep {
@@ -475,7 +484,7 @@ pub async fn run_worker(
         let (worker, every) = (opts.worker.clone(), opts.heartbeat);
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                let (in_flight, attempts, since_us, migratable) = {
+                let (in_flight, attempts, since_us, migratable, yielded) = {
                     let s = shared.lock().expect("lock");
                     let n = s.in_flight.len();
                     (
@@ -483,6 +492,7 @@ pub async fn run_worker(
                         vec![s.attempt; n],
                         vec![s.since_us; n],
                         s.migratable.clone(),
+                        s.yielded.clone(),
                     )
                 };
                 let e = Event::Heartbeat {
@@ -492,6 +502,7 @@ pub async fn run_worker(
                     since_us,
                     migratable,
                     pid: std::process::id(),
+                    yielded,
                 };
                 if let Err(err) = events.send_unacked(None, item(&worker, to_bytes(&e))).await {
                     tracing::warn!(error = %err, "heartbeat not sent");
@@ -583,6 +594,7 @@ pub async fn run_worker(
                     in_flight,
                     attempts,
                     since_us,
+                    yielded,
                     ..
                 }) = Event::parse(&ci.item.payload)
                 {
@@ -590,7 +602,7 @@ pub async fn run_worker(
                         shared
                             .lock()
                             .expect("lock")
-                            .saw(&worker, &in_flight, &attempts, &since_us, keep);
+                            .saw(&worker, &in_flight, &attempts, &since_us, &yielded, keep);
                     }
                 }
             }
@@ -816,13 +828,14 @@ async fn claim(
     stop: &Stop,
 ) -> Option<bool> {
     let mine = now_us();
-    let beat = |in_flight: Vec<String>| Event::Heartbeat {
+    let beat = |in_flight: Vec<String>, yielded: Vec<String>| Event::Heartbeat {
         worker: opts.worker.clone(),
         attempts: vec![task.attempt; in_flight.len()],
         since_us: vec![mine; in_flight.len()],
         in_flight,
         migratable: vec![],
         pid: std::process::id(),
+        yielded,
     };
     {
         let mut s = shared.lock().expect("lock");
@@ -833,7 +846,10 @@ async fn claim(
     let _ = events
         .send_unacked(
             None,
-            item(&opts.worker, to_bytes(&beat(vec![task.key.clone()]))),
+            item(
+                &opts.worker,
+                to_bytes(&beat(vec![task.key.clone()], vec![])),
+            ),
         )
         .await;
     stop.sleep(opts.heartbeat + Duration::from_millis(150))
@@ -851,11 +867,26 @@ async fn claim(
     if !yield_to {
         return Some(true);
     }
-    shared.lock().expect("lock").in_flight.clear();
+    // Yield: say so, or the others would take the dropped claim for a
+    // finished task and skip a copy re-delivered to them after this
+    // worker is gone (the task would be lost).
+    {
+        let mut s = shared.lock().expect("lock");
+        s.in_flight.clear();
+        s.yielded = vec![task.key.clone()];
+    }
     let _ = events
-        .send_unacked(None, item(&opts.worker, to_bytes(&beat(vec![]))))
+        .send_unacked(
+            None,
+            item(
+                &opts.worker,
+                to_bytes(&beat(vec![], vec![task.key.clone()])),
+            ),
+        )
         .await;
-    wait_for_holder(shared, opts, &task.key, task.attempt, stop).await
+    let run = wait_for_holder(shared, opts, &task.key, task.attempt, stop).await;
+    shared.lock().expect("lock").yielded.clear();
+    run
 }
 
 /// Whether to run task `key` now: false when another worker held it and
@@ -2286,6 +2317,22 @@ pub fn prediction_site(payload: &[u8], spec: &PoolSpec) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task that leaves a worker's heartbeat was finished — unless the
+    /// worker yielded it to another claimant: then a copy re-delivered
+    /// here after that claimant is lost must still run (it was lost once
+    /// that way under repeated SIGKILLs).
+    #[test]
+    fn a_yielded_claim_is_not_taken_for_a_finished_task() {
+        let mut s = WorkerShared::default();
+        s.saw("a", &["k".into()], &[0], &[1], &[], 16);
+        s.saw("a", &[], &[], &[], &["k".into()], 16);
+        assert!(!s.let_go.contains(&("k".to_string(), 0)));
+        assert!(!s.holders.contains_key(&("k".to_string(), 0)));
+        s.saw("b", &["j".into()], &[2], &[1], &[], 16);
+        s.saw("b", &[], &[], &[], &[], 16);
+        assert!(s.let_go.contains(&("j".to_string(), 2)));
+    }
 
     #[test]
     fn predictor_events_for_served_resources_become_shortfalls() {

@@ -174,6 +174,11 @@ pub enum Event {
         migratable: Vec<String>,
         /// Its OS process id (for twins and people).
         pid: u32,
+        /// Tasks it was handed but let another worker run (a claim it
+        /// lost): it dropped them from `in_flight` without finishing
+        /// them, so a re-delivered copy must not be taken as done.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        yielded: Vec<String>,
     },
     /// Something the supervisor saw or did.
     Pool {
@@ -547,6 +552,7 @@ mod tests {
                 since_us: vec![7],
                 migratable: vec![],
                 pid: 42,
+                yielded: vec!["y".into()],
             },
             Event::Pool {
                 event: PoolEvent::Worker(WorkerEvent::Lost {
