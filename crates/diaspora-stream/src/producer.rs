@@ -452,6 +452,22 @@ impl QosProducer {
         self.shared.state.lock().core.unacked()
     }
 
+    /// Engages `level` reduction stages now and keeps them at least for
+    /// `hold`, whatever the latency says — for a prediction that the link
+    /// will saturate (the predictor's lead time is what makes reducing
+    /// *before* the saturation possible). Returns the stages engaged, or an
+    /// error if the stream's flow mode is not `reduce`.
+    pub fn advise(&self, level: usize, hold: Duration) -> Result<usize, StreamError> {
+        let mut st = self.shared.state.lock();
+        let until = self.shared.now() + hold.as_micros() as u64;
+        if !st.core.advise(level, until) {
+            return Err(StreamError::Policy(crate::policy::PolicyError(
+                "an advice to reduce needs flow mode \"reduce\" and a reduce chain".into(),
+            )));
+        }
+        Ok(st.core.active_stages())
+    }
+
     /// The flow controller's last decision inputs: (congested, stages engaged).
     pub fn flow_state(&self) -> (bool, usize) {
         let st = self.shared.state.lock();

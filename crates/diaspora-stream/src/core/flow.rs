@@ -4,6 +4,12 @@
 //! whether to ask for more consumers. Hysteresis: congestion engages above
 //! half the latency bound and releases after `CALM_CHECKS` checks below a
 //! quarter of it, one stage at a time.
+//!
+//! An **advice** ([`FlowController::advise`]) engages stages ahead of the
+//! latency: a predictor that sees the link saturating soon asks for a floor
+//! of `level` stages until a deadline. The controller's own decisions go on
+//! underneath; the level in force is the larger of the two, so an advice
+//! never releases a stage the latency needs, and expires by itself.
 
 use serde::Serialize;
 
@@ -56,6 +62,8 @@ pub struct FlowController {
     acked_in_window: u64,
     window_start: u64,
     ack_rate: f64,
+    /// An advised floor: (stages, until µs).
+    advice: Option<(usize, u64)>,
 }
 
 impl FlowController {
@@ -77,6 +85,30 @@ impl FlowController {
             acked_in_window: 0,
             window_start: 0,
             ack_rate: 0.0,
+            advice: None,
+        }
+    }
+
+    /// Advice from outside (a congestion prediction): keep at least `level`
+    /// stages engaged until `until_us` (capped at the chain's length; a later
+    /// advice replaces an earlier one). Only a `reduce` stream reduces: under
+    /// another flow mode the advice is refused and `false` returned.
+    pub fn advise(&mut self, level: usize, until_us: u64) -> bool {
+        if self.mode != FlowMode::Reduce || self.stages == 0 {
+            return false;
+        }
+        self.advice = Some((level.min(self.stages), until_us));
+        true
+    }
+
+    /// The advised floor in force (0 when none).
+    pub fn advised(&self) -> usize {
+        self.advice.map_or(0, |a| a.0)
+    }
+
+    fn expire_advice(&mut self, now_us: u64) {
+        if self.advice.is_some_and(|(_, until)| now_us >= until) {
+            self.advice = None;
         }
     }
 
@@ -95,9 +127,10 @@ impl FlowController {
         self.congested
     }
 
-    /// Reduction stages engaged.
+    /// Reduction stages engaged: the controller's own level, or the advised
+    /// floor while an advice is in force.
     pub fn level(&self) -> usize {
-        self.level
+        self.level.max(self.advised())
     }
 
     /// Acknowledged bytes per second, recent (0 until measured).
@@ -148,7 +181,7 @@ impl FlowController {
     pub fn hold(&self) -> FlowDecision {
         FlowDecision {
             congested: self.congested,
-            level: self.level,
+            level: self.level(),
             scale_up: false,
             estimate_us: 0,
         }
@@ -157,6 +190,7 @@ impl FlowController {
     /// One check with the stream's latency estimate (the producer's queue
     /// and acknowledgement latency plus the consumer's backlog), µs.
     pub fn observe(&mut self, estimate: u64, now_us: u64) -> FlowDecision {
+        self.expire_advice(now_us);
         self.since_change = self.since_change.saturating_add(1);
         if estimate > self.engage_us() {
             self.calm = 0;
@@ -205,7 +239,7 @@ impl FlowController {
         }
         FlowDecision {
             congested: self.congested,
-            level: self.level,
+            level: self.level(),
             scale_up,
             estimate_us: estimate,
         }
@@ -228,6 +262,37 @@ mod tests {
             Reduction::Decimate { every: 2 },
         ];
         p
+    }
+
+    #[test]
+    fn an_advice_engages_stages_ahead_of_the_latency_and_expires() {
+        let mut f = FlowController::new(&reduce_policy());
+        assert_eq!(f.observe(10_000, 100_000).level, 0);
+        assert!(f.advise(1, 1_000_000));
+        assert_eq!(f.level(), 1, "engaged at once, before any check");
+        // Calm latency does not release an advised stage.
+        for t in 1..9 {
+            let d = f.observe(10_000, 100_000 + t * 100_000);
+            assert_eq!(d.level, 1);
+            assert!(!d.congested, "advised, not congested");
+        }
+        // The controller may go beyond the advice on its own.
+        for t in 0..4 {
+            f.observe(900_000, 950_000 + t * 10_000);
+        }
+        assert_eq!(f.level(), 2);
+        // Expired, and calm: back to nothing, one stage at a time.
+        for t in 0..(2 * CALM_CHECKS as u64) {
+            f.observe(10_000, 2_000_000 + t * 100_000);
+        }
+        assert_eq!(f.level(), 0);
+        assert_eq!(f.advised(), 0);
+        // More than the chain is capped; another mode refuses.
+        assert!(f.advise(9, 9_000_000));
+        assert_eq!(f.level(), 2);
+        let mut p = reduce_policy();
+        p.flow.mode = FlowMode::Backpressure;
+        assert!(!FlowController::new(&p).advise(1, 1_000_000));
     }
 
     #[test]

@@ -281,6 +281,11 @@ impl ProducerCore {
         &self.flow
     }
 
+    /// Passes an advice to the flow controller ([`FlowController::advise`]).
+    pub fn advise(&mut self, level: usize, until_us: u64) -> bool {
+        self.flow.advise(level, until_us)
+    }
+
     /// Reductions engaged now (a prefix of the chain), as chain indices.
     pub fn active_stages(&self) -> usize {
         self.flow.level()
