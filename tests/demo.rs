@@ -55,9 +55,11 @@ fn the_loop_switches_to_the_edge_and_rolls_back_by_provenance() {
     assert_eq!(s["frames"], 480);
     assert!(s["switched_at_s"].is_number(), "no switch: {s:#}");
     assert!(s["edge_scans"].as_u64().unwrap() > 0, "{s:#}");
+    // Every scan goes up here (--fine-tune-every 1): about the same bytes
+    // per frame (a frame's id grows by a byte or two over the run).
     assert!(
         s["wan_bytes_per_frame_after_switch"].as_f64().unwrap()
-            <= s["wan_bytes_per_frame_before_switch"].as_f64().unwrap(),
+            <= 1.01 * s["wan_bytes_per_frame_before_switch"].as_f64().unwrap(),
         "{s:#}"
     );
     let bad = s["bad_scan"].as_str().expect("a bad scan was injected");

@@ -272,3 +272,77 @@ fn an_elastic_pool_restarted_with_a_backlog_is_level_at_least_twice_as_soon_as_a
         (Some(0), Some(0))
     );
 }
+
+#[test]
+fn the_ptychography_loop_as_processes_over_a_faulty_wan_switches_rolls_back_and_loses_nothing() {
+    // Real time (the loop's own timers and its training do not shorten).
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let file = "twins/ptycho-loop.toml";
+    let (status, r, html) = twin_run(file, &[]);
+    assert_eq!(r["passed"], true, "{file}: {}\n{r:#}", r["checks"]);
+    assert!(status.success());
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicated"], 0, "{r}");
+    assert_eq!(r["acked"], 30 * 50, "every frame acknowledged: {r}");
+    let s = |host: &str| r["services"][host]["summary"].clone();
+    let (detector, hpc, edge) = (s("ptycho-detector"), s("ptycho-hpc"), s("ptycho-edge"));
+    for x in [&detector, &hpc, &edge] {
+        assert_eq!(x["ok"], true, "{x}");
+    }
+    // The switch, then a rollback checked from provenance.
+    assert!(hpc["switch_t_us"].is_i64(), "{hpc}");
+    assert!(edge["rollback_to_version"].is_u64(), "{edge}");
+    let checks = edge["checks"].as_object().unwrap();
+    assert_eq!(checks.len(), 3, "{edge}");
+    assert!(checks.values().all(|c| c == true), "{edge}");
+    assert!(!hpc["invalidated_versions"].as_array().unwrap().is_empty());
+    // The congestion was predicted and the uplink reduced.
+    assert!(detector["predictions"].as_u64().unwrap() > 0, "{detector}");
+    assert!(
+        detector["uplink_frames_reduced"].as_u64().unwrap() > 0,
+        "{detector}"
+    );
+    // … before the link saturated: no saturation of the uplink once the
+    // reduction is engaged (the catch-up after the outage may saturate it
+    // before that).
+    let predicted = r["monitors"]["predictor"]["prediction_s"][0]
+        .as_f64()
+        .unwrap();
+    let saturated: Vec<f64> = r["saturated_s"]["wan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        saturated.iter().all(|s| *s < predicted),
+        "the uplink saturated after the prediction at {predicted} s: {saturated:?}"
+    );
+    // The worker killed was replaced; the pool's events are on the timeline.
+    let events = |host: &str| -> Vec<String> {
+        r["services"][host]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {}", e[1].as_str().unwrap(), e[2].as_str().unwrap()))
+            .collect()
+    };
+    let hpc_events = events("ptycho-hpc");
+    assert!(
+        hpc_events
+            .iter()
+            .any(|e| e.starts_with("pool ") && e.contains("lost")),
+        "{hpc_events:#?}"
+    );
+    // The report shows the faults and the phases.
+    for needle in [
+        "outage",
+        "kill_child",
+        "congestion",
+        "switch",
+        "rollback",
+        "prediction",
+    ] {
+        assert!(html.contains(needle), "the report does not show {needle}");
+    }
+}

@@ -21,7 +21,12 @@ to HPC for fine-tuning. One scan carries an injected detector fault: a QA check 
 once a model trained on it has shipped, invalidates it in provenance, and the edge rolls \
 back to the newest model version provenance still holds valid.
 
-The report (pictures, timeline, figures) is written to --report (default demo-report/).")]
+The report (pictures, timeline, figures) is written to --report (default demo-report/).
+
+--stage detector|hpc|edge runs one stage as its own process against a node that runs \
+elsewhere; `diaspora twin run twins/ptycho-loop.toml` starts the three over an emulated \
+WAN with an outage, a SIGKILLed ePIE worker, and a congestion ramp a live monitor \
+predicts (the detector's uplink then reduces).")]
 pub struct DemoArgs {
     /// Scans the detector takes.
     #[arg(long, default_value_t = LoopConfig::default().scans)]
@@ -97,6 +102,33 @@ pub struct DemoArgs {
     /// With --skeleton: partitions of the frames topic.
     #[arg(long, requires = "skeleton", default_value_t = 2)]
     pub partitions: u32,
+    /// Run one stage of the loop as its own process against a node that runs
+    /// elsewhere (what twins/ptycho-loop.toml starts): detector (edge node),
+    /// hpc (HPC node; ePIE runs on a pool named "epie") or edge (edge node).
+    /// The loop's flags must be the same for the three.
+    #[arg(long, value_name = "STAGE", conflicts_with = "skeleton", requires_all = ["node", "provenance"])]
+    pub stage: Option<diaspora_demo::stage::Stage>,
+    /// With --stage: the node's data plane.
+    #[arg(long, requires = "stage")]
+    pub node: Option<std::net::SocketAddr>,
+    /// With --stage: the node's CA certificate.
+    #[arg(long, requires = "stage", default_value = crate::cli::DEFAULT_CA)]
+    pub ca: PathBuf,
+    /// With --stage: the experiment's provenance store, shared by the stages.
+    #[arg(long, requires = "stage")]
+    pub provenance: Option<String>,
+    /// With --stage: its working directory (hpc: scans for the pool's workers).
+    #[arg(long, requires = "stage", default_value = ".")]
+    pub work_dir: PathBuf,
+    /// With --stage detector: write the frames stream's acknowledgements here.
+    #[arg(long, requires = "stage")]
+    pub acks: Option<PathBuf>,
+    /// With --stage edge: write every frame received here.
+    #[arg(long, requires = "stage")]
+    pub deliveries: Option<PathBuf>,
+    /// With --stage: write the stage's timeline here (JSON lines).
+    #[arg(long, requires = "stage")]
+    pub events: Option<PathBuf>,
 }
 
 impl DemoArgs {
@@ -156,6 +188,25 @@ fn worker_command() -> Vec<String> {
 pub async fn run(a: DemoArgs) -> Result<()> {
     if a.skeleton {
         return diaspora_demo::skeleton::run(a.skeleton_config()).await;
+    }
+    if let Some(stage) = a.stage {
+        let o = diaspora_demo::stage::StageOptions {
+            stage,
+            node: a.node.expect("required by clap"),
+            ca: a.ca.clone(),
+            provenance: a.provenance.clone().expect("required by clap"),
+            work_dir: a.work_dir.clone(),
+            acks: a.acks.clone(),
+            deliveries: a.deliveries.clone(),
+            events: a.events.clone(),
+        };
+        let s = diaspora_demo::stage::run_stage(a.config(), o).await?;
+        println!("{s}");
+        anyhow::ensure!(
+            s["ok"] == true,
+            "the {stage:?} stage did not do its part: {s}"
+        );
+        return Ok(());
     }
     let s = diaspora_demo::run(a.config()).await?;
     if a.json {

@@ -116,6 +116,7 @@ pub async fn run(t: TwinCommand) -> Result<()> {
                     &results.figures,
                     &results.fault_windows(),
                     &results.report_checks(),
+                    &diaspora_twin::report::services_section(&results.services),
                     &text,
                 );
                 std::fs::write(dir.join("report.html"), html)?;

@@ -11,5 +11,6 @@
 pub mod online;
 pub mod report;
 pub mod skeleton;
+pub mod stage;
 
 pub use online::{run, LoopConfig, Summary};

@@ -40,11 +40,23 @@
 //!    newest version still valid and rolls back to it; the trainer resumes
 //!    from that version without the scan's samples.
 //!
-//! What it does not do yet (said in the summary too): ePIE runs as a task
-//! of this process, not on a compute pool; the WAN is a loopback bridge
-//! without an emulated outage or congestion (the `twins/` scenarios
-//! emulate those for the services, not yet for this loop); the predictor
-//! is not consulted.
+//! 7. **Acting on predictions**: the detector follows the predictions
+//!    topic on the edge node; a monitor's `prediction` for the WAN link
+//!    (`wan_link`) engages the uplink stream's reduction (zstd, lossless)
+//!    for a while ([`QosProducer::advise`]). The ePIE pool scales up on its
+//!    own backlog. Both are on the timeline.
+//!
+//! The stages talk only through the fabric and the provenance store: the
+//! detector learns of the switch from the edge's model topic; the model
+//! topic also carries the QA check's `invalidated` notice and HPC's `end`;
+//! the uplink ends with a marker naming how many scans went up. So each
+//! stage also runs as a process of its own ([`crate::stage`],
+//! `twins/ptycho-loop.toml`).
+//!
+//! What the embedded demo does not do (said in the summary too): its WAN
+//! is a loopback bridge, so there is no outage, loss or congestion here and
+//! no monitor to predict it — `twins/ptycho-loop.toml` runs the same stages
+//! over an emulated WAN with those faults and a live monitor.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -95,6 +107,13 @@ const HPC_FRAMES: &str = "hpc.frames";
 const RECONS: &str = "recons";
 const SAMPLES: &str = "view.training-samples";
 const MODELS: &str = "models";
+/// Where monitors publish predictions (on the edge node).
+pub const PREDICTIONS: &str = "diaspora.predictions";
+/// How long an advice to reduce the uplink holds after the last
+/// prediction. Long, because the reduction itself lowers the utilisation the
+/// monitor watches (so it stops predicting) and a WAN's congestion lasts
+/// minutes; monitors publish no "cleared" event yet to release it sooner.
+const REDUCE_HOLD: Duration = Duration::from_secs(60);
 /// How long any stage waits for its input before it says so and stops.
 const STALL: Duration = Duration::from_secs(120);
 
@@ -141,6 +160,9 @@ pub struct LoopConfig {
     pub data_dir: Option<PathBuf>,
     /// Print the summary as JSON.
     pub json: bool,
+    /// The WAN link's name in monitors' predictions (label `link`): a
+    /// prediction for it engages the uplink's reduction.
+    pub wan_link: String,
 }
 
 impl Default for LoopConfig {
@@ -165,12 +187,13 @@ impl Default for LoopConfig {
             report: Some(PathBuf::from("demo-report")),
             data_dir: None,
             json: false,
+            wan_link: "wan".into(),
         }
     }
 }
 
 impl LoopConfig {
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         ensure!(self.scans >= 2, "--scans must be ≥ 2");
         ensure!(
             (20..=2000).contains(&self.positions),
@@ -200,6 +223,8 @@ impl LoopConfig {
 pub struct Event {
     /// Seconds since the start.
     pub t_s: f64,
+    /// When, µs since the Unix epoch (to line up the stages of a twin).
+    pub t_us: i64,
     /// What kind: `phase`, `model`, `fault`, `invalidation`, `rollback`.
     pub kind: String,
     /// What happened.
@@ -264,6 +289,8 @@ pub struct Shared {
     pub wan_before: AtomicU64,
     /// After.
     pub wan_after: AtomicU64,
+    /// Uplink frames sent reduced (a prediction engaged the reduction).
+    pub wan_reduced: AtomicU64,
     /// Scans reconstructed by ePIE.
     pub epie_scans: AtomicU64,
     /// Frames inferred at the edge.
@@ -309,7 +336,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    pub(crate) fn new() -> Shared {
         Shared {
             t0: Instant::now(),
             scans_taken: AtomicU64::new(0),
@@ -317,6 +344,7 @@ impl Shared {
             frames_after: AtomicU64::new(0),
             wan_before: AtomicU64::new(0),
             wan_after: AtomicU64::new(0),
+            wan_reduced: AtomicU64::new(0),
             epie_scans: AtomicU64::new(0),
             edge_frames: AtomicU64::new(0),
             edge_busy_us: AtomicU64::new(0),
@@ -348,11 +376,12 @@ impl Shared {
         self.t0.elapsed().as_secs_f64()
     }
 
-    fn event(&self, kind: &str, text: String) {
+    pub(crate) fn event(&self, kind: &str, text: String) {
         let t_s = self.now_s();
         tracing::info!(kind, t_s, "{text}");
         self.events.lock().push(Event {
             t_s,
+            t_us: now_us(),
             kind: kind.into(),
             text,
         });
@@ -425,7 +454,13 @@ pub struct Summary {
 }
 
 /// A frame as it travels: `u16` N×N, metadata naming its scan and position.
-fn frame_item(frame: &Array2<u16>, m: &FrameMeta, positions: usize) -> diaspora_proto::v1::Item {
+fn frame_item(
+    frame: &Array2<u16>,
+    m: &FrameMeta,
+    positions: usize,
+    id: u64,
+    side: usize,
+) -> diaspora_proto::v1::Item {
     let mut b = Vec::with_capacity(frame.len() * 2);
     for v in frame.iter() {
         b.extend_from_slice(&v.to_le_bytes());
@@ -441,6 +476,8 @@ fn frame_item(frame: &Array2<u16>, m: &FrameMeta, positions: usize) -> diaspora_
         ("y", meta::int(m.y as i64)),
         ("dose", meta::float(m.dose)),
         ("positions", meta::int(positions as i64)),
+        ("side", meta::int(side as i64)),
+        ("id", meta::int(id as i64)),
         ("crc32c", meta::int(crc as i64)),
     ] {
         item.metadata.insert(k.into(), v);
@@ -448,8 +485,18 @@ fn frame_item(frame: &Array2<u16>, m: &FrameMeta, positions: usize) -> diaspora_
     item
 }
 
-/// A received frame: its pixels and metadata, checked.
+/// A received frame: its pixels and metadata, checked (a frame that
+/// crossed the WAN compressed is restored first).
 fn read_frame(item: &diaspora_proto::v1::Item) -> Result<(Array2<u16>, FrameMeta, usize)> {
+    let restored;
+    let item = if item.metadata.contains_key(diaspora_stream::control::CODEC) {
+        let mut it = item.clone();
+        diaspora_stream::reduce::restore(&mut it).context("a compressed frame")?;
+        restored = it;
+        &restored
+    } else {
+        item
+    };
     let scan = meta::get_str(item, "scan").context("frame without a scan")?;
     let get = |k: &str| meta::get_i64(item, k).with_context(|| format!("frame without {k}"));
     let crc = get("crc32c")? as u32;
@@ -553,6 +600,9 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         (control_topic(FRAMES), 1),
         (replay_topic(FRAMES), 1),
         (UPLINK.to_string(), 1),
+        (control_topic(UPLINK), 1),
+        (replay_topic(UPLINK), 1),
+        (PREDICTIONS.to_string(), 1),
         (EDGE_MODELS.to_string(), 1),
         (EDGE_RECONS.to_string(), 1),
     ] {
@@ -597,12 +647,8 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     ));
 
     let bar = progress(cfg.json);
-    let (notice_tx, _) = tokio::sync::broadcast::channel::<String>(16);
-    let (to_trainer, trainer_rx) = mpsc::sync_channel::<TrainerMsg>(64);
-    let (shipped_tx, shipped_rx) = tokio::sync::mpsc::channel::<Shipped>(64);
     shared.event("phase", "warm-up: every frame goes to HPC".into());
 
-    // HPC: ePIE per scan.
     // HPC: the ePIE pool (worker processes) and the service feeding it.
     let spec = pool_spec(&cfg)?;
     ensure_topics(hpc_node.broker().into(), &spec)
@@ -642,62 +688,15 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
             r
         })
     };
-    let pool_events = tokio::spawn(follow_pool(hpc.clone(), shared.clone(), cfg.kill_worker));
-    let epie_task = tokio::spawn(epie_service(
-        hpc.clone(),
-        cfg.clone(),
-        shared.clone(),
-        recorder.clone(),
-        data_dir.join("scans"),
-    ));
-    // HPC: the view of training samples and the trainer.
-    let spec = ViewSpec::new("training-samples")
-        .source("frames", HPC_FRAMES, "scan", cfg.positions as u32)
-        .source("recons", RECONS, "scan", 1)
-        .id_key("scan")
-        .output_topic(SAMPLES);
-    let view = View::start(
+    let hpc_services = Hpc::start(
         &hpc,
-        spec,
-        ViewOptions {
-            lineage: Some(recorder.clone()),
-            ..Default::default()
-        },
+        &cfg,
+        &shared,
+        &recorder,
+        &store_url,
+        data_dir.join("scans"),
     )
-    .await
-    .context("starting the training-samples view")?;
-    let feeder = tokio::spawn(feed_trainer(
-        view,
-        cfg.clone(),
-        shared.clone(),
-        to_trainer.clone(),
-    ));
-    let trainer = {
-        let (cfg, shared, recorder, url) = (
-            cfg.clone(),
-            shared.clone(),
-            recorder.clone(),
-            store_url.clone(),
-        );
-        let models = Producer::new(&hpc, ProducerConfig::new(MODELS)).await?;
-        let handle = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
-            .name("trainer".into())
-            .spawn(move || {
-                train_loop(
-                    cfg, shared, recorder, &url, trainer_rx, models, shipped_tx, handle,
-                )
-            })?
-    };
-    // HPC: the QA check that finds the bad scan.
-    let qa = tokio::spawn(qa_check(
-        shipped_rx,
-        shared.clone(),
-        recorder.clone(),
-        store_url.clone(),
-        notice_tx.clone(),
-        to_trainer.clone(),
-    ));
+    .await?;
     // Edge: inference.
     let edge_task = tokio::spawn(edge_service(
         edge.clone(),
@@ -705,7 +704,7 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         shared.clone(),
         recorder.clone(),
         store_url.clone(),
-        notice_tx.subscribe(),
+        None,
     ));
     // Progress.
     let ticker = {
@@ -736,7 +735,7 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     };
 
     // The beamline.
-    let detected = detector(&edge, &cfg, &shared, &recorder).await;
+    let detected = detector(&edge, &cfg, &shared, &recorder, None).await;
     let detected = match detected {
         Ok(d) => d,
         Err(e) => {
@@ -750,29 +749,22 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     // all to the trainer, the trainer ships its last version, the QA check
     // sees it, and the edge (which has every frame by then) takes in the
     // last models and notices.
-    let epie_result = epie_task.await.context("ePIE task")?;
-    shared.epie_done.store(true, Ordering::Relaxed);
-    // Every worker is stopped (and reaped) before the pool returns.
-    pool_stop.trigger();
+    let hpc_result = hpc_services.finish(&shared, Some(pool_stop)).await;
     let pool_result = pool.await.context("pool task")?;
-    let feed_result = feeder.await.context("feeder task")?;
-    let _ = to_trainer.send(TrainerMsg::Stop);
-    let train_result = tokio::task::spawn_blocking(move || trainer.join())
-        .await
-        .context("trainer thread")?
-        .map_err(|_| anyhow::anyhow!("the trainer panicked"))?;
-    let qa_result = qa.await.context("QA task")?;
-    shared.stop.store(true, Ordering::Relaxed);
-    let edge_result = edge_task.await.context("edge task")?;
+    if hpc_result.is_err() {
+        // No end comes on the model topic: the edge would wait for it.
+        edge_task.abort();
+    }
+    let edge_result = match edge_task.await {
+        Ok(r) => r,
+        Err(e) if e.is_cancelled() => Err(anyhow::anyhow!("stopped: HPC failed")),
+        Err(e) => Err(anyhow::anyhow!("edge task: {e}")),
+    };
     ticker.abort();
-    let _ = pool_events.await;
     bar.finish_and_clear();
-    let edge_report = edge_result?;
-    epie_result?;
     pool_result.map_err(|e| anyhow::anyhow!("the ePIE pool: {e}"))?;
-    feed_result?;
-    train_result?;
-    let invalidated_versions = qa_result?;
+    let invalidated_versions = hpc_result.context("HPC")?;
+    let edge_report = edge_result.context("the edge")?;
     up.stop().await;
     down.stop().await;
     edge.close();
@@ -839,8 +831,7 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         report: None,
         provenance: store.clone(),
         not_yet: vec![
-            "the WAN is a loopback bridge: no emulated outage or congestion in the demo",
-            "the predictor is not consulted",
+            "the WAN here is a loopback bridge: no outage, loss or congestion, so no prediction to act on — `diaspora twin run twins/ptycho-loop.toml` runs these stages as processes over an emulated WAN with them",
         ],
     };
     let mut summary = summary;
@@ -853,6 +844,126 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
     }
     drop(tmp);
     Ok(summary)
+}
+
+/// HPC's services: ePIE (on the pool named [`POOL`], which runs
+/// elsewhere), the view of training samples, the trainer and the QA check.
+pub(crate) struct Hpc {
+    epie: tokio::task::JoinHandle<Result<()>>,
+    pool_events: tokio::task::JoinHandle<Result<()>>,
+    feeder: tokio::task::JoinHandle<Result<()>>,
+    to_trainer: mpsc::SyncSender<TrainerMsg>,
+    trainer: std::thread::JoinHandle<Result<()>>,
+    qa: tokio::task::JoinHandle<Result<Vec<u64>>>,
+}
+
+impl Hpc {
+    pub(crate) async fn start(
+        hpc: &Client,
+        cfg: &LoopConfig,
+        shared: &Arc<Shared>,
+        recorder: &Arc<LineageRecorder>,
+        store_url: &str,
+        scans_dir: PathBuf,
+    ) -> Result<Hpc> {
+        let (to_trainer, trainer_rx) = mpsc::sync_channel::<TrainerMsg>(64);
+        let (shipped_tx, shipped_rx) = tokio::sync::mpsc::channel::<Shipped>(64);
+        let pool_events = tokio::spawn(follow_pool(hpc.clone(), shared.clone(), cfg.kill_worker));
+        let epie = tokio::spawn(epie_service(
+            hpc.clone(),
+            cfg.clone(),
+            shared.clone(),
+            recorder.clone(),
+            scans_dir,
+        ));
+        // The view of training samples and the trainer.
+        let spec = ViewSpec::new("training-samples")
+            .source("frames", HPC_FRAMES, "scan", cfg.positions as u32)
+            .source("recons", RECONS, "scan", 1)
+            .id_key("scan")
+            .output_topic(SAMPLES);
+        let view = View::start(
+            hpc,
+            spec,
+            ViewOptions {
+                lineage: Some(recorder.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .context("starting the training-samples view")?;
+        let feeder = tokio::spawn(feed_trainer(
+            view,
+            cfg.clone(),
+            shared.clone(),
+            to_trainer.clone(),
+        ));
+        let trainer = {
+            let (cfg, shared, recorder, url) = (
+                cfg.clone(),
+                shared.clone(),
+                recorder.clone(),
+                store_url.to_string(),
+            );
+            let models = Producer::new(hpc, ProducerConfig::new(MODELS)).await?;
+            let handle = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("trainer".into())
+                .spawn(move || {
+                    train_loop(
+                        cfg, shared, recorder, &url, trainer_rx, models, shipped_tx, handle,
+                    )
+                })?
+        };
+        // The QA check that finds the bad scan.
+        let qa = tokio::spawn(qa_check(
+            shipped_rx,
+            shared.clone(),
+            recorder.clone(),
+            store_url.to_string(),
+            Producer::new(hpc, ProducerConfig::new(MODELS)).await?,
+            to_trainer.clone(),
+        ));
+        Ok(Hpc {
+            epie,
+            pool_events,
+            feeder,
+            to_trainer,
+            trainer,
+            qa,
+        })
+    }
+
+    /// Waits, in order: ePIE has reconstructed every scan sent up (then
+    /// `pool_stop`, if given, stops the pool), the view has handed them all
+    /// to the trainer, the trainer has shipped its last version, the QA
+    /// check has seen it and said `end` on the model topic. Returns the
+    /// model versions the invalidation reached.
+    pub(crate) async fn finish(
+        self,
+        shared: &Shared,
+        pool_stop: Option<Arc<diaspora_fabric::Stop>>,
+    ) -> Result<Vec<u64>> {
+        let epie = self.epie.await.context("ePIE task")?;
+        shared.epie_done.store(true, Ordering::Relaxed);
+        if let Some(p) = pool_stop {
+            p.trigger();
+        }
+        epie?;
+        let feed = self.feeder.await.context("feeder task")?;
+        let _ = self.to_trainer.send(TrainerMsg::Stop);
+        let trainer = self.trainer;
+        let train = tokio::task::spawn_blocking(move || trainer.join())
+            .await
+            .context("trainer thread")?
+            .map_err(|_| anyhow::anyhow!("the trainer panicked"))?;
+        let qa = self.qa.await.context("QA task")?;
+        shared.stop.store(true, Ordering::Relaxed);
+        let _ = self.pool_events.await;
+        feed?;
+        train?;
+        qa
+    }
 }
 
 async fn ensure_local(
@@ -882,24 +993,156 @@ fn progress(json: bool) -> indicatif::ProgressBar {
 
 // ---------------------------------------------------------------- detector
 
-/// Takes the scans: frames on the edge's QoS stream, and up the WAN while
-/// HPC needs them. Returns the frames acknowledged.
-async fn detector(
+/// The uplink's policy: a QoS stream that reduces when told to (zstd,
+/// lossless: ePIE and the trainer get every pixel back). Its own latency
+/// is to the edge node and never calls for it; a congestion prediction for
+/// the WAN does ([`QosProducer::advise`]).
+fn uplink_policy() -> Policy {
+    let mut p = Policy::default();
+    p.flow.mode = diaspora_stream::policy::FlowMode::Reduce;
+    p.reduce = vec![diaspora_stream::policy::Reduction::Zstd { level: 1 }];
+    p
+}
+
+/// What the detector learns from the edge node while it takes scans.
+struct DetectorNews {
+    /// A model has reached the edge: the loop has switched.
+    switched: Arc<AtomicBool>,
+    /// Predictions for the WAN (text for the timeline).
+    predictions: tokio::sync::mpsc::Receiver<String>,
+}
+
+/// Follows the edge's model topic (the switch) and the predictions topic
+/// (congestion on `cfg.wan_link`) until `stop`.
+fn detector_news(
+    edge: &Client,
+    cfg: &LoopConfig,
+    stop: Arc<diaspora_fabric::Stop>,
+) -> (DetectorNews, tokio::task::JoinHandle<Result<()>>) {
+    let switched = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let task = {
+        let (edge, switched, link) = (edge.clone(), switched.clone(), cfg.wan_link.clone());
+        tokio::spawn(async move {
+            let mut models = Consumer::assign(
+                &edge,
+                ConsumerConfig::new(EDGE_MODELS).start(StartFrom::Earliest),
+                &[],
+            )
+            .await?;
+            let mut preds: Option<Consumer> = None;
+            let mut tried = Instant::now() - Duration::from_secs(10);
+            while !stop.stopped() {
+                // The predictions topic appears when a monitor starts.
+                if preds.is_none() && tried.elapsed() > Duration::from_secs(1) {
+                    tried = Instant::now();
+                    preds = Consumer::assign(
+                        &edge,
+                        ConsumerConfig::new(PREDICTIONS).start(StartFrom::Latest),
+                        &[],
+                    )
+                    .await
+                    .ok();
+                }
+                if let Some(p) = preds.as_mut() {
+                    while let Some(c) = p.poll(Duration::ZERO).await? {
+                        if let Some(text) = congestion_prediction(&c.item.payload, &link) {
+                            let _ = tx.try_send(text);
+                        }
+                    }
+                }
+                if let Some(c) = models.poll(Duration::from_millis(100)).await? {
+                    if meta::get_i64(&c.item, "version").is_some() {
+                        switched.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            models.close().await;
+            if let Some(p) = preds {
+                p.close().await;
+            }
+            Ok(())
+        })
+    };
+    (
+        DetectorNews {
+            switched,
+            predictions: rx,
+        },
+        task,
+    )
+}
+
+/// A monitor's `prediction` event for link `link` (its `link` label), as
+/// a line for the timeline; anything else is none.
+fn congestion_prediction(payload: &[u8], link: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if v["kind"] != "prediction" || v["labels"]["link"] != link {
+        return None;
+    }
+    Some(format!(
+        "{} predicts {} on {link} reaching {:.2} in {:.1} s (now {:.2}, confidence {:.2})",
+        v["monitor"].as_str().unwrap_or("a monitor"),
+        v["metric"].as_str().unwrap_or("a metric"),
+        v["threshold"].as_f64().unwrap_or(0.0),
+        v["lead_time_s"].as_f64().unwrap_or(0.0),
+        v["value"].as_f64().unwrap_or(0.0),
+        v["confidence"].as_f64().unwrap_or(0.0),
+    ))
+}
+
+/// Where the detector writes what its frames stream acknowledged (one JSON
+/// line per frame, the twin's `--acks` format).
+pub type AckLog = Option<PathBuf>;
+
+/// Takes the scans: frames on the edge's QoS stream, and up the WAN (a
+/// QoS stream of its own, `uplink`) while HPC needs them. A congestion
+/// prediction for the WAN engages the uplink's reduction. Ends the uplink
+/// with a marker naming how many scans went up. Returns the frames
+/// acknowledged.
+pub(crate) async fn detector(
     edge: &Client,
     cfg: &LoopConfig,
     shared: &Arc<Shared>,
     recorder: &Arc<LineageRecorder>,
+    acks: AckLog,
 ) -> Result<u64> {
     let policy = Policy::default();
     let mut stream = QosProducer::new(edge, FRAMES, 0, policy)
         .await?
         .with_ack_hook(recorder.hook());
-    let uplink = Producer::new(edge, ProducerConfig::new(UPLINK)).await?;
+    let ack_writer = match acks {
+        None => None,
+        Some(path) => {
+            let mut rx = stream.subscribe_acks();
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            );
+            Some(tokio::spawn(async move {
+                use std::io::Write;
+                while let Some(a) = rx.recv().await {
+                    writeln!(
+                        f,
+                        "{{\"id\":{},\"partition\":{},\"offset\":{},\"acked_us\":{}}}",
+                        a.id.unwrap_or(a.seq),
+                        a.partition,
+                        a.offset,
+                        now_us()
+                    )?;
+                }
+                f.flush()
+            }))
+        }
+    };
+    let mut uplink = QosProducer::new(edge, UPLINK, 0, uplink_policy()).await?;
+    let news_stop = diaspora_fabric::Stop::new();
+    let (mut news, news_task) = detector_news(edge, cfg, news_stop.clone());
     let started = Instant::now();
     let mut sent = 0u64;
     let mut fine_tune_scans = 0usize;
+    let mut scans_up = 0u64;
     let mut injected = false;
-    let mut pending = VecDeque::new();
     for s in 0..cfg.scans {
         let id = format!("scan-{s:03}");
         let sim_cfg = SimConfig {
@@ -914,13 +1157,14 @@ async fn detector(
         let mut scan = tokio::task::spawn_blocking(move || sim::simulate(&sim_cfg))
             .await
             .context("simulation task")??;
-        let switched = shared.switched.load(Ordering::Relaxed);
+        let switched = news.switched.load(Ordering::Relaxed);
         let up = if switched {
             fine_tune_scans += 1;
             (fine_tune_scans - 1) % cfg.fine_tune_every == 0
         } else {
             true
         };
+        scans_up += u64::from(up);
         // The fault: in the second scan that goes to HPC after the switch.
         if cfg.bad_scan && switched && up && !injected && fine_tune_scans > cfg.fine_tune_every {
             inject_fault(&mut scan.frames);
@@ -931,23 +1175,41 @@ async fn detector(
                 format!("{id}: a block of 36 hot pixels on the detector (injected)"),
             );
         }
+        let side = scan.object.nrows();
         shared.truth.lock().insert(id.clone(), scan.object.clone());
         for (frame, m) in scan.frames.iter().zip(&scan.meta) {
             let due = started + Duration::from_secs_f64(sent as f64 / cfg.rate);
             if due > Instant::now() {
                 tokio::time::sleep_until(due.into()).await;
             }
-            let item = frame_item(frame, m, cfg.positions);
+            while let Ok(text) = news.predictions.try_recv() {
+                let stages = uplink.advise(1, REDUCE_HOLD)?;
+                shared.event(
+                    "prediction",
+                    format!(
+                        "{text}: the uplink reduces (zstd, {stages} stage engaged for {} s)",
+                        REDUCE_HOLD.as_secs()
+                    ),
+                );
+            }
+            let item = frame_item(frame, m, cfg.positions, sent, side);
             if up {
-                let bytes = prost::Message::encoded_len(&item) as u64;
+                let mut bytes = prost::Message::encoded_len(&item) as u64;
+                if uplink.flow_state().1 > 0 {
+                    // What the WAN carries: the item as the stage reduces it.
+                    let mut z = item.clone();
+                    diaspora_stream::reduce::zstd_compress(&mut z, 1);
+                    bytes = prost::Message::encoded_len(&z) as u64;
+                    shared.wan_reduced.fetch_add(1, Ordering::Relaxed);
+                }
                 if switched {
                     shared.wan_after.fetch_add(bytes, Ordering::Relaxed);
                 } else {
                     shared.wan_before.fetch_add(bytes, Ordering::Relaxed);
                 }
-                pending.push_back(uplink.send(item.clone()).await?);
-                while pending.len() > 64 {
-                    pending.pop_front().expect("non-empty").await?;
+                match uplink.send(item.clone()).await? {
+                    Sent::Accepted(_) => {}
+                    other => bail!("the uplink reduces losslessly, it does not drop: {other:?}"),
                 }
             }
             if switched {
@@ -966,11 +1228,22 @@ async fn detector(
             shared.wan_before.load(Ordering::Relaxed) + shared.wan_after.load(Ordering::Relaxed);
         shared.wan_series.lock().push((shared.now_s(), total));
     }
-    for p in pending {
-        p.await?;
+    // The end of the uplink: HPC knows then how many scans to expect.
+    let mut end = payload_item(Bytes::new());
+    end.metadata.insert("end".into(), meta::int(1));
+    end.metadata
+        .insert("scans_up".into(), meta::int(scans_up as i64));
+    uplink.send(end).await?;
+    news_stop.trigger();
+    let r = stream.close(Duration::from_secs(120)).await?;
+    uplink
+        .close(Duration::from_secs(120))
+        .await
+        .context("the uplink")?;
+    news_task.await.context("detector news task")??;
+    if let Some(w) = ack_writer {
+        w.await.context("ack writer")??;
     }
-    uplink.close().await?;
-    let r = stream.close(Duration::from_secs(60)).await?;
     Ok(r.counters.acked)
 }
 
@@ -1043,6 +1316,7 @@ async fn epie_service(
     let mut open: HashMap<String, Open> = HashMap::new();
     let mut submitted: HashMap<String, Submitted> = HashMap::new();
     let mut idle = Instant::now();
+    let (mut scans_up, mut published) = (None::<u64>, 0u64);
     loop {
         if let Some(e) = shared.pool_error.lock().clone() {
             bail!("the ePIE pool stopped: {e}");
@@ -1061,13 +1335,12 @@ async fn epie_service(
                 r.error.unwrap_or_default()
             );
             publish_recon(&recons, &recorder, &shared, r.key, sub, &r.worker).await?;
+            published += 1;
         }
         let Some(c) = consumer.poll(Duration::from_millis(100)).await? else {
+            let all_in = scans_up.is_some_and(|n| published >= n);
             if shared.stop.load(Ordering::Relaxed)
-                || (shared.scans_taken.load(Ordering::Relaxed) as usize == cfg.scans
-                    && open.is_empty()
-                    && submitted.is_empty()
-                    && idle.elapsed() > Duration::from_secs(2))
+                || (all_in && open.is_empty() && submitted.is_empty())
             {
                 break;
             }
@@ -1080,6 +1353,12 @@ async fn epie_service(
             continue;
         };
         idle = Instant::now();
+        if meta::get_i64(&c.item, "end").is_some() {
+            // The detector's last word: how many scans it sent up.
+            scans_up =
+                Some(meta::get_i64(&c.item, "scans_up").context("end without scans_up")? as u64);
+            continue;
+        }
         let (frame, m, positions) = read_frame(&c.item)?;
         let at = ItemRef {
             topic: HPC_FRAMES.into(),
@@ -1596,12 +1875,13 @@ fn train_loop(
         });
         let switched = !versions.is_empty();
         // Ship: the switch at the threshold; then a version that is better,
-        // or not worse by more than 0.03 and has seen two new scans.
+        // or not worse by more than 0.03 and has seen two new scans (or is
+        // the last, at the stop). A worse one stays at HPC.
         let ship = if !switched {
             q >= cfg.switch_ssim
         } else {
             !since_ship.is_empty()
-                && (q > best || (since_ship.len() >= 2 && q >= best - 0.03) || stopping)
+                && (q > best || ((since_ship.len() >= 2 || stopping) && q >= best - 0.03))
         };
         if !ship {
             if stopping {
@@ -1689,7 +1969,7 @@ async fn qa_check(
     shared: Arc<Shared>,
     recorder: Arc<LineageRecorder>,
     store: String,
-    notice: tokio::sync::broadcast::Sender<String>,
+    notices: Producer,
     trainer: mpsc::SyncSender<TrainerMsg>,
 ) -> Result<Vec<u64>> {
     let mut reached = Vec::new();
@@ -1734,18 +2014,34 @@ async fn qa_check(
                 ),
             );
             reached = versions;
-            let _ = notice.send(scan.clone());
+            // The edge hears of it on the model topic (over the WAN).
+            notices
+                .send(notice_item("invalidated", scan))
+                .await?
+                .await?;
             let _ = trainer.send(TrainerMsg::Invalidated { scan: scan.clone() });
         }
     }
+    // The last word on the model topic: nothing more comes.
+    notices.send(notice_item("end", "")).await?.await?;
+    notices.close().await?;
     Ok(reached)
+}
+
+/// A notice on the model topic: `invalidated` (a scan is bad: ask
+/// provenance which version to run) or `end` (HPC is done).
+fn notice_item(kind: &str, scan: &str) -> diaspora_proto::v1::Item {
+    let mut item = payload_item(Bytes::new());
+    item.metadata.insert("notice".into(), meta::string(kind));
+    item.metadata.insert("scan".into(), meta::string(scan));
+    item
 }
 
 // ---------------------------------------------------------------- edge
 
-struct EdgeReport {
-    received: u64,
-    model_bytes: u64,
+pub(crate) struct EdgeReport {
+    pub(crate) received: u64,
+    pub(crate) model_bytes: u64,
 }
 
 struct EdgeModel {
@@ -1754,13 +2050,40 @@ struct EdgeModel {
     probe: Array2<C32>,
 }
 
-async fn edge_service(
+/// Asks provenance for the newest of `versions` that is still valid (a
+/// version without a record counts as valid: nothing says otherwise).
+async fn newest_valid(
+    recorder: &Arc<LineageRecorder>,
+    store: &str,
+    versions: Vec<u64>,
+) -> Result<Option<u64>> {
+    let (rec, url) = (recorder.clone(), store.to_string());
+    tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+        rec.flush()?;
+        let mut prov = Provenance::open(&url)?;
+        for v in versions.into_iter().rev() {
+            match prov.model_version(MODEL, v as i64)? {
+                Some(id) if prov.is_invalid(id)? => continue,
+                _ => return Ok(Some(v)),
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .context("provenance query")?
+}
+
+/// Where the edge writes each frame it received (one JSON line per frame,
+/// the twin's consumer format).
+pub type DeliveryLog = Option<PathBuf>;
+
+pub(crate) async fn edge_service(
     edge: Client,
     cfg: LoopConfig,
     shared: Arc<Shared>,
     recorder: Arc<LineageRecorder>,
     store: String,
-    mut notices: tokio::sync::broadcast::Receiver<String>,
+    deliveries: DeliveryLog,
 ) -> Result<EdgeReport> {
     let mut frames = QosConsumer::new(
         &edge,
@@ -1774,9 +2097,16 @@ async fn edge_service(
     let mut models =
         Consumer::subscribe(&edge, ConsumerConfig::new(EDGE_MODELS).group("edge-models")).await?;
     let out = Producer::new(&edge, ProducerConfig::new(EDGE_RECONS)).await?;
+    let mut log = match &deliveries {
+        None => None,
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+    };
     let expected = (cfg.scans * cfg.positions) as u64;
     let mut received = 0u64;
     let mut model_bytes = 0u64;
+    let mut hpc_done = false;
     // Every version received, by number; the one running.
     let mut known: BTreeMap<u64, Arc<EdgeModel>> = BTreeMap::new();
     let mut current: Option<Arc<EdgeModel>> = None;
@@ -1794,9 +2124,42 @@ async fn edge_service(
     let batch = 16;
     let mut last = Instant::now();
     loop {
-        // Models first: the newest valid one runs.
+        // The model topic: versions (the newest valid one runs) and notices.
         while let Some(c) = models.poll(Duration::ZERO).await? {
             model_bytes += c.record_bytes as u64;
+            match meta::get_str(&c.item, "notice") {
+                Some("end") => {
+                    hpc_done = true;
+                    continue;
+                }
+                Some("invalidated") => {
+                    // A scan is bad: ask provenance which version to run.
+                    let scan = meta::get_str(&c.item, "scan")
+                        .unwrap_or_default()
+                        .to_string();
+                    shared.bad_scan.lock().get_or_insert_with(|| scan.clone());
+                    let t = Instant::now();
+                    let valid =
+                        newest_valid(&recorder, &store, known.keys().copied().collect()).await?;
+                    current = valid.and_then(|v| known.get(&v).cloned());
+                    // Scans in progress with an invalid model start over.
+                    open.retain(|_, o| Some(o.model.version) == valid);
+                    let v = valid.unwrap_or(0);
+                    shared.edge_version.store(v, Ordering::Relaxed);
+                    let secs = t.elapsed().as_secs_f64();
+                    *shared.rollback.lock() = Some((v, secs));
+                    shared.event(
+                        "rollback",
+                        format!(
+                            "edge rolls back to model v{v} after {scan} was invalidated ({:.0} ms)",
+                            secs * 1e3
+                        ),
+                    );
+                    continue;
+                }
+                Some(other) => bail!("edge: an unknown notice '{other}' on {EDGE_MODELS}"),
+                None => {}
+            }
             let version = meta::get_i64(&c.item, "version").context("model version")? as u64;
             let n = meta::get_i64(&c.item, "n").context("model n")? as usize;
             let p = c.item.payload.clone();
@@ -1819,8 +2182,16 @@ async fn edge_service(
             let m = Arc::new(m);
             known.insert(version, m.clone());
             if current.as_ref().map_or(true, |c| c.version < version) {
-                if current.is_none() {
-                    shared.switched.store(true, Ordering::Relaxed);
+                // Only a version provenance holds valid runs (one shipped
+                // just before an invalidation reached the trainer is not).
+                if newest_valid(&recorder, &store, vec![version]).await? != Some(version) {
+                    shared.event(
+                        "model",
+                        format!("edge: model v{version} arrived already invalid; not loaded"),
+                    );
+                    continue;
+                }
+                if current.is_none() && !shared.switched.swap(true, Ordering::Relaxed) {
                     shared.event(
                         "phase",
                         format!(
@@ -1833,46 +2204,17 @@ async fn edge_service(
                 shared.edge_version.store(version, Ordering::Relaxed);
             }
         }
-        // An invalidation: ask provenance which version to run.
-        while let Ok(scan) = notices.try_recv() {
-            let t = Instant::now();
-            let (rec, url) = (recorder.clone(), store.clone());
-            let versions: Vec<u64> = known.keys().copied().collect();
-            let valid = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
-                rec.flush()?;
-                let mut prov = Provenance::open(&url)?;
-                for v in versions.into_iter().rev() {
-                    if let Some(id) = prov.model_version(MODEL, v as i64)? {
-                        if !prov.is_invalid(id)? {
-                            return Ok(Some(v));
-                        }
-                    }
-                }
-                Ok(None)
-            })
-            .await
-            .context("provenance query")??;
-            current = valid.and_then(|v| known.get(&v).cloned());
-            // Scans in progress with an invalid model start over.
-            open.retain(|_, o| Some(o.model.version) == valid);
-            let v = valid.unwrap_or(0);
-            shared.edge_version.store(v, Ordering::Relaxed);
-            let secs = t.elapsed().as_secs_f64();
-            *shared.rollback.lock() = Some((v, secs));
-            shared.event(
-                "rollback",
-                format!(
-                    "edge rolls back to model v{v} after {scan} was invalidated ({:.0} ms)",
-                    secs * 1e3
-                ),
-            );
-        }
         if received >= expected {
             // Every frame is in: keep taking models and notices until the
             // HPC side is done.
-            if shared.stop.load(Ordering::Relaxed) {
+            if hpc_done {
                 break;
             }
+            ensure!(
+                last.elapsed() < 2 * STALL,
+                "edge: every frame is in, and no end from HPC for {} s",
+                2 * STALL.as_secs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
@@ -1887,10 +2229,22 @@ async fn edge_service(
         last = Instant::now();
         received += 1;
         shared.edge_received.fetch_add(1, Ordering::Relaxed);
-        let _ = shared
-            .latency
-            .lock()
-            .record((now_us() - it.item.timestamp_us).max(1) as u64);
+        let latency = (now_us() - it.item.timestamp_us).max(1);
+        let _ = shared.latency.lock().record(latency as u64);
+        if let Some(f) = log.as_mut() {
+            use std::io::Write;
+            writeln!(
+                f,
+                "{{\"id\":{},\"partition\":{},\"offset\":{},\"timestamp_us\":{},\"latency_us\":{latency}}}",
+                meta::get_i64(&it.item, "id").map_or("null".into(), |v| v.to_string()),
+                it.partition,
+                it.offset.unwrap_or(0),
+                it.item.timestamp_us,
+            )?;
+            if received % 64 == 0 || received == expected {
+                f.flush()?;
+            }
+        }
         let (frame, m, positions) = read_frame(&it.item)?;
         let scan = m.scan_id.clone();
         let at = ItemRef {
@@ -1943,12 +2297,7 @@ async fn edge_service(
             continue;
         }
         let o = open.remove(&scan).expect("open");
-        let size = shared
-            .truth
-            .lock()
-            .get(&scan)
-            .map(|t| t.nrows())
-            .context("scan size")?;
+        let size = meta::get_i64(&it.item, "side").context("frame without side")? as usize;
         let (amp, phase) = stitch(&o.patches, &o.metas, &o.model.probe, size)?;
         let object = diaspora_ptycho::metrics::from_parts(&amp, &phase);
         let mut b = Vec::with_capacity(size * size * 8);
@@ -1982,6 +2331,10 @@ async fn edge_service(
                 t_s: shared.now_s(),
             },
         );
+    }
+    if let Some(mut f) = log {
+        use std::io::Write;
+        f.flush()?;
     }
     out.close().await?;
     frames.close().await?;
@@ -2021,7 +2374,10 @@ fn edge_quality(shared: &Shared) -> (Option<f64>, usize) {
 /// was trained on nothing derived from the bad scan; every edge image made
 /// with an invalid version is invalid; every version trained on the bad
 /// scan is invalid.
-fn check_rollback(prov: &mut Provenance, shared: &Shared) -> Result<BTreeMap<String, bool>> {
+pub(crate) fn check_rollback(
+    prov: &mut Provenance,
+    shared: &Shared,
+) -> Result<BTreeMap<String, bool>> {
     let mut checks = BTreeMap::new();
     let Some(bad) = shared.bad_scan.lock().clone() else {
         return Ok(checks);

@@ -60,8 +60,10 @@ pub struct CreateTopic {
 pub struct Bridge {
     /// `--name`.
     pub name: String,
-    /// The topic (same name on both sides).
+    /// The topic on the source.
     pub topic: String,
+    /// The topic on the target.
+    pub to_topic: String,
     /// The source node's data plane.
     pub from: SocketAddr,
     /// The target's data plane (or the relay in front of it).
@@ -227,6 +229,35 @@ pub enum Invocation {
     Record(Record),
     /// A producer of a file's lines (a pool's task stream).
     ProduceLines(ProduceLines),
+    /// A stage of the ptychography loop.
+    DemoStage(DemoStage),
+}
+
+/// `diaspora demo --stage`: one stage of the ptychography loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoStage {
+    /// `--stage`: detector, hpc or edge.
+    pub stage: String,
+    /// `--node`: its node's data plane.
+    pub node: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+    /// `--provenance`: the store the stages share.
+    pub provenance: PathBuf,
+    /// `--work-dir`.
+    pub work_dir: PathBuf,
+    /// `--acks` (detector).
+    pub acks: Option<PathBuf>,
+    /// `--deliveries` (edge).
+    pub deliveries: Option<PathBuf>,
+    /// `--events`.
+    pub events: PathBuf,
+    /// `--scans`.
+    pub scans: usize,
+    /// `--positions`.
+    pub positions: usize,
+    /// The loop's other flags, as the scenario gives them.
+    pub args: Vec<String>,
 }
 
 fn path(p: &Path) -> String {
@@ -263,9 +294,27 @@ impl Invocation {
                 a.push("bridge".into());
                 flag(&mut a, "--name", b.name.clone());
                 flag(&mut a, "--from", format!("{}/{}", b.from, b.topic));
-                flag(&mut a, "--to", format!("{}/{}", b.to, b.topic));
+                flag(&mut a, "--to", format!("{}/{}", b.to, b.to_topic));
                 flag(&mut a, "--from-ca", path(&b.from_ca));
                 flag(&mut a, "--to-ca", path(&b.to_ca));
+            }
+            Invocation::DemoStage(d) => {
+                a.push("demo".into());
+                flag(&mut a, "--stage", d.stage.clone());
+                flag(&mut a, "--node", d.node.to_string());
+                flag(&mut a, "--ca", path(&d.ca));
+                flag(&mut a, "--provenance", path(&d.provenance));
+                flag(&mut a, "--work-dir", path(&d.work_dir));
+                if let Some(p) = &d.acks {
+                    flag(&mut a, "--acks", path(p));
+                }
+                if let Some(p) = &d.deliveries {
+                    flag(&mut a, "--deliveries", path(p));
+                }
+                flag(&mut a, "--events", path(&d.events));
+                flag(&mut a, "--scans", d.scans.to_string());
+                flag(&mut a, "--positions", d.positions.to_string());
+                a.extend(d.args.iter().cloned());
             }
             Invocation::Consume(c) => {
                 match &c.mode {

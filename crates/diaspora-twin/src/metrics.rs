@@ -6,7 +6,7 @@
 //!
 //! | name | unit | meaning |
 //! |---|---|---|
-//! | `link.utilisation` | 1 | bits delivered in the interval over the link's capacity then (what an interface counter of a shared WAN link shows; 1 = saturated) |
+//! | `link.utilisation` | 1 | bits delivered in the interval over the link's capacity then (what an interface counter of a shared WAN link shows; 1 = saturated; none while the link is dark) |
 //! | `link.delivered_mbit` | Mbit/s | bits delivered in the interval, per second |
 //! | `link.capacity_mbit` | Mbit/s | the link's scheduled capacity (ground truth, not a predictor input) |
 //! | `link.held_bytes` | By | bytes in the link (queued or propagating) at the sample |
@@ -94,7 +94,11 @@ impl LinkSampler {
                 })
             };
             if let Some(c) = cap {
-                push("link.utilisation", bps / c as f64, "1");
+                // A dark link (capacity 0, an outage) has no utilisation:
+                // the series has a gap there, not an infinity.
+                if c > 0 {
+                    push("link.utilisation", bps / c as f64, "1");
+                }
                 push("link.capacity_mbit", c as f64 / 1e6, "Mbit/s");
             }
             push("link.delivered_mbit", bps / 1e6, "Mbit/s");

@@ -181,6 +181,25 @@ pub struct TaskResult {
     pub attempts: u32,
 }
 
+/// The tasks on a pool's tasks topic, as recorded: (key, submitted at µs),
+/// one per submission (a retry is submitted again under its key).
+///
+/// ```
+/// use diaspora_twin::pool_analysis::{tasks_of, RecordedItem};
+/// let item = |o: u64, p: &str| RecordedItem { partition: 0, offset: o, timestamp_us: 5, payload: p.into() };
+/// let t = tasks_of(&[item(0, r#"{"key":"scan-001","attempt":0}"#), item(1, "not json")]);
+/// assert_eq!(t, vec![("scan-001".to_string(), 5)]);
+/// ```
+pub fn tasks_of(items: &[RecordedItem]) -> Vec<(String, i64)> {
+    items
+        .iter()
+        .filter_map(|i| {
+            let v: serde_json::Value = serde_json::from_str(&i.payload).ok()?;
+            Some((v["key"].as_str()?.to_string(), i.timestamp_us))
+        })
+        .collect()
+}
+
 /// The results among a recorder's items, with their times; payloads that
 /// are not results are skipped.
 pub fn results_of(items: &[RecordedItem]) -> Vec<(i64, TaskResult)> {

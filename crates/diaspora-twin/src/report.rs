@@ -150,7 +150,52 @@ fn human(v: f64) -> String {
     }
 }
 
-/// Renders the whole report.
+/// The services' timelines (the ptychography loop's stages), merged in
+/// time order, with each one's summary: a section of the report.
+pub fn services_section(
+    services: &std::collections::BTreeMap<String, crate::results::ServiceFigures>,
+) -> String {
+    if services.is_empty() {
+        return String::new();
+    }
+    let mut events: Vec<(f64, &str, &str, &str)> = Vec::new();
+    for (host, f) in services {
+        for (t, kind, text) in &f.events {
+            events.push((*t, host, kind, text));
+        }
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut rows = String::new();
+    for (t, host, kind, text) in events {
+        let _ = write!(
+            rows,
+            "<tr><td>{t:.1} s</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(host),
+            esc(kind),
+            esc(text)
+        );
+    }
+    let mut summaries = String::new();
+    for (host, f) in services {
+        let _ = write!(
+            summaries,
+            "<h3>{}</h3><pre>{}</pre>",
+            esc(host),
+            esc(&f
+                .summary
+                .as_ref()
+                .map_or("no summary: it did not finish".into(), |v| {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                }))
+        );
+    }
+    format!(
+        "<h2>Services: phases and events</h2><table><tr><th>t</th><th>service</th><th>kind</th><th>event</th></tr>{rows}</table>{summaries}"
+    )
+}
+
+/// Renders the whole report (`sections`: HTML placed before the
+/// assertions, e.g. [`services_section`]).
 ///
 /// ```
 /// use diaspora_twin::analysis::{analyze, AckRecord, ConsumeRecord};
@@ -158,7 +203,7 @@ fn human(v: f64) -> String {
 /// let a = analyze(&[AckRecord { id: 1, partition: 0, offset: 0, acked_us: 0, fate: None }],
 ///                 &[ConsumeRecord { id: Some(1), partition: 0, offset: 0, quality: None, timestamp_us: 0, latency_us: 9 }], 0);
 /// let html = html_report("demo", &a, &[FaultWindow { start_s: 0.0, end_s: 1.0, label: "outage".into() }],
-///                        &[Check { what: "lost = 0".into(), measured: "0".into(), passed: true }], "{}");
+///                        &[Check { what: "lost = 0".into(), measured: "0".into(), passed: true }], "", "{}");
 /// assert!(html.contains("<svg") && html.contains("outage") && html.contains("PASSED"));
 /// ```
 pub fn html_report(
@@ -166,6 +211,7 @@ pub fn html_report(
     analysis: &Analysis,
     faults: &[FaultWindow],
     checks: &[Check],
+    sections: &str,
     results_json: &str,
 ) -> String {
     let passed = checks.iter().all(|c| c.passed);
@@ -261,6 +307,7 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .8em; }}
 {throughput}
 {latency}
 {quality}
+{sections}
 <h2>Assertions</h2><table><tr><th>assertion</th><th>measured</th><th>outcome</th></tr>{rows}</table>
 <h2>Faults</h2><table><tr><th>from</th><th>to</th><th>fault</th></tr>{fault_rows}</table>
 <h2>Results JSON</h2><pre>{json}</pre>

@@ -79,6 +79,9 @@ pub struct RunResults {
     pub saturated_s: std::collections::BTreeMap<String, Vec<f64>>,
     /// Per monitor host, the events it published.
     pub monitors: std::collections::BTreeMap<String, MonitorFigures>,
+    /// Per service host (the ptychography loop's stages): its timeline and
+    /// summary.
+    pub services: BTreeMap<String, ServiceFigures>,
     /// Per pool: its tasks and results, workers, and how it got over each
     /// fault ([`crate::pool_analysis`]).
     pub pools: BTreeMap<String, PoolFigures>,
@@ -270,6 +273,39 @@ impl MonitorFigures {
     }
 }
 
+/// A service's timeline and its summary, as it wrote them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceFigures {
+    /// Its events: seconds from the run's start, kind, text.
+    pub events: Vec<(f64, String, String)>,
+    /// Its summary (none if it wrote none: it did not finish).
+    pub summary: Option<serde_json::Value>,
+}
+
+impl ServiceFigures {
+    /// From its timeline (JSON lines with `t_us`, `kind`, `text`) and its
+    /// stdout (the summary: the last line that is a JSON object).
+    pub fn read(events: &str, summary: &str, t0_us: i64) -> ServiceFigures {
+        let mut f = ServiceFigures::default();
+        for line in events.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            f.events.push((
+                (v["t_us"].as_i64().unwrap_or(0) - t0_us) as f64 / 1e6,
+                v["kind"].as_str().unwrap_or("").to_string(),
+                v["text"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+        f.summary = summary
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.is_object());
+        f
+    }
+}
+
 /// What a run produced, for the analysis.
 pub(crate) struct Outcome<'a> {
     /// The scenario as run (durations scaled).
@@ -319,6 +355,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
     let mut producer_failures = o.producer_failures;
     let (mut ack_files, mut consumer_files) = (Vec::new(), Vec::new());
     let mut monitors = BTreeMap::new();
+    let mut services = BTreeMap::new();
     let mut produced = 0u64;
     // QoS producers' own figures.
     let mut summaries: BTreeMap<String, QosProducerSummary> = BTreeMap::new();
@@ -349,7 +386,14 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
                 }
             }
             Records::Deliveries { topic, path } => consumer_files.push((topic.as_str(), path)),
-            Records::PoolTopic { .. } | Records::Tasks { .. } => {}
+            Records::PoolTopic { .. } | Records::Tasks { .. } | Records::Many(_) => {}
+            Records::Timeline { events, summary } => {
+                let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+                services.insert(
+                    name.to_string(),
+                    ServiceFigures::read(&read(events), &read(summary), o.t0_us),
+                );
+            }
             Records::Events { path } => {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
                 monitors.insert(
@@ -454,6 +498,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         work_dir: o.work_dir.to_path_buf(),
         saturated_s: o.saturated_s,
         monitors,
+        services,
         pools,
         pool_catch_up,
         faults_applied: o.applied,
@@ -475,6 +520,8 @@ fn analyse_pools(o: &Outcome<'_>) -> Result<BTreeMap<String, PoolFigures>, TwinE
     for p in &o.scenario.pools {
         let shape = p.shape()?;
         let (mut events, mut results, mut submitted) = (Vec::new(), Vec::new(), Vec::new());
+        // The tasks topic as recorded: what a service submitted.
+        let mut recorded: Vec<(String, i64)> = Vec::new();
         for (_, r) in &o.records {
             match r {
                 Records::PoolTopic { pool, topic, path } if *pool == p.name => {
@@ -486,6 +533,7 @@ fn analyse_pools(o: &Outcome<'_>) -> Result<BTreeMap<String, PoolFigures>, TwinE
                                 .map(|i| (i.timestamp_us, pool_analysis::parse_event(&i.payload))),
                         ),
                         PoolTopic::Results => results.extend(pool_analysis::results_of(&items)),
+                        PoolTopic::Tasks => recorded.extend(pool_analysis::tasks_of(&items)),
                     }
                 }
                 Records::Tasks {
@@ -502,6 +550,19 @@ fn analyse_pools(o: &Outcome<'_>) -> Result<BTreeMap<String, PoolFigures>, TwinE
                 }
                 _ => {}
             }
+        }
+        if !o
+            .records
+            .iter()
+            .any(|(_, r)| matches!(r, Records::Tasks { pool, .. } if *pool == p.name))
+        {
+            // No task stream of the twin's: the tasks are a service's, each
+            // key counted once, at its first submission.
+            let mut first: BTreeMap<String, i64> = BTreeMap::new();
+            for (k, t) in recorded {
+                first.entry(k).or_insert(t);
+            }
+            submitted = first.into_iter().collect();
         }
         inputs.push((p.name.clone(), shape, events, results, submitted));
     }

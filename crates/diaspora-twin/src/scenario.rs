@@ -59,6 +59,9 @@ pub struct Scenario {
     /// Task streams submitted to the pools.
     #[serde(default)]
     pub tasks: Vec<TaskStream>,
+    /// The ptychography loop's stages.
+    #[serde(default)]
+    pub ptycho: Option<PtychoLoop>,
     /// What must hold.
     #[serde(default)]
     pub assertions: Assertions,
@@ -268,11 +271,34 @@ pub struct BridgeHost {
     pub from: String,
     /// Target node.
     pub to: String,
-    /// Topic (same name on both).
+    /// Topic (on the source; on the target too unless `to_topic`).
     pub topic: String,
+    /// The topic on the target, when its name differs.
+    #[serde(default)]
+    pub to_topic: Option<String>,
     /// Link used to reach the target.
     #[serde(default)]
     pub via: Option<String>,
+}
+
+/// The ptychography loop (`[ptycho]`) as three processes of the binary
+/// (`diaspora demo --stage`): `hpc` on the HPC node, `edge` and `detector`
+/// on the edge node. ePIE runs on the pool host named `epie`; the WAN is
+/// whatever links and bridges the scenario declares between the nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtychoLoop {
+    /// The edge node.
+    pub edge: String,
+    /// The HPC node.
+    pub hpc: String,
+    /// Scans the detector takes.
+    pub scans: usize,
+    /// Positions (frames) per scan.
+    pub positions: usize,
+    /// The loop's other flags (`diaspora demo --help`), the same for all.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// A producer host: `rate` items/s of `size` bytes for the scenario's duration.
@@ -670,6 +696,22 @@ impl Scenario {
             }
         }
         self.validate_pools()?;
+        if let Some(p) = &self.ptycho {
+            node(&p.edge, "[ptycho] edge")?;
+            node(&p.hpc, "[ptycho] hpc")?;
+            if !self
+                .pools
+                .iter()
+                .any(|x| x.name == "epie" && x.node == p.hpc)
+            {
+                return Err(TwinError::Undeclared {
+                    what: "[ptycho]".into(),
+                    kind: "pool",
+                    name: "epie".into(),
+                    where_: " under [[pools]] on the HPC node",
+                });
+            }
+        }
         for t in self.assertions.topics.keys() {
             if !self.topics.iter().any(|x| &x.name == t) {
                 return Err(TwinError::Undeclared {

@@ -16,6 +16,7 @@ impl HostKind for Bridge {
             invocation: Invocation::Bridge(cli_args::Bridge {
                 name: b.name.clone(),
                 topic: b.topic.clone(),
+                to_topic: b.to_topic.clone().unwrap_or_else(|| b.topic.clone()),
                 from: env.node(&b.from).data,
                 to: env.addr_of(scenario, &b.to, &b.via)?,
                 from_ca: env.node(&b.from).ca.clone(),

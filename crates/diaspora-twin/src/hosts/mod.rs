@@ -10,6 +10,8 @@
 //! | [`producer`] | `[[producers]]` | `diaspora produce` / `stream produce` | [`Phase::Send`] | — |
 //! | [`pool`] (`pool`) | `[[pools]]` | `diaspora pool run` | [`Phase::Receive`] | `Ctrl-C stops it` (30 s) |
 //! | [`pool`] (`pool-recorder`) | `[[pools]]`, two each | `diaspora consume --payload` of its events and results | [`Phase::Watch`] | — |
+//! | [`ptycho`] (`ptycho-service`) | `[ptycho]`: `hpc` and `edge` | `diaspora demo --stage hpc` / `--stage edge` | [`Phase::Receive`] | — (they wait for their inputs) |
+//! | [`ptycho`] (`ptycho-detector`) | `[ptycho]`: `detector` | `diaspora demo --stage detector` | [`Phase::Send`] | — |
 //! | [`tasks`] | `[[tasks]]`, one per partition of the pool's tasks topic | `diaspora produce --file --partition` of task messages | [`Phase::Send`] | — |
 //!
 //! A kind says which hosts a scenario has of it ([`HostKind::plan`]), the
@@ -31,6 +33,7 @@ pub mod node;
 pub mod pool;
 mod process;
 pub mod producer;
+pub mod ptycho;
 pub mod tasks;
 pub mod topic;
 
@@ -113,6 +116,16 @@ pub enum Records {
         /// The JSON lines (`diaspora consume --json --payload`).
         path: PathBuf,
     },
+    /// A service's timeline (JSON lines `{t_us, kind, text}`, `--events`)
+    /// and its summary (its stdout: one JSON object).
+    Timeline {
+        /// The timeline.
+        events: PathBuf,
+        /// The summary.
+        summary: PathBuf,
+    },
+    /// Several of the above (one host, several records).
+    Many(Vec<Records>),
     /// A task producer's acknowledgements: item `i` is task
     /// `KEY_PREFIX-{share.task(i)}`.
     Tasks {
@@ -213,10 +226,12 @@ pub static KINDS: &[Kind] = &[
     Kind::new("bridge", Phase::Receive, &bridge::Bridge),
     Kind::new("consumer", Phase::Receive, &consumer::Consumer),
     Kind::new("pool", Phase::Receive, &pool::Pool),
+    Kind::new("ptycho-service", Phase::Receive, &ptycho::Service),
     Kind::new("monitor", Phase::Watch, &monitor::Monitor),
     Kind::new("pool-recorder", Phase::Watch, &pool::PoolRecorder),
     Kind::new("producer", Phase::Send, &producer::Producer),
     Kind::new("tasks", Phase::Send, &tasks::Tasks),
+    Kind::new("ptycho-detector", Phase::Send, &ptycho::Detector),
 ];
 
 /// A host of a scenario: its kind, index in its kind's table and name.

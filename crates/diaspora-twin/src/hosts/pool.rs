@@ -32,17 +32,21 @@ pub enum PoolTopic {
     Events,
     /// `pool.NAME.results`: one result per task key.
     Results,
+    /// `pool.NAME.tasks`: what was submitted (by a `[[tasks]]` stream or
+    /// by a service of the scenario), retries included.
+    Tasks,
 }
 
 impl PoolTopic {
     /// Both, in recorder order.
-    pub const ALL: [PoolTopic; 2] = [PoolTopic::Events, PoolTopic::Results];
+    pub const ALL: [PoolTopic; 3] = [PoolTopic::Events, PoolTopic::Results, PoolTopic::Tasks];
 
     /// Its suffix: `events` or `results`.
     pub fn suffix(self) -> &'static str {
         match self {
             PoolTopic::Events => "events",
             PoolTopic::Results => "results",
+            PoolTopic::Tasks => "tasks",
         }
     }
 

@@ -352,10 +352,16 @@ impl Hosts {
     }
 
     /// What each host records, with its name, in start order.
+    /// ([`Records::Many`] is flattened: a host that records several things
+    /// appears once for each.)
     pub fn records(&self) -> impl Iterator<Item = (&str, &Records)> {
-        self.list
-            .iter()
-            .map(|h| (h.name.as_str(), &h.command.records))
+        self.list.iter().flat_map(|h| {
+            let rs: Vec<&Records> = match &h.command.records {
+                Records::Many(v) => v.iter().collect(),
+                r => vec![r],
+            };
+            rs.into_iter().map(move |r| (h.name.as_str(), r))
+        })
     }
 }
 
