@@ -193,6 +193,7 @@ fn a_pool_gets_its_spec_recorders_and_one_task_producer_per_partition() {
         ("pool", words(&format!("pool run --spec /w/p/spec.toml --addr 127.0.0.1:7000 --admin 127.0.0.1:7001 --ca {ca} --log-dir /w/p/workers --tick-ms 100 --json"))),
         ("pool-recorder", words(&format!("consume --topic pool.p.events --from earliest --json --payload --addr 127.0.0.1:7000 --ca {ca}"))),
         ("pool-recorder", words(&format!("consume --topic pool.p.results --from earliest --json --payload --addr 127.0.0.1:7000 --ca {ca}"))),
+        ("pool-recorder", words(&format!("consume --topic pool.p.tasks --from earliest --json --payload --addr 127.0.0.1:7000 --ca {ca}"))),
         ("tasks", words(&format!("produce --topic pool.p.tasks --file /w/t-p0/tasks.jsonl --partition 0 --rate 2.5 --acks /w/t-p0/acks.jsonl --json --addr 127.0.0.1:7000 --ca {ca}"))),
         ("tasks", words(&format!("produce --topic pool.p.tasks --file /w/t-p1/tasks.jsonl --partition 1 --rate 2.5 --acks /w/t-p1/acks.jsonl --json --addr 127.0.0.1:7000 --ca {ca}"))),
     ];
@@ -267,8 +268,9 @@ fn every_shipped_command_line_is_well_formed() {
     let twins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../twins");
     let all = example_invocations(&twins).unwrap();
     assert!(!all.is_empty());
-    let subcommands: [&[&str]; 9] = [
+    let subcommands: [&[&str]; 10] = [
         &["serve"],
+        &["demo"],
         &["pool", "run"],
         &["topic", "create"],
         &["stream", "init"],
