@@ -134,7 +134,13 @@ fn the_loop_switches_to_the_edge_and_rolls_back_by_provenance() {
     }
     // The report is there, with its pictures.
     let page = std::fs::read_to_string(report.join("index.html")).unwrap();
-    for png in ["scans.png", "quality.png", "loss.png", "wan.png"] {
+    for png in [
+        "scans.png",
+        "quality.png",
+        "loss.png",
+        "wan.png",
+        "latency.png",
+    ] {
         assert!(page.contains(png), "{png} not on the page");
         assert!(
             std::fs::metadata(report.join(png)).unwrap().len() > 1000,

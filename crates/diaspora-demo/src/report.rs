@@ -1,6 +1,7 @@
 //! The loop's HTML report: a page with the figures, the timeline, and
 //! pictures (PNG, drawn with the ptychography crate's plotters-based
-//! pictures) of truth, ePIE and edge images, quality, loss and WAN bytes.
+//! pictures) of truth, ePIE and edge images, quality, loss, WAN bytes and
+//! latency.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -160,6 +161,32 @@ pub fn write(dir: &Path, cfg: &LoopConfig, shared: &Shared, summary: &Summary) -
         pics.push((
             "wan.png",
             "WAN bytes: every frame during warm-up, one scan in k after the switch",
+        ));
+    }
+
+    let lat = shared.latencies_ms.lock().clone();
+    if !lat.is_empty() {
+        let bound = vec![1000.0; lat.len()];
+        pictures::curves(
+            &dir.join("latency.png"),
+            "detector → edge latency per frame",
+            "frame",
+            "ms",
+            &[
+                Series {
+                    name: "latency",
+                    values: &lat,
+                },
+                Series {
+                    name: "QoS bound",
+                    values: &bound,
+                },
+            ],
+            true,
+        )?;
+        pics.push((
+            "latency.png",
+            "Latency of every frame from the detector to the edge (the QoS policy's bound: 1 s)",
         ));
     }
 

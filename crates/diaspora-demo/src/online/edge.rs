@@ -194,6 +194,7 @@ pub(crate) async fn edge_service(
         shared.edge_received.fetch_add(1, Ordering::Relaxed);
         let latency = (now_us() - it.item.timestamp_us).max(1);
         let _ = shared.latency.lock().record(latency as u64);
+        shared.latencies_ms.lock().push(latency as f64 / 1e3);
         if let Some(f) = log.as_mut() {
             use std::io::Write;
             writeln!(

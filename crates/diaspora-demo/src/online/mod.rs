@@ -330,6 +330,8 @@ pub struct Shared {
     pub events: Mutex<Vec<Event>>,
     /// Detector → edge latency, µs.
     pub latency: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Each frame's detector → edge latency, ms, in arrival order.
+    pub latencies_ms: Mutex<Vec<f64>>,
     /// (t_s, cumulative uplink bytes).
     pub wan_series: Mutex<Vec<(f64, u64)>>,
     /// Versions shipped, by number.
@@ -373,6 +375,7 @@ impl Shared {
             latency: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
             ),
+            latencies_ms: Mutex::new(Vec::new()),
             wan_series: Mutex::new(Vec::new()),
             versions: Mutex::new(BTreeMap::new()),
             bad_scan: Mutex::new(None),
