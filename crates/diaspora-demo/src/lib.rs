@@ -5,9 +5,13 @@
 //! report ([`report`]). [`skeleton`] is the streaming skeleton the loop grew
 //! from (`diaspora demo --skeleton`).
 //!
+//! [`fuzzing`] holds the fuzz bodies of the loop's wire formats (targets in
+//! `fuzz/`).
+//!
 //! This is an application crate, not a library layer: it prints its
 //! progress and summary.
 
+pub mod fuzzing;
 pub mod online;
 pub mod report;
 pub mod skeleton;

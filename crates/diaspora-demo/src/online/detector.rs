@@ -1,6 +1,7 @@
 //! The beamline: the detector's scans on the edge's QoS streams, and what
 //! it learns while it takes them (the switch, congestion predictions).
 
+use super::wire::{self, congestion_prediction, frame_item};
 use super::*;
 
 /// The uplink's policy: a QoS stream that reduces when told to (zstd,
@@ -81,24 +82,6 @@ fn detector_news(
         },
         task,
     )
-}
-
-/// A monitor's `prediction` event for link `link` (its `link` label), as
-/// a line for the timeline; anything else is none.
-fn congestion_prediction(payload: &[u8], link: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    if v["kind"] != "prediction" || v["labels"]["link"] != link {
-        return None;
-    }
-    Some(format!(
-        "{} predicts {} on {link} reaching {:.2} in {:.1} s (now {:.2}, confidence {:.2})",
-        v["monitor"].as_str().unwrap_or("a monitor"),
-        v["metric"].as_str().unwrap_or("a metric"),
-        v["threshold"].as_f64().unwrap_or(0.0),
-        v["lead_time_s"].as_f64().unwrap_or(0.0),
-        v["value"].as_f64().unwrap_or(0.0),
-        v["confidence"].as_f64().unwrap_or(0.0),
-    ))
 }
 
 /// Where the detector writes what its frames stream acknowledged (one JSON
@@ -239,11 +222,7 @@ pub(crate) async fn detector(
         shared.wan_series.lock().push((shared.now_s(), total));
     }
     // The end of the uplink: HPC knows then how many scans to expect.
-    let mut end = payload_item(Bytes::new());
-    end.metadata.insert("end".into(), meta::int(1));
-    end.metadata
-        .insert("scans_up".into(), meta::int(scans_up as i64));
-    uplink.send(end).await?;
+    uplink.send(wire::end_item(scans_up)).await?;
     news_stop.trigger();
     let r = stream.close(Duration::from_secs(120)).await?;
     uplink

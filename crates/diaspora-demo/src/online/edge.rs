@@ -1,5 +1,6 @@
 //! The edge: inference with the newest valid model, and the rollback.
 
+use super::wire::{self, complex_bytes, Notice};
 use super::*;
 
 pub(crate) struct EdgeReport {
@@ -90,16 +91,23 @@ pub(crate) async fn edge_service(
         // The model topic: versions (the newest valid one runs) and notices.
         while let Some(c) = models.poll(Duration::ZERO).await? {
             model_bytes += c.record_bytes as u64;
-            match meta::get_str(&c.item, "notice") {
-                Some("end") => {
+            let notice = match wire::parse_notice(&c.item) {
+                Ok(n) => n,
+                Err(e) => {
+                    shared.event(
+                        "refused",
+                        format!("edge: {EDGE_MODELS}/{}: {e:#}", c.offset),
+                    );
+                    continue;
+                }
+            };
+            match notice {
+                Some(Notice::End) => {
                     hpc_done = true;
                     continue;
                 }
-                Some("invalidated") => {
+                Some(Notice::Invalidated(scan)) => {
                     // A scan is bad: ask provenance which version to run.
-                    let scan = meta::get_str(&c.item, "scan")
-                        .unwrap_or_default()
-                        .to_string();
                     shared.bad_scan.lock().get_or_insert_with(|| scan.clone());
                     let t = Instant::now();
                     let valid =
@@ -120,28 +128,35 @@ pub(crate) async fn edge_service(
                     );
                     continue;
                 }
-                Some(other) => bail!("edge: an unknown notice '{other}' on {EDGE_MODELS}"),
                 None => {}
             }
-            let version = meta::get_i64(&c.item, "version").context("model version")? as u64;
-            let n = meta::get_i64(&c.item, "n").context("model n")? as usize;
-            let p = c.item.payload.clone();
-            let m = tokio::task::spawn_blocking(move || -> Result<EdgeModel> {
-                ensure!(p.len() >= 8, "model item too short");
-                let len = u64::from_le_bytes(p[..8].try_into().expect("8 bytes")) as usize;
-                ensure!(p.len() == 8 + len + n * n * 8, "model item size");
+            let item = c.item.clone();
+            let loaded = tokio::task::spawn_blocking(move || -> Result<EdgeModel> {
+                let msg = wire::parse_model(&item)?;
                 let model = Surrogate::from_checkpoint_bytes(
-                    &p[8..8 + len],
+                    &msg.checkpoint,
                     diaspora_ptycho::surrogate::default_device(),
                 )?;
                 Ok(EdgeModel {
-                    version,
+                    version: msg.version,
                     model: Arc::new(model),
-                    probe: complex_from(&p[8 + len..], n)?,
+                    probe: msg.probe,
                 })
             })
             .await
-            .context("model load")??;
+            .context("model load")?;
+            let m = match loaded {
+                Ok(m) => m,
+                Err(e) => {
+                    // A model that does not load is refused; the edge runs on.
+                    shared.event(
+                        "refused",
+                        format!("edge: {EDGE_MODELS}/{}: {e:#}", c.offset),
+                    );
+                    continue;
+                }
+            };
+            let version = m.version;
             let m = Arc::new(m);
             known.insert(version, m.clone());
             if current.as_ref().map_or(true, |c| c.version < version) {
@@ -209,7 +224,17 @@ pub(crate) async fn edge_service(
                 f.flush()?;
             }
         }
-        let (frame, m, positions) = read_frame(&it.item)?;
+        let read = read_frame(&it.item).and_then(|f| Ok((f, wire::frame_object_side(&it.item)?)));
+        let ((frame, m, positions), size) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                shared.event(
+                    "refused",
+                    format!("edge: {FRAMES}/{}/{:?}: {e:#}", it.partition, it.offset),
+                );
+                continue;
+            }
+        };
         let scan = m.scan_id.clone();
         let at = ItemRef {
             topic: FRAMES.into(),
@@ -261,7 +286,6 @@ pub(crate) async fn edge_service(
             continue;
         }
         let o = open.remove(&scan).expect("open");
-        let size = meta::get_i64(&it.item, "side").context("frame without side")? as usize;
         let (amp, phase) = stitch(&o.patches, &o.metas, &o.model.probe, size)?;
         let object = diaspora_ptycho::metrics::from_parts(&amp, &phase);
         let mut b = Vec::with_capacity(size * size * 8);

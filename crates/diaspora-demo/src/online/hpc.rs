@@ -1,6 +1,7 @@
 //! HPC: ePIE on the pool, the view of training samples, the online
 //! trainer and the QA check.
 
+use super::wire::{self, Notice};
 use super::*;
 
 /// HPC's services: ePIE (on the pool named [`POOL`], which runs
@@ -227,13 +228,26 @@ async fn epie_service(
             continue;
         };
         idle = Instant::now();
-        if meta::get_i64(&c.item, "end").is_some() {
+        let parsed = wire::parse_end(&c.item).and_then(|end| match end {
             // The detector's last word: how many scans it sent up.
-            scans_up =
-                Some(meta::get_i64(&c.item, "scans_up").context("end without scans_up")? as u64);
-            continue;
-        }
-        let (frame, m, positions) = read_frame(&c.item)?;
+            Some(n) => Ok(Err(n)),
+            None => read_frame(&c.item).map(Ok),
+        });
+        let (frame, m, positions) = match parsed {
+            Ok(Ok(f)) => f,
+            Ok(Err(n)) => {
+                scans_up = Some(n);
+                continue;
+            }
+            Err(e) => {
+                // A malformed item is refused, not fatal.
+                shared.event(
+                    "refused",
+                    format!("ePIE: {HPC_FRAMES}/{}/{}: {e:#}", c.partition, c.offset),
+                );
+                continue;
+            }
+        };
         let at = ItemRef {
             topic: HPC_FRAMES.into(),
             partition: c.partition,
@@ -333,21 +347,15 @@ async fn publish_recon(
     })
     .await
     .context("reading a reconstruction")??;
-    let side = object.nrows();
-    let n = probe.nrows();
-    let mut b = Vec::with_capacity((side * side + n * n) * 8);
-    complex_bytes(&object, &mut b);
-    complex_bytes(&probe, &mut b);
-    let mut item = payload_item(Bytes::from(b));
-    for (k, v) in [
-        ("scan", meta::string(&id)),
-        ("side", meta::int(side as i64)),
-        ("n", meta::int(n as i64)),
-        ("hot_pixels", meta::int(sub.hot as i64)),
-        ("worker", meta::string(worker)),
-    ] {
-        item.metadata.insert(k.into(), v);
-    }
+    let mut item = wire::recon_item(
+        &id,
+        &object,
+        &probe,
+        &[
+            ("hot_pixels", meta::int(sub.hot as i64)),
+            ("worker", meta::string(worker)),
+        ],
+    );
     let lineage = Lineage {
         sources: sub.refs,
         model_versions: Vec::new(),
@@ -493,25 +501,41 @@ async fn feed_trainer(
         idle = Instant::now();
         delivered += 1;
         let k = cfg.positions;
-        let recon = d.members[k].as_ref().context("reconstruction member")?;
-        let side = meta::get_i64(&recon.item, "side").context("side")? as usize;
-        let n = meta::get_i64(&recon.item, "n").context("n")? as usize;
-        let scan = meta::get_str(&recon.item, "scan")
-            .context("scan")?
-            .to_string();
-        let p = &recon.item.payload;
-        ensure!(p.len() == (side * side + n * n) * 8, "reconstruction size");
-        let object = complex_from(&p[..side * side * 8], side)?;
-        let probe = complex_from(&p[side * side * 8..], n)?;
-        let mut frames = Vec::with_capacity(k);
-        let mut metas = Vec::with_capacity(k);
-        for m in &d.members[..k] {
-            let f = m.as_ref().context("frame member")?;
-            let (frame, meta, _) = read_frame(&f.item)?;
-            frames.push(frame);
-            metas.push(meta);
-        }
-        let samples = diaspora_ptycho::surrogate::samples_from(&frames, &metas, &object, n)?;
+        let parsed = (|| -> Result<_> {
+            let recon = d.members[k].as_ref().context("no reconstruction member")?;
+            let r = wire::parse_recon(&recon.item)?;
+            let mut frames = Vec::with_capacity(k);
+            let mut metas = Vec::with_capacity(k);
+            for m in &d.members[..k] {
+                let f = m.as_ref().context("a frame member missing")?;
+                let (frame, meta, _) = read_frame(&f.item)?;
+                frames.push(frame);
+                metas.push(meta);
+            }
+            let n = r.probe.nrows();
+            let samples = diaspora_ptycho::surrogate::samples_from(&frames, &metas, &r.object, n)?;
+            Ok((r, metas, samples))
+        })();
+        let (
+            wire::Recon {
+                scan,
+                object,
+                probe,
+            },
+            metas,
+            samples,
+        ) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                // A malformed sample is refused, not fatal.
+                shared.event(
+                    "refused",
+                    format!("trainer: view item {}: {e:#}", d.item.key),
+                );
+                view.ack(d.id());
+                continue;
+            }
+        };
         let (mut train, mut held, mut held_metas) = (Vec::new(), Vec::new(), Vec::new());
         for (s, m) in samples.into_iter().zip(&metas) {
             if m.index % 10 == 5 {
@@ -789,16 +813,7 @@ fn train_loop(
         trainer.surrogate_mut().set_version(version);
         let ckpt = trainer.surrogate().checkpoint_bytes()?;
         let p = probe.as_ref().expect("set with the first scan");
-        let mut payload = Vec::with_capacity(8 + ckpt.len() + p.len() * 8);
-        payload.extend_from_slice(&(ckpt.len() as u64).to_le_bytes());
-        payload.extend_from_slice(&ckpt);
-        complex_bytes(p, &mut payload);
-        let mut item = payload_item(Bytes::from(payload));
-        item.metadata
-            .insert("version".into(), meta::int(version as i64));
-        item.metadata.insert("phase_ssim".into(), meta::float(q));
-        item.metadata
-            .insert("n".into(), meta::int(p.nrows() as i64));
+        let item = wire::model_item(version, q, &ckpt, p);
         rt.block_on(async { models.send(item).await?.await })?;
         let scans_now = all_scans.clone();
         versions.insert(version, (rec_id, ckpt, scans_now.clone()));
@@ -890,23 +905,14 @@ async fn qa_check(
             reached = versions;
             // The edge hears of it on the model topic (over the WAN).
             notices
-                .send(notice_item("invalidated", scan))
+                .send(wire::notice_item(&Notice::Invalidated(scan.clone())))
                 .await?
                 .await?;
             let _ = trainer.send(TrainerMsg::Invalidated { scan: scan.clone() });
         }
     }
     // The last word on the model topic: nothing more comes.
-    notices.send(notice_item("end", "")).await?.await?;
+    notices.send(wire::notice_item(&Notice::End)).await?.await?;
     notices.close().await?;
     Ok(reached)
-}
-
-/// A notice on the model topic: `invalidated` (a scan is bad: ask
-/// provenance which version to run) or `end` (HPC is done).
-fn notice_item(kind: &str, scan: &str) -> diaspora_proto::v1::Item {
-    let mut item = payload_item(Bytes::new());
-    item.metadata.insert("notice".into(), meta::string(kind));
-    item.metadata.insert("scan".into(), meta::string(scan));
-    item
 }

@@ -86,7 +86,7 @@ use diaspora_ptycho::surrogate::{
 };
 use diaspora_ptycho::{epie, workflow, C32};
 use diaspora_stream::control::{control_topic, replay_topic};
-use diaspora_stream::{ndarray as nd, Policy, QosConsumer, QosProducer, Sent};
+use diaspora_stream::{Policy, QosConsumer, QosProducer, Sent};
 use diaspora_view::runner::{View, ViewOptions};
 use diaspora_view::ViewSpec;
 use ndarray::Array2;
@@ -99,6 +99,7 @@ mod checks;
 mod detector;
 mod edge;
 mod hpc;
+pub(crate) mod wire;
 
 pub(crate) use checks::check_rollback;
 pub(crate) use detector::detector;
@@ -107,6 +108,7 @@ pub(crate) use edge::edge_service;
 use hpc::pool_spec;
 pub(crate) use hpc::Hpc;
 pub use hpc::POOL;
+use wire::read_frame;
 
 /// The model's name in provenance.
 pub const MODEL: &str = "ptycho-surrogate";
@@ -467,100 +469,6 @@ pub struct Summary {
     pub provenance: PathBuf,
     /// What the loop does not do yet.
     pub not_yet: Vec<&'static str>,
-}
-
-/// A frame as it travels: `u16` N×N, metadata naming its scan and position.
-fn frame_item(
-    frame: &Array2<u16>,
-    m: &FrameMeta,
-    positions: usize,
-    id: u64,
-    side: usize,
-) -> diaspora_proto::v1::Item {
-    let mut b = Vec::with_capacity(frame.len() * 2);
-    for v in frame.iter() {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    let payload = Bytes::from(b);
-    let crc = crc32c::crc32c(&payload);
-    let mut item = payload_item(payload);
-    nd::tag_array(&mut item, "u16", &[frame.nrows(), frame.ncols()]);
-    for (k, v) in [
-        ("scan", meta::string(&m.scan_id)),
-        ("index", meta::int(m.index as i64)),
-        ("x", meta::int(m.x as i64)),
-        ("y", meta::int(m.y as i64)),
-        ("dose", meta::float(m.dose)),
-        ("positions", meta::int(positions as i64)),
-        ("side", meta::int(side as i64)),
-        ("id", meta::int(id as i64)),
-        ("crc32c", meta::int(crc as i64)),
-    ] {
-        item.metadata.insert(k.into(), v);
-    }
-    item
-}
-
-/// A received frame: its pixels and metadata, checked (a frame that
-/// crossed the WAN compressed is restored first).
-fn read_frame(item: &diaspora_proto::v1::Item) -> Result<(Array2<u16>, FrameMeta, usize)> {
-    let restored;
-    let item = if item.metadata.contains_key(diaspora_stream::control::CODEC) {
-        let mut it = item.clone();
-        diaspora_stream::reduce::restore(&mut it).context("a compressed frame")?;
-        restored = it;
-        &restored
-    } else {
-        item
-    };
-    let scan = meta::get_str(item, "scan").context("frame without a scan")?;
-    let get = |k: &str| meta::get_i64(item, k).with_context(|| format!("frame without {k}"));
-    let crc = get("crc32c")? as u32;
-    ensure!(
-        crc32c::crc32c(&item.payload) == crc,
-        "frame {} of {scan}: checksum mismatch",
-        get("index")?
-    );
-    let a = nd::item_array::<u16>(item).context("a frame is a u16 array")?;
-    ensure!(a.ndim() == 2, "a frame is 2-D");
-    let (h, w) = (a.shape()[0], a.shape()[1]);
-    let frame = Array2::from_shape_vec((h, w), a.iter().copied().collect())?;
-    Ok((
-        frame,
-        FrameMeta {
-            scan_id: scan.to_string(),
-            index: get("index")? as u32,
-            x: get("x")? as u32,
-            y: get("y")? as u32,
-            dose: meta::get_f64(item, "dose").unwrap_or(0.0),
-        },
-        get("positions")? as usize,
-    ))
-}
-
-fn complex_bytes(a: &Array2<C32>, out: &mut Vec<u8>) {
-    for v in a.iter() {
-        out.extend_from_slice(&v.re.to_le_bytes());
-        out.extend_from_slice(&v.im.to_le_bytes());
-    }
-}
-
-fn complex_from(bytes: &[u8], side: usize) -> Result<Array2<C32>> {
-    ensure!(
-        bytes.len() == side * side * 8,
-        "{} bytes for a {side}×{side} complex array",
-        bytes.len()
-    );
-    let v: Vec<C32> = bytes
-        .chunks_exact(8)
-        .map(|c| {
-            C32::new(
-                f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                f32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-            )
-        })
-        .collect();
-    Ok(Array2::from_shape_vec((side, side), v)?)
 }
 
 /// Hot pixels: off the bright centre, saturated in every frame of a scan.
