@@ -365,9 +365,80 @@ impl Hosts {
     }
 }
 
+/// A run that ends by a panic (or whose future is dropped mid-run) leaves
+/// no process behind either: every host still running is killed (SIGKILL)
+/// and reaped, and so are the children it started. After
+/// [`Hosts::stop_all`] there is nothing left to do.
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for h in self.list.iter_mut().rev() {
+            self.noted.extend(h.children());
+            h.kill();
+        }
+        for p in self.noted.drain(..) {
+            kill_if_alive(&p);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_dropped_without_a_stop_are_killed_and_reaped() {
+        let dir = std::env::temp_dir().join(format!("diaspora-twin-drop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut hosts = Hosts::new(Path::new("/bin/sh"));
+        let mut host = Host {
+            kind: &super::super::KINDS[0],
+            name: "sleeper".into(),
+            // A host with a child of its own, as a pool has workers.
+            args: vec!["-c".into(), "sleep 60 & sleep 60".into()],
+            command: HostCommand {
+                invocation: crate::cli_args::Invocation::CreateTopic(
+                    crate::cli_args::CreateTopic {
+                        topic: "t".into(),
+                        stream: false,
+                        partitions: None,
+                        admin: "127.0.0.1:1".parse().unwrap(),
+                        ca: "ca.pem".into(),
+                    },
+                ),
+                stdout: None,
+                files: Vec::new(),
+                records: Records::None,
+            },
+            log: dir.join("log.txt"),
+            log_start: 0,
+            child: None,
+        };
+        host.spawn(Path::new("/bin/sh")).unwrap();
+        let pid = host.child.as_ref().unwrap().id();
+        hosts.list.push(host);
+        // Its child shows up once the shell has forked.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut kids = Vec::new();
+        while kids.is_empty() && std::time::Instant::now() < deadline {
+            kids = children_of(pid);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!kids.is_empty(), "the host's child did not start");
+        drop(hosts);
+        assert!(
+            stat_of(pid).is_none(),
+            "the host is still there (or a zombie)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        for k in kids {
+            assert!(
+                stat_of(k.pid).map_or(true, |s| s.start_ticks != k.start_ticks || s.state == 'Z'),
+                "the host's child {} outlived it",
+                k.pid
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn stat_lines_parse_whatever_the_command_name() {
