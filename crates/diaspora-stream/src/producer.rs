@@ -180,6 +180,9 @@ pub struct ProducerReport {
     pub counters: ProducerCounters,
     /// Items compressed with zstd.
     pub compressed: u64,
+    /// Encoded bytes of the items accepted, as they go out (after any
+    /// reduction): what the stream puts on its link.
+    pub accepted_bytes: u64,
     /// Aggregates made.
     pub aggregates: u64,
     /// Scale-up requests published.
@@ -515,7 +518,8 @@ impl QosProducer {
                 Reduction::Decimate { .. } => {}
             }
         }
-        let size = item.encoded_len() as u64 + 64;
+        let encoded = item.encoded_len() as u64;
+        let size = encoded + 64;
         loop {
             let waiter = sh.space.notified();
             {
@@ -596,6 +600,7 @@ impl QosProducer {
                         if compressed {
                             st.report.compressed += 1;
                         }
+                        st.report.accepted_bytes += encoded;
                         sh.work.notify_one();
                         return Ok(Sent::Accepted(seq));
                     }

@@ -135,6 +135,7 @@ pub(crate) async fn detector(
     let mut sent = 0u64;
     let mut fine_tune_scans = 0usize;
     let mut scans_up = 0u64;
+    let mut uplink_bytes = 0u64;
     let mut injected = false;
     for s in 0..cfg.scans {
         let id = format!("scan-{s:03}");
@@ -187,22 +188,20 @@ pub(crate) async fn detector(
             }
             let item = frame_item(frame, m, cfg.positions, sent, side);
             if up {
-                let mut bytes = prost::Message::encoded_len(&item) as u64;
-                if uplink.flow_state().1 > 0 {
-                    // What the WAN carries: the item as the stage reduces it.
-                    let mut z = item.clone();
-                    diaspora_stream::reduce::zstd_compress(&mut z, 1);
-                    bytes = prost::Message::encoded_len(&z) as u64;
-                    shared.wan_reduced.fetch_add(1, Ordering::Relaxed);
+                match uplink.send(item.clone()).await? {
+                    Sent::Accepted(_) => {}
+                    other => bail!("the uplink reduces losslessly, it does not drop: {other:?}"),
                 }
+                // What the WAN carries: the item as the stream sent it
+                // (compressed while a prediction holds the reduction).
+                let r = uplink.report();
+                let bytes = r.accepted_bytes - uplink_bytes;
+                uplink_bytes = r.accepted_bytes;
+                shared.wan_reduced.store(r.compressed, Ordering::Relaxed);
                 if switched {
                     shared.wan_after.fetch_add(bytes, Ordering::Relaxed);
                 } else {
                     shared.wan_before.fetch_add(bytes, Ordering::Relaxed);
-                }
-                match uplink.send(item.clone()).await? {
-                    Sent::Accepted(_) => {}
-                    other => bail!("the uplink reduces losslessly, it does not drop: {other:?}"),
                 }
             }
             if switched {
