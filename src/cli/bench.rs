@@ -33,6 +33,15 @@ pub enum BenchCommand {
     /// against the same tasks on a plain consumer group, and the time to
     /// replace a SIGKILLed worker.
     Pool(PoolBenchArgs),
+    /// A bridge over an emulated lossy WAN (the twin's relay): goodput
+    /// against the link rate and against one Cubic connection, same run.
+    Wan(super::wan::WanBenchArgs),
+}
+
+/// `diaspora bench wan`.
+pub async fn wan(a: super::wan::WanBenchArgs) -> Result<()> {
+    let r = super::wan::run(&a).await?;
+    print_report(&r, a.json, super::wan::text)
 }
 
 /// Arguments of `diaspora bench pool`.

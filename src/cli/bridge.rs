@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use diaspora_fabric::{Bridge, BridgeConfig, Client, ClientConfig};
+use diaspora_fabric::{Bridge, BridgeConfig, Client, ClientConfig, Congestion};
 
 use super::{check_ca, stop_on_signal, MetricsArgs, DEFAULT_CA};
 
@@ -45,6 +45,17 @@ pub struct BridgeArgs {
     /// target recognises those batches, so a longer interval costs only re-sends.
     #[arg(long, default_value_t = 200)]
     commit_interval_ms: u64,
+    /// Congestion controller of the bridge's connections: tolerant (the
+    /// default: keeps a long path with random or bursty loss full, where
+    /// Cubic is held to a few Mbit/s), bbr, cubic or new-reno. See
+    /// BENCHMARKS.md "WAN goodput".
+    #[arg(long, default_value_t = Congestion::default())]
+    congestion: Congestion,
+    /// QUIC connections to each node; the partitions are spread over them.
+    /// More than one helps where a single flow is held back by loss or by
+    /// one core (default: cores, 2..=4).
+    #[arg(long)]
+    connections: Option<usize>,
 }
 
 fn parse_endpoint(s: &str) -> Result<(SocketAddr, String)> {
@@ -72,18 +83,31 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
     let name = a
         .name
         .unwrap_or_else(|| format!("{from_topic}-to-{to_topic}"));
+    anyhow::ensure!(
+        a.connections.map_or(true, |n| (1..=64).contains(&n)),
+        "--connections must be 1..=64"
+    );
+    let client_config = |addr, ca: &PathBuf| {
+        let mut c = ClientConfig::new(addr, ca);
+        c.congestion = a.congestion;
+        if let Some(n) = a.connections {
+            c.connections = n;
+        }
+        c
+    };
     let mut config = BridgeConfig::new(
         &name,
-        ClientConfig::new(from_addr, &from_ca),
+        client_config(from_addr, &from_ca),
         &from_topic,
-        ClientConfig::new(to_addr, &to_ca),
+        client_config(to_addr, &to_ca),
         &to_topic,
     );
     config.commit_interval = Duration::from_millis(a.commit_interval_ms.max(1));
     let bridge = Bridge::start(config).await?;
     eprintln!(
-        "bridge '{name}': {from_addr}/{from_topic} → {to_addr}/{to_topic}, {} partition(s)",
-        bridge.partitions()
+        "bridge '{name}': {from_addr}/{from_topic} → {to_addr}/{to_topic}, {} partition(s), congestion {}",
+        bridge.partitions(),
+        a.congestion
     );
     let publisher = if a.metrics.metrics_interval_ms > 0 {
         // The bridge's counters, and the QUIC path to the target as a

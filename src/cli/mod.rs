@@ -41,6 +41,7 @@ pub mod stream;
 pub mod topic;
 pub mod twin;
 pub mod view;
+pub mod wan;
 
 /// Where `serve` keeps its data by default.
 pub const DEFAULT_DATA_DIR: &str = "diaspora-data";

@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// Default retention by age, seconds (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     retention_s: u64,
+    /// Congestion controller of what the node sends (fetch responses to
+    /// consumers and to bridges that pull): tolerant (default), bbr, cubic
+    /// or new-reno.
+    #[arg(long, default_value_t = diaspora_fabric::Congestion::default())]
+    congestion: diaspora_fabric::Congestion,
     /// Largest item accepted, bytes.
     #[arg(long, default_value_t = 64 << 20)]
     item_bytes_max: u64,
@@ -76,6 +81,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     cfg.admin_listen = Some(a.admin);
     cfg.certs_dir = a.certs;
     cfg.fsync = a.fsync;
+    cfg.congestion = a.congestion;
     cfg.segment_bytes_max = a.segment_bytes;
     cfg.retention_bytes_max = (a.retention_bytes > 0).then_some(a.retention_bytes);
     cfg.retention_age = (a.retention_s > 0).then(|| Duration::from_secs(a.retention_s));

@@ -318,7 +318,9 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
         quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
-    server_cfg.transport_config(A::new(crate::node::transport_config_public()));
+    server_cfg.transport_config(A::new(crate::node::transport_config_public(
+        crate::config::Congestion::default(),
+    )));
     let server = crate::node::quic_endpoint("127.0.0.1:0".parse()?, Some(server_cfg))?;
     let addr = server.local_addr()?;
     let total = size as u64 * items;
@@ -338,7 +340,9 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
         quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
-    client_cfg.transport_config(A::new(crate::node::transport_config_public()));
+    client_cfg.transport_config(A::new(crate::node::transport_config_public(
+        crate::config::Congestion::default(),
+    )));
     let mut client = crate::node::quic_endpoint("127.0.0.1:0".parse()?, None)?;
     client.set_default_client_config(client_cfg);
     let conn = client.connect(addr, "localhost")?.await?;

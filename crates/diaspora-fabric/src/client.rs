@@ -36,6 +36,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest frame accepted from the node.
     pub frame_bytes_max: u64,
+    /// Congestion controller of this client's sending side (produce, bridge).
+    pub congestion: crate::config::Congestion,
 }
 
 impl ClientConfig {
@@ -51,6 +53,7 @@ impl ClientConfig {
             connections: cores.clamp(2, 4),
             connect_timeout: Duration::from_secs(5),
             frame_bytes_max: crate::config::Limits::default().frame_bytes_max(),
+            congestion: crate::config::Congestion::default(),
         }
     }
 }
@@ -94,7 +97,7 @@ impl Client {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_cfg)
             .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?;
         let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));
-        quic_config.transport_config(Arc::new(crate::node::transport_config()));
+        quic_config.transport_config(Arc::new(crate::node::transport_config(config.congestion)));
         let bind: SocketAddr = if config.addr.is_ipv6() {
             "[::]:0".parse().expect("literal")
         } else {

@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Node id reported to clients; default: a random id kept in `DATA_DIR/node_id`.
     pub node_id: Option<String>,
+    /// Congestion controller of the node's sending side (fetch responses).
+    pub congestion: Congestion,
 }
 
 impl NodeConfig {
@@ -106,6 +108,93 @@ impl NodeConfig {
             housekeeping_interval: Duration::from_millis(50),
             limits: Limits::default(),
             node_id: None,
+            congestion: Congestion::default(),
+        }
+    }
+}
+
+/// The QUIC congestion controller of a path's sending side, chosen per
+/// path: a client (producer, bridge) sets its own in [`crate::ClientConfig`],
+/// a node sets the one it sends fetch responses with in [`NodeConfig`].
+///
+/// Loss-based control (Cubic, NewReno) halves its window on every loss, so
+/// on a long path with a little random loss one flow is held to the Mathis
+/// limit (≈ MSS/RTT · 1.22/√p: ≈ 2.7 Mbit/s at 50 ms RTT and 1 % loss)
+/// whatever the link rate. BBR paces at the measured bottleneck rate and
+/// does not take a lost packet for congestion, but quinn's implementation
+/// overshoots (see [`crate::congestion`]). The default, `tolerant`, counts
+/// loss per round trip and backs off to the measured bandwidth-delay
+/// product only when a round loses more than a few per cent: it keeps a
+/// lossy WAN full without flooding its bottleneck queue. Cubic remains for
+/// paths shared with other loss-based traffic where fairness matters more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// Loss-tolerant: per-round loss accounting, back-off to the measured
+    /// bandwidth-delay product ([`crate::congestion::Tolerant`]).
+    #[default]
+    Tolerant,
+    /// quinn's BBR (model-based: bottleneck rate and minimum RTT).
+    Bbr,
+    /// CUBIC (loss-based; Linux's TCP default).
+    Cubic,
+    /// NewReno (loss-based; the classic AIMD).
+    NewReno,
+}
+
+impl Congestion {
+    /// The names accepted by [`std::str::FromStr`].
+    pub const NAMES: [&'static str; 4] = ["tolerant", "bbr", "cubic", "new-reno"];
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Congestion::Tolerant => "tolerant",
+            Congestion::Bbr => "bbr",
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "new-reno",
+        }
+    }
+
+    /// A controller factory for quinn's transport configuration.
+    pub(crate) fn factory(
+        self,
+    ) -> std::sync::Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+        use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+        match self {
+            Congestion::Tolerant => std::sync::Arc::new(crate::congestion::TolerantConfig),
+            Congestion::Bbr => std::sync::Arc::new(BbrConfig::default()),
+            Congestion::Cubic => std::sync::Arc::new(CubicConfig::default()),
+            Congestion::NewReno => std::sync::Arc::new(NewRenoConfig::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+
+    /// Parses `tolerant`, `bbr`, `cubic` or `new-reno` (case-insensitive).
+    ///
+    /// ```
+    /// use diaspora_fabric::Congestion;
+    /// assert_eq!("BBR".parse::<Congestion>(), Ok(Congestion::Bbr));
+    /// assert!("vegas".parse::<Congestion>().unwrap_err().contains("tolerant, bbr, cubic, new-reno"));
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "tolerant" => Ok(Congestion::Tolerant),
+            "bbr" => Ok(Congestion::Bbr),
+            "cubic" => Ok(Congestion::Cubic),
+            "new-reno" | "newreno" => Ok(Congestion::NewReno),
+            _ => Err(format!(
+                "unknown congestion controller '{s}' (expected one of {})",
+                Congestion::NAMES.join(", ")
+            )),
         }
     }
 }

@@ -18,8 +18,9 @@ use crate::tls::{self, CertPaths};
 
 /// QUIC transport settings shared by node and client: windows sized so that
 /// one stream can carry large items at full speed on a fast link.
-pub(crate) fn transport_config() -> quinn::TransportConfig {
+pub(crate) fn transport_config(congestion: crate::config::Congestion) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
+    t.congestion_controller_factory(congestion.factory());
     t.stream_receive_window(quinn::VarInt::from_u32(32 << 20))
         .receive_window(quinn::VarInt::from_u32(128 << 20))
         .send_window(128 << 20)
@@ -132,8 +133,8 @@ fn reset_key(data_dir: &std::path::Path) -> Result<ring::hmac::Key> {
 }
 
 /// The transport settings the node and clients use (for baselines that must match them).
-pub fn transport_config_public() -> quinn::TransportConfig {
-    transport_config()
+pub fn transport_config_public(congestion: crate::config::Congestion) -> quinn::TransportConfig {
+    transport_config(congestion)
 }
 
 /// A running node. Drop or [`Node::shutdown`] stops it.
@@ -179,7 +180,7 @@ impl Node {
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_cfg)
             .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-        server_config.transport_config(Arc::new(transport_config()));
+        server_config.transport_config(Arc::new(transport_config(config.congestion)));
         let endpoint = quic_endpoint_with(
             config.listen,
             Some(server_config),

@@ -72,6 +72,10 @@ pub struct Bridge {
     pub from_ca: PathBuf,
     /// `--to-ca`.
     pub to_ca: PathBuf,
+    /// `--congestion`.
+    pub congestion: Option<String>,
+    /// `--connections`.
+    pub connections: Option<usize>,
 }
 
 /// How a consumer reads.
@@ -297,6 +301,12 @@ impl Invocation {
                 flag(&mut a, "--to", format!("{}/{}", b.to, b.to_topic));
                 flag(&mut a, "--from-ca", path(&b.from_ca));
                 flag(&mut a, "--to-ca", path(&b.to_ca));
+                if let Some(c) = &b.congestion {
+                    flag(&mut a, "--congestion", c.clone());
+                }
+                if let Some(n) = b.connections {
+                    flag(&mut a, "--connections", n.to_string());
+                }
             }
             Invocation::DemoStage(d) => {
                 a.push("demo".into());

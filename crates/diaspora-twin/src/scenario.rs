@@ -279,7 +279,17 @@ pub struct BridgeHost {
     /// Link used to reach the target.
     #[serde(default)]
     pub via: Option<String>,
+    /// Congestion controller of the bridge's connections (`tolerant`, `bbr`, `cubic`,
+    /// `new-reno`; default: the binary's, tolerant).
+    #[serde(default)]
+    pub congestion: Option<String>,
+    /// QUIC connections to each node, `1..=64` (default: the binary's).
+    #[serde(default)]
+    pub connections: Option<usize>,
 }
+
+/// The congestion controllers `diaspora bridge --congestion` accepts.
+pub const CONGESTION_CONTROLLERS: [&str; 4] = ["tolerant", "bbr", "cubic", "new-reno"];
 
 /// The ptychography loop (`[ptycho]`) as three processes of the binary
 /// (`diaspora demo --stage`): `hpc` on the HPC node, `edge` and `detector`
@@ -635,6 +645,24 @@ impl Scenario {
             node(&b.from, &format!("bridge '{}'", b.name))?;
             node(&b.to, &format!("bridge '{}'", b.name))?;
             link(&b.via, &format!("bridge '{}'", b.name))?;
+            if let Some(c) = &b.congestion {
+                if !CONGESTION_CONTROLLERS.contains(&c.as_str()) {
+                    return Err(TwinError::OutOfRange {
+                        field: format!("bridge '{}': congestion", b.name),
+                        value: format!("'{c}'"),
+                        allowed: "one of tolerant, bbr, cubic, new-reno",
+                    });
+                }
+            }
+            if let Some(n) = b.connections {
+                if !(1..=64).contains(&n) {
+                    return Err(TwinError::OutOfRange {
+                        field: format!("bridge '{}': connections", b.name),
+                        value: n.to_string(),
+                        allowed: "1..=64",
+                    });
+                }
+            }
         }
         let qos_topic = |t: &str, what: &str| -> Result<(), TwinError> {
             if self.topics.iter().any(|x| x.name == t && x.qos) {

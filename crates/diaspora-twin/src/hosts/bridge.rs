@@ -21,6 +21,8 @@ impl HostKind for Bridge {
                 to: env.addr_of(scenario, &b.to, &b.via)?,
                 from_ca: env.node(&b.from).ca.clone(),
                 to_ca: env.node(&b.to).ca.clone(),
+                congestion: b.congestion.clone(),
+                connections: b.connections,
             }),
             stdout: None,
             files: Vec::new(),
