@@ -165,6 +165,21 @@ fn cli_produce_kill_restart_consume_and_group_resume() {
         items.iter().all(|it| it["crc32c"] == crc),
         "payloads intact"
     );
+    // Metadata only: the same items and sizes, the payloads left on the node.
+    let out = cli(
+        &node,
+        &[
+            "consume", "--topic", "t", "--count", "100", "--json", "--metadata-only",
+        ],
+    );
+    let meta = json_lines(&out);
+    assert_eq!(meta.len(), 100);
+    for (i, it) in meta.iter().enumerate() {
+        assert_eq!(it["offset"], i as u64);
+        assert_eq!(it["size"], 1024);
+        assert_eq!(it["payload_left_out"], true);
+        assert!(it["crc32c"].is_null());
+    }
 
     let out = cli(
         &node,

@@ -73,6 +73,48 @@ fn broker_crash_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn two_detector_streams_cross_a_lossy_wan_and_would_not_with_cubic() {
+    // The default controller keeps both 39 Mbit/s streams flowing over
+    // 50 ms RTT paths with 1 % random or bursty loss...
+    let r = run_scenario("twins/lossy-wan.toml", "0.5");
+    let checks = r["checks"].to_string();
+    assert!(checks.contains("frames-bursty: latency p99"), "{checks}");
+    // ...and the scenario can tell: with one Cubic connection per bridge
+    // (held to a few Mbit/s by the loss) the same run fails.
+    let cubic = tempfile::NamedTempFile::new().unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/twins/lossy-wan.toml"
+    ))
+    .unwrap()
+    .replace("via = \"wan\"", "via = \"wan\"\ncongestion = \"cubic\"\nconnections = 1")
+    .replace(
+        "via = \"wan-bursty\"",
+        "via = \"wan-bursty\"\ncongestion = \"cubic\"\nconnections = 1",
+    );
+    assert_eq!(text.matches("\"cubic\"").count(), 2);
+    std::fs::write(cubic.path(), text).unwrap();
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (status, results, _) = twin_run(
+        cubic.path().to_str().unwrap(),
+        &["--duration-scale", "0.5"],
+    );
+    assert!(!status.success());
+    assert_eq!(results["passed"], false);
+    let failed: Vec<String> = results["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["what"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        failed.iter().any(|w| w.contains("latency p99")),
+        "cubic should miss the latency bound: {failed:?}"
+    );
+}
+
+#[test]
 fn congestion_backlog_drains_without_loss() {
     run_scenario("twins/congestion.toml", "0.2");
 }

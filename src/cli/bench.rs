@@ -140,6 +140,10 @@ pub struct FabricBenchArgs {
     /// Skip the plain-quinn baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Congestion controller of the node, the clients and the baseline
+    /// (tolerant, bbr, cubic, new-reno).
+    #[arg(long, default_value_t = diaspora_fabric::Congestion::default())]
+    pub congestion: diaspora_fabric::Congestion,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -161,6 +165,7 @@ impl FabricBenchArgs {
             linger_us: self.linger_us,
             warmup_ms: self.warmup_ms,
             no_baseline: self.no_baseline,
+            congestion: self.congestion,
         }
     }
 }

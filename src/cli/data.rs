@@ -75,6 +75,10 @@ pub struct ConsumeArgs {
     /// topics of small JSON messages (a pool's events and results).
     #[arg(long, requires = "json")]
     payload: bool,
+    /// Read items' metadata and locations only: the node leaves the
+    /// payloads out (sizes are printed, checksums are not).
+    #[arg(long, conflicts_with = "payload")]
+    metadata_only: bool,
     #[command(flatten)]
     conn: DataConn,
 }
@@ -139,6 +143,7 @@ pub async fn consume(a: ConsumeArgs) -> Result<()> {
     let client = client(&a.conn).await?;
     let mut cfg = ConsumerConfig::new(&a.topic).start(a.from);
     cfg.group = a.group.clone();
+    cfg.metadata_only = a.metadata_only;
     let mut consumer = match (&a.group, a.partition) {
         (Some(_), None) => Consumer::subscribe(&client, cfg).await?,
         (_, p) => Consumer::assign(&client, cfg, &p.map(|p| vec![p]).unwrap_or_default()).await?,

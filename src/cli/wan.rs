@@ -47,8 +47,8 @@ pub struct WanBenchArgs {
     #[arg(long, default_value_t = 10.0)]
     pub burst_len: f64,
     /// Configurations to measure besides the baseline, as
-    /// CONTROLLER:CONNECTIONS (e.g. bbr:1,bbr:4,cubic:8).
-    #[arg(long, value_delimiter = ',', default_value = "bbr:1,bbr:4")]
+    /// CONTROLLER:CONNECTIONS (e.g. tolerant:1,tolerant:4,bbr:1,cubic:8).
+    #[arg(long, value_delimiter = ',', default_value = "bbr:1,tolerant:1,tolerant:4")]
     pub configs: Vec<String>,
     /// The baseline configuration.
     #[arg(long, default_value = "cubic:1")]

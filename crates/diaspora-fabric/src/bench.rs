@@ -43,6 +43,8 @@ pub struct FabricBenchConfig {
     pub warmup_ms: u64,
     /// Skip the plain-quinn baseline.
     pub no_baseline: bool,
+    /// Congestion controller of node, clients and the baseline.
+    pub congestion: crate::Congestion,
 }
 
 impl Default for FabricBenchConfig {
@@ -60,6 +62,7 @@ impl Default for FabricBenchConfig {
             linger_us: 200,
             warmup_ms: 500,
             no_baseline: false,
+            congestion: crate::Congestion::default(),
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct FabricReport {
     pub connections: usize,
     /// fsync policy.
     pub fsync: String,
+    /// Congestion controller.
+    pub congestion: String,
     /// Offered rate (0 = unlimited).
     pub offered_items_per_s: f64,
     /// End to end: items consumed per second.
@@ -111,8 +116,8 @@ impl std::fmt::Display for FabricReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "fabric: {} items × {} B, {} producer(s), {} consumer(s), {} partition(s), {} conn/client, fsync={}",
-            self.items, self.size, self.producers, self.consumers, self.partitions, self.connections, self.fsync
+            "fabric: {} items × {} B, {} producer(s), {} consumer(s), {} partition(s), {} conn/client, fsync={}, congestion={}",
+            self.items, self.size, self.producers, self.consumers, self.partitions, self.connections, self.fsync, self.congestion
         )?;
         writeln!(
             f,
@@ -148,6 +153,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
     let mut cfg = NodeConfig::new(dir.path());
     cfg.fsync = args.fsync;
     cfg.admin_listen = None;
+    cfg.congestion = args.congestion;
     let node = Node::start(cfg).await?;
     let partitions = args
         .partitions
@@ -160,6 +166,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
     )
     .await?;
     let mut ccfg = ClientConfig::new(node.data_addr(), node.ca_file());
+    ccfg.congestion = args.congestion;
     if let Some(c) = args.connections {
         ccfg.connections = c.max(1);
     }
@@ -280,7 +287,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
     let baseline = if args.no_baseline {
         None
     } else {
-        Some(quinn_baseline(args.size, args.items).await?)
+        Some(quinn_baseline(args.size, args.items, args.congestion).await?)
     };
     Ok(FabricReport {
         size: args.size,
@@ -290,6 +297,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
         partitions,
         connections,
         fsync: args.fsync.to_string(),
+        congestion: args.congestion.to_string(),
         offered_items_per_s: args.rate,
         items_per_s: args.items as f64 / elapsed,
         mb_per_s,
@@ -308,7 +316,11 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
 /// Plain quinn: one connection, one unidirectional stream, the same payload
 /// bytes written item by item (coalesced to ≥ 64 KiB writes for small items),
 /// same TLS, transport settings and socket buffers as the fabric. Returns MB/s at the receiver.
-pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
+pub async fn quinn_baseline(
+    size: usize,
+    items: u64,
+    congestion: crate::Congestion,
+) -> Result<f64> {
     use std::sync::Arc as A;
     let dir = tempfile::tempdir()?;
     let certs = crate::tls::generate_dev_certs(dir.path(), &[])?;
@@ -318,9 +330,7 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
         quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
-    server_cfg.transport_config(A::new(crate::node::transport_config_public(
-        crate::config::Congestion::default(),
-    )));
+    server_cfg.transport_config(A::new(crate::node::transport_config_public(congestion)));
     let server = crate::node::quic_endpoint("127.0.0.1:0".parse()?, Some(server_cfg))?;
     let addr = server.local_addr()?;
     let total = size as u64 * items;
@@ -340,9 +350,7 @@ pub async fn quinn_baseline(size: usize, items: u64) -> Result<f64> {
         quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
-    client_cfg.transport_config(A::new(crate::node::transport_config_public(
-        crate::config::Congestion::default(),
-    )));
+    client_cfg.transport_config(A::new(crate::node::transport_config_public(congestion)));
     let mut client = crate::node::quic_endpoint("127.0.0.1:0".parse()?, None)?;
     client.set_default_client_config(client_cfg);
     let conn = client.connect(addr, "localhost")?.await?;

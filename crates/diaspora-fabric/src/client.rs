@@ -225,6 +225,24 @@ impl Client {
         }
     }
 
+    /// Reads one item's payload by reference — the other half of a
+    /// metadata-only fetch ([`crate::ConsumerConfig::metadata_only`]).
+    pub async fn read_payload(&self, topic: &str, partition: u32, offset: u64) -> Result<Bytes> {
+        match self
+            .lane(partition as usize)
+            .await?
+            .call(Body::PayloadRequest(v1::PayloadRequest {
+                topic: topic.into(),
+                partition,
+                offset,
+            }))
+            .await?
+        {
+            Body::PayloadResponse(p) => Ok(p.payload),
+            other => Err(unexpected("PayloadResponse", &other)),
+        }
+    }
+
     /// Closes every connection.
     pub fn close(&self) {
         for c in self.inner.connections.lock().iter().flatten() {

@@ -61,6 +61,11 @@ pub struct ConsumerConfig {
     pub fetch_wait: Duration,
     /// Group session timeout; heartbeats go every third of it.
     pub session_timeout: Duration,
+    /// Fetch items' metadata and locations without their payloads (the
+    /// node leaves them out): for views, triggers and monitors that decide
+    /// on metadata. [`ConsumedItem::payload_bytes`] gives each payload's
+    /// length and [`crate::Client::read_payload`] reads one by reference.
+    pub metadata_only: bool,
 }
 
 impl ConsumerConfig {
@@ -74,7 +79,14 @@ impl ConsumerConfig {
             prefetch_bytes_max: 64 << 20,
             fetch_wait: Duration::from_millis(500),
             session_timeout: Duration::from_secs(10),
+            metadata_only: false,
         }
+    }
+
+    /// Fetches metadata and locations only (see [`ConsumerConfig::metadata_only`]).
+    pub fn metadata_only(mut self) -> Self {
+        self.metadata_only = true;
+        self
     }
 
     /// Sets the group.
@@ -345,6 +357,7 @@ impl Consumer {
                 .clamp(1, Semaphore::MAX_PERMITS),
             tx: self.tx.clone(),
             stats: self.stats.clone(),
+            metadata_only: self.config.metadata_only,
         };
         self.fetchers
             .insert(partition, (self.epoch, tokio::spawn(f.run())));
@@ -557,6 +570,7 @@ struct Fetcher {
     budget_max: usize,
     tx: mpsc::Sender<Chunk>,
     stats: Arc<ConsumerStats>,
+    metadata_only: bool,
 }
 
 impl Fetcher {
@@ -585,6 +599,7 @@ impl Fetcher {
                     offset: self.offset,
                     max_bytes: self.fetch_bytes_max,
                     max_wait_ms: self.wait_ms,
+                    metadata_only: self.metadata_only,
                 }))
                 .await;
             let resp = match r {
@@ -652,6 +667,22 @@ impl Fetcher {
                     return;
                 }
             }
+            if self.metadata_only {
+                // A node that predates metadata-only fetches sent batches:
+                // drop their payloads here, so callers see one behaviour.
+                items = items.into_iter().map(ConsumedItem::without_payload).collect();
+                let had_metadata = !resp.items.is_empty();
+                items.extend(
+                    resp.items
+                        .into_iter()
+                        .filter(|m| m.offset >= self.offset)
+                        .map(|m| ConsumedItem::from_meta(&topic, self.partition, m)),
+                );
+                if items.is_empty() && had_metadata {
+                    self.offset = self.offset.max(resp.next_offset.min(self.offset + 1));
+                    continue;
+                }
+            }
             if let Some(last) = items.last() {
                 self.offset = last.offset + 1;
             } else if !resp.batches.is_empty() {
@@ -662,7 +693,14 @@ impl Fetcher {
             if items.is_empty() {
                 continue;
             }
-            let bytes: usize = items.iter().map(|i| i.record_bytes).sum();
+            // What the items hold in memory here: a payload left out costs nothing.
+            let bytes: usize = items
+                .iter()
+                .map(|i| {
+                    let left_out = i.payload_bytes as usize - i.item.payload.len().min(i.payload_bytes as usize);
+                    i.record_bytes.saturating_sub(left_out)
+                })
+                .sum();
             let permits = bytes.clamp(1, self.budget_max) as u32;
             let Ok(p) = self.budget.acquire_many(permits).await else {
                 return;

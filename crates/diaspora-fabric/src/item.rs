@@ -90,9 +90,37 @@ pub struct ConsumedItem {
     pub item: Item,
     /// Encoded size of the record, bytes.
     pub record_bytes: usize,
+    /// Length of the item's payload, bytes. Equal to `item.payload.len()`
+    /// unless the item came from a metadata-only fetch, which leaves the
+    /// payload out (read it with [`crate::Client::read_payload`]).
+    pub payload_bytes: u64,
 }
 
 impl ConsumedItem {
+    /// Whether the payload was left out (a metadata-only fetch of an item
+    /// that has one).
+    pub fn payload_left_out(&self) -> bool {
+        self.item.payload.len() as u64 != self.payload_bytes
+    }
+
+    /// The item as a metadata-only fetch delivers it.
+    pub fn from_meta(topic: &std::sync::Arc<str>, partition: u32, m: v1::ItemMeta) -> ConsumedItem {
+        ConsumedItem {
+            topic: topic.clone(),
+            partition,
+            offset: m.offset,
+            item: m.item.unwrap_or_default(),
+            record_bytes: m.record_bytes as usize,
+            payload_bytes: m.payload_bytes,
+        }
+    }
+
+    /// Drops the payload (keeping its length), as a metadata-only fetch would.
+    pub fn without_payload(mut self) -> ConsumedItem {
+        self.item.payload = Bytes::new();
+        self
+    }
+
     /// Where the item lives.
     pub fn item_ref(&self) -> ItemRef {
         ItemRef {
@@ -205,6 +233,7 @@ pub fn decode_batch_items_into(
             topic: topic.clone(),
             partition,
             offset: r.offset,
+            payload_bytes: item.payload.len() as u64,
             item,
             record_bytes,
         });

@@ -269,17 +269,23 @@ pub async fn consume(
         }
         seen += 1;
         let payload = &item.item.payload;
+        // A metadata-only read left the payload on the node: its size is
+        // known, its checksum is not.
+        let left_out = item.payload_left_out();
         if opts.json {
             let mut line = serde_json::json!({
                 "topic": &*item.topic, "partition": item.partition, "offset": item.offset,
-                "size": payload.len(), "timestamp_us": item.item.timestamp_us,
+                "size": item.payload_bytes, "timestamp_us": item.item.timestamp_us,
                 "latency_us": now_us() - item.item.timestamp_us,
                 "id": match item.item.metadata.get("id").and_then(|v| v.kind.as_ref()) {
                     Some(v1::value::Kind::I(i)) => serde_json::json!(i),
                     _ => serde_json::Value::Null,
                 },
-                "crc32c": crc32c::crc32c(payload),
+                "crc32c": if left_out { serde_json::Value::Null } else { crc32c::crc32c(payload).into() },
             });
+            if left_out {
+                line["payload_left_out"] = true.into();
+            }
             if opts.payload {
                 line["payload"] = String::from_utf8_lossy(payload).into();
             }
@@ -292,8 +298,12 @@ pub async fn consume(
                 item.topic,
                 item.partition,
                 item.offset,
-                payload.len(),
-                preview.escape_debug()
+                item.payload_bytes,
+                if left_out {
+                    "(payload left on the node)".to_string()
+                } else {
+                    preview.escape_debug().to_string()
+                }
             )
             .map_err(werr())?;
         }

@@ -254,11 +254,44 @@ async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, Fa
                     Duration::from_millis(f.max_wait_ms.into()),
                 )
                 .await?;
-            Body::FetchResponse(v1::FetchResponse {
-                batches: r.batches,
-                start_offset: r.start_offset,
-                next_offset: r.next_offset,
-            })
+            if f.metadata_only {
+                Body::FetchResponse(v1::FetchResponse {
+                    batches: Vec::new(),
+                    start_offset: r.start_offset,
+                    next_offset: r.next_offset,
+                    items: metadata_of(&f.topic, f.partition, f.offset, &r.batches)?,
+                })
+            } else {
+                Body::FetchResponse(v1::FetchResponse {
+                    batches: r.batches,
+                    start_offset: r.start_offset,
+                    next_offset: r.next_offset,
+                    items: Vec::new(),
+                })
+            }
+        }
+        Body::PayloadRequest(q) => {
+            let r = broker
+                .fetch(&q.topic, q.partition, q.offset, 1, Duration::ZERO)
+                .await?;
+            let topic: Arc<str> = q.topic.as_str().into();
+            let mut items = Vec::new();
+            for b in &r.batches {
+                crate::item::decode_batch_items_into(&topic, q.partition, b, q.offset, &mut items)?;
+            }
+            match items.into_iter().find(|i| i.offset == q.offset) {
+                Some(i) => Body::PayloadResponse(v1::PayloadResponse {
+                    payload: i.item.payload,
+                }),
+                None => {
+                    return Err(diaspora_log::LogError::OffsetOutOfRange {
+                        requested: q.offset,
+                        start: r.start_offset,
+                        next: r.next_offset,
+                    }
+                    .into())
+                }
+            }
         }
         Body::OffsetCommitRequest(c) => {
             let b = broker.clone();
@@ -328,6 +361,35 @@ async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, Fa
     })
 }
 
+/// The items of `batches` at or after `from_offset`, each with its payload
+/// left out (for a `metadata_only` fetch).
+fn metadata_of(
+    topic: &str,
+    partition: u32,
+    from_offset: u64,
+    batches: &[Bytes],
+) -> Result<Vec<v1::ItemMeta>, FabricError> {
+    let topic: Arc<str> = topic.into();
+    let mut items = Vec::new();
+    for b in batches {
+        crate::item::decode_batch_items_into(&topic, partition, b, from_offset, &mut items)?;
+    }
+    Ok(items
+        .into_iter()
+        .map(|c| {
+            let mut item = c.item;
+            let payload_bytes = item.payload.len() as u64;
+            item.payload = Bytes::new();
+            v1::ItemMeta {
+                offset: c.offset,
+                item: Some(item),
+                payload_bytes,
+                record_bytes: c.record_bytes as u64,
+            }
+        })
+        .collect())
+}
+
 /// The name of a frame body, for messages.
 pub fn body_name(b: &Body) -> &'static str {
     match b {
@@ -350,5 +412,7 @@ pub fn body_name(b: &Body) -> &'static str {
         Body::HeartbeatResponse(_) => "HeartbeatResponse",
         Body::LeaveGroupRequest(_) => "LeaveGroupRequest",
         Body::LeaveGroupResponse(_) => "LeaveGroupResponse",
+        Body::PayloadRequest(_) => "PayloadRequest",
+        Body::PayloadResponse(_) => "PayloadResponse",
     }
 }

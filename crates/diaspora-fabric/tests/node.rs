@@ -297,6 +297,7 @@ async fn in_flight_limit_is_enforced_by_the_node() {
                 offset: 0,
                 max_bytes: 1024,
                 max_wait_ms: 300,
+                metadata_only: false,
             }))
             .await
             .unwrap(),
@@ -629,4 +630,72 @@ async fn a_refused_batch_fails_alone_and_later_items_keep_their_order() {
         seen.push((i, it.offset));
     }
     assert_eq!(seen, acked, "acked items exactly once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_only_fetch_leaves_payloads_on_the_node_and_reads_one_by_reference() {
+    let (_dir, _node, c) = setup(2, |_| {}).await;
+    let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
+    const N: u32 = 200;
+    const SIZE: usize = 64 << 10;
+    for i in 0..N {
+        let mut item = payload_item(Bytes::from(vec![(i % 251) as u8; SIZE]));
+        item.metadata.insert(
+            "scan".into(),
+            v1::Value {
+                kind: Some(v1::value::Kind::I(i64::from(i))),
+            },
+        );
+        producer.send_unacked(None, item).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+
+    // A fresh client, so its connections' byte counts are this read's alone.
+    let reader = client(&_node).await;
+    let mut consumer = Consumer::assign(&reader, ConsumerConfig::new("t").metadata_only(), &[])
+        .await
+        .unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < N as usize {
+        let it = consumer
+            .poll(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("item arrives");
+        assert!(it.item.payload.is_empty(), "the payload stays on the node");
+        assert_eq!(it.payload_bytes, SIZE as u64);
+        assert!(it.payload_left_out());
+        assert!(it.item.producer_key.is_some(), "producer key is filled in");
+        let Some(v1::value::Kind::I(scan)) = it.item.metadata["scan"].kind else {
+            panic!("metadata kept: {:?}", it.item.metadata);
+        };
+        assert!(seen.insert(scan, (it.partition, it.offset)).is_none());
+    }
+    let received: u64 = reader
+        .open_connections()
+        .into_iter()
+        .flatten()
+        .map(|c| c.stats().udp_rx.bytes)
+        .sum();
+    let payloads = u64::from(N) * SIZE as u64;
+    assert!(
+        received < payloads / 50,
+        "read {received} bytes for {payloads} bytes of payload left on the node"
+    );
+    // Any payload by reference, byte for byte.
+    for scan in [0i64, 77, i64::from(N) - 1] {
+        let (partition, offset) = seen[&scan];
+        let payload = reader.read_payload("t", partition, offset).await.unwrap();
+        assert_eq!(payload.len(), SIZE);
+        assert!(payload.iter().all(|b| *b == (scan % 251) as u8));
+    }
+    // A reference past the end is a clear error, and the connection lives on.
+    let e = reader.read_payload("t", 0, 1 << 40).await.unwrap_err();
+    assert_eq!(remote_code(&e), Some(ErrorCode::OffsetOutOfRange), "{e}");
+    let e = reader.read_payload("nope", 0, 0).await.unwrap_err();
+    assert_eq!(remote_code(&e), Some(ErrorCode::UnknownTopic), "{e}");
+    assert_eq!(
+        reader.read_payload("t", seen[&5].0, seen[&5].1).await.unwrap().len(),
+        SIZE
+    );
 }

@@ -115,6 +115,7 @@ pub fn encode_frame_chunks(frame: &Frame) -> Vec<Bytes> {
                 batches: Vec::new(),
                 start_offset: f.start_offset,
                 next_offset: f.next_offset,
+                items: f.items.clone(),
             };
             let body_len = f
                 .batches
@@ -220,6 +221,7 @@ mod tests {
                 batches: batches.into_iter().map(Bytes::from).collect(),
                 start_offset: start,
                 next_offset: next,
+                items: Vec::new(),
             })),
         }
     }

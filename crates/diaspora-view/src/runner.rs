@@ -156,9 +156,15 @@ impl Delivery {
     pub fn id(&self) -> u64 {
         self.item.id
     }
-    /// Member `i`'s payload, if available.
+    /// Member `i`'s payload, if it came with the member (`None` for a
+    /// member read back unsuccessfully, or of a source whose payloads stay
+    /// on the node: read those with [`View::read_payload`]).
     pub fn payload(&self, i: usize) -> Option<&Bytes> {
-        self.members.get(i)?.as_ref().map(|c| &c.item.payload)
+        self.members
+            .get(i)?
+            .as_ref()
+            .filter(|c| !c.payload_left_out())
+            .map(|c| &c.item.payload)
     }
     /// Members whose payload is not available.
     pub fn missing(&self) -> usize {
@@ -354,6 +360,7 @@ impl View {
                 client.clone(),
                 i,
                 s.topic.clone(),
+                s.payloads == crate::spec::Payloads::Reference,
                 positions[i].clone(),
                 opts.start,
                 tx.clone(),
@@ -403,6 +410,24 @@ impl View {
     /// The spec.
     pub fn spec(&self) -> &ViewSpec {
         &self.spec
+    }
+
+    /// Member `i`'s payload: the one it came with, or — for a source whose
+    /// payloads stay on the node (`payloads = "reference"`) — read by
+    /// reference now. `None` if the member is missing.
+    pub async fn read_payload(&self, d: &Delivery, i: usize) -> Result<Option<Bytes>, ViewError> {
+        let Some(Some(m)) = d.members.get(i) else {
+            return Ok(None);
+        };
+        if !m.payload_left_out() {
+            return Ok(Some(m.item.payload.clone()));
+        }
+        let p = self
+            .client
+            .read_payload(&m.topic, m.partition, m.offset)
+            .await
+            .map_err(ViewError::fabric(format!("{}/{}/{}", m.topic, m.partition, m.offset)))?;
+        Ok(Some(p))
     }
 
     /// Counters.
@@ -1011,8 +1036,11 @@ async fn attach(
     topic: &str,
     saved: &BTreeMap<u32, u64>,
     start: StartFrom,
+    metadata_only: bool,
 ) -> diaspora_fabric::error::Result<Consumer> {
-    let mut c = Consumer::assign(client, ConsumerConfig::new(topic).start(start), &[]).await?;
+    let mut cfg = ConsumerConfig::new(topic).start(start);
+    cfg.metadata_only = metadata_only;
+    let mut c = Consumer::assign(client, cfg, &[]).await?;
     if !saved.is_empty() {
         let meta = client.metadata(topic).await?;
         for info in &meta.partitions {
@@ -1038,10 +1066,12 @@ async fn attach(
     Ok(c)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_source(
     client: Client,
     src: usize,
     topic: String,
+    metadata_only: bool,
     mut saved: BTreeMap<u32, u64>,
     start: StartFrom,
     tx: mpsc::Sender<Input>,
@@ -1052,7 +1082,7 @@ async fn read_source(
         if tx.is_closed() {
             return;
         }
-        match attach(&client, &topic, &saved, start).await {
+        match attach(&client, &topic, &saved, start, metadata_only).await {
             Ok(mut c) => {
                 down = false;
                 let mut checked = Instant::now();

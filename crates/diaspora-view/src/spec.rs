@@ -60,6 +60,24 @@ pub struct SourceSpec {
     /// replay. Without it, an item is identified by (partition, offset).
     #[serde(default)]
     pub id: Option<String>,
+    /// `fetch` (default): members arrive with their payloads.
+    /// `reference`: the source is read metadata-only — the node leaves the
+    /// payloads out, the view joins on metadata, and a consumer reads the
+    /// payload of a member it needs by reference ([`crate::View::read_payload`]).
+    /// For views whose consumers decide on metadata, or open few members.
+    #[serde(default)]
+    pub payloads: Payloads,
+}
+
+/// How a view source's members carry their payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Payloads {
+    /// Fetched with the item.
+    #[default]
+    Fetch,
+    /// Left on the node; read by reference on demand.
+    Reference,
 }
 
 fn one() -> u32 {
@@ -216,7 +234,17 @@ impl ViewSpec {
             key: key.into(),
             count,
             id: None,
+            payloads: Payloads::Fetch,
         });
+        self
+    }
+
+    /// Leaves the last added source's payloads on the node (see
+    /// [`SourceSpec::payloads`]).
+    pub fn payloads_by_reference(mut self) -> ViewSpec {
+        if let Some(s) = self.sources.last_mut() {
+            s.payloads = Payloads::Reference;
+        }
         self
     }
 

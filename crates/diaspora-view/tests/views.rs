@@ -346,3 +346,58 @@ async fn a_view_restored_from_a_snapshot_continues_without_its_sources() {
     node.shutdown().await;
     let _ = StartFrom::Earliest;
 }
+
+/// A view whose pattern source leaves its payloads on the node joins on
+/// metadata alone, pulls a fraction of the bytes, and still reads any
+/// member's payload by reference, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_over_payloads_left_on_the_node_joins_on_metadata_and_reads_by_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = node(dir.path(), &[("patterns", 2), ("recons", 1)]).await;
+    const PATTERN: usize = 256 << 10;
+    produce(&client, "patterns", (0..20).flat_map(|s| [item(s, PATTERN), item(s, PATTERN)])).await;
+    produce(&client, "recons", (0..20).map(|s| item(s, 100))).await;
+    // Its own client, so the bytes it pulls are counted alone.
+    let reader = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
+        .await
+        .unwrap();
+    let spec = ViewSpec::new("by-reference")
+        .source("patterns", "patterns", "scan", 2)
+        .payloads_by_reference()
+        .source("recons", "recons", "scan", 1)
+        .id_key("scan");
+    let mut view = View::start(&reader, spec, ViewOptions::default())
+        .await
+        .unwrap();
+    let got = take(&mut view, 20).await;
+    let received: u64 = reader
+        .open_connections()
+        .into_iter()
+        .flatten()
+        .map(|c| c.stats().udp_rx.bytes)
+        .sum();
+    let patterns = 40 * PATTERN as u64;
+    assert!(
+        received < patterns / 20,
+        "the view pulled {received} bytes for {patterns} bytes of patterns left on the node"
+    );
+    for d in &got {
+        assert_eq!(d.missing(), 0);
+        // Patterns: no payload with the member, its length known; the
+        // reconstruction (fetched) carries its own.
+        assert!(d.payload(0).is_none() && d.payload(1).is_none());
+        assert_eq!(d.members[0].as_ref().unwrap().payload_bytes, PATTERN as u64);
+        assert_eq!(d.payload(2).unwrap().len(), 100);
+    }
+    let d = &got[7];
+    let scan: u64 = d.item.key.parse().unwrap();
+    let p = view.read_payload(d, 1).await.unwrap().unwrap();
+    assert_eq!(p.len(), PATTERN);
+    assert!(p.iter().all(|b| u64::from(*b) == scan % 251));
+    assert_eq!(view.read_payload(d, 2).await.unwrap().unwrap().len(), 100);
+    assert!(view.read_payload(d, 9).await.unwrap().is_none());
+    view.close().await.unwrap();
+    reader.close();
+    client.close();
+    node.shutdown().await;
+}

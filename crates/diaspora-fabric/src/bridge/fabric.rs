@@ -246,6 +246,7 @@ impl BridgeSource for FabricSource {
                 offset: position,
                 max_bytes: self.fetch_bytes_max,
                 max_wait_ms: 250,
+                metadata_only: false,
             }))
             .await
             .map_err(|e| {

@@ -73,6 +73,7 @@ fn consumed(partition: u32, offset: u64) -> ConsumedItem {
         offset,
         item: payload_item(Bytes::copy_from_slice(&offset.to_be_bytes())),
         record_bytes: 8,
+        payload_bytes: 8,
     }
 }
 
