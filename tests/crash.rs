@@ -169,7 +169,13 @@ fn cli_produce_kill_restart_consume_and_group_resume() {
     let out = cli(
         &node,
         &[
-            "consume", "--topic", "t", "--count", "100", "--json", "--metadata-only",
+            "consume",
+            "--topic",
+            "t",
+            "--count",
+            "100",
+            "--json",
+            "--metadata-only",
         ],
     );
     let meta = json_lines(&out);

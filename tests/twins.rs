@@ -82,23 +82,26 @@ fn two_detector_streams_cross_a_lossy_wan_and_would_not_with_cubic() {
     // ...and the scenario can tell: with one Cubic connection per bridge
     // (held to a few Mbit/s by the loss) the same run fails.
     let cubic = tempfile::NamedTempFile::new().unwrap();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/twins/lossy-wan.toml"
-    ))
-    .unwrap()
-    .replace("via = \"wan\"", "via = \"wan\"\ncongestion = \"cubic\"\nconnections = 1")
-    .replace(
-        "via = \"wan-bursty\"",
-        "via = \"wan-bursty\"\ncongestion = \"cubic\"\nconnections = 1",
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/twins/lossy-wan.toml"))
+            .unwrap()
+            .replace(
+                "via = \"wan\"",
+                "via = \"wan\"\ncongestion = \"cubic\"\nconnections = 1",
+            )
+            .replace(
+                "via = \"wan-bursty\"",
+                "via = \"wan-bursty\"\ncongestion = \"cubic\"\nconnections = 1",
+            );
+    assert_eq!(
+        text.matches("congestion = \"cubic\"\nconnections = 1")
+            .count(),
+        2
     );
-    assert_eq!(text.matches("\"cubic\"").count(), 2);
     std::fs::write(cubic.path(), text).unwrap();
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (status, results, _) = twin_run(
-        cubic.path().to_str().unwrap(),
-        &["--duration-scale", "0.5"],
-    );
+    let (status, results, _) =
+        twin_run(cubic.path().to_str().unwrap(), &["--duration-scale", "0.5"]);
     assert!(!status.success());
     assert_eq!(results["passed"], false);
     let failed: Vec<String> = results["checks"]

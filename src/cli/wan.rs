@@ -48,7 +48,11 @@ pub struct WanBenchArgs {
     pub burst_len: f64,
     /// Configurations to measure besides the baseline, as
     /// CONTROLLER:CONNECTIONS (e.g. tolerant:1,tolerant:4,bbr:1,cubic:8).
-    #[arg(long, value_delimiter = ',', default_value = "bbr:1,tolerant:1,tolerant:4")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bbr:1,tolerant:1,tolerant:4"
+    )]
     pub configs: Vec<String>,
     /// The baseline configuration.
     #[arg(long, default_value = "cubic:1")]

@@ -316,11 +316,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
 /// Plain quinn: one connection, one unidirectional stream, the same payload
 /// bytes written item by item (coalesced to ≥ 64 KiB writes for small items),
 /// same TLS, transport settings and socket buffers as the fabric. Returns MB/s at the receiver.
-pub async fn quinn_baseline(
-    size: usize,
-    items: u64,
-    congestion: crate::Congestion,
-) -> Result<f64> {
+pub async fn quinn_baseline(size: usize, items: u64, congestion: crate::Congestion) -> Result<f64> {
     use std::sync::Arc as A;
     let dir = tempfile::tempdir()?;
     let certs = crate::tls::generate_dev_certs(dir.path(), &[])?;

@@ -670,7 +670,10 @@ impl Fetcher {
             if self.metadata_only {
                 // A node that predates metadata-only fetches sent batches:
                 // drop their payloads here, so callers see one behaviour.
-                items = items.into_iter().map(ConsumedItem::without_payload).collect();
+                items = items
+                    .into_iter()
+                    .map(ConsumedItem::without_payload)
+                    .collect();
                 let had_metadata = !resp.items.is_empty();
                 items.extend(
                     resp.items
@@ -697,7 +700,8 @@ impl Fetcher {
             let bytes: usize = items
                 .iter()
                 .map(|i| {
-                    let left_out = i.payload_bytes as usize - i.item.payload.len().min(i.payload_bytes as usize);
+                    let left_out = i.payload_bytes as usize
+                        - i.item.payload.len().min(i.payload_bytes as usize);
                     i.record_bytes.saturating_sub(left_out)
                 })
                 .sum();

@@ -695,7 +695,11 @@ async fn a_metadata_only_fetch_leaves_payloads_on_the_node_and_reads_one_by_refe
     let e = reader.read_payload("nope", 0, 0).await.unwrap_err();
     assert_eq!(remote_code(&e), Some(ErrorCode::UnknownTopic), "{e}");
     assert_eq!(
-        reader.read_payload("t", seen[&5].0, seen[&5].1).await.unwrap().len(),
+        reader
+            .read_payload("t", seen[&5].0, seen[&5].1)
+            .await
+            .unwrap()
+            .len(),
         SIZE
     );
 }

@@ -210,6 +210,9 @@ pub struct ViewState {
     pub stats: ViewStats,
 }
 
+// Items are nearly all of the traffic: boxing them would allocate per item
+// to shrink the rare variants.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Item(usize, ConsumedItem),
     Notice(Notice),
@@ -426,7 +429,10 @@ impl View {
             .client
             .read_payload(&m.topic, m.partition, m.offset)
             .await
-            .map_err(ViewError::fabric(format!("{}/{}/{}", m.topic, m.partition, m.offset)))?;
+            .map_err(ViewError::fabric(format!(
+                "{}/{}/{}",
+                m.topic, m.partition, m.offset
+            )))?;
         Ok(Some(p))
     }
 

@@ -355,7 +355,12 @@ async fn a_view_over_payloads_left_on_the_node_joins_on_metadata_and_reads_by_re
     let dir = tempfile::tempdir().unwrap();
     let (node, client) = node(dir.path(), &[("patterns", 2), ("recons", 1)]).await;
     const PATTERN: usize = 256 << 10;
-    produce(&client, "patterns", (0..20).flat_map(|s| [item(s, PATTERN), item(s, PATTERN)])).await;
+    produce(
+        &client,
+        "patterns",
+        (0..20).flat_map(|s| [item(s, PATTERN), item(s, PATTERN)]),
+    )
+    .await;
     produce(&client, "recons", (0..20).map(|s| item(s, 100))).await;
     // Its own client, so the bytes it pulls are counted alone.
     let reader = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file()))
