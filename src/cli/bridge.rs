@@ -84,7 +84,7 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
         .name
         .unwrap_or_else(|| format!("{from_topic}-to-{to_topic}"));
     anyhow::ensure!(
-        a.connections.map_or(true, |n| (1..=64).contains(&n)),
+        a.connections.is_none_or(|n| (1..=64).contains(&n)),
         "--connections must be 1..=64"
     );
     let client_config = |addr, ca: &PathBuf| {
