@@ -57,6 +57,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Bench(BenchCommand::Fabric(a)) => cli::bench::fabric(a).await,
         Command::Bench(BenchCommand::Pool(a)) => cli::bench::pool(a).await,
         Command::Bench(BenchCommand::Wan(a)) => cli::bench::wan(a).await,
+        Command::Bench(BenchCommand::Peers(a)) => cli::bench::peers(a).await,
         Command::Bench(BenchCommand::Stream(a)) => cli::bench::stream(a).await,
         Command::Bench(BenchCommand::Predict(a)) => {
             tokio::task::block_in_place(|| cli::predict::bench(a))

@@ -123,3 +123,59 @@ fn the_twin_runners_command_lines_parse() {
         );
     }
 }
+
+#[test]
+fn bench_peers_is_there_with_or_without_its_feature() {
+    use diaspora::cli::bench::BenchCommand;
+    let cli = Cli::try_parse_from([
+        "diaspora",
+        "bench",
+        "peers",
+        "--scale",
+        "0.01",
+        "--rounds",
+        "1",
+        "--systems",
+        "nats,redis",
+    ])
+    .unwrap();
+    let Command::Bench(BenchCommand::Peers(args)) = cli.command else {
+        panic!("not bench peers");
+    };
+    assert_eq!(args.systems, ["nats", "redis"]);
+    assert_eq!(args.workloads.len(), 3);
+    let help = Cli::command()
+        .find_subcommand_mut("bench")
+        .unwrap()
+        .render_help()
+        .to_string();
+    assert!(help.contains("peers"), "{help}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    #[cfg(not(feature = "peers"))]
+    {
+        // Without the feature: a clear error that says how to get it.
+        let e = rt.block_on(diaspora::cli::bench::peers(args)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bench peers needs the peers feature: cargo run --release --features peers -- bench peers"
+        );
+    }
+    #[cfg(feature = "peers")]
+    {
+        // With it: the flags become a valid configuration, and bad ones are refused.
+        drop(rt);
+        let config = args.config().unwrap();
+        assert_eq!(config.systems.len(), 2);
+        assert_eq!(config.workloads[2].scaled_items(config.scale), 20);
+        let mut bad = args.clone();
+        bad.window_bytes = "lots".into();
+        assert!(bad.config().is_err());
+        let mut bad = args;
+        bad.systems = vec!["kafka".into()];
+        assert!(bad.config().unwrap_err().to_string().contains("kafka"));
+    }
+}

@@ -36,6 +36,120 @@ pub enum BenchCommand {
     /// A bridge over an emulated lossy WAN (the twin's relay): goodput
     /// against the link rate and against one Cubic connection, same run.
     Wan(super::wan::WanBenchArgs),
+    /// The fabric against NATS JetStream and Redis Streams: one acknowledged
+    /// producer → one consumer, same workloads, same run (needs the `peers`
+    /// feature and the servers from ./scripts/peers-install).
+    Peers(PeersArgs),
+}
+
+/// Arguments of `diaspora bench peers`. They exist in every build (so
+/// `--help` shows them); running needs the `peers` feature.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeersArgs {
+    /// Systems to compare (diaspora, nats, redis), in the first round's order.
+    #[arg(long, value_delimiter = ',', default_value = "diaspora,nats,redis")]
+    pub systems: Vec<String>,
+    /// Workloads as SIZExITEMS, SIZE in B, KiB or MiB.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "128x2000000,1KiBx500000,1MiBx2000"
+    )]
+    pub workloads: Vec<String>,
+    /// Multiplies every workload's item count (e.g. 0.01 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Rounds; each runs every workload on every system with a fresh
+    /// server, the systems' order rotating. Medians (min–max) are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Most unacknowledged items of the producer (every system).
+    #[arg(long, default_value_t = 5000)]
+    pub window_items: usize,
+    /// Most unacknowledged payload bytes of the producer (B, KiB or MiB).
+    #[arg(long, default_value = "64MiB")]
+    pub window_bytes: String,
+    /// Most payload bytes one read of the consumer asks for (B, KiB or MiB).
+    #[arg(long, default_value = "4MiB")]
+    pub fetch_bytes: String,
+    /// Items sent in the paced run's first this-many ms are left out of
+    /// the latency percentiles (at most half the items).
+    #[arg(long, default_value_t = 500)]
+    pub warmup_ms: u64,
+    /// A run fails when nothing is acknowledged or received for this long.
+    #[arg(long, default_value_t = 60)]
+    pub stall_timeout_s: u64,
+    /// Run each diaspora node as `PATH serve` in its own process instead
+    /// of embedded in this one.
+    #[arg(long, value_name = "PATH")]
+    pub diaspora_binary: Option<std::path::PathBuf>,
+    /// nats-server to run (default: the newest on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub nats_server: Option<std::path::PathBuf>,
+    /// redis-server to run (default: the one on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub redis_server: Option<std::path::PathBuf>,
+    /// Run NATS and Redis without TLS (diaspora always has it).
+    #[arg(long)]
+    pub plain_peers: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(feature = "peers")]
+impl PeersArgs {
+    /// The benchmark's configuration (validated).
+    pub fn config(&self) -> Result<diaspora_peers::PeersConfig> {
+        use diaspora_peers::{parse_size, PeersConfig, Workload};
+        let bytes = |flag: &str, v: &str| {
+            parse_size(v).with_context(|| format!("--{flag} {v:?}: expected bytes, KiB or MiB"))
+        };
+        let config = PeersConfig {
+            systems: PeersConfig::parse_systems(&self.systems)?,
+            workloads: self
+                .workloads
+                .iter()
+                .map(|w| w.parse::<Workload>())
+                .collect::<Result<_, _>>()?,
+            scale: self.scale,
+            rounds: self.rounds,
+            window_items_max: self.window_items,
+            window_bytes_max: bytes("window-bytes", &self.window_bytes)?,
+            fetch_bytes_max: bytes("fetch-bytes", &self.fetch_bytes)?,
+            warmup: std::time::Duration::from_millis(self.warmup_ms),
+            stall_timeout: std::time::Duration::from_secs(self.stall_timeout_s),
+            diaspora_binary: self.diaspora_binary.clone(),
+            nats_server: self.nats_server.clone(),
+            redis_server: self.redis_server.clone(),
+            plain_peers: self.plain_peers,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `diaspora bench peers`; progress lines go to stderr, the report to
+/// stdout. SIGTERM or Ctrl-C drops the run, whose guards stop the servers
+/// and remove their directories.
+#[cfg(feature = "peers")]
+pub async fn peers(a: PeersArgs) -> Result<()> {
+    let config = a.config()?;
+    let stop = super::shutdown_signal()?;
+    let mut progress = |line: &str| eprintln!("{line}");
+    let report = tokio::select! {
+        r = diaspora_peers::run(&config, &mut progress) => r?,
+        _ = stop => anyhow::bail!("bench peers interrupted: servers stopped"),
+    };
+    print_report(&report, a.json, |r| r.to_string())
+}
+
+/// `diaspora bench peers` in a build without the `peers` feature.
+#[cfg(not(feature = "peers"))]
+pub async fn peers(_a: PeersArgs) -> Result<()> {
+    anyhow::bail!(
+        "bench peers needs the peers feature: cargo run --release --features peers -- bench peers"
+    )
 }
 
 /// `diaspora bench wan`.
