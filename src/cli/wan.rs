@@ -23,6 +23,7 @@ use diaspora_fabric::{
     Bridge, BridgeConfig, Client, ClientConfig, Congestion, Node, NodeConfig, Producer,
     ProducerConfig, TopicSettings,
 };
+use diaspora_pool::bench::Spread;
 use diaspora_twin::{GilbertElliott, LinkParams, Relay, RelayConfig};
 use serde::Serialize;
 
@@ -115,34 +116,6 @@ impl std::str::FromStr for PathConfig {
 impl std::fmt::Display for PathConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.congestion, self.connections)
-    }
-}
-
-/// Median, min and max of a measurement over rounds.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Spread {
-    /// Median.
-    pub median: f64,
-    /// Smallest.
-    pub min: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl Spread {
-    fn of(mut v: Vec<f64>) -> Spread {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Spread {
-            median,
-            min: v[0],
-            max: v[n - 1],
-        }
     }
 }
 

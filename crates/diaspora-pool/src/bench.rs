@@ -51,7 +51,8 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut v: Vec<f64>) -> Spread {
+    /// The spread of `v` (the upper median for an even count; all zero when empty).
+    pub fn of(mut v: Vec<f64>) -> Spread {
         if v.is_empty() {
             return Spread::default();
         }
