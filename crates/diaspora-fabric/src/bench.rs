@@ -106,6 +106,12 @@ pub struct FabricReport {
     pub baseline_mb_per_s: Option<f64>,
     /// `mb_per_s / baseline_mb_per_s`.
     pub ratio_to_baseline: Option<f64>,
+    /// Plain quinn through a forwarding relay (two hops, like producer →
+    /// node → consumer, nothing stored), MB/s: the ceiling for any two-hop
+    /// design on the same cores.
+    pub relay_baseline_mb_per_s: Option<f64>,
+    /// `mb_per_s / relay_baseline_mb_per_s`.
+    pub ratio_to_relay: Option<f64>,
     /// Items left out of the latency percentiles as warm-up.
     pub latency_warmup_items: u64,
     /// Wall time of the fabric run, s.
@@ -136,6 +142,12 @@ impl std::fmt::Display for FabricReport {
         )?;
         if let (Some(b), Some(r)) = (self.baseline_mb_per_s, self.ratio_to_baseline) {
             writeln!(f, "  baseline     plain quinn {b:.1} MB/s → ratio {r:.2}")?;
+        }
+        if let (Some(b), Some(r)) = (self.relay_baseline_mb_per_s, self.ratio_to_relay) {
+            writeln!(
+                f,
+                "  relay        plain quinn over two hops {b:.1} MB/s → ratio {r:.2}"
+            )?;
         }
         Ok(())
     }
@@ -284,10 +296,13 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
 
     let bytes = args.items as f64 * args.size as f64;
     let mb_per_s = bytes / 1e6 / elapsed;
-    let baseline = if args.no_baseline {
-        None
+    let (baseline, relay) = if args.no_baseline {
+        (None, None)
     } else {
-        Some(quinn_baseline(args.size, args.items, args.congestion).await?)
+        (
+            Some(quinn_baseline(args.size, args.items, args.congestion).await?),
+            Some(quinn_relay_baseline(args.size, args.items, args.congestion).await?),
+        )
     };
     Ok(FabricReport {
         size: args.size,
@@ -309,17 +324,21 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
         latency_warmup_items: warmup_items.load(Ordering::Relaxed),
         baseline_mb_per_s: baseline,
         ratio_to_baseline: baseline.map(|b| mb_per_s / b),
+        relay_baseline_mb_per_s: relay,
+        ratio_to_relay: relay.map(|b| mb_per_s / b),
         elapsed_s: elapsed,
     })
 }
 
-/// Plain quinn: one connection, one unidirectional stream, the same payload
-/// bytes written item by item (coalesced to ≥ 64 KiB writes for small items),
-/// same TLS, transport settings and socket buffers as the fabric. Returns MB/s at the receiver.
-pub async fn quinn_baseline(size: usize, items: u64, congestion: crate::Congestion) -> Result<f64> {
+/// A QUIC endpoint that accepts connections with the baseline ALPN and the
+/// fabric's TLS and transport settings, and a client configuration that
+/// trusts it.
+fn baseline_endpoints(
+    congestion: crate::Congestion,
+    certs_dir: &std::path::Path,
+) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
     use std::sync::Arc as A;
-    let dir = tempfile::tempdir()?;
-    let certs = crate::tls::generate_dev_certs(dir.path(), &[])?;
+    let certs = crate::tls::generate_dev_certs(certs_dir, &[])?;
     let alpn = b"diaspora-baseline";
     let server_tls = crate::tls::server_config(&certs, alpn)?;
     let mut server_cfg = quinn::ServerConfig::with_crypto(A::new(
@@ -328,9 +347,29 @@ pub async fn quinn_baseline(size: usize, items: u64, congestion: crate::Congesti
     ));
     server_cfg.transport_config(A::new(crate::node::transport_config_public(congestion)));
     let server = crate::node::quic_endpoint("127.0.0.1:0".parse()?, Some(server_cfg))?;
-    let addr = server.local_addr()?;
-    let total = size as u64 * items;
-    let recv_task = tokio::spawn(async move {
+    let client_tls = crate::tls::client_config(&certs.ca, alpn)?;
+    let mut client_cfg = quinn::ClientConfig::new(A::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    ));
+    client_cfg.transport_config(A::new(crate::node::transport_config_public(congestion)));
+    Ok((server, client_cfg))
+}
+
+/// Opens a connection from a fresh client endpoint to `to`.
+async fn baseline_connect(
+    to: std::net::SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<quinn::Connection> {
+    let mut client = crate::node::quic_endpoint("127.0.0.1:0".parse()?, None)?;
+    client.set_default_client_config(config);
+    Ok(client.connect(to, "localhost")?.await?)
+}
+
+/// Accepts one connection and one unidirectional stream and counts its bytes
+/// until the sender finishes; returns the count and when the last arrived.
+fn baseline_sink(server: quinn::Endpoint) -> tokio::task::JoinHandle<Result<(u64, Instant)>> {
+    tokio::spawn(async move {
         let conn = server.accept().await.context("no connection")?.await?;
         let mut recv = conn.accept_uni().await?;
         let mut got = 0u64;
@@ -340,30 +379,81 @@ pub async fn quinn_baseline(size: usize, items: u64, congestion: crate::Congesti
         let done = Instant::now();
         conn.close(0u32.into(), b"done");
         anyhow::Ok((got, done))
-    });
-    let client_tls = crate::tls::client_config(&certs.ca, alpn)?;
-    let mut client_cfg = quinn::ClientConfig::new(A::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    ));
-    client_cfg.transport_config(A::new(crate::node::transport_config_public(congestion)));
-    let mut client = crate::node::quic_endpoint("127.0.0.1:0".parse()?, None)?;
-    client.set_default_client_config(client_cfg);
-    let conn = client.connect(addr, "localhost")?.await?;
+    })
+}
+
+/// Writes `size × items` payload bytes on a new unidirectional stream
+/// (coalesced to ≥ 64 KiB writes for small items) and finishes it; returns
+/// when the writing started.
+async fn baseline_send(conn: &quinn::Connection, size: usize, items: u64) -> Result<Instant> {
     let mut send = conn.open_uni().await?;
     let chunk_len = size.max(64 << 10);
     let chunk = synthetic_payload(chunk_len);
     let started = Instant::now();
-    let mut left = total;
+    let mut left = size as u64 * items;
     while left > 0 {
         let n = left.min(chunk_len as u64) as usize;
         send.write_chunk(chunk.slice(..n)).await?;
         left -= n as u64;
     }
     send.finish()?;
+    Ok(started)
+}
+
+/// Plain quinn: one connection, one unidirectional stream, the same payload
+/// bytes written item by item (coalesced to ≥ 64 KiB writes for small items),
+/// same TLS, transport settings and socket buffers as the fabric. Returns MB/s at the receiver.
+pub async fn quinn_baseline(size: usize, items: u64, congestion: crate::Congestion) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let (server, client_cfg) = baseline_endpoints(congestion, dir.path())?;
+    let recv_task = baseline_sink(server.clone());
+    let conn = baseline_connect(server.local_addr()?, client_cfg).await?;
+    let started = baseline_send(&conn, size, items).await?;
     let (got, done) = recv_task.await??;
+    let total = size as u64 * items;
     anyhow::ensure!(got == total, "baseline received {got} of {total} bytes");
-    let secs = done.duration_since(started).as_secs_f64();
     conn.close(0u32.into(), b"done");
-    Ok(total as f64 / 1e6 / secs)
+    Ok(total as f64 / 1e6 / done.duration_since(started).as_secs_f64())
+}
+
+/// Plain quinn through a relay: sender → relay → receiver, the relay
+/// forwarding each received chunk as it is (no copy, no storage, no
+/// framing). This is the ceiling for any design that moves every byte over
+/// two QUIC hops on the same cores (as producer → node → consumer does),
+/// measured with the same TLS and transport settings. Returns MB/s at the
+/// receiver.
+pub async fn quinn_relay_baseline(
+    size: usize,
+    items: u64,
+    congestion: crate::Congestion,
+) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let (sink, relay_cfg) = baseline_endpoints(congestion, &dir.path().join("sink"))?;
+    let (relay, client_cfg) = baseline_endpoints(congestion, &dir.path().join("relay"))?;
+    let sink_addr = sink.local_addr()?;
+    let relay_addr = relay.local_addr()?;
+    let recv_task = baseline_sink(sink.clone());
+    let relay_task = tokio::spawn(async move {
+        let inbound = relay.accept().await.context("no connection")?.await?;
+        let mut recv = inbound.accept_uni().await?;
+        let outbound = baseline_connect(sink_addr, relay_cfg).await?;
+        let mut send = outbound.open_uni().await?;
+        while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+            send.write_chunk(chunk.bytes).await?;
+        }
+        send.finish()?;
+        send.stopped().await.ok();
+        anyhow::Ok(())
+    });
+    let conn = baseline_connect(relay_addr, client_cfg).await?;
+    let started = baseline_send(&conn, size, items).await?;
+    let (got, done) = recv_task.await??;
+    relay_task.await??;
+    let total = size as u64 * items;
+    anyhow::ensure!(
+        got == total,
+        "relay baseline received {got} of {total} bytes"
+    );
+    conn.close(0u32.into(), b"done");
+    Ok(total as f64 / 1e6 / done.duration_since(started).as_secs_f64())
 }
