@@ -69,6 +69,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod bridge;
