@@ -28,7 +28,9 @@ use crate::item::{encode_item_parts, key_hash, Item};
 pub struct ProducerConfig {
     /// Topic to produce to.
     pub topic: String,
-    /// How long a batch may wait for more items before it is sent.
+    /// How long a batch may wait for more items before it is sent. Under
+    /// 1 ms (the default, 200 µs) it is an upper bound only: a batch is sent
+    /// at once when no other batch of its partition is in flight.
     pub linger: Duration,
     /// Target batch size, bytes (a single larger item makes a batch of its own).
     pub batch_bytes_max: usize,
@@ -467,6 +469,22 @@ impl PartitionTask {
             // A lane that failed while sending leaves batches without an answer.
             if self.inflight.front().is_some_and(|f| f.answer.is_none()) {
                 self.recover(None).await;
+            }
+            // A linger under the timer's 1 ms tick cannot be waited for
+            // (tokio would round 200 µs up to 1–2 ms), so it works
+            // Nagle-style: with nothing in flight and nothing more queued,
+            // the open batch goes now. While batches are in flight it keeps
+            // growing until an answer comes back, it fills, or the linger
+            // passes: batching where there is load, no wait where there is
+            // none.
+            if self.config.linger < Duration::from_millis(1)
+                && self.inflight.is_empty()
+                && !closed
+                && rx.is_empty()
+            {
+                if let Some(o) = open.take() {
+                    self.seal_and_send(o, Vec::new()).await;
+                }
             }
         }
     }
