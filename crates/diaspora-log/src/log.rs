@@ -600,7 +600,7 @@ impl Log {
         w.dirty = true;
         let end = position + total;
         let write_behind = (matches!(self.config.fsync, FsyncPolicy::Interval(_))
-            && end - w.writeback_from.min(end) >= WRITE_BEHIND_BYTES)
+            && end.saturating_sub(w.writeback_from) >= WRITE_BEHIND_BYTES)
             .then(|| {
                 let from = std::mem::replace(&mut w.writeback_from, end);
                 (active.clone(), from, end - from)
