@@ -152,6 +152,27 @@ pub struct DataConn {
     /// CA certificate to verify the node with.
     #[arg(long, default_value = DEFAULT_CA)]
     pub ca: PathBuf,
+    /// Client certificate to present (`diaspora certs client --name NAME`);
+    /// the node takes its CN as this client's user. Needs --key.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl DataConn {
+    /// The client configuration these flags describe.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(self.addr, &self.ca);
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            c.identity = Some(diaspora_fabric::tls::ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        c
+    }
 }
 
 /// When a consuming command stops (shared by `consume` and `stream consume`).
@@ -344,5 +365,5 @@ pub fn check_ca(ca: &std::path::Path) -> Result<()> {
 /// Connects to a node's data plane.
 pub async fn client(conn: &DataConn) -> Result<Client> {
     check_ca(&conn.ca)?;
-    Ok(Client::connect(ClientConfig::new(conn.addr, &conn.ca)).await?)
+    Ok(Client::connect(conn.client_config()).await?)
 }

@@ -275,7 +275,7 @@ pub async fn run(cmd: PredictCommand) -> Result<()> {
 async fn serve(a: ServeArgs) -> Result<()> {
     use diaspora_predict::serve::{run, Progress, ServeConfig};
     let config = ServeConfig {
-        node: diaspora_fabric::ClientConfig::new(a.conn.addr, &a.conn.ca),
+        node: a.conn.client_config(),
         admin: a.admin,
         monitors: a.monitors,
         start: if a.from_start {

@@ -530,7 +530,7 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
             if notify {
                 let client = rt
                     .block_on(diaspora_fabric::Client::connect(
-                        diaspora_fabric::ClientConfig::new(conn.addr, &conn.ca),
+                        conn.client_config(),
                     ))
                     .with_context(|| format!("connecting to the fabric at {}", conn.addr))?;
                 p.set_event_sink(

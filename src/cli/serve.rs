@@ -65,13 +65,34 @@ pub struct ServeArgs {
 
 /// Arguments of `diaspora certs`.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct CertsArgs {
-    /// Output directory.
+    /// Output directory for a new CA and node certificate.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Extra DNS names or IP addresses for the node certificate (localhost, 127.0.0.1 and ::1 are always in).
     #[arg(long = "host")]
     hosts: Vec<String>,
+    #[command(subcommand)]
+    command: Option<CertsCommand>,
+}
+
+/// `diaspora certs` subcommands.
+#[derive(clap::Subcommand)]
+pub enum CertsCommand {
+    /// Issue a client certificate for a user, signed by a CA made with
+    /// `diaspora certs --out DIR`; the node takes its CN as the user.
+    Client {
+        /// The user (1–128 characters of A–Z a–z 0–9 . _ @ -).
+        #[arg(long)]
+        name: String,
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Where to write NAME.pem and NAME.key (default: --ca-dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Runs a node until SIGTERM or Ctrl-C.
@@ -126,7 +147,29 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
 
 /// Writes a development CA and node certificate.
 pub fn certs(a: CertsArgs) -> Result<()> {
-    let paths = diaspora_fabric::tls::generate_dev_certs(&a.out, &a.hosts)?;
+    if let Some(CertsCommand::Client { name, ca_dir, out }) = a.command {
+        let out = out.unwrap_or_else(|| ca_dir.clone());
+        let id = diaspora_fabric::tls::issue_client_cert(&ca_dir, &name, &out)?;
+        println!(
+            "wrote {} and {} for User:{name}",
+            id.cert.display(),
+            id.key.display()
+        );
+        println!(
+            "connect with: --cert {} --key {}",
+            id.cert.display(),
+            id.key.display()
+        );
+        return Ok(());
+    }
+    let Some(out) = a.out else {
+        anyhow::bail!("pass --out DIR for a new CA and node certificate, or `certs client --name NAME --ca-dir DIR` for a client certificate");
+    };
+    let a = CertsArgs {
+        out: Some(out.clone()),
+        ..a
+    };
+    let paths = diaspora_fabric::tls::generate_dev_certs(&out, &a.hosts)?;
     println!(
         "wrote {}, {}, {}",
         paths.ca.display(),
@@ -135,7 +178,7 @@ pub fn certs(a: CertsArgs) -> Result<()> {
     );
     println!(
         "start a node with: diaspora serve --certs {}",
-        a.out.display()
+        out.display()
     );
     Ok(())
 }

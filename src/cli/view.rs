@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use diaspora_fabric::{Client, ClientConfig};
+use diaspora_fabric::Client;
 use diaspora_view::runner::{Restore, View, ViewOptions};
 use diaspora_view::serve::{self, ServeOptions};
 use diaspora_view::snapshot::SnapshotStore;
@@ -180,7 +180,7 @@ async fn run_view(a: RunArgs) -> Result<()> {
         ),
     };
     let snapshots = a.snapshots.as_ref().map(SnapshotStore::open).transpose()?;
-    let client = Client::connect(ClientConfig::new(a.conn.addr, a.conn.ca.clone()))
+    let client = Client::connect(a.conn.client_config())
         .await
         .with_context(|| format!("connecting to {}", a.conn.addr))?;
     let mut view = View::start(

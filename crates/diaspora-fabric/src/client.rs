@@ -38,6 +38,9 @@ pub struct ClientConfig {
     pub frame_bytes_max: u64,
     /// Congestion controller of this client's sending side (produce, bridge).
     pub congestion: crate::config::Congestion,
+    /// Client certificate and key to present (`diaspora certs client`); the
+    /// node takes its subject CN as this client's principal. None: anonymous.
+    pub identity: Option<crate::tls::ClientIdentity>,
 }
 
 impl ClientConfig {
@@ -54,6 +57,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             frame_bytes_max: crate::config::Limits::default().frame_bytes_max(),
             congestion: crate::config::Congestion::default(),
+            identity: None,
         }
     }
 }
@@ -93,7 +97,11 @@ pub struct Client {
 impl Client {
     /// Connects (eagerly, so an unreachable node is reported now).
     pub async fn connect(config: ClientConfig) -> Result<Client> {
-        let rustls_cfg = crate::tls::client_config(&config.ca_file, diaspora_proto::ALPN)?;
+        let rustls_cfg = crate::tls::client_config_with_identity(
+            &config.ca_file,
+            config.identity.as_ref(),
+            diaspora_proto::ALPN,
+        )?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_cfg)
             .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?;
         let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));

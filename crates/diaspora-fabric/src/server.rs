@@ -18,6 +18,7 @@ use diaspora_proto::v1::{self, frame::Body, ErrorCode};
 use diaspora_proto::{encode_frame, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
+use crate::auth::{principal_from_cert_der, Principal};
 use crate::broker::Broker;
 use crate::error::FabricError;
 use crate::wire::{read_frame, ReadFrameError};
@@ -56,7 +57,9 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, broker: Arc<Broker>) 
                         .counters
                         .connections_total
                         .fetch_add(1, Ordering::Relaxed);
-                    serve_connection(conn, broker.clone()).await;
+                    let principal = Arc::new(connection_principal(&conn));
+                    tracing::debug!(%remote, %principal, "connection");
+                    serve_connection(conn, broker.clone(), principal).await;
                     broker
                         .counters
                         .connections_open
@@ -68,11 +71,32 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, broker: Arc<Broker>) 
     }
 }
 
-async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>) {
+/// The principal of a connection: the user its client certificate names
+/// (TLS has verified the chain), or anonymous without one.
+fn connection_principal(conn: &quinn::Connection) -> Principal {
+    let first = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().cloned());
+    match first {
+        None => Principal::anonymous(),
+        Some(der) => principal_from_cert_der(&der).unwrap_or_else(|e| {
+            // The chain is the node CA's own, so this is a certificate the
+            // CA should not have signed; the client stays anonymous.
+            tracing::warn!(remote = %conn.remote_address(), error = %e, "client certificate names no user; treating the client as anonymous");
+            Principal::anonymous()
+        }),
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, principal: Arc<Principal>) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, broker.clone()));
+                tokio::spawn(serve_stream(send, recv, broker.clone(), principal.clone()));
             }
             Err(e) => {
                 tracing::debug!(remote = %conn.remote_address(), reason = %e, "connection ended");
@@ -86,6 +110,7 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     broker: Arc<Broker>,
+    principal: Arc<Principal>,
 ) {
     let limits = broker.config().limits.clone();
     let frame_max = limits.frame_bytes_max();
@@ -109,7 +134,7 @@ async fn serve_stream(
     let worker = tokio::spawn(async move {
         while let Some(frame) = req_rx.recv().await {
             let id = frame.id;
-            let body = handle(&worker_broker, frame).await;
+            let body = handle(&worker_broker, &principal, frame).await;
             let wire = encode_frame_chunks(&v1::Frame {
                 id,
                 body: Some(body),
@@ -180,12 +205,16 @@ async fn serve_stream(
 }
 
 /// Executes one request against the broker.
-pub(crate) async fn handle(broker: &Arc<Broker>, frame: v1::Frame) -> Body {
-    let result = handle_inner(broker, frame).await;
+pub(crate) async fn handle(broker: &Arc<Broker>, principal: &Principal, frame: v1::Frame) -> Body {
+    let result = handle_inner(broker, principal, frame).await;
     result.unwrap_or_else(|e| error_body(&e))
 }
 
-async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, FabricError> {
+async fn handle_inner(
+    broker: &Arc<Broker>,
+    principal: &Principal,
+    frame: v1::Frame,
+) -> Result<Body, FabricError> {
     let limits = &broker.config().limits;
     let body = frame
         .body
@@ -208,6 +237,7 @@ async fn handle_inner(broker: &Arc<Broker>, frame: v1::Frame) -> Result<Body, Fa
                 item_bytes_max: limits.item_bytes_max,
                 batch_bytes_max: limits.batch_bytes_max,
                 in_flight_max: limits.in_flight_max,
+                principal: principal.to_string(),
             })
         }
         Body::MetadataRequest(m) => {

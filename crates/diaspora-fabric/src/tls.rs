@@ -101,6 +101,67 @@ pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<CertPaths> {
     Ok(paths)
 }
 
+/// A client identity: a certificate the node's CA signed, naming the user
+/// in its subject CN, and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Certificate (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+impl ClientIdentity {
+    /// `NAME.pem` and `NAME.key` in `dir`, as [`issue_client_cert`] writes them.
+    pub fn in_dir(dir: &Path, name: &str) -> Self {
+        ClientIdentity {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+        }
+    }
+}
+
+/// Issues a client certificate for user `name`, signed by the CA in
+/// `certs_dir` (`ca.pem` + `ca.key`, as [`generate_dev_certs`] writes them),
+/// into `out_dir` as `NAME.pem` and `NAME.key` (mode 0600). The node takes
+/// the subject CN as the connection's principal (`User:NAME`).
+pub fn issue_client_cert(certs_dir: &Path, name: &str, out_dir: &Path) -> Result<ClientIdentity> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    crate::auth::Principal::user(name).map_err(|e| FabricError::Invalid(e.to_string()))?;
+    let tls_err = |e: rcgen::Error| FabricError::Invalid(format!("certificate generation: {e}"));
+    let ca_pem = String::from_utf8(read_file(&certs_dir.join(CA_FILE))?)
+        .map_err(|_| FabricError::Invalid(format!("{} is not PEM text", certs_dir.join(CA_FILE).display())))?;
+    let ca_key_path = certs_dir.join(CA_KEY_FILE);
+    let ca_key_pem = String::from_utf8(read_file(&ca_key_path)?)
+        .map_err(|_| FabricError::Invalid(format!("{} is not PEM text", ca_key_path.display())))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(tls_err)?;
+    // The CA certificate re-made from its own fields and key: same subject,
+    // same key identifier, so what it signs chains to the ca.pem clients hold.
+    let ca_cert = CertificateParams::from_ca_cert_pem(&ca_pem)
+        .map_err(tls_err)?
+        .self_signed(&ca_key)
+        .map_err(tls_err)?;
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(tls_err)?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| FabricError::io(format!("create {}", out_dir.display()), e))?;
+    let id = ClientIdentity::in_dir(out_dir, name);
+    std::fs::write(&id.cert, cert.pem())
+        .map_err(|e| FabricError::io(format!("write {}", id.cert.display()), e))?;
+    std::fs::write(&id.key, key.serialize_pem())
+        .map_err(|e| FabricError::io(format!("write {}", id.key.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&id.key, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(id)
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| FabricError::io(format!("read {}", path.display()), e))
 }
@@ -131,14 +192,35 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// rustls server configuration for the node, with the given ALPN.
+/// The CA certificates of `ca_file` as a root store.
+fn roots(ca_file: &Path) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(ca_file)? {
+        roots
+            .add(cert)
+            .map_err(|e| FabricError::Invalid(format!("tls: CA {}: {e}", ca_file.display())))?;
+    }
+    Ok(roots)
+}
+
+/// rustls server configuration for the node, with the given ALPN. A client
+/// may present a certificate; if it does, it must chain to the node's CA
+/// (else the handshake fails) and its subject CN becomes the connection's
+/// principal. A client without one is anonymous.
 pub fn server_config(paths: &CertPaths, alpn: &[u8]) -> Result<rustls::ServerConfig> {
     let certs = load_certs(&paths.node_cert)?;
     let key = load_key(&paths.node_key)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(&paths.ca)?),
+        provider(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| FabricError::Invalid(format!("tls: client verifier: {e}")))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|e| FabricError::Invalid(format!("tls: node certificate/key: {e}")))?;
     cfg.alpn_protocols = vec![alpn.to_vec()];
@@ -148,17 +230,32 @@ pub fn server_config(paths: &CertPaths, alpn: &[u8]) -> Result<rustls::ServerCon
 
 /// rustls client configuration that trusts exactly the CA in `ca_file`.
 pub fn client_config(ca_file: &Path, alpn: &[u8]) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(ca_file)? {
-        roots
-            .add(cert)
-            .map_err(|e| FabricError::Invalid(format!("tls: CA {}: {e}", ca_file.display())))?;
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+    client_config_with_identity(ca_file, None, alpn)
+}
+
+/// [`client_config`], presenting `identity` (from [`issue_client_cert`]) to
+/// the node when given.
+pub fn client_config_with_identity(
+    ca_file: &Path,
+    identity: Option<&ClientIdentity>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| FabricError::Invalid(format!("tls: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots(ca_file)?);
+    let mut cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(load_certs(&id.cert)?, load_key(&id.key)?)
+            .map_err(|e| {
+                FabricError::Invalid(format!(
+                    "tls: client certificate {} / key {}: {e}",
+                    id.cert.display(),
+                    id.key.display()
+                ))
+            })?,
+    };
     cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(cfg)
 }
