@@ -28,6 +28,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use diaspora_fabric::{AdminClient, Client, ClientConfig, Stop};
 
+pub mod auth;
 pub mod bench;
 pub mod bridge;
 pub mod data;
@@ -119,6 +120,17 @@ pub enum Command {
     /// predictions, tasks retried, one result per task key.
     #[command(subcommand)]
     Pool(pool::PoolCommand),
+    /// Users and their groups on a node that requires identities.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Bearer tokens: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(auth::TokenCommand),
+    /// ACL entries: `allow|deny User:NAME|Group:NAME|User:* OPERATION RESOURCE`.
+    #[command(subcommand)]
+    Acl(auth::AclCommand),
+    /// Who the node takes this client to be.
+    Whoami(AdminConn),
 }
 
 impl Command {
@@ -141,6 +153,38 @@ pub struct AdminConn {
     /// CA certificate to verify the node with.
     #[arg(long, default_value = DEFAULT_CA)]
     pub ca: PathBuf,
+    /// Who this client is.
+    #[command(flatten)]
+    pub creds: Credentials,
+}
+
+/// Who this client is to a node that requires identities (`serve --auth`).
+#[derive(Args, Clone, Default)]
+pub struct Credentials {
+    /// Client certificate to present (`diaspora certs client --name NAME`);
+    /// the node takes its CN as this client's user. Needs --key.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Bearer token (`diaspora token create`); better given in the
+    /// environment than on the command line, where `ps` shows it.
+    #[arg(long, env = "DIASPORA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Credentials {
+    /// The client certificate, if given.
+    pub fn identity(&self) -> Option<diaspora_fabric::tls::ClientIdentity> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(diaspora_fabric::tls::ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// How to reach a node's data plane.
@@ -152,25 +196,17 @@ pub struct DataConn {
     /// CA certificate to verify the node with.
     #[arg(long, default_value = DEFAULT_CA)]
     pub ca: PathBuf,
-    /// Client certificate to present (`diaspora certs client --name NAME`);
-    /// the node takes its CN as this client's user. Needs --key.
-    #[arg(long, requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Private key of --cert.
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
+    /// Who this client is.
+    #[command(flatten)]
+    pub creds: Credentials,
 }
 
 impl DataConn {
     /// The client configuration these flags describe.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new(self.addr, &self.ca);
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            c.identity = Some(diaspora_fabric::tls::ClientIdentity {
-                cert: cert.clone(),
-                key: key.clone(),
-            });
-        }
+        c.identity = self.creds.identity();
+        c.token = self.creds.token.clone();
         c
     }
 }
@@ -348,7 +384,13 @@ pub fn print_report<T: serde::Serialize>(
 /// Connects to a node's admin plane.
 pub async fn admin(conn: &AdminConn) -> Result<AdminClient> {
     check_ca(&conn.ca)?;
-    Ok(AdminClient::connect(conn.admin, &conn.ca).await?)
+    Ok(AdminClient::connect_as(
+        conn.admin,
+        &conn.ca,
+        conn.creds.identity().as_ref(),
+        conn.creds.token.as_deref(),
+    )
+    .await?)
 }
 
 /// Refuses a CA path that does not exist, saying where one comes from.

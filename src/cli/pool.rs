@@ -318,12 +318,19 @@ async fn run_pool(a: RunArgs) -> Result<()> {
     let mut admin = super::admin(&AdminConn {
         admin: a.admin,
         ca: ca.clone(),
+        creds: a.conn.creds.clone(),
     })
     .await?;
     pf::ensure_topics((&mut admin).into(), &spec).await?;
-    let client = Client::connect(ClientConfig::new(a.conn.addr, &ca))
-        .await
-        .with_context(|| format!("connecting to {}", a.conn.addr))?;
+    let client = Client::connect(
+        DataConn {
+            ca: ca.clone(),
+            ..a.conn.clone()
+        }
+        .client_config(),
+    )
+    .await
+    .with_context(|| format!("connecting to {}", a.conn.addr))?;
     if let Some(d) = &a.log_dir {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }

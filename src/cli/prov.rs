@@ -529,9 +529,7 @@ pub fn run(cmd: ProvCommand, rt: tokio::runtime::Handle) -> Result<()> {
             let mut p = store.open()?;
             if notify {
                 let client = rt
-                    .block_on(diaspora_fabric::Client::connect(
-                        conn.client_config(),
-                    ))
+                    .block_on(diaspora_fabric::Client::connect(conn.client_config()))
                     .with_context(|| format!("connecting to the fabric at {}", conn.addr))?;
                 p.set_event_sink(
                     std::sync::Arc::new(FabricSink::start(client, &rt)),

@@ -61,7 +61,23 @@ pub struct ServeArgs {
     /// Most partitions per topic.
     #[arg(long, default_value_t = 256)]
     partitions_max: u32,
+    /// How clients authenticate: cert (a client certificate from
+    /// `diaspora certs client`), token (`diaspora token create`),
+    /// cert-or-token, cert-and-token, or dev (anonymous clients, no ACL
+    /// checks). Default: dev on a loopback address; any other address
+    /// needs --auth given, so an open node is never an accident.
+    #[arg(long)]
+    auth: Option<diaspora_fabric::AuthMode>,
+    /// A user allowed everything whatever the ACL says (repeatable): the
+    /// administrator who grants the rest, e.g. with a client certificate
+    /// from `diaspora certs client --name admin`.
+    #[arg(long = "superuser")]
+    superusers: Vec<String>,
 }
+
+/// The user name of the node's own clients (its metrics publisher): a
+/// superuser with a certificate the node issues itself from its CA.
+pub const NODE_USER: &str = "diaspora-node";
 
 /// Arguments of `diaspora certs`.
 #[derive(Args)]
@@ -111,20 +127,49 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     cfg.limits.in_flight_max = a.in_flight_max;
     cfg.limits.topics_max = a.topics_max;
     cfg.limits.partitions_max = a.partitions_max;
+    cfg.auth.mode = match a.auth {
+        Some(m) => m,
+        None if a.listen.ip().is_loopback() => diaspora_fabric::AuthMode::Dev,
+        None => anyhow::bail!(
+            "--listen {} is not a loopback address: choose how clients authenticate with --auth \
+             (cert, token, cert-or-token, cert-and-token, or dev for an open development node)",
+            a.listen
+        ),
+    };
+    cfg.auth.superusers = a.superusers.clone();
+    let metrics = a.metrics.metrics_interval_ms > 0;
+    if metrics && cfg.auth.mode != diaspora_fabric::AuthMode::Dev {
+        cfg.auth.superusers.push(NODE_USER.into());
+    }
     let node = Node::start(cfg)
         .await
         .with_context(|| format!("starting node in {}", a.data_dir.display()))?;
+    let mode = node.broker().guard.mode();
     eprintln!(
-        "diaspora node serving: data plane quic://{} admin https://{} fsync={} ca={}",
+        "diaspora node serving: data plane quic://{} admin https://{} fsync={} ca={} auth={}{}",
         node.data_addr(),
         node.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
         a.fsync,
-        node.ca_file().display()
+        node.ca_file().display(),
+        mode,
+        if mode == diaspora_fabric::AuthMode::Dev {
+            " (DEVELOPMENT MODE: anonymous clients allowed, no ACL checked)"
+        } else {
+            ""
+        }
     );
-    let publisher = if a.metrics.metrics_interval_ms > 0 {
+    let publisher = if metrics {
         let registry = diaspora_telemetry::Registry::new();
         diaspora_telemetry::collect_broker(&registry, node.broker().clone())?;
-        let client = Client::connect(ClientConfig::new(node.data_addr(), node.ca_file())).await?;
+        let mut own = ClientConfig::new(node.data_addr(), node.ca_file());
+        if mode != diaspora_fabric::AuthMode::Dev {
+            let dir = node.ca_file().parent().unwrap_or(&a.data_dir).to_path_buf();
+            own.identity = Some(
+                diaspora_fabric::tls::issue_client_cert(&dir, NODE_USER, &dir.join("clients"))
+                    .context("issuing the node's own client certificate for its metrics")?,
+            );
+        }
+        let client = Client::connect(own).await?;
         a.metrics
             .start(
                 client,
@@ -164,10 +209,6 @@ pub fn certs(a: CertsArgs) -> Result<()> {
     }
     let Some(out) = a.out else {
         anyhow::bail!("pass --out DIR for a new CA and node certificate, or `certs client --name NAME --ca-dir DIR` for a client certificate");
-    };
-    let a = CertsArgs {
-        out: Some(out.clone()),
-        ..a
     };
     let paths = diaspora_fabric::tls::generate_dev_certs(&out, &a.hosts)?;
     println!(

@@ -48,7 +48,7 @@ pub enum ViewCommand {
     /// topic, if any. Stops after --max-items, after --idle-s without
     /// input, or on Ctrl-C; saves a snapshot on the way out when
     /// --snapshots is given.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the snapshots in a directory (all views, or one).
     Snapshots {
         /// Snapshot directory.
@@ -157,7 +157,7 @@ pub async fn run(cmd: ViewCommand) -> Result<()> {
             }
             Ok(())
         }
-        ViewCommand::Run(a) => run_view(a).await,
+        ViewCommand::Run(a) => run_view(*a).await,
         ViewCommand::Bench(a) => bench(a).await,
     }
 }

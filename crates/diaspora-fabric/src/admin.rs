@@ -9,8 +9,10 @@ use std::sync::Arc;
 use diaspora_proto::v1::{self, admin_client, admin_server};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{principal_from_cert_der, Operation, Principal, Resource};
 use crate::broker::{Broker, TopicSettings};
 use crate::error::FabricError;
+use crate::guard::{Guard, Session};
 
 fn status(e: FabricError) -> Status {
     use diaspora_proto::v1::ErrorCode as C;
@@ -22,8 +24,51 @@ fn status(e: FabricError) -> Status {
         C::LimitExceeded | C::ItemTooLarge | C::BatchTooLarge | C::TooManyInFlight => {
             Status::resource_exhausted(msg)
         }
+        C::PermissionDenied => Status::permission_denied(msg),
+        C::Unauthenticated => Status::unauthenticated(msg),
         _ => Status::internal(msg),
     }
+}
+
+/// Metadata key of a bearer token on the admin plane (`Bearer TOKEN`).
+pub const AUTHORIZATION: &str = "authorization";
+
+/// Who an admin call is: its TLS client certificate and/or the bearer
+/// token in its `authorization` metadata, checked against the mode.
+fn session_of<T>(guard: &Guard, req: &Request<T>) -> Result<Session, Status> {
+    let certificate = req
+        .peer_certs()
+        .and_then(|chain| chain.first().cloned())
+        .and_then(|der| principal_from_cert_der(&der).ok());
+    let mut session = Session::from_certificate(certificate);
+    if let Some(v) = req.metadata().get(AUTHORIZATION) {
+        let token = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be `Bearer TOKEN`")
+            })?;
+        guard
+            .present_token(&mut session, token.trim())
+            .map_err(status)?;
+    }
+    Ok(session)
+}
+
+fn token_info(r: &crate::auth::TokenRecord) -> v1::TokenInfo {
+    v1::TokenInfo {
+        id: r.id.clone(),
+        user: r.user.clone(),
+        description: r.description.clone(),
+        created_us: r.created_us,
+        expires_us: r.expires_us.unwrap_or(0),
+        revoked_us: r.revoked_us.unwrap_or(0),
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> FabricError {
+    FabricError::Invalid(e.to_string())
 }
 
 /// The tonic service implementation.
@@ -35,6 +80,35 @@ impl AdminService {
     /// A service over `broker`.
     pub fn new(broker: Arc<Broker>) -> Self {
         AdminService { broker }
+    }
+
+    /// The caller's session, checked for `operation` on `resource`.
+    fn authorize<T>(
+        &self,
+        req: &Request<T>,
+        operation: Operation,
+        resource: Resource,
+    ) -> Result<Session, Status> {
+        let guard = &self.broker.guard;
+        let session = session_of(guard, req)?;
+        guard
+            .authorize(&session, operation, &resource)
+            .map_err(status)?;
+        Ok(session)
+    }
+
+    /// Applies an auth change (needs `alter cluster`) durably.
+    fn change<T, R>(
+        &self,
+        req: &Request<T>,
+        what: String,
+        f: impl FnOnce(&mut crate::auth::AuthState) -> Result<R, FabricError>,
+    ) -> Result<R, Status> {
+        let session = self.authorize(req, Operation::Alter, Resource::cluster())?;
+        self.broker
+            .guard
+            .change(&session.principal, &what, f)
+            .map_err(status)
     }
 
     /// The tonic server wrapper.
@@ -49,6 +123,11 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        self.authorize(
+            &req,
+            Operation::Create,
+            Resource::topic(&req.get_ref().name),
+        )?;
         let r = req.into_inner();
         let b = self.broker.clone();
         let settings = TopicSettings::from_config(r.config.unwrap_or_default());
@@ -61,17 +140,30 @@ impl admin_server::Admin for AdminService {
 
     async fn list_topics(
         &self,
-        _req: Request<v1::ListTopicsRequest>,
+        req: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
-        Ok(Response::new(v1::ListTopicsResponse {
-            names: self.broker.list_topics(),
-        }))
+        // Like Kafka: the list holds the topics the caller may describe.
+        let guard = &self.broker.guard;
+        let session = session_of(guard, &req)?;
+        guard.authenticated(&session).map_err(status)?;
+        let names = self
+            .broker
+            .list_topics()
+            .into_iter()
+            .filter(|t| guard.allows(&session, Operation::Describe, &Resource::topic(t)))
+            .collect();
+        Ok(Response::new(v1::ListTopicsResponse { names }))
     }
 
     async fn describe_topic(
         &self,
         req: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
+        self.authorize(
+            &req,
+            Operation::Describe,
+            Resource::topic(&req.get_ref().name),
+        )?;
         let name = req.into_inner().name;
         let t = self.broker.topic(&name).map_err(status)?;
         Ok(Response::new(v1::DescribeTopicResponse {
@@ -96,6 +188,11 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        self.authorize(
+            &req,
+            Operation::Delete,
+            Resource::topic(&req.get_ref().name),
+        )?;
         let name = req.into_inner().name;
         let b = self.broker.clone();
         tokio::task::spawn_blocking(move || b.delete_topic(&name))
@@ -109,6 +206,16 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<v1::GroupOffsetsRequest>,
     ) -> Result<Response<v1::GroupOffsetsResponse>, Status> {
+        self.authorize(
+            &req,
+            Operation::Describe,
+            Resource::group(&req.get_ref().group),
+        )?;
+        self.authorize(
+            &req,
+            Operation::Describe,
+            Resource::topic(&req.get_ref().topic),
+        )?;
         let r = req.into_inner();
         let t = self.broker.topic(&r.topic).map_err(status)?;
         let committed = self.broker.group_offsets(&r.group, &r.topic);
@@ -134,6 +241,17 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<v1::CommitGroupOffsetRequest>,
     ) -> Result<Response<v1::CommitGroupOffsetResponse>, Status> {
+        // Setting a group's position from outside is a seek: `alter`.
+        self.authorize(
+            &req,
+            Operation::Alter,
+            Resource::group(&req.get_ref().group),
+        )?;
+        self.authorize(
+            &req,
+            Operation::Describe,
+            Resource::topic(&req.get_ref().topic),
+        )?;
         let r = req.into_inner();
         let b = self.broker.clone();
         tokio::task::spawn_blocking(move || {
@@ -147,8 +265,9 @@ impl admin_server::Admin for AdminService {
 
     async fn stats(
         &self,
-        _req: Request<v1::StatsRequest>,
+        req: Request<v1::StatsRequest>,
     ) -> Result<Response<v1::StatsResponse>, Status> {
+        self.authorize(&req, Operation::Describe, Resource::cluster())?;
         let b = &self.broker;
         let c = &b.counters;
         let topics = b.list_topics();
@@ -184,11 +303,200 @@ impl admin_server::Admin for AdminService {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
+
+    async fn put_user(
+        &self,
+        req: Request<v1::PutUserRequest>,
+    ) -> Result<Response<v1::PutUserResponse>, Status> {
+        let r = req.get_ref().clone();
+        let created = self.change(&req, format!("put user {}", r.name), |s| {
+            Principal::user(&r.name).map_err(invalid)?;
+            for g in &r.groups {
+                crate::auth::valid_name("group", g).map_err(invalid)?;
+            }
+            let user = crate::auth::User { groups: r.groups };
+            Ok(s.users.insert(r.name, user).is_none())
+        })?;
+        Ok(Response::new(v1::PutUserResponse { created }))
+    }
+
+    async fn remove_user(
+        &self,
+        req: Request<v1::RemoveUserRequest>,
+    ) -> Result<Response<v1::RemoveUserResponse>, Status> {
+        let name = req.get_ref().name.clone();
+        let removed = self.change(&req, format!("remove user {name}"), |s| {
+            let tokens = s.tokens.remove_user(&name);
+            Ok(s.users.remove(&name).is_some() || tokens > 0)
+        })?;
+        Ok(Response::new(v1::RemoveUserResponse { removed }))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<v1::ListUsersRequest>,
+    ) -> Result<Response<v1::ListUsersResponse>, Status> {
+        self.authorize(&req, Operation::Describe, Resource::cluster())?;
+        let users = self
+            .broker
+            .guard
+            .state()
+            .users
+            .into_iter()
+            .map(|(name, u)| v1::AuthUser {
+                name,
+                groups: u.groups,
+            })
+            .collect();
+        Ok(Response::new(v1::ListUsersResponse { users }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let r = req.get_ref().clone();
+        let user = Principal::user(&r.user).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let now = Guard::now_us();
+        let expires =
+            (r.ttl_s > 0).then(|| now.saturating_add((r.ttl_s as i64).saturating_mul(1_000_000)));
+        let issued = self.change(&req, format!("create token for {user}"), |s| {
+            s.tokens
+                .create(&user, &r.description, now, expires)
+                .map_err(invalid)
+        })?;
+        Ok(Response::new(v1::CreateTokenResponse {
+            token: issued.token.clone(),
+            info: Some(token_info(&issued.record)),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.authorize(&req, Operation::Describe, Resource::cluster())?;
+        let user = &req.get_ref().user;
+        let tokens = self
+            .broker
+            .guard
+            .state()
+            .tokens
+            .list()
+            .filter(|t| user.is_empty() || &t.user == user)
+            .map(token_info)
+            .collect();
+        Ok(Response::new(v1::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        let id = req.get_ref().id.clone();
+        let revoked = self.change(&req, format!("revoke token {id}"), |s| {
+            Ok(s.tokens.revoke(&id, Guard::now_us()))
+        })?;
+        Ok(Response::new(v1::RevokeTokenResponse { revoked }))
+    }
+
+    async fn grant_acl(
+        &self,
+        req: Request<v1::AclChangeRequest>,
+    ) -> Result<Response<v1::AclChangeResponse>, Status> {
+        let entries = parse_entries(&req.get_ref().entries)?;
+        let what = format!("grant {}", req.get_ref().entries.join("; "));
+        let changed = self.change(&req, what, |s| {
+            if s.acl.entries().len() + entries.len() > crate::auth::ACL_ENTRIES_MAX {
+                return Err(FabricError::Limit {
+                    what: "ACL entries".into(),
+                    unit: "",
+                    value: (s.acl.entries().len() + entries.len()) as u64,
+                    limit_name: "acl_entries_max",
+                    limit: crate::auth::ACL_ENTRIES_MAX as u64,
+                });
+            }
+            Ok(entries
+                .into_iter()
+                .filter(|e| s.acl.grant(e.clone()))
+                .count() as u32)
+        })?;
+        Ok(Response::new(v1::AclChangeResponse { changed }))
+    }
+
+    async fn revoke_acl(
+        &self,
+        req: Request<v1::AclChangeRequest>,
+    ) -> Result<Response<v1::AclChangeResponse>, Status> {
+        let entries = parse_entries(&req.get_ref().entries)?;
+        let what = format!("revoke {}", req.get_ref().entries.join("; "));
+        let changed = self.change(&req, what, |s| {
+            Ok(entries.iter().filter(|e| s.acl.revoke(e)).count() as u32)
+        })?;
+        Ok(Response::new(v1::AclChangeResponse { changed }))
+    }
+
+    async fn list_acl(
+        &self,
+        req: Request<v1::ListAclRequest>,
+    ) -> Result<Response<v1::ListAclResponse>, Status> {
+        self.authorize(&req, Operation::Describe, Resource::cluster())?;
+        let entries = self
+            .broker
+            .guard
+            .state()
+            .acl
+            .entries()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        Ok(Response::new(v1::ListAclResponse { entries }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<v1::WhoAmIRequest>,
+    ) -> Result<Response<v1::WhoAmIResponse>, Status> {
+        let guard = &self.broker.guard;
+        let session = session_of(guard, &req)?;
+        guard.authenticated(&session).map_err(status)?;
+        Ok(Response::new(v1::WhoAmIResponse {
+            principal: session.principal.to_string(),
+            groups: guard.groups_of(&session.principal),
+            method: session.method().into(),
+            mode: guard.mode().to_string(),
+        }))
+    }
+}
+
+fn parse_entries(lines: &[String]) -> Result<Vec<crate::auth::AclEntry>, Status> {
+    lines
+        .iter()
+        .map(|l| {
+            l.parse::<crate::auth::AclEntry>()
+                .map_err(|e| Status::invalid_argument(format!("ACL entry `{l}`: {e}")))
+        })
+        .collect()
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call.
+#[derive(Clone)]
+pub struct BearerAuth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(AUTHORIZATION, v.clone());
+        }
+        Ok(req)
+    }
 }
 
 /// A client of the admin plane, verifying the node against a CA file.
 pub struct AdminClient {
-    inner: admin_client::AdminClient<tonic::transport::Channel>,
+    inner: admin_client::AdminClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerAuth>,
+    >,
 }
 
 fn remote(e: Status) -> FabricError {
@@ -198,6 +506,8 @@ fn remote(e: Status) -> FabricError {
         tonic::Code::AlreadyExists => C::TopicExists,
         tonic::Code::InvalidArgument => C::InvalidRequest,
         tonic::Code::ResourceExhausted => C::LimitExceeded,
+        tonic::Code::PermissionDenied => C::PermissionDenied,
+        tonic::Code::Unauthenticated => C::Unauthenticated,
         _ => C::Internal,
     };
     FabricError::Remote {
@@ -209,12 +519,34 @@ fn remote(e: Status) -> FabricError {
 impl AdminClient {
     /// Connects over TLS to `addr`, trusting only the CA in `ca_file`.
     pub async fn connect(addr: SocketAddr, ca_file: &Path) -> Result<AdminClient, FabricError> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        AdminClient::connect_as(addr, ca_file, None, None).await
+    }
+
+    /// Connects presenting a client certificate and/or a bearer token.
+    pub async fn connect_as(
+        addr: SocketAddr,
+        ca_file: &Path,
+        identity: Option<&crate::tls::ClientIdentity>,
+        token: Option<&str>,
+    ) -> Result<AdminClient, FabricError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
         let ca = std::fs::read(ca_file)
             .map_err(|e| FabricError::io(format!("read CA {}", ca_file.display()), e))?;
-        let tls = ClientTlsConfig::new()
+        let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .domain_name("localhost");
+        if let Some(id) = identity {
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|e| FabricError::io(format!("read {}", p.display()), e))
+            };
+            tls = tls.identity(Identity::from_pem(read(&id.cert)?, read(&id.key)?));
+        }
+        let bearer = match token {
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                FabricError::Invalid("the token has characters a header cannot carry".into())
+            })?),
+            None => None,
+        };
         let conn_err = |e: tonic::transport::Error| FabricError::Connection {
             addr: addr.to_string(),
             message: format!("{e}{}", source_chain(&e)),
@@ -228,7 +560,7 @@ impl AdminClient {
             .await
             .map_err(conn_err)?;
         Ok(AdminClient {
-            inner: admin_client::AdminClient::new(channel),
+            inner: admin_client::AdminClient::with_interceptor(channel, BearerAuth(bearer)),
         })
     }
 
@@ -333,6 +665,132 @@ impl AdminClient {
         Ok(self
             .inner
             .health(v1::HealthRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner())
+    }
+}
+
+impl AdminClient {
+    /// Adds a user (or replaces its groups); true when it was new.
+    pub async fn put_user(&mut self, name: &str, groups: &[String]) -> Result<bool, FabricError> {
+        Ok(self
+            .inner
+            .put_user(v1::PutUserRequest {
+                name: name.into(),
+                groups: groups.to_vec(),
+            })
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .created)
+    }
+
+    /// Removes a user and its tokens.
+    pub async fn remove_user(&mut self, name: &str) -> Result<bool, FabricError> {
+        Ok(self
+            .inner
+            .remove_user(v1::RemoveUserRequest { name: name.into() })
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .removed)
+    }
+
+    /// Users and their groups.
+    pub async fn list_users(&mut self) -> Result<Vec<v1::AuthUser>, FabricError> {
+        Ok(self
+            .inner
+            .list_users(v1::ListUsersRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .users)
+    }
+
+    /// Creates a bearer token for `user` (ttl 0: until revoked).
+    pub async fn create_token(
+        &mut self,
+        user: &str,
+        description: &str,
+        ttl_s: u64,
+    ) -> Result<v1::CreateTokenResponse, FabricError> {
+        Ok(self
+            .inner
+            .create_token(v1::CreateTokenRequest {
+                user: user.into(),
+                description: description.into(),
+                ttl_s,
+            })
+            .await
+            .map_err(remote)?
+            .into_inner())
+    }
+
+    /// Tokens (of one user, or every user's with an empty name).
+    pub async fn list_tokens(&mut self, user: &str) -> Result<Vec<v1::TokenInfo>, FabricError> {
+        Ok(self
+            .inner
+            .list_tokens(v1::ListTokensRequest { user: user.into() })
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .tokens)
+    }
+
+    /// Revokes a token by id.
+    pub async fn revoke_token(&mut self, id: &str) -> Result<bool, FabricError> {
+        Ok(self
+            .inner
+            .revoke_token(v1::RevokeTokenRequest { id: id.into() })
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .revoked)
+    }
+
+    /// Adds ACL entries; returns how many were new.
+    pub async fn grant_acl(&mut self, entries: &[String]) -> Result<u32, FabricError> {
+        Ok(self
+            .inner
+            .grant_acl(v1::AclChangeRequest {
+                entries: entries.to_vec(),
+            })
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .changed)
+    }
+
+    /// Removes ACL entries; returns how many were there.
+    pub async fn revoke_acl(&mut self, entries: &[String]) -> Result<u32, FabricError> {
+        Ok(self
+            .inner
+            .revoke_acl(v1::AclChangeRequest {
+                entries: entries.to_vec(),
+            })
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .changed)
+    }
+
+    /// The ACL, one entry per line.
+    pub async fn list_acl(&mut self) -> Result<Vec<String>, FabricError> {
+        Ok(self
+            .inner
+            .list_acl(v1::ListAclRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .entries)
+    }
+
+    /// Who the node takes this client to be.
+    pub async fn who_am_i(&mut self) -> Result<v1::WhoAmIResponse, FabricError> {
+        Ok(self
+            .inner
+            .who_am_i(v1::WhoAmIRequest {})
             .await
             .map_err(remote)?
             .into_inner())

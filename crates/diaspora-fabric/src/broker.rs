@@ -172,6 +172,8 @@ pub struct Broker {
     topic_admin: Mutex<()>,
     /// Counters.
     pub counters: Counters,
+    /// Authentication and ACL checks (issue 19).
+    pub guard: crate::guard::Guard,
     started: Instant,
     node_id: String,
 }
@@ -224,7 +226,9 @@ impl Broker {
             Some(id) => id,
             None => stable_node_id(&config.data_dir)?,
         };
+        let guard = crate::guard::Guard::open(&config.data_dir, config.auth.clone())?;
         let broker = Broker {
+            guard,
             config,
             topics: RwLock::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),

@@ -41,6 +41,9 @@ pub struct ClientConfig {
     /// Client certificate and key to present (`diaspora certs client`); the
     /// node takes its subject CN as this client's principal. None: anonymous.
     pub identity: Option<crate::tls::ClientIdentity>,
+    /// Bearer token (`diaspora token create`), presented in a Hello on
+    /// every connection as soon as it is up. None: no token.
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -58,6 +61,7 @@ impl ClientConfig {
             frame_bytes_max: crate::config::Limits::default().frame_bytes_max(),
             congestion: crate::config::Congestion::default(),
             identity: None,
+            token: None,
         }
     }
 }
@@ -191,8 +195,27 @@ impl Client {
                 quinn::ConnectionError::TimedOut => err("timed out (is the node running?)".into()),
                 e => err(e.to_string()),
             })?;
+        if cfg.token.is_some() {
+            // Authenticate the connection before any lane uses it.
+            let lane = Lane::open(&conn, cfg.frame_bytes_max).await?;
+            let answer = tokio::time::timeout(limit, lane.call(self.hello_body()))
+                .await
+                .map_err(|_| err(format!("no answer to Hello within {limit:?}")))?;
+            if let Err(e) = answer {
+                conn.close(quinn::VarInt::from_u32(0), b"authentication failed");
+                return Err(e);
+            }
+        }
         self.inner.connections.lock()[slot] = Some(conn.clone());
         Ok(conn)
+    }
+
+    fn hello_body(&self) -> Body {
+        Body::Hello(v1::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_id: format!("diaspora-rs/{}", env!("CARGO_PKG_VERSION")),
+            token: self.inner.config.token.clone().unwrap_or_default(),
+        })
     }
 
     /// Opens a new lane on connection `i % n`.
@@ -208,13 +231,7 @@ impl Client {
 
     /// Says hello and returns the node's limits.
     pub async fn hello(&self) -> Result<v1::HelloOk> {
-        match self
-            .call(Body::Hello(v1::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_id: format!("diaspora-rs/{}", env!("CARGO_PKG_VERSION")),
-            }))
-            .await?
-        {
+        match self.call(self.hello_body()).await? {
             Body::HelloOk(h) => Ok(h),
             other => Err(unexpected("HelloOk", &other)),
         }

@@ -90,6 +90,9 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     /// Congestion controller of the node's sending side (fetch responses).
     pub congestion: Congestion,
+    /// Authentication mode and superusers (default: dev — anonymous
+    /// clients, no ACL checks; see [`crate::guard`]).
+    pub auth: crate::guard::AuthConfig,
 }
 
 impl NodeConfig {
@@ -109,6 +112,7 @@ impl NodeConfig {
             limits: Limits::default(),
             node_id: None,
             congestion: Congestion::default(),
+            auth: crate::guard::AuthConfig::default(),
         }
     }
 }

@@ -79,6 +79,21 @@ pub enum FabricError {
     /// Consumer-group protocol state.
     #[error("consumer group: {0}")]
     Group(String),
+    /// The ACL does not allow the operation (nothing was changed).
+    #[error("permission denied: {principal} may not {operation} {resource} ({reason})")]
+    PermissionDenied {
+        /// Who asked, `User:NAME`.
+        principal: String,
+        /// The operation, e.g. `write`.
+        operation: &'static str,
+        /// The resource, e.g. `topic:frames`.
+        resource: String,
+        /// Which entry denied it, or that none allows it.
+        reason: String,
+    },
+    /// The client has not authenticated as the node requires.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// The client or node is shutting down.
     #[error("shut down")]
     Shutdown,
@@ -125,6 +140,8 @@ impl FabricError {
                 _ => ErrorCode::StorageError,
             },
             FabricError::Remote { code, .. } => *code,
+            FabricError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            FabricError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             FabricError::Group(_) => ErrorCode::UnknownMember,
             FabricError::Io { .. } => ErrorCode::StorageError,
             FabricError::Connection { .. } | FabricError::Shutdown => ErrorCode::Internal,

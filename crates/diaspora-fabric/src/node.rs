@@ -218,8 +218,14 @@ impl Node {
                 .map_err(|e| FabricError::io(format!("read {}", certs.node_cert.display()), e))?;
             let key = std::fs::read(&certs.node_key)
                 .map_err(|e| FabricError::io(format!("read {}", certs.node_key.display()), e))?;
+            let ca = std::fs::read(&certs.ca)
+                .map_err(|e| FabricError::io(format!("read {}", certs.ca.display()), e))?;
+            // Client certificates are optional at the TLS layer; the guard
+            // decides whether the node's auth mode needs one.
             let tls = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(cert, key));
+                .identity(tonic::transport::Identity::from_pem(cert, key))
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                .client_auth_optional(true);
             let mut rx = shutdown_rx.clone();
             let service = AdminService::new(broker.clone()).into_server();
             let server = tonic::transport::Server::builder()
@@ -254,7 +260,10 @@ impl Node {
             }
         }));
 
-        tracing::info!(%data_addr, ?admin_addr, data_dir = %config.data_dir.display(), "node serving");
+        tracing::info!(%data_addr, ?admin_addr, data_dir = %config.data_dir.display(), auth = %config.auth.mode, "node serving");
+        if config.auth.mode == crate::guard::AuthMode::Dev {
+            tracing::warn!("auth: dev mode — anonymous clients allowed and no ACL checked (start with --auth cert|token|cert-or-token|cert-and-token to require identities)");
+        }
         Ok(Node {
             broker,
             data_addr,

@@ -18,10 +18,12 @@ use diaspora_proto::v1::{self, frame::Body, ErrorCode};
 use diaspora_proto::{encode_frame, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
-use crate::auth::{principal_from_cert_der, Principal};
+use crate::auth::{principal_from_cert_der, Operation, Principal, Resource, ResourceKind};
 use crate::broker::Broker;
 use crate::error::FabricError;
+use crate::guard::Session;
 use crate::wire::{read_frame, ReadFrameError};
+use parking_lot::RwLock;
 
 /// QUIC application error code used when a stream is closed for a malformed frame.
 pub const STREAM_CLOSE_MALFORMED: u32 = 1;
@@ -57,9 +59,10 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, broker: Arc<Broker>) 
                         .counters
                         .connections_total
                         .fetch_add(1, Ordering::Relaxed);
-                    let principal = Arc::new(connection_principal(&conn));
-                    tracing::debug!(%remote, %principal, "connection");
-                    serve_connection(conn, broker.clone(), principal).await;
+                    let certificate = connection_principal(&conn);
+                    tracing::debug!(%remote, principal = ?certificate, "connection");
+                    let session = Arc::new(RwLock::new(Session::from_certificate(certificate)));
+                    serve_connection(conn, broker.clone(), session).await;
                     broker
                         .counters
                         .connections_open
@@ -71,9 +74,9 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, broker: Arc<Broker>) 
     }
 }
 
-/// The principal of a connection: the user its client certificate names
-/// (TLS has verified the chain), or anonymous without one.
-fn connection_principal(conn: &quinn::Connection) -> Principal {
+/// The user a connection's client certificate names (TLS has verified the
+/// chain against the node's CA), if it presented one.
+fn connection_principal(conn: &quinn::Connection) -> Option<Principal> {
     let first = conn
         .peer_identity()
         .and_then(|any| {
@@ -81,22 +84,26 @@ fn connection_principal(conn: &quinn::Connection) -> Principal {
                 .ok()
         })
         .and_then(|chain| chain.first().cloned());
-    match first {
-        None => Principal::anonymous(),
-        Some(der) => principal_from_cert_der(&der).unwrap_or_else(|e| {
+    match principal_from_cert_der(&first?) {
+        Ok(p) => Some(p),
+        Err(e) => {
             // The chain is the node CA's own, so this is a certificate the
             // CA should not have signed; the client stays anonymous.
             tracing::warn!(remote = %conn.remote_address(), error = %e, "client certificate names no user; treating the client as anonymous");
-            Principal::anonymous()
-        }),
+            None
+        }
     }
 }
 
-async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, principal: Arc<Principal>) {
+/// A connection's session, shared by its streams: a token presented in a
+/// Hello on one stream authenticates them all.
+type SharedSession = Arc<RwLock<Session>>;
+
+async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, session: SharedSession) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, broker.clone(), principal.clone()));
+                tokio::spawn(serve_stream(send, recv, broker.clone(), session.clone()));
             }
             Err(e) => {
                 tracing::debug!(remote = %conn.remote_address(), reason = %e, "connection ended");
@@ -110,7 +117,7 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     broker: Arc<Broker>,
-    principal: Arc<Principal>,
+    session: SharedSession,
 ) {
     let limits = broker.config().limits.clone();
     let frame_max = limits.frame_bytes_max();
@@ -134,7 +141,7 @@ async fn serve_stream(
     let worker = tokio::spawn(async move {
         while let Some(frame) = req_rx.recv().await {
             let id = frame.id;
-            let body = handle(&worker_broker, &principal, frame).await;
+            let body = handle(&worker_broker, &session, frame).await;
             let wire = encode_frame_chunks(&v1::Frame {
                 id,
                 body: Some(body),
@@ -205,16 +212,43 @@ async fn serve_stream(
 }
 
 /// Executes one request against the broker.
-pub(crate) async fn handle(broker: &Arc<Broker>, principal: &Principal, frame: v1::Frame) -> Body {
-    let result = handle_inner(broker, principal, frame).await;
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    session: &RwLock<Session>,
+    frame: v1::Frame,
+) -> Body {
+    let result = handle_inner(broker, session, frame).await;
     result.unwrap_or_else(|e| error_body(&e))
+}
+
+/// Checks one request against the node's auth mode and ACL (nothing to do
+/// in dev mode). Runs before the request touches any state.
+fn check(
+    broker: &Broker,
+    session: &RwLock<Session>,
+    operation: Operation,
+    kind: ResourceKind,
+    name: &str,
+) -> Result<(), FabricError> {
+    if !broker.guard.enforcing() {
+        return Ok(());
+    }
+    let resource = Resource {
+        kind,
+        name: name.to_string(),
+    };
+    broker
+        .guard
+        .authorize(&session.read(), operation, &resource)
 }
 
 async fn handle_inner(
     broker: &Arc<Broker>,
-    principal: &Principal,
+    session: &RwLock<Session>,
     frame: v1::Frame,
 ) -> Result<Body, FabricError> {
+    use Operation as Op;
+    use ResourceKind::{Group, Topic};
     let limits = &broker.config().limits;
     let body = frame
         .body
@@ -230,6 +264,11 @@ async fn handle_inner(
                     ),
                 }));
             }
+            if !h.token.is_empty() {
+                let mut s = session.write();
+                broker.guard.present_token(&mut s, &h.token)?;
+            }
+            let principal = session.read().principal.to_string();
             Body::HelloOk(v1::HelloOk {
                 protocol_version: PROTOCOL_VERSION,
                 node_id: broker.node_id().to_string(),
@@ -237,10 +276,11 @@ async fn handle_inner(
                 item_bytes_max: limits.item_bytes_max,
                 batch_bytes_max: limits.batch_bytes_max,
                 in_flight_max: limits.in_flight_max,
-                principal: principal.to_string(),
+                principal,
             })
         }
         Body::MetadataRequest(m) => {
+            check(broker, session, Op::Describe, Topic, &m.topic)?;
             let t = broker.topic(&m.topic)?;
             Body::MetadataResponse(v1::MetadataResponse {
                 topic: m.topic,
@@ -257,6 +297,7 @@ async fn handle_inner(
             })
         }
         Body::ProduceRequest(p) => {
+            check(broker, session, Op::Write, Topic, &p.topic)?;
             let big = p.batch.len() > (256 << 10)
                 || matches!(broker.config().fsync, diaspora_log::FsyncPolicy::Always);
             let ack = if big {
@@ -275,6 +316,7 @@ async fn handle_inner(
             })
         }
         Body::FetchRequest(f) => {
+            check(broker, session, Op::Read, Topic, &f.topic)?;
             let r = broker
                 .fetch(
                     &f.topic,
@@ -301,6 +343,7 @@ async fn handle_inner(
             }
         }
         Body::PayloadRequest(q) => {
+            check(broker, session, Op::Read, Topic, &q.topic)?;
             let r = broker
                 .fetch(&q.topic, q.partition, q.offset, 1, Duration::ZERO)
                 .await?;
@@ -324,6 +367,8 @@ async fn handle_inner(
             }
         }
         Body::OffsetCommitRequest(c) => {
+            check(broker, session, Op::Commit, Group, &c.group)?;
+            check(broker, session, Op::Read, Topic, &c.topic)?;
             let b = broker.clone();
             tokio::task::spawn_blocking(move || {
                 b.commit_offset(&c.group, &c.topic, c.partition, c.offset)
@@ -333,6 +378,8 @@ async fn handle_inner(
             Body::OffsetCommitResponse(v1::OffsetCommitResponse {})
         }
         Body::OffsetFetchRequest(o) => {
+            check(broker, session, Op::Describe, Group, &o.group)?;
+            check(broker, session, Op::Describe, Topic, &o.topic)?;
             broker.topic(&o.topic)?;
             Body::OffsetFetchResponse(v1::OffsetFetchResponse {
                 offsets: broker
@@ -343,6 +390,8 @@ async fn handle_inner(
             })
         }
         Body::JoinGroupRequest(j) => {
+            check(broker, session, Op::Commit, Group, &j.group)?;
+            check(broker, session, Op::Read, Topic, &j.topic)?;
             // 0 (the protobuf default) means the default session timeout of 10 s.
             let ms = if j.session_timeout_ms == 0 {
                 10_000
@@ -358,6 +407,7 @@ async fn handle_inner(
             })
         }
         Body::HeartbeatRequest(h) => {
+            check(broker, session, Op::Commit, Group, &h.group)?;
             let topic = if h.topic.is_empty() {
                 broker.member_topic(&h.group, &h.member_id).ok_or_else(|| {
                     FabricError::Group(format!(
@@ -372,6 +422,7 @@ async fn handle_inner(
             Body::HeartbeatResponse(v1::HeartbeatResponse { generation })
         }
         Body::LeaveGroupRequest(l) => {
+            check(broker, session, Op::Commit, Group, &l.group)?;
             let topic = if l.topic.is_empty() {
                 broker.member_topic(&l.group, &l.member_id)
             } else {

@@ -129,8 +129,12 @@ pub fn issue_client_cert(certs_dir: &Path, name: &str, out_dir: &Path) -> Result
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
     crate::auth::Principal::user(name).map_err(|e| FabricError::Invalid(e.to_string()))?;
     let tls_err = |e: rcgen::Error| FabricError::Invalid(format!("certificate generation: {e}"));
-    let ca_pem = String::from_utf8(read_file(&certs_dir.join(CA_FILE))?)
-        .map_err(|_| FabricError::Invalid(format!("{} is not PEM text", certs_dir.join(CA_FILE).display())))?;
+    let ca_pem = String::from_utf8(read_file(&certs_dir.join(CA_FILE))?).map_err(|_| {
+        FabricError::Invalid(format!(
+            "{} is not PEM text",
+            certs_dir.join(CA_FILE).display()
+        ))
+    })?;
     let ca_key_path = certs_dir.join(CA_KEY_FILE);
     let ca_key_pem = String::from_utf8(read_file(&ca_key_path)?)
         .map_err(|_| FabricError::Invalid(format!("{} is not PEM text", ca_key_path.display())))?;

@@ -24,11 +24,11 @@ mod token;
 
 pub use acl::{
     parse_acl_file, Acl, AclEntry, AclParseError, Decision, Effect, Operation, Resource,
-    ResourceKind, ResourcePattern, Subject,
+    ResourceKind, ResourcePattern, Subject, ACL_ENTRIES_MAX,
 };
 pub use principal::{principal_from_cert_der, valid_name, Principal, PrincipalError};
 pub use state::{AuthState, StateError, User};
-pub use token::{IssuedToken, TokenError, TokenRecord, TokenStore, TOKEN_PREFIX};
+pub use token::{token_id, IssuedToken, TokenError, TokenRecord, TokenStore, TOKEN_PREFIX};
 
 /// Runs every auth parser on arbitrary bytes (the fuzz targets' bodies,
 /// also run by the property tests): none may panic.

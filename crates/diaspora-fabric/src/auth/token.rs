@@ -103,6 +103,11 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The public id of a presented token (its shape checked, not its secret).
+pub fn token_id(token: &str) -> Result<&str, TokenError> {
+    parse_token(token).map(|(id, _)| id)
+}
+
 /// Splits a presented token into (id, secret), checking its shape only.
 pub(crate) fn parse_token(token: &str) -> Result<(&str, &str), TokenError> {
     let rest = token
@@ -188,6 +193,30 @@ impl TokenStore {
             return Err(TokenError::Expired { id: id.into() });
         }
         Principal::user(&record.user).map_err(|_| unknown())
+    }
+
+    /// Whether the token `id` (verified earlier) still stands at `now_us`:
+    /// known, not revoked and not expired. Connections that authenticated
+    /// with a token re-check it this way on every request.
+    pub fn still_valid(&self, id: &str, now_us: i64) -> Result<(), TokenError> {
+        let record = self
+            .tokens
+            .get(id)
+            .ok_or_else(|| TokenError::Unknown { id: id.into() })?;
+        if record.revoked_us.is_some() {
+            return Err(TokenError::Revoked { id: id.into() });
+        }
+        if record.expires_us.is_some_and(|e| now_us >= e) {
+            return Err(TokenError::Expired { id: id.into() });
+        }
+        Ok(())
+    }
+
+    /// Removes every token of `user`; returns how many there were.
+    pub fn remove_user(&mut self, user: &str) -> usize {
+        let before = self.tokens.len();
+        self.tokens.retain(|_, r| r.user != user);
+        before - self.tokens.len()
     }
 
     /// Marks a token revoked; returns whether it existed and was not yet revoked.
