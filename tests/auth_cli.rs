@@ -1,0 +1,193 @@
+//! Identities and ACLs through the CLI against a real `diaspora serve`
+//! process (issue 19): an administrator with a client certificate sets up
+//! a user, its group, ACL entries and a token; the user works with the
+//! token and is refused what the ACL does not allow.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{free_port, serve_with, Served, BIN};
+
+struct As<'a> {
+    node: &'a Served,
+    cert: Option<(String, String)>,
+    token: Option<String>,
+}
+
+impl As<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args).args(["--ca", self.node.ca.to_str().unwrap()]);
+        if ["topic", "user", "token", "acl", "whoami"].contains(&args[0]) {
+            c.args(["--admin", &self.node.admin.to_string()]);
+        } else {
+            c.args(["--addr", &self.node.data.to_string()]);
+        }
+        if let Some((cert, key)) = &self.cert {
+            c.args(["--cert", cert, "--key", key]);
+        }
+        c.env_remove("DIASPORA_TOKEN");
+        if let Some(t) = &self.token {
+            c.env("DIASPORA_TOKEN", t);
+        }
+        c.output().expect("run diaspora")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "diaspora {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "diaspora {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+#[test]
+fn an_admin_grants_a_user_a_token_and_acl_and_the_node_enforces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node = serve_with(
+        dir.path(),
+        data,
+        admin,
+        "interval",
+        &["--auth", "cert-or-token", "--superuser", "admin"],
+    );
+    let clients = dir.path().join("clients");
+    let out = Command::new(BIN)
+        .args(["certs", "client", "--name", "admin", "--ca-dir"])
+        .arg(dir.path().join("certs"))
+        .arg("--out")
+        .arg(&clients)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = As {
+        node: &node,
+        cert: Some((
+            clients.join("admin.pem").display().to_string(),
+            clients.join("admin.key").display().to_string(),
+        )),
+        token: None,
+    };
+    let anonymous = As {
+        node: &node,
+        cert: None,
+        token: None,
+    };
+
+    assert!(root
+        .ok(&["whoami"])
+        .contains("User:admin (authenticated by certificate; node auth mode cert-or-token)"));
+    root.ok(&["topic", "create", "frames", "--partitions", "2"]);
+    root.ok(&["topic", "create", "secrets"]);
+    root.ok(&["user", "add", "alice", "--group", "beamline"]);
+    assert!(root.ok(&["user", "list"]).contains("alice\tbeamline"));
+    root.ok(&[
+        "acl",
+        "grant",
+        "allow Group:beamline write topic:frames",
+        "allow User:alice read topic:frames",
+    ]);
+    let e = root.fails(&["acl", "grant", "allow User:alice fly topic:frames"]);
+    assert!(e.contains("unknown operation") || e.contains("fly"), "{e}");
+    assert!(root
+        .ok(&["acl", "list"])
+        .contains("allow Group:beamline write topic:frames"));
+    let token = root
+        .ok(&["token", "create", "--user", "alice", "--ttl", "1h"])
+        .trim()
+        .to_string();
+    assert!(token.starts_with("dsp_"), "{token}");
+    let listed = root.ok(&["token", "list", "--user", "alice"]);
+    assert!(
+        listed.contains("alice") && !listed.contains(&token[21..]),
+        "{listed}"
+    );
+
+    let alice = As {
+        node: &node,
+        cert: None,
+        token: Some(token.clone()),
+    };
+    assert!(alice.ok(&["whoami"]).contains("User:alice"));
+    alice.ok(&[
+        "produce",
+        "--topic",
+        "frames",
+        "--synthetic",
+        "50",
+        "--size",
+        "256",
+    ]);
+    let consumed = alice.ok(&["consume", "--topic", "frames", "--count", "50", "--json"]);
+    assert_eq!(consumed.lines().count(), 50, "{consumed}");
+    // What the ACL does not allow is refused, naming user, operation and resource.
+    let e = alice.fails(&["produce", "--topic", "secrets", "--synthetic", "1"]);
+    assert!(
+        e.contains("permission denied") && e.contains("User:alice") && e.contains("topic:secrets"),
+        "{e}"
+    );
+    let e = alice.fails(&["topic", "delete", "frames"]);
+    assert!(
+        e.contains("permission denied") && e.contains("delete"),
+        "{e}"
+    );
+    // Listing shows only what alice may describe.
+    assert_eq!(alice.ok(&["topic", "list"]).trim(), "frames");
+    // No credentials at all.
+    let e = anonymous.fails(&["consume", "--topic", "frames", "--count", "1"]);
+    assert!(e.contains("unauthenticated"), "{e}");
+
+    // Revoked: refused from then on.
+    let id = &token[4..20];
+    root.ok(&["token", "revoke", id]);
+    let e = alice.fails(&["consume", "--topic", "frames", "--count", "1"]);
+    assert!(e.contains("revoked"), "{e}");
+    let audit = std::fs::read_to_string(dir.path().join("auth/audit.log")).unwrap();
+    assert!(
+        audit.contains("topic:secrets") && audit.contains("revoke token"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn serve_says_when_it_is_open_and_will_not_open_a_public_address_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()),
+            "--admin",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("is not a loopback address") && e.contains("--auth"),
+        "{e}"
+    );
+    let e = Command::new(BIN)
+        .args(["serve", "--auth", "open"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("unknown auth mode 'open'"));
+}
