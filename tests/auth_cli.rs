@@ -191,3 +191,33 @@ fn serve_says_when_it_is_open_and_will_not_open_a_public_address_by_accident() {
         .unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("unknown auth mode 'open'"));
 }
+
+#[test]
+fn bench_fabric_runs_with_auth_off_and_on_in_the_same_run() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "fabric",
+            "--auth-compare",
+            "1",
+            "--items",
+            "3000",
+            "--size",
+            "256",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["off_mb_per_s", "on_mb_per_s"] {
+        let runs = r[k].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{r}");
+        assert!(runs[0].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(r["overhead_pct"].is_number(), "{r}");
+}

@@ -258,6 +258,14 @@ pub struct FabricBenchArgs {
     /// (tolerant, bbr, cubic, new-reno).
     #[arg(long, default_value_t = diaspora_fabric::Congestion::default())]
     pub congestion: diaspora_fabric::Congestion,
+    /// Run with authentication and ACLs on (token mode, a 100-entry ACL).
+    #[arg(long)]
+    pub auth: bool,
+    /// Measure the cost of authentication: ROUNDS pairs of runs, auth off
+    /// then on, alternating, without the quinn baselines; reports medians
+    /// and the overhead of on against off.
+    #[arg(long, value_name = "ROUNDS", conflicts_with = "auth")]
+    pub auth_compare: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -280,8 +288,65 @@ impl FabricBenchArgs {
             warmup_ms: self.warmup_ms,
             no_baseline: self.no_baseline,
             congestion: self.congestion,
+            auth: self.auth,
         }
     }
+}
+
+/// `bench fabric --auth-compare`: throughput with authentication off and on.
+#[derive(Debug, serde::Serialize)]
+pub struct AuthCompareReport {
+    /// Payload bytes per item.
+    pub size: usize,
+    /// Items per run.
+    pub items: u64,
+    /// Rounds (pairs of runs).
+    pub rounds: u32,
+    /// End-to-end MB/s of each run with auth off, in order.
+    pub off_mb_per_s: Vec<f64>,
+    /// The same with auth on.
+    pub on_mb_per_s: Vec<f64>,
+    /// Median with auth off.
+    pub off_median_mb_per_s: f64,
+    /// Median with auth on.
+    pub on_median_mb_per_s: f64,
+    /// `1 - on/off` of the medians, per cent (negative: on was faster).
+    pub overhead_pct: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+async fn auth_compare(a: &FabricBenchArgs, rounds: u32) -> Result<AuthCompareReport> {
+    let mut cfg = a.config();
+    cfg.no_baseline = true;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        for auth in [false, true] {
+            cfg.auth = auth;
+            let r = diaspora_fabric::bench::fabric(&cfg).await?;
+            if auth { &mut on } else { &mut off }.push(r.mb_per_s);
+        }
+    }
+    let (m_off, m_on) = (median(&off), median(&on));
+    Ok(AuthCompareReport {
+        size: a.size,
+        items: a.items,
+        rounds: rounds.max(1),
+        off_mb_per_s: off,
+        on_mb_per_s: on,
+        off_median_mb_per_s: m_off,
+        on_median_mb_per_s: m_on,
+        overhead_pct: (1.0 - m_on / m_off) * 100.0,
+    })
 }
 
 /// Arguments of `diaspora bench stream`.
@@ -327,6 +392,21 @@ impl StreamBenchArgs {
 
 /// Runs `diaspora bench fabric`.
 pub async fn fabric(a: FabricBenchArgs) -> Result<()> {
+    if let Some(rounds) = a.auth_compare {
+        let r = auth_compare(&a, rounds).await?;
+        return print_report(&r, a.json, |r| {
+            format!(
+                "fabric {} items × {} B, {} round(s) alternating: auth off {:.1} MB/s, on (token + {}-entry ACL) {:.1} MB/s (medians) → overhead {:.1} %",
+                r.items,
+                r.size,
+                r.rounds,
+                r.off_median_mb_per_s,
+                diaspora_fabric::bench::BENCH_ACL_ENTRIES,
+                r.on_median_mb_per_s,
+                r.overhead_pct
+            )
+        });
+    }
     let report = diaspora_fabric::bench::fabric(&a.config()).await?;
     print_report(&report, a.json, |r| r.to_string())
 }

@@ -45,7 +45,15 @@ pub struct FabricBenchConfig {
     pub no_baseline: bool,
     /// Congestion controller of node, clients and the baseline.
     pub congestion: crate::Congestion,
+    /// Authentication and ACLs on: the node in token mode with an ACL of
+    /// [`BENCH_ACL_ENTRIES`] entries, the clients a non-superuser's token,
+    /// so every frame pays for a token re-check and an ACL scan.
+    pub auth: bool,
 }
+
+/// ACL entries of an `auth` run: the user's own grants and others' entries
+/// it has to be checked past.
+pub const BENCH_ACL_ENTRIES: usize = 100;
 
 impl Default for FabricBenchConfig {
     fn default() -> Self {
@@ -63,6 +71,7 @@ impl Default for FabricBenchConfig {
             warmup_ms: 500,
             no_baseline: false,
             congestion: crate::Congestion::default(),
+            auth: false,
         }
     }
 }
@@ -86,6 +95,8 @@ pub struct FabricReport {
     pub fsync: String,
     /// Congestion controller.
     pub congestion: String,
+    /// Authentication and ACL checks on (token mode).
+    pub auth: bool,
     /// Offered rate (0 = unlimited).
     pub offered_items_per_s: f64,
     /// End to end: items consumed per second.
@@ -122,8 +133,9 @@ impl std::fmt::Display for FabricReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "fabric: {} items × {} B, {} producer(s), {} consumer(s), {} partition(s), {} conn/client, fsync={}, congestion={}",
-            self.items, self.size, self.producers, self.consumers, self.partitions, self.connections, self.fsync, self.congestion
+            "fabric: {} items × {} B, {} producer(s), {} consumer(s), {} partition(s), {} conn/client, fsync={}, congestion={}, auth={}",
+            self.items, self.size, self.producers, self.consumers, self.partitions, self.connections, self.fsync, self.congestion,
+            if self.auth { "token+acl" } else { "off" }
         )?;
         writeln!(
             f,
@@ -166,7 +178,15 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
     cfg.fsync = args.fsync;
     cfg.admin_listen = None;
     cfg.congestion = args.congestion;
+    if args.auth {
+        cfg.auth.mode = crate::AuthMode::Token;
+    }
     let node = Node::start(cfg).await?;
+    let token = if args.auth {
+        Some(bench_identity(&node)?)
+    } else {
+        None
+    };
     let partitions = args
         .partitions
         .unwrap_or(2 * args.producers.max(args.consumers) as u32)
@@ -179,6 +199,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
     .await?;
     let mut ccfg = ClientConfig::new(node.data_addr(), node.ca_file());
     ccfg.congestion = args.congestion;
+    ccfg.token = token;
     if let Some(c) = args.connections {
         ccfg.connections = c.max(1);
     }
@@ -313,6 +334,7 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
         connections,
         fsync: args.fsync.to_string(),
         congestion: args.congestion.to_string(),
+        auth: args.auth,
         offered_items_per_s: args.rate,
         items_per_s: args.items as f64 / elapsed,
         mb_per_s,
@@ -328,6 +350,39 @@ pub async fn fabric(args: &FabricBenchConfig) -> Result<FabricReport> {
         ratio_to_relay: relay.map(|b| mb_per_s / b),
         elapsed_s: elapsed,
     })
+}
+
+/// Sets up user `bench` (group `benchers`) with a token and an ACL of
+/// [`BENCH_ACL_ENTRIES`] entries, most about other users, its own last so a
+/// check scans them all; returns the token.
+fn bench_identity(node: &Node) -> Result<String> {
+    use crate::auth::{AclEntry, Principal};
+    let user = Principal::user("bench").expect("valid name");
+    let guard = &node.broker().guard;
+    let issued = guard.change(&user, "bench set-up", |s| {
+        s.users.insert(
+            "bench".into(),
+            crate::auth::User {
+                groups: vec!["benchers".into()],
+            },
+        );
+        for i in 0..BENCH_ACL_ENTRIES - 2 {
+            let e: AclEntry = format!("allow User:other{i} write topic:data-{i}-*")
+                .parse()
+                .expect("valid entry");
+            s.acl.grant(e);
+        }
+        for e in [
+            "allow Group:benchers write topic:bench",
+            "allow User:bench read topic:bench",
+        ] {
+            s.acl.grant(e.parse().expect("valid entry"));
+        }
+        s.tokens
+            .create(&user, "bench", crate::Guard::now_us(), None)
+            .map_err(|e| crate::FabricError::Invalid(e.to_string()))
+    })?;
+    Ok(issued.token)
 }
 
 /// A QUIC endpoint that accepts connections with the baseline ALPN and the
