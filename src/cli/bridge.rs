@@ -37,6 +37,25 @@ pub struct BridgeArgs {
     /// CA for both nodes when they share one.
     #[arg(long, default_value = DEFAULT_CA)]
     ca: PathBuf,
+    /// The bridge's client certificate at the source (needs --from-key).
+    #[arg(long, requires = "from_key")]
+    from_cert: Option<PathBuf>,
+    /// Private key of --from-cert.
+    #[arg(long, requires = "from_cert")]
+    from_key: Option<PathBuf>,
+    /// The bridge's bearer token at the source (it reads the topic and
+    /// commits group `bridge.NAME` there).
+    #[arg(long, env = "DIASPORA_FROM_TOKEN", hide_env_values = true)]
+    from_token: Option<String>,
+    /// The bridge's client certificate at the target (needs --to-key).
+    #[arg(long, requires = "to_key")]
+    to_cert: Option<PathBuf>,
+    /// Private key of --to-cert.
+    #[arg(long, requires = "to_cert")]
+    to_key: Option<PathBuf>,
+    /// The bridge's bearer token at the target (it writes the topic there).
+    #[arg(long, env = "DIASPORA_TO_TOKEN", hide_env_values = true)]
+    to_token: Option<String>,
     /// Print counters to stderr this often, seconds (0 = only at exit).
     #[arg(long, default_value_t = 5)]
     stats_interval_s: u64,
@@ -87,19 +106,33 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
         a.connections.is_none_or(|n| (1..=64).contains(&n)),
         "--connections must be 1..=64"
     );
-    let client_config = |addr, ca: &PathBuf| {
+    // Each side sees the bridge as its own identity there.
+    let identity = |cert: &Option<PathBuf>, key: &Option<PathBuf>| match (cert, key) {
+        (Some(cert), Some(key)) => Some(diaspora_fabric::tls::ClientIdentity {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let from_identity = identity(&a.from_cert, &a.from_key);
+    let to_identity = identity(&a.to_cert, &a.to_key);
+    let client_config = |addr, ca: &PathBuf, id: &Option<_>, token: &Option<String>| {
         let mut c = ClientConfig::new(addr, ca);
         c.congestion = a.congestion;
         if let Some(n) = a.connections {
             c.connections = n;
         }
+        c.identity = id.clone();
+        c.token = token.clone();
         c
     };
+    let from_config = client_config(from_addr, &from_ca, &from_identity, &a.from_token);
+    let to_config = client_config(to_addr, &to_ca, &to_identity, &a.to_token);
     let mut config = BridgeConfig::new(
         &name,
-        client_config(from_addr, &from_ca),
+        from_config.clone(),
         &from_topic,
-        client_config(to_addr, &to_ca),
+        to_config.clone(),
         &to_topic,
     );
     config.commit_interval = Duration::from_millis(a.commit_interval_ms.max(1));
@@ -114,9 +147,9 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
         // connection of its own sees it (RTT, congestion window, loss).
         let registry = diaspora_telemetry::Registry::new();
         diaspora_telemetry::collect_bridge(&registry, &name, bridge.stats().clone())?;
-        let to_client = Client::connect(ClientConfig::new(to_addr, &to_ca)).await?;
+        let to_client = Client::connect(to_config).await?;
         diaspora_telemetry::collect_quic(&registry, &to_addr.to_string(), to_client)?;
-        let client = Client::connect(ClientConfig::new(from_addr, &from_ca)).await?;
+        let client = Client::connect(from_config).await?;
         a.metrics
             .start(
                 client,

@@ -174,6 +174,11 @@ pub struct WorkerArgs {
     /// CA certificate to verify the node with.
     #[arg(long, env = "DIASPORA_POOL_CA", default_value = DEFAULT_CA)]
     pub ca: PathBuf,
+    /// The worker's identity on a node that requires one: a client
+    /// certificate, or a token in DIASPORA_TOKEN, which the pool passes on
+    /// to the workers it starts (local processes and Slurm jobs inherit it).
+    #[command(flatten)]
+    pub creds: super::Credentials,
     /// Heartbeat period, ms.
     #[arg(long, env = "DIASPORA_POOL_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
@@ -414,7 +419,10 @@ async fn submit(a: SubmitArgs) -> Result<()> {
 
 async fn worker(a: WorkerArgs) -> Result<()> {
     super::check_ca(&a.ca)?;
-    let client = Client::connect(ClientConfig::new(a.addr, &a.ca))
+    let mut config = ClientConfig::new(a.addr, &a.ca);
+    config.identity = a.creds.identity();
+    config.token = a.creds.token.clone();
+    let client = Client::connect(config)
         .await
         .with_context(|| format!("worker {}: connecting to {}", a.worker, a.addr))?;
     let stop = super::stop_on_signal()?;
