@@ -482,3 +482,89 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let root = w.data(Some("root"), None).await.unwrap();
     assert_eq!(root.hello().await.unwrap().principal, "User:root");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_has_its_own_identity_on_each_side_and_needs_only_what_it_does() {
+    use diaspora_fabric::{Bridge, BridgeConfig, Consumer, ConsumerConfig};
+    let edge = World::start(AuthMode::CertificateOrToken).await;
+    let hpc = World::start(AuthMode::CertificateOrToken).await;
+    for w in [&edge, &hpc] {
+        w.node
+            .broker()
+            .create_topic("frames", TopicSettings::with_partitions(2))
+            .unwrap();
+    }
+    // At the edge the bridge (as bob) reads frames and keeps its position;
+    // at HPC it (as carol) writes them. Nothing more.
+    edge.admin(Some("root"), None)
+        .await
+        .grant_acl(&[
+            "allow User:bob read topic:frames".into(),
+            "allow User:bob commit group:bridge.edge-hpc".into(),
+        ])
+        .await
+        .unwrap();
+    hpc.admin(Some("root"), None)
+        .await
+        .grant_acl(&["allow User:carol write topic:frames".into()])
+        .await
+        .unwrap();
+    let root = edge.data(Some("root"), None).await.unwrap();
+    let p = Producer::new(&root, ProducerConfig::new("frames"))
+        .await
+        .unwrap();
+    let mut acks = Vec::new();
+    for i in 0..200u32 {
+        acks.push(
+            p.send(payload_item(Bytes::from(i.to_le_bytes().to_vec())))
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let side = |w: &World, user: &str| {
+        let mut c = ClientConfig::new(w.node.data_addr(), w.node.ca_file());
+        c.identity = Some(w.identity(user));
+        c
+    };
+    let bridge = Bridge::start(BridgeConfig::new(
+        "edge-hpc",
+        side(&edge, "bob"),
+        "frames",
+        side(&hpc, "carol"),
+        "frames",
+    ))
+    .await
+    .expect("the bridge starts with its identities");
+    let target = hpc.data(Some("root"), None).await.unwrap();
+    let mut c = Consumer::assign(&target, ConsumerConfig::new("frames"), &[])
+        .await
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 200 {
+        let item = c
+            .poll(Duration::from_secs(20))
+            .await
+            .unwrap()
+            .expect("every item arrives within 20 s");
+        seen.insert(u32::from_le_bytes(
+            item.item.payload[..4].try_into().unwrap(),
+        ));
+    }
+    bridge.stop().await;
+    assert_eq!(seen.len(), 200);
+    // The same bridge with the identities swapped is refused on both sides.
+    let e = Bridge::start(BridgeConfig::new(
+        "edge-hpc",
+        side(&edge, "carol"),
+        "frames",
+        side(&hpc, "bob"),
+        "frames",
+    ))
+    .await
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("permission denied"), "{e}");
+}
