@@ -64,6 +64,27 @@ fn wan_outage_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn a_group_consumer_frozen_past_its_session_timeout_is_fenced_when_it_wakes() {
+    // Full length: the 10 s session timeout is the consumer's own timer,
+    // which --duration-scale does not shorten.
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let file = "twins/group-fence.toml";
+    let (status, r, _html) = twin_run(file, &[]);
+    assert_eq!(r["passed"], true, "{file}: {}", r["checks"]);
+    assert!(status.success());
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicated_after_resume"], 0, "{r}");
+    let f = &r["faults"][0];
+    assert_eq!(f["label"], "SIGSTOP recon-a", "{r}");
+    assert!(
+        f["end_s"].as_f64().unwrap() > f["start_s"].as_f64().unwrap() + 10.0,
+        "{r}"
+    );
+    // Both consumers delivered: recon-a before its freeze and after its fence.
+    assert!(r["acked"].as_u64().unwrap() >= 4000, "{r}");
+}
+
+#[test]
 fn broker_crash_loses_and_duplicates_nothing() {
     let r = run_scenario("twins/broker-crash.toml", "0.3");
     assert!(r["faults"][0]["label"]

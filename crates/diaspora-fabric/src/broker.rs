@@ -2,6 +2,7 @@
 //! consumer-group offsets and membership, counters. The QUIC server and the
 //! gRPC admin service are thin shells over [`Broker`].
 
+use crate::group::{Fence, JoinState, Subscription};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,20 +137,12 @@ pub struct Counters {
     pub duplicate_batches: AtomicU64,
 }
 
-#[derive(Debug)]
-struct Member {
-    last_seen: Instant,
-    session_timeout: Duration,
-}
-
 #[derive(Debug, Default)]
 struct GroupState {
     /// Committed offsets: topic → partition → next offset to read.
     offsets: BTreeMap<String, BTreeMap<u32, u64>>,
-    /// Members per topic subscription: topic → member id → member.
-    members: HashMap<String, BTreeMap<String, Member>>,
-    /// Generation per topic subscription; bumps on every membership change.
-    generation: HashMap<String, u64>,
+    /// Membership per topic subscription (see [`crate::group`]).
+    subs: HashMap<String, Subscription>,
 }
 
 /// Assignment returned to a group member.
@@ -193,6 +186,24 @@ fn valid_name(kind: &str, name: &str) -> Result<()> {
             "{kind} name '{name}' must be 1-200 characters of [A-Za-z0-9._-]"
         )))
     }
+}
+
+fn fence_error(group: &str, topic: &str, partition: u32, member_id: &str, f: Fence) -> FabricError {
+    let what = format!("commit of group '{group}' on {topic}/{partition}");
+    FabricError::Fenced(match f {
+        Fence::UnknownMember => format!(
+            "{what}: member '{member_id}' is not in the group (expired or left); re-join"
+        ),
+        Fence::StaleGeneration { member, current } => format!(
+            "{what}: member '{member_id}' is at generation {member}, the group at {current}; re-join"
+        ),
+        Fence::NotAssigned => format!(
+            "{what}: the partition is not assigned to member '{member_id}' in this generation"
+        ),
+        Fence::GroupHasMembers => format!(
+            "{what}: the group has live members; commit as one of them (or seek through the admin plane)"
+        ),
+    })
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -276,7 +287,43 @@ impl Broker {
                 .into_owned();
             broker.groups.lock().entry(name).or_default().offsets = offsets;
         }
+        // Membership as of each group's last completed rebalance: members
+        // get a fresh session timeout to show they are still there.
+        let members_dir = groups_dir.join("members");
+        if let Ok(entries) = std::fs::read_dir(&members_dir) {
+            let now = Instant::now();
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                    continue;
+                };
+                let text = std::fs::read(&path)
+                    .map_err(|e| FabricError::io(format!("read {}", path.display()), e))?;
+                let subs: BTreeMap<String, crate::group::Persisted> = serde_json::from_slice(&text)
+                    .map_err(|e| FabricError::Invalid(format!("{}: {e}", path.display())))?;
+                let mut groups = broker.groups.lock();
+                let g = groups.entry(name).or_default();
+                for (topic, p) in subs {
+                    g.subs.insert(topic, Subscription::restore(p, now));
+                }
+            }
+        }
         Ok(broker)
+    }
+
+    /// Writes a group's membership (at the end of a rebalance).
+    fn persist_members(&self, group: &str, g: &GroupState) -> Result<()> {
+        let dir = self.config.data_dir.join("groups").join("members");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| FabricError::io(format!("create {}", dir.display()), e))?;
+        let subs: BTreeMap<&String, crate::group::Persisted> = g
+            .subs
+            .iter()
+            .filter(|(_, s)| !s.members.is_empty())
+            .map(|(t, s)| (t, s.persisted()))
+            .collect();
+        let json = serde_json::to_vec(&subs).expect("membership serialises");
+        write_atomic(&dir.join(format!("{group}.json")), &json)
     }
 
     fn log_config(&self, settings: &TopicSettings) -> LogConfig {
@@ -549,13 +596,50 @@ impl Broker {
         }
     }
 
-    /// Commits a group's next offset for a partition, durably (fsync) before returning.
+    /// Sets a group's next offset for a partition, durably (fsync) before
+    /// returning, without fencing: an explicit seek (the admin plane's
+    /// `CommitGroupOffset`).
     pub fn commit_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
         offset: u64,
+    ) -> Result<()> {
+        self.commit_checked(group, topic, partition, offset, None)
+    }
+
+    /// A consumer's commit, fenced (see [`crate::group`]): from a live
+    /// member of the current generation that owns the partition (or, with
+    /// an empty `member_id`, from outside a group that has no live members),
+    /// and never moving the offset back unless `seek`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_offset_fenced(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        member_id: &str,
+        generation: u64,
+        seek: bool,
+    ) -> Result<()> {
+        self.commit_checked(
+            group,
+            topic,
+            partition,
+            offset,
+            Some((member_id, generation, seek)),
+        )
+    }
+
+    fn commit_checked(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        fenced: Option<(&str, u64, bool)>,
     ) -> Result<()> {
         valid_name("group", group)?;
         let part = self.partition(topic, partition)?;
@@ -567,6 +651,23 @@ impl Broker {
         }
         let mut groups = self.groups.lock();
         let g = groups.entry(group.to_string()).or_default();
+        if let Some((member_id, generation, seek)) = fenced {
+            let sub = g.subs.entry(topic.to_string()).or_default();
+            sub.check_commit(member_id, generation, partition, Instant::now())
+                .map_err(|f| fence_error(group, topic, partition, member_id, f))?;
+            let committed = g
+                .offsets
+                .get(topic)
+                .and_then(|o| o.get(&partition))
+                .copied();
+            if let Some(c) = committed {
+                if offset < c && !seek {
+                    return Err(FabricError::Invalid(format!(
+                        "commit would move group '{group}' on {topic}/{partition} back from {c} to {offset}; seek explicitly to do that"
+                    )));
+                }
+            }
+        }
         g.offsets
             .entry(topic.to_string())
             .or_default()
@@ -589,105 +690,106 @@ impl Broker {
             .unwrap_or_default()
     }
 
-    /// Joins (or re-joins) `member_id` to `group` for `topic` and returns its
-    /// assignment. Partitions are spread round-robin over the live members in
-    /// member-id order; every membership change bumps the generation.
+    /// Joins (or re-joins) `member_id` (empty: a new member) to `group` for
+    /// `topic`; returns the member id. Then ask [`Broker::poll_join`] until
+    /// the rebalance completes (see [`crate::group`]).
     pub fn join_group(
         &self,
         group: &str,
         topic: &str,
         member_id: &str,
         session_timeout: Duration,
-    ) -> Result<Assignment> {
+    ) -> Result<String> {
         valid_name("group", group)?;
-        let partitions = self.topic(topic)?.settings.partitions;
+        self.topic(topic)?;
         let mut groups = self.groups.lock();
         let g = groups.entry(group.to_string()).or_default();
+        let sub = g.subs.entry(topic.to_string()).or_default();
         let now = Instant::now();
-        Self::expire_members(g, topic, now);
-        let members = g.members.entry(topic.to_string()).or_default();
+        sub.expire(now);
         let member_id = if member_id.is_empty() {
             format!("m-{:016x}", rand::random::<u64>())
         } else {
             member_id.to_string()
         };
-        if !members.contains_key(&member_id) {
-            if members.len() as u64 >= u64::from(self.config.limits.group_members_max) {
-                return Err(FabricError::Limit {
-                    what: "group member count".into(),
-                    unit: "",
-                    value: members.len() as u64 + 1,
-                    limit_name: "group_members_max",
-                    limit: self.config.limits.group_members_max.into(),
-                });
+        if !sub.members.contains_key(&member_id)
+            && sub.members.len() as u64 >= u64::from(self.config.limits.group_members_max)
+        {
+            return Err(FabricError::Limit {
+                what: "group member count".into(),
+                unit: "",
+                value: sub.members.len() as u64 + 1,
+                limit_name: "group_members_max",
+                limit: self.config.limits.group_members_max.into(),
+            });
+        }
+        sub.join(&member_id, session_timeout, now);
+        Ok(member_id)
+    }
+
+    /// A joined member's assignment once the rebalance completes (`None`
+    /// while it waits for other members to re-join).
+    pub fn poll_join(
+        &self,
+        group: &str,
+        topic: &str,
+        member_id: &str,
+    ) -> Result<Option<Assignment>> {
+        let partitions = self.topic(topic)?.settings.partitions;
+        let mut groups = self.groups.lock();
+        let g = groups
+            .get_mut(group)
+            .ok_or_else(|| FabricError::Group(format!("unknown group '{group}'")))?;
+        let sub = g.subs.entry(topic.to_string()).or_default();
+        let before = sub.generation;
+        match sub.poll_join(member_id, partitions, Instant::now()) {
+            None => Err(FabricError::Group(format!(
+                "member '{member_id}' of group '{group}' did not re-join within the rebalance timeout"
+            ))),
+            Some(JoinState::Waiting) => Ok(None),
+            Some(JoinState::Ready {
+                generation,
+                partitions,
+            }) => {
+                if generation != before {
+                    self.persist_members(group, g)?;
+                }
+                Ok(Some(Assignment {
+                    member_id: member_id.to_string(),
+                    generation,
+                    partitions,
+                }))
             }
-            members.insert(
-                member_id.clone(),
-                Member {
-                    last_seen: now,
-                    session_timeout,
-                },
-            );
-            *g.generation.entry(topic.to_string()).or_default() += 1;
-        } else if let Some(m) = members.get_mut(&member_id) {
-            m.last_seen = now;
-            m.session_timeout = session_timeout;
-        }
-        Ok(Self::assignment(g, topic, &member_id, partitions))
-    }
-
-    fn expire_members(g: &mut GroupState, topic: &str, now: Instant) {
-        if let Some(members) = g.members.get_mut(topic) {
-            let before = members.len();
-            members.retain(|_, m| now.duration_since(m.last_seen) <= m.session_timeout);
-            if members.len() != before {
-                *g.generation.entry(topic.to_string()).or_default() += 1;
-            }
         }
     }
 
-    fn assignment(g: &GroupState, topic: &str, member_id: &str, partitions: u32) -> Assignment {
-        let members = g.members.get(topic);
-        let index = members
-            .and_then(|m| m.keys().position(|k| k == member_id))
-            .unwrap_or(0);
-        let count = members.map(|m| m.len()).unwrap_or(1).max(1);
-        Assignment {
-            member_id: member_id.to_string(),
-            generation: g.generation.get(topic).copied().unwrap_or(0),
-            partitions: (0..partitions)
-                .filter(|p| *p as usize % count == index)
-                .collect(),
-        }
-    }
-
-    /// Keeps a member alive; returns the current generation (differs from the
-    /// member's when it must re-join).
+    /// Keeps a member alive; returns the generation it should be at (the
+    /// next one while a rebalance is in progress: commit, then re-join).
     pub fn heartbeat(&self, group: &str, topic: &str, member_id: &str) -> Result<u64> {
         let mut groups = self.groups.lock();
         let g = groups
             .get_mut(group)
             .ok_or_else(|| FabricError::Group(format!("unknown group '{group}'")))?;
-        Self::expire_members(g, topic, Instant::now());
-        let member = g.members.get_mut(topic).and_then(|m| m.get_mut(member_id));
-        match member {
-            Some(m) => m.last_seen = Instant::now(),
-            None => {
-                return Err(FabricError::Group(format!(
+        g.subs
+            .entry(topic.to_string())
+            .or_default()
+            .heartbeat(member_id, Instant::now())
+            .map_err(|_| {
+                FabricError::Group(format!(
                     "member '{member_id}' is not in group '{group}' (expired or never joined)"
-                )))
-            }
-        }
-        Ok(g.generation.get(topic).copied().unwrap_or(0))
+                ))
+            })
     }
 
     /// Removes a member from a group.
     pub fn leave_group(&self, group: &str, topic: &str, member_id: &str) {
         let mut groups = self.groups.lock();
         if let Some(g) = groups.get_mut(group) {
-            if let Some(members) = g.members.get_mut(topic) {
-                if members.remove(member_id).is_some() {
-                    *g.generation.entry(topic.to_string()).or_default() += 1;
+            if let Some(sub) = g.subs.get_mut(topic) {
+                if sub.leave(member_id, Instant::now()) && sub.members.is_empty() {
+                    if let Err(e) = self.persist_members(group, g) {
+                        tracing::warn!(group, error = %e, "cannot persist group membership");
+                    }
                 }
             }
         }
@@ -697,9 +799,9 @@ impl Broker {
     pub fn member_topic(&self, group: &str, member_id: &str) -> Option<String> {
         let groups = self.groups.lock();
         let g = groups.get(group)?;
-        g.members
+        g.subs
             .iter()
-            .find(|(_, m)| m.contains_key(member_id))
+            .find(|(_, s)| s.members.contains_key(member_id))
             .map(|(t, _)| t.clone())
     }
 

@@ -115,6 +115,20 @@ struct Membership {
     generation: u64,
     rebalance: Arc<AtomicBool>,
     heartbeat: JoinHandle<()>,
+    /// When the node last confirmed this membership (ms since `since`).
+    confirmed_ms: Arc<AtomicU64>,
+    since: std::time::Instant,
+}
+
+impl Membership {
+    /// Whether the node has not confirmed the membership for so long that
+    /// it may have dropped it (the process was frozen, say): then nothing
+    /// more is handed out before a heartbeat says the member is still in.
+    fn unconfirmed(&self, session_timeout: Duration) -> bool {
+        let now = self.since.elapsed().as_millis() as u64;
+        now.saturating_sub(self.confirmed_ms.load(Ordering::Relaxed))
+            > (session_timeout / 2).as_millis() as u64
+    }
 }
 
 /// Counters of a consumer.
@@ -144,6 +158,9 @@ pub struct Consumer {
     membership: Option<Membership>,
     /// A re-join that failed (node unreachable), retried at the next poll.
     rejoin: Option<(String, String)>,
+    /// Partitions moved by [`Consumer::seek`] since their last commit: the
+    /// next commit may move their offset back.
+    sought: std::collections::BTreeSet<u32>,
     stats: Arc<ConsumerStats>,
 }
 
@@ -167,6 +184,7 @@ impl Consumer {
             committed: BTreeMap::new(),
             membership: None,
             rejoin: None,
+            sought: Default::default(),
             stats: Arc::new(ConsumerStats::default()),
         }
     }
@@ -214,7 +232,10 @@ impl Consumer {
             return Err(unexpected("JoinGroupResponse", &resp));
         };
         let rebalance = Arc::new(AtomicBool::new(false));
+        let since = std::time::Instant::now();
+        let confirmed_ms = Arc::new(AtomicU64::new(0));
         let hb = {
+            let confirmed = confirmed_ms.clone();
             let client = self.client.clone();
             let group = group.to_string();
             let member_id = j.member_id.clone();
@@ -238,7 +259,9 @@ impl Consumer {
                         }))
                         .await;
                     match r {
-                        Ok(Body::HeartbeatResponse(h)) if h.generation == generation => {}
+                        Ok(Body::HeartbeatResponse(h)) if h.generation == generation => {
+                            confirmed.store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        }
                         _ => {
                             flag.store(true, Ordering::Relaxed);
                             return;
@@ -253,15 +276,24 @@ impl Consumer {
             generation: j.generation,
             rebalance,
             heartbeat: hb,
+            confirmed_ms,
+            since,
         });
         self.start_partitions(&j.partitions).await
     }
 
     async fn rebalance(&mut self) -> Result<()> {
+        if let Some(m) = &self.membership {
+            m.heartbeat.abort();
+            // What was handed out in this generation, committed while it is
+            // still current (the node holds the new one back until every
+            // member has re-joined) — as this member, so the fence lets it.
+            if let Err(e) = self.commit().await {
+                tracing::info!(error = %e, "commit before re-joining refused");
+            }
+        }
         let (group, member_id) = match self.membership.take() {
             Some(m) => {
-                m.heartbeat.abort();
-                let _ = self.commit().await;
                 self.stop_all();
                 tracing::info!(group = %m.group, member = %m.member_id, generation = m.generation, "rebalancing");
                 (m.group, m.member_id)
@@ -323,7 +355,11 @@ impl Consumer {
             if let Some(&o) = committed.get(&p) {
                 self.committed.insert(p, o);
             }
-            let offset = match previous.get(&p).or(committed.get(&p)) {
+            // Where this consumer was, or where the group committed — the
+            // later: a partition it gets back may have been read further by
+            // another member meanwhile, and what lies before either was
+            // handed out already.
+            let offset = match previous.get(&p).max(committed.get(&p)) {
                 Some(&o) => o,
                 None => match self.config.start {
                     StartFrom::Earliest => info.start_offset,
@@ -389,6 +425,7 @@ impl Consumer {
         }
         self.current.retain(|i| i.partition != partition);
         self.spawn_fetcher(partition, offset);
+        self.sought.insert(partition);
         Ok(())
     }
 
@@ -444,6 +481,15 @@ impl Consumer {
                     Err(e) => return Err(e),
                 }
             }
+            if !self.current.is_empty()
+                && self
+                    .membership
+                    .as_ref()
+                    .is_some_and(|m| m.unconfirmed(self.config.session_timeout))
+            {
+                self.confirm_membership().await;
+                continue;
+            }
             if let Some(item) = self.current.pop_front() {
                 if self.current.is_empty() {
                     self.budget.add_permits(self.current_permits as usize);
@@ -489,6 +535,32 @@ impl Consumer {
         }
     }
 
+    /// Asks the node whether this member is still in its generation; if
+    /// not (or the node cannot say), flags a rebalance, which drops what
+    /// was prefetched before anything more is handed out.
+    async fn confirm_membership(&mut self) {
+        let Some(m) = &self.membership else { return };
+        let r = self
+            .client
+            .call(Body::HeartbeatRequest(v1::HeartbeatRequest {
+                group: m.group.clone(),
+                member_id: m.member_id.clone(),
+                generation: m.generation,
+                topic: self.config.topic.clone(),
+            }))
+            .await;
+        match r {
+            Ok(Body::HeartbeatResponse(h)) if h.generation == m.generation => {
+                m.confirmed_ms
+                    .store(m.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            _ => {
+                tracing::info!(group = %m.group, member = %m.member_id, "membership not confirmed; re-joining before handing out more");
+                m.rebalance.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Waits for the next item (no timeout).
     pub async fn next(&mut self) -> Result<ConsumedItem> {
         loop {
@@ -518,13 +590,34 @@ impl Consumer {
                     topic: self.config.topic.clone(),
                     partition: p,
                     offset: o,
+                    member_id: self
+                        .membership
+                        .as_ref()
+                        .map(|m| m.member_id.clone())
+                        .unwrap_or_default(),
+                    generation: self.membership.as_ref().map_or(0, |m| m.generation),
+                    seek: self.sought.contains(&p),
                 }))
-                .await?
+                .await
             {
-                Body::OffsetCommitResponse(_) => {
+                Ok(Body::OffsetCommitResponse(_)) => {
                     self.committed.insert(p, o);
+                    self.sought.remove(&p);
                 }
-                other => return Err(unexpected("OffsetCommitResponse", &other)),
+                Err(
+                    e @ FabricError::Remote {
+                        code: v1::ErrorCode::Fenced,
+                        ..
+                    },
+                ) => {
+                    // Out of the generation: re-join at the next poll.
+                    if let Some(m) = &self.membership {
+                        m.rebalance.store(true, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+                Ok(other) => return Err(unexpected("OffsetCommitResponse", &other)),
             }
         }
         Ok(())

@@ -91,6 +91,9 @@ pub enum FabricError {
         /// Which entry denied it, or that none allows it.
         reason: String,
     },
+    /// A consumer-group commit from outside the current generation.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The client has not authenticated as the node requires.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
@@ -142,6 +145,7 @@ impl FabricError {
             FabricError::Remote { code, .. } => *code,
             FabricError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             FabricError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            FabricError::Fenced(_) => ErrorCode::Fenced,
             FabricError::Group(_) => ErrorCode::UnknownMember,
             FabricError::Io { .. } => ErrorCode::StorageError,
             FabricError::Connection { .. } | FabricError::Shutdown => ErrorCode::Internal,

@@ -79,6 +79,7 @@ pub mod config;
 pub mod congestion;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod guard;
 pub mod item;
 pub mod node;

@@ -371,7 +371,15 @@ async fn handle_inner(
             check(broker, session, Op::Read, Topic, &c.topic)?;
             let b = broker.clone();
             tokio::task::spawn_blocking(move || {
-                b.commit_offset(&c.group, &c.topic, c.partition, c.offset)
+                b.commit_offset_fenced(
+                    &c.group,
+                    &c.topic,
+                    c.partition,
+                    c.offset,
+                    &c.member_id,
+                    c.generation,
+                    c.seek,
+                )
             })
             .await
             .map_err(|e| FabricError::Invalid(format!("commit task: {e}")))??;
@@ -399,7 +407,15 @@ async fn handle_inner(
                 j.session_timeout_ms.clamp(100, 300_000)
             };
             let timeout = Duration::from_millis(u64::from(ms));
-            let a = broker.join_group(&j.group, &j.topic, &j.member_id, timeout)?;
+            let member = broker.join_group(&j.group, &j.topic, &j.member_id, timeout)?;
+            // The answer waits until every live member has re-joined (or
+            // the rebalance timeout has passed): see crate::group.
+            let a = loop {
+                if let Some(a) = broker.poll_join(&j.group, &j.topic, &member)? {
+                    break a;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
             Body::JoinGroupResponse(v1::JoinGroupResponse {
                 member_id: a.member_id,
                 generation: a.generation,

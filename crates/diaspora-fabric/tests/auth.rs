@@ -137,6 +137,7 @@ fn data_frames(member: &str) -> Vec<(&'static str, Body)> {
                 topic: "t".into(),
                 partition: 0,
                 offset: 1,
+                ..Default::default()
             }),
         ),
         (
@@ -317,10 +318,31 @@ async fn every_frame_and_rpc_without_permission_is_refused_and_changes_nothing()
         ])
         .await
         .unwrap();
-    for (name, body) in data_frames(&j.member_id) {
-        bob.call(body)
+    // root leaves g first: a commit from outside the group's membership is
+    // refused (fenced) while the group has live members.
+    root.call(data_frames(&j.member_id).remove(8).1)
+        .await
+        .unwrap();
+    let mut bob_member = String::new();
+    for (name, body) in data_frames("") {
+        let body = match body {
+            Body::HeartbeatRequest(mut h) => {
+                h.member_id = bob_member.clone();
+                Body::HeartbeatRequest(h)
+            }
+            Body::LeaveGroupRequest(mut l) => {
+                l.member_id = bob_member.clone();
+                Body::LeaveGroupRequest(l)
+            }
+            b => b,
+        };
+        let r = bob
+            .call(body)
             .await
             .unwrap_or_else(|e| panic!("{name} with permission: {e}"));
+        if let Body::JoinGroupResponse(j) = r {
+            bob_member = j.member_id;
+        }
     }
     assert_eq!(
         bob_admin.list_topics().await.unwrap(),

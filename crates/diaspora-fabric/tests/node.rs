@@ -349,22 +349,34 @@ async fn group_offsets_survive_restart_and_members_share_partitions() {
         a.close().await;
         Consumer::subscribe(&c, short.clone()).await.unwrap()
     };
-    let b = Consumer::subscribe(&c, short.clone()).await.unwrap();
+    // b's join completes once a, polling on, has seen the rebalance,
+    // committed what it read in its generation, and re-joined.
+    let b_join = tokio::spawn({
+        let c = c.clone();
+        let short = short.clone();
+        async move { Consumer::subscribe(&c, short).await.unwrap() }
+    });
+    while !b_join.is_finished() {
+        let _ = a.poll(Duration::from_millis(50)).await.unwrap();
+    }
+    let b = b_join.await.unwrap();
     assert_eq!(b.assignment().len(), 2);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let _ = a.poll(Duration::from_millis(300)).await.unwrap();
     assert_eq!(a.assignment().len(), 2, "rebalanced to half");
     let mut all: Vec<u32> = a.assignment().into_iter().chain(b.assignment()).collect();
     all.sort_unstable();
     assert_eq!(all, vec![0, 1, 2, 3]);
     drop(a);
     drop(b);
+    let committed: u64 = node.broker().group_offsets("g", "t").values().sum();
+    assert!(committed >= 100, "{committed}");
 
     // Committed offsets are durable across a restart.
     node.shutdown().await;
     let node = node_with(dir.path(), |_| {}).await;
-    let committed: u64 = node.broker().group_offsets("g", "t").values().sum();
-    assert_eq!(committed, 100);
+    assert_eq!(
+        node.broker().group_offsets("g", "t").values().sum::<u64>(),
+        committed
+    );
     let c = client(&node).await;
     let mut again = Consumer::subscribe(&c, cfg).await.unwrap();
     let mut n = 0;
@@ -376,7 +388,7 @@ async fn group_offsets_survive_restart_and_members_share_partitions() {
     {
         n += 1;
     }
-    assert_eq!(n, 300, "resumes after the committed offsets");
+    assert_eq!(n, 400 - committed, "resumes after the committed offsets");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,4 +714,101 @@ async fn a_metadata_only_fetch_leaves_payloads_on_the_node_and_reads_one_by_refe
             .len(),
         SIZE
     );
+}
+
+fn join(group: &str, member: &str, timeout_ms: u32) -> Body {
+    Body::JoinGroupRequest(v1::JoinGroupRequest {
+        group: group.into(),
+        topic: "t".into(),
+        member_id: member.into(),
+        session_timeout_ms: timeout_ms,
+    })
+}
+
+fn commit(member: &str, generation: u64, partition: u32, offset: u64, seek: bool) -> Body {
+    Body::OffsetCommitRequest(v1::OffsetCommitRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        partition,
+        offset,
+        member_id: member.into(),
+        generation,
+        seek,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_generation_commit_is_refused_and_membership_survives_a_restart() {
+    let (dir, node, c) = setup(2, |_| {}).await;
+    let producer = Producer::new(&c, ProducerConfig::new("t")).await.unwrap();
+    for i in 0..100u32 {
+        producer
+            .send_to(i % 2, payload_item(Bytes::from(i.to_le_bytes().to_vec())))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    // x joins and commits in generation 1, then freezes (no heartbeats).
+    let Body::JoinGroupResponse(x) = c.call(join("g", "", 500)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((x.generation, x.partitions.clone()), (1, vec![0, 1]));
+    c.call(commit(&x.member_id, 1, 0, 10, false)).await.unwrap();
+    // A commit from outside the membership is fenced while x is live.
+    let e = c.call(commit("", 0, 0, 20, false)).await.unwrap_err();
+    assert_eq!(remote_code(&e), Some(ErrorCode::Fenced), "{e}");
+
+    // y joins: the rebalance waits for x, which never re-joins; after the
+    // rebalance timeout y has the group to itself (a forced rebalance).
+    let Body::JoinGroupResponse(y) = c.call(join("g", "", 500)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((y.generation, y.partitions.clone()), (2, vec![0, 1]));
+    // x wakes up: its commit at generation 1 is refused and changes nothing.
+    let e = c
+        .call(commit(&x.member_id, 1, 0, 50, false))
+        .await
+        .unwrap_err();
+    assert_eq!(remote_code(&e), Some(ErrorCode::Fenced), "{e}");
+    assert!(e.to_string().contains("not in the group"), "{e}");
+    assert_eq!(node.broker().group_offsets("g", "t")[&0], 10);
+    // y commits; a wrong generation, a move back without seek, are refused.
+    c.call(commit(&y.member_id, 2, 0, 30, false)).await.unwrap();
+    let e = c
+        .call(commit(&y.member_id, 1, 0, 40, false))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("generation 1, the group at 2"),
+        "{e}"
+    );
+    let e = c
+        .call(commit(&y.member_id, 2, 0, 5, false))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("back from 30 to 5"), "{e}");
+    c.call(commit(&y.member_id, 2, 0, 5, true)).await.unwrap();
+    assert_eq!(node.broker().group_offsets("g", "t")[&0], 5);
+
+    // The membership survives a restart of the node: y's heartbeat and
+    // commit at generation 2 go on as before.
+    node.shutdown().await;
+    let node = node_with(dir.path(), |_| {}).await;
+    let c = client(&node).await;
+    let hb = c
+        .call(Body::HeartbeatRequest(v1::HeartbeatRequest {
+            group: "g".into(),
+            member_id: y.member_id.clone(),
+            generation: 2,
+            topic: "t".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(hb, Body::HeartbeatResponse(h) if h.generation == 2));
+    c.call(commit(&y.member_id, 2, 1, 7, false)).await.unwrap();
+    let e = c
+        .call(commit(&x.member_id, 1, 1, 8, false))
+        .await
+        .unwrap_err();
+    assert_eq!(remote_code(&e), Some(ErrorCode::Fenced), "{e}");
 }

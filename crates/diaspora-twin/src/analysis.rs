@@ -200,6 +200,32 @@ pub fn analyze(acks: &[AckRecord], consumed: &[ConsumeRecord], start_us: i64) ->
 }
 
 /// Recovery time after a fault that ended at `fault_end_us`: how long until
+/// Deliveries a consumer host made after it was resumed (SIGCONT) of items
+/// another host of the same topic delivered too: what a consumer group's
+/// fence must prevent. `hosts`: (host, topic, its deliveries); `resumes`:
+/// (host, resume time µs since the epoch).
+pub fn duplicated_after_resume(
+    hosts: &[(String, String, Vec<ConsumeRecord>)],
+    resumes: &[(String, i64)],
+) -> u64 {
+    let mut n = 0;
+    for (host, at) in resumes {
+        for (h, topic, records) in hosts.iter().filter(|(h, _, _)| h == host) {
+            let others: std::collections::HashSet<u64> = hosts
+                .iter()
+                .filter(|(o, t, _)| o != h && t == topic)
+                .flat_map(|(_, _, r)| r.iter().filter_map(|c| c.id))
+                .collect();
+            n += records
+                .iter()
+                .filter(|c| c.received_us() >= *at)
+                .filter(|c| c.id.is_some_and(|id| others.contains(&id)))
+                .count() as u64;
+        }
+    }
+    n
+}
+
 /// every item made before the fault ended had been received, seconds (0 if
 /// all had arrived by then). Items never received are not counted here; they
 /// are `lost`.
@@ -251,6 +277,35 @@ mod tests {
             timestamp_us: made,
             latency_us: lat,
         }
+    }
+
+    #[test]
+    fn duplicates_after_a_resume_count_only_the_resumed_hosts_late_deliveries() {
+        let rec = |id: u64, at: i64| ConsumeRecord {
+            id: Some(id),
+            partition: 0,
+            offset: id,
+            quality: None,
+            timestamp_us: at,
+            latency_us: 0,
+        };
+        let hosts = vec![
+            // a delivered 1 and 2 before its freeze, 3 (also b's) after it.
+            (
+                "a".to_string(),
+                "t".to_string(),
+                vec![rec(1, 10), rec(2, 20), rec(3, 100)],
+            ),
+            // b took over: re-delivered 2 (before the fence: not counted), and 3.
+            (
+                "b".to_string(),
+                "t".to_string(),
+                vec![rec(2, 60), rec(3, 70), rec(4, 80)],
+            ),
+        ];
+        assert_eq!(duplicated_after_resume(&hosts, &[("a".into(), 90)]), 1);
+        assert_eq!(duplicated_after_resume(&hosts, &[("a".into(), 200)]), 0);
+        assert_eq!(duplicated_after_resume(&hosts, &[]), 0);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct RunResults {
     pub figures: Analysis,
     /// Longest recovery after a fault, seconds.
     pub recovery_s: f64,
+    /// Deliveries by consumers after their SIGCONT of items another
+    /// consumer delivered too ([`analysis::duplicated_after_resume`]).
+    pub duplicated_after_resume: u64,
     /// Slowest catch-up after an outage: items received during the
     /// recovery per second, over the producers' rate (none without an outage
     /// or when nothing was behind).
@@ -354,6 +357,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
     let pools = analyse_pools(&o)?;
     let mut producer_failures = o.producer_failures;
     let (mut ack_files, mut consumer_files) = (Vec::new(), Vec::new());
+    let mut consumer_hosts = Vec::new();
     let mut monitors = BTreeMap::new();
     let mut services = BTreeMap::new();
     let mut produced = 0u64;
@@ -385,7 +389,10 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
                     }
                 }
             }
-            Records::Deliveries { topic, path } => consumer_files.push((topic.as_str(), path)),
+            Records::Deliveries { topic, path } => {
+                consumer_files.push((topic.as_str(), path));
+                consumer_hosts.push((name.to_string(), topic.clone(), path));
+            }
             Records::PoolTopic { .. } | Records::Tasks { .. } | Records::Many(_) => {}
             Records::Timeline { events, summary } => {
                 let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
@@ -447,6 +454,28 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         .iter()
         .map(|f| analysis::recovery_s(&all_consumed, o.t0_us + (f.end_s * 1e6) as i64))
         .fold(0.0, f64::max);
+    let duplicated_after_resume = {
+        let mut hosts = Vec::new();
+        for (name, topic, path) in &consumer_hosts {
+            let r: Vec<(String, ConsumeRecord)> = read_records(&[(topic.as_str(), path)])?;
+            hosts.push((
+                name.clone(),
+                topic.clone(),
+                r.into_iter().map(|x| x.1).collect(),
+            ));
+        }
+        let resumes: Vec<(String, i64)> = o
+            .faults
+            .iter()
+            // A SIGSTOP window ends at its SIGCONT.
+            .filter(|f| f.end_s > f.start_s)
+            .filter_map(|f| {
+                let host = f.label.strip_prefix("SIGSTOP ")?;
+                Some((host.to_string(), o.t0_us + (f.end_s * 1e6) as i64))
+            })
+            .collect();
+        analysis::duplicated_after_resume(&hosts, &resumes)
+    };
     let rate: f64 = scenario.producers.iter().map(|p| p.rate).sum();
     let catchup_ratio = o
         .faults
@@ -479,6 +508,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         producer_failures: &producer_failures,
         recovery_s,
         catchup_ratio,
+        duplicated_after_resume,
         pools: &pools,
         pool_catch_up: pool_catch_up.as_ref(),
     });
@@ -489,6 +519,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         passed: checks.iter().all(|c| c.passed),
         produced,
         recovery_s,
+        duplicated_after_resume,
         catchup_ratio,
         topics,
         checks,
@@ -619,6 +650,8 @@ pub struct Verdict<'a> {
     pub recovery_s: f64,
     /// Slowest catch-up after an outage, if any.
     pub catchup_ratio: Option<f64>,
+    /// Consumers' deliveries after their SIGCONT that another consumer made too.
+    pub duplicated_after_resume: u64,
     /// Figures per pool.
     pub pools: &'a BTreeMap<String, PoolFigures>,
     /// The elastic pool against the fixed one, if compared.
@@ -655,6 +688,13 @@ pub fn checks(v: &Verdict<'_>) -> Vec<CheckRecord> {
             passed: v.producer_failures.is_empty(),
         },
     ];
+    if let Some(max) = asrt.duplicated_after_resume_max {
+        checks.push(CheckRecord {
+            what: format!("duplicated after a consumer's resume ≤ {max}"),
+            measured: v.duplicated_after_resume.to_string(),
+            passed: v.duplicated_after_resume <= max,
+        });
+    }
     if let Some(max) = asrt.latency_us_p99_max {
         checks.push(CheckRecord {
             what: format!("latency p99 ≤ {max} µs"),
@@ -871,6 +911,7 @@ mod tests {
             producer_failures: &failures,
             recovery_s: 1.5,
             catchup_ratio: None,
+            duplicated_after_resume: 0,
             pools: &BTreeMap::new(),
             pool_catch_up: None,
         });

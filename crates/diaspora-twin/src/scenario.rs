@@ -439,6 +439,12 @@ pub struct Assertions {
     /// Most extra deliveries allowed.
     #[serde(default)]
     pub duplicated_max: u64,
+    /// Most deliveries a consumer makes after it is resumed (SIGCONT) of
+    /// items another consumer delivered too: with a consumer group, the
+    /// fence that keeps a member frozen past its session timeout from
+    /// processing what was handed to another.
+    #[serde(default)]
+    pub duplicated_after_resume_max: Option<u64>,
     /// Bound on the p99 producer → consumer latency, µs.
     #[serde(default)]
     pub latency_us_p99_max: Option<u64>,
@@ -557,6 +563,7 @@ impl Default for Assertions {
         Assertions {
             lost_max: 0,
             duplicated_max: 0,
+            duplicated_after_resume_max: None,
             latency_us_p99_max: None,
             recovery_s_max: None,
             acked_min: 1,

@@ -298,6 +298,8 @@ impl BridgeSource for FabricSource {
                 topic: self.topic.clone(),
                 partition: self.partition,
                 offset: position,
+                // The bridge is no group member: its group has none.
+                ..Default::default()
             }))
             .await
             .map_err(classify)?;
