@@ -58,9 +58,11 @@ async fn run(command: Command) -> Result<()> {
         Command::Token(c) => cli::auth::token(c).await,
         Command::Acl(c) => cli::auth::acl(c).await,
         Command::Whoami(c) => cli::auth::whoami(c).await,
+        Command::Tenant(c) => cli::auth::tenant(c).await,
         Command::Bench(BenchCommand::Fabric(a)) => cli::bench::fabric(a).await,
         Command::Bench(BenchCommand::Pool(a)) => cli::bench::pool(a).await,
         Command::Bench(BenchCommand::Wan(a)) => cli::bench::wan(a).await,
+        Command::Bench(BenchCommand::Tenants(a)) => cli::bench::tenants(a).await,
         Command::Bench(BenchCommand::Peers(a)) => cli::bench::peers(a).await,
         Command::Bench(BenchCommand::Stream(a)) => cli::bench::stream(a).await,
         Command::Bench(BenchCommand::Predict(a)) => {

@@ -19,7 +19,7 @@ impl As<'_> {
     fn run(&self, args: &[&str]) -> Output {
         let mut c = Command::new(BIN);
         c.args(args).args(["--ca", self.node.ca.to_str().unwrap()]);
-        if ["topic", "user", "token", "acl", "whoami"].contains(&args[0]) {
+        if ["topic", "user", "token", "acl", "whoami", "tenant"].contains(&args[0]) {
             c.args(["--admin", &self.node.admin.to_string()]);
         } else {
             c.args(["--addr", &self.node.data.to_string()]);
@@ -153,6 +153,24 @@ fn an_admin_grants_a_user_a_token_and_acl_and_the_node_enforces_them() {
     let e = anonymous.fails(&["consume", "--topic", "frames", "--count", "1"]);
     assert!(e.contains("unauthenticated"), "{e}");
 
+    // Tenants through the CLI.
+    root.ok(&[
+        "tenant",
+        "create",
+        "lab",
+        "--prefix",
+        "lab.",
+        "--stored-bytes",
+        "1000000",
+    ]);
+    root.ok(&["user", "add", "dora", "--tenant", "lab"]);
+    assert!(root
+        .ok(&["tenant", "list"])
+        .contains("lab\tlab.\t0\t0\t1000000\t0"));
+    assert!(root.ok(&["user", "list"]).contains("dora\tlab\tlab"));
+    let e = root.fails(&["user", "add", "eve", "--tenant", "nope"]);
+    assert!(e.contains("no tenant nope"), "{e}");
+
     // Revoked: refused from then on.
     let id = &token[4..20];
     root.ok(&["token", "revoke", id]);
@@ -220,4 +238,36 @@ fn bench_fabric_runs_with_auth_off_and_on_in_the_same_run() {
         assert!(runs[0].as_f64().unwrap() > 0.0, "{r}");
     }
     assert!(r["overhead_pct"].is_number(), "{r}");
+}
+
+#[test]
+fn bench_tenants_holds_the_noisy_tenant_to_its_quota() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "tenants",
+            "--rounds",
+            "1",
+            "--bytes",
+            "5000000",
+            "--quota-bytes-per-s",
+            "2000000",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 5 MB with a 2 MB burst and 2 MB/s after it take ≥ 1.5 s: ≤ 1.67× the quota.
+    let over = r["noisy_over_quota"].as_f64().unwrap();
+    assert!(over > 0.0 && over <= 1.8, "{r}");
+    assert!(r["quiet_alone_mb_per_s"][0].as_f64().unwrap() > 0.0, "{r}");
+    assert!(
+        r["quiet_with_noisy_mb_per_s"][0].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
 }

@@ -17,6 +17,10 @@ pub enum UserCommand {
         /// A group the user is in (repeatable); ACL entries can name `Group:G`.
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// The tenant the user belongs to (`diaspora tenant create`): it
+        /// sees and touches only the tenant's topics, under its quotas.
+        #[arg(long)]
+        tenant: Option<String>,
         /// The node.
         #[command(flatten)]
         conn: AdminConn,
@@ -74,6 +78,86 @@ pub enum TokenCommand {
         #[command(flatten)]
         conn: AdminConn,
     },
+}
+
+/// `diaspora tenant …`.
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant owning every topic and group whose name starts with
+    /// PREFIX (or change its quotas). Its users (`user add --tenant`) see
+    /// and touch only those; the tenant's group is granted `all` on them.
+    Create {
+        /// Tenant name.
+        name: String,
+        /// Topic and group name prefix it owns (must not overlap another's).
+        #[arg(long)]
+        prefix: String,
+        /// Most bytes/s its users may produce; beyond it answers are held
+        /// back (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        produce_bytes_per_s: u64,
+        /// Most bytes/s its users may fetch, likewise (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        fetch_bytes_per_s: u64,
+        /// Most bytes its topics may hold; a produce beyond it is refused
+        /// (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        stored_bytes: u64,
+        /// The node.
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+    /// List tenants, their quotas and the bytes they store.
+    List {
+        /// The node.
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+}
+
+/// Runs `diaspora tenant …`.
+pub async fn tenant(c: TenantCommand) -> Result<()> {
+    match c {
+        TenantCommand::Create {
+            name,
+            prefix,
+            produce_bytes_per_s,
+            fetch_bytes_per_s,
+            stored_bytes,
+            conn,
+        } => {
+            let created = admin(&conn)
+                .await?
+                .put_tenant(diaspora_proto::v1::TenantInfo {
+                    name: name.clone(),
+                    prefix: prefix.clone(),
+                    produce_bytes_per_s,
+                    fetch_bytes_per_s,
+                    stored_bytes,
+                    stored_bytes_used: 0,
+                })
+                .await?;
+            println!(
+                "{} tenant {name} owning '{prefix}*'",
+                if created { "created" } else { "updated" }
+            );
+        }
+        TenantCommand::List { conn } => {
+            println!("name\tprefix\tproduce B/s\tfetch B/s\tstored quota\tstored");
+            for t in admin(&conn).await?.list_tenants().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    t.name,
+                    t.prefix,
+                    t.produce_bytes_per_s,
+                    t.fetch_bytes_per_s,
+                    t.stored_bytes,
+                    t.stored_bytes_used
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `diaspora acl …`.
@@ -142,8 +226,16 @@ fn when(us: i64) -> String {
 /// Runs `diaspora user …`.
 pub async fn user(c: UserCommand) -> Result<()> {
     match c {
-        UserCommand::Add { name, groups, conn } => {
-            let created = admin(&conn).await?.put_user(&name, &groups).await?;
+        UserCommand::Add {
+            name,
+            groups,
+            tenant,
+            conn,
+        } => {
+            let created = admin(&conn)
+                .await?
+                .put_user(&name, &groups, tenant.as_deref())
+                .await?;
             println!(
                 "{} user {name}{}",
                 if created { "added" } else { "updated" },
@@ -163,7 +255,7 @@ pub async fn user(c: UserCommand) -> Result<()> {
         }
         UserCommand::List { conn } => {
             for u in admin(&conn).await?.list_users().await? {
-                println!("{}\t{}", u.name, u.groups.join(","));
+                println!("{}\t{}\t{}", u.name, u.groups.join(","), u.tenant);
             }
         }
     }

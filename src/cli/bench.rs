@@ -40,6 +40,52 @@ pub enum BenchCommand {
     /// producer → one consumer, same workloads, same run (needs the `peers`
     /// feature and the servers from ./scripts/peers-install).
     Peers(PeersArgs),
+    /// Tenant isolation: a quiet tenant's produce throughput alone and
+    /// beside a neighbour held to its produce quota, same run.
+    Tenants(TenantsBenchArgs),
+}
+
+/// Arguments of `diaspora bench tenants`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TenantsBenchArgs {
+    /// Payload bytes per item.
+    #[arg(long, default_value_t = 65536)]
+    pub size: usize,
+    /// Bytes each tenant produces per round.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub bytes: u64,
+    /// Rounds (quiet alone, then quiet beside noisy), alternating.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// The noisy tenant's produce quota, bytes/s.
+    #[arg(long, default_value_t = 20_000_000)]
+    pub quota_bytes_per_s: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `diaspora bench tenants`.
+pub async fn tenants(a: TenantsBenchArgs) -> Result<()> {
+    let r = diaspora_fabric::bench::tenants(&diaspora_fabric::bench::TenantsBenchConfig {
+        size: a.size,
+        bytes: a.bytes,
+        rounds: a.rounds,
+        quota_bytes_per_s: a.quota_bytes_per_s,
+    })
+    .await?;
+    print_report(&r, a.json, |r| {
+        format!(
+            "tenants, {} B items, {} MB per round, noisy quota {:.1} MB/s: quiet alone {:.1} MB/s, beside noisy {:.1} MB/s (medians) → slowdown {:.1} %; noisy got {:.2}× its quota",
+            r.size,
+            r.bytes / 1_000_000,
+            r.quota_bytes_per_s as f64 / 1e6,
+            median(&r.quiet_alone_mb_per_s),
+            median(&r.quiet_with_noisy_mb_per_s),
+            r.quiet_slowdown_pct,
+            r.noisy_over_quota
+        )
+    })
 }
 
 /// Arguments of `diaspora bench peers`. They exist in every build (so

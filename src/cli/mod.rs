@@ -129,6 +129,9 @@ pub enum Command {
     /// ACL entries: `allow|deny User:NAME|Group:NAME|User:* OPERATION RESOURCE`.
     #[command(subcommand)]
     Acl(auth::AclCommand),
+    /// Tenants: topic prefixes of their own, isolation, quotas.
+    #[command(subcommand)]
+    Tenant(auth::TenantCommand),
     /// Who the node takes this client to be.
     Whoami(AdminConn),
 }

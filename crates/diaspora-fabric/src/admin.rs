@@ -311,10 +311,20 @@ impl admin_server::Admin for AdminService {
         let r = req.get_ref().clone();
         let created = self.change(&req, format!("put user {}", r.name), |s| {
             Principal::user(&r.name).map_err(invalid)?;
-            for g in &r.groups {
+            let mut groups = r.groups;
+            for g in &groups {
                 crate::auth::valid_name("group", g).map_err(invalid)?;
             }
-            let user = crate::auth::User { groups: r.groups };
+            let tenant = (!r.tenant.is_empty()).then_some(r.tenant);
+            if let Some(t) = &tenant {
+                if !s.tenants.contains_key(t) {
+                    return Err(invalid(format!("no tenant {t} (create it first)")));
+                }
+                if !groups.contains(t) {
+                    groups.push(t.clone());
+                }
+            }
+            let user = crate::auth::User { groups, tenant };
             Ok(s.users.insert(r.name, user).is_none())
         })?;
         Ok(Response::new(v1::PutUserResponse { created }))
@@ -346,6 +356,7 @@ impl admin_server::Admin for AdminService {
             .map(|(name, u)| v1::AuthUser {
                 name,
                 groups: u.groups,
+                tenant: u.tenant.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(v1::ListUsersResponse { users }))
@@ -451,6 +462,65 @@ impl admin_server::Admin for AdminService {
             .map(|e| e.to_string())
             .collect();
         Ok(Response::new(v1::ListAclResponse { entries }))
+    }
+
+    async fn put_tenant(
+        &self,
+        req: Request<v1::PutTenantRequest>,
+    ) -> Result<Response<v1::PutTenantResponse>, Status> {
+        let t = req
+            .get_ref()
+            .tenant
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("PutTenant needs a tenant"))?;
+        let what = format!("put tenant {} (prefix {})", t.name, t.prefix);
+        let created = self.change(&req, what, |s| {
+            let created = s
+                .tenants
+                .insert(
+                    t.name.clone(),
+                    crate::auth::Tenant {
+                        prefix: t.prefix.clone(),
+                        produce_bytes_per_s: t.produce_bytes_per_s,
+                        fetch_bytes_per_s: t.fetch_bytes_per_s,
+                        stored_bytes: t.stored_bytes,
+                    },
+                )
+                .is_none();
+            s.check_tenants().map_err(invalid)?;
+            // The tenant's users (its group) may do everything under its prefix.
+            for e in [
+                format!("allow Group:{} all topic:{}*", t.name, t.prefix),
+                format!("allow Group:{} all group:{}*", t.name, t.prefix),
+            ] {
+                s.acl.grant(e.parse().map_err(invalid)?);
+            }
+            Ok(created)
+        })?;
+        Ok(Response::new(v1::PutTenantResponse { created }))
+    }
+
+    async fn list_tenants(
+        &self,
+        req: Request<v1::ListTenantsRequest>,
+    ) -> Result<Response<v1::ListTenantsResponse>, Status> {
+        self.authorize(&req, Operation::Describe, Resource::cluster())?;
+        let tenants = self
+            .broker
+            .guard
+            .state()
+            .tenants
+            .into_iter()
+            .map(|(name, t)| v1::TenantInfo {
+                stored_bytes_used: self.broker.storage_bytes_under(&t.prefix),
+                name,
+                prefix: t.prefix,
+                produce_bytes_per_s: t.produce_bytes_per_s,
+                fetch_bytes_per_s: t.fetch_bytes_per_s,
+                stored_bytes: t.stored_bytes,
+            })
+            .collect();
+        Ok(Response::new(v1::ListTenantsResponse { tenants }))
     }
 
     async fn who_am_i(
@@ -672,13 +742,19 @@ impl AdminClient {
 }
 
 impl AdminClient {
-    /// Adds a user (or replaces its groups); true when it was new.
-    pub async fn put_user(&mut self, name: &str, groups: &[String]) -> Result<bool, FabricError> {
+    /// Adds a user (or replaces its groups and tenant); true when it was new.
+    pub async fn put_user(
+        &mut self,
+        name: &str,
+        groups: &[String],
+        tenant: Option<&str>,
+    ) -> Result<bool, FabricError> {
         Ok(self
             .inner
             .put_user(v1::PutUserRequest {
                 name: name.into(),
                 groups: groups.to_vec(),
+                tenant: tenant.unwrap_or_default().into(),
             })
             .await
             .map_err(remote)?
@@ -784,6 +860,30 @@ impl AdminClient {
             .map_err(remote)?
             .into_inner()
             .entries)
+    }
+
+    /// Creates a tenant (or changes its prefix and quotas); true when new.
+    pub async fn put_tenant(&mut self, tenant: v1::TenantInfo) -> Result<bool, FabricError> {
+        Ok(self
+            .inner
+            .put_tenant(v1::PutTenantRequest {
+                tenant: Some(tenant),
+            })
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .created)
+    }
+
+    /// Tenants, with the bytes their topics hold.
+    pub async fn list_tenants(&mut self) -> Result<Vec<v1::TenantInfo>, FabricError> {
+        Ok(self
+            .inner
+            .list_tenants(v1::ListTenantsRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .tenants)
     }
 
     /// Who the node takes this client to be.

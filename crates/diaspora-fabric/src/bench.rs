@@ -364,6 +364,7 @@ fn bench_identity(node: &Node) -> Result<String> {
             "bench".into(),
             crate::auth::User {
                 groups: vec!["benchers".into()],
+                tenant: None,
             },
         );
         for i in 0..BENCH_ACL_ENTRIES - 2 {
@@ -511,4 +512,135 @@ pub async fn quinn_relay_baseline(
     );
     conn.close(0u32.into(), b"done");
     Ok(total as f64 / 1e6 / done.duration_since(started).as_secs_f64())
+}
+
+/// What `diaspora bench tenants` runs.
+#[derive(Debug, Clone)]
+pub struct TenantsBenchConfig {
+    /// Payload bytes per item.
+    pub size: usize,
+    /// Bytes each producer sends per round.
+    pub bytes: u64,
+    /// Rounds (each: the quiet tenant alone, then with the noisy one).
+    pub rounds: u32,
+    /// The noisy tenant's produce quota, bytes/s.
+    pub quota_bytes_per_s: u64,
+}
+
+/// Results of `diaspora bench tenants`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantsReport {
+    /// Payload bytes per item.
+    pub size: usize,
+    /// Bytes per producer per round.
+    pub bytes: u64,
+    /// The noisy tenant's produce quota, bytes/s.
+    pub quota_bytes_per_s: u64,
+    /// The quiet tenant's produce+ack MB/s alone, per round.
+    pub quiet_alone_mb_per_s: Vec<f64>,
+    /// The quiet tenant's MB/s while the noisy one produces flat out, per round.
+    pub quiet_with_noisy_mb_per_s: Vec<f64>,
+    /// The noisy tenant's achieved MB/s (over its whole run), per round.
+    pub noisy_mb_per_s: Vec<f64>,
+    /// `1 - median(with) / median(alone)`, per cent: how much the throttled
+    /// neighbour cost the quiet tenant.
+    pub quiet_slowdown_pct: f64,
+    /// Median noisy MB/s over its quota in MB/s.
+    pub noisy_over_quota: f64,
+}
+
+fn median_of(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Two tenants on one node in token mode: `quiet` (no quota) produces
+/// `bytes` alone, then again while `noisy` (under a produce quota) produces
+/// as fast as it may; the quiet tenant's throughput with and without its
+/// throttled neighbour, and what the neighbour got against its quota.
+pub async fn tenants(args: &TenantsBenchConfig) -> Result<TenantsReport> {
+    use crate::auth::{Principal, Tenant, User};
+    anyhow::ensure!(args.quota_bytes_per_s > 0, "the quota must be > 0");
+    let dir = tempfile::tempdir().context("temporary data directory")?;
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.admin_listen = None;
+    cfg.auth.mode = crate::AuthMode::Token;
+    let node = Node::start(cfg).await?;
+    let mut tokens = Vec::new();
+    for (tenant, prefix, quota) in [("quiet", "q.", 0), ("noisy", "n.", args.quota_bytes_per_s)] {
+        let user = Principal::user(tenant).expect("valid name");
+        let issued = node.broker().guard.change(&user, "bench", |s| {
+            s.tenants.insert(
+                tenant.into(),
+                Tenant {
+                    prefix: prefix.into(),
+                    produce_bytes_per_s: quota,
+                    ..Default::default()
+                },
+            );
+            s.users.insert(
+                tenant.into(),
+                User {
+                    groups: vec![tenant.into()],
+                    tenant: Some(tenant.into()),
+                },
+            );
+            s.acl.grant(
+                format!("allow Group:{tenant} all topic:{prefix}*")
+                    .parse()
+                    .expect("valid entry"),
+            );
+            s.tokens
+                .create(&user, "bench", crate::Guard::now_us(), None)
+                .map_err(|e| crate::FabricError::Invalid(e.to_string()))
+        })?;
+        let topic = format!("{prefix}bench");
+        crate::topic::ensure_topic(node.broker(), &topic, &TopicSettings::with_partitions(2))
+            .await?;
+        let mut cc = ClientConfig::new(node.data_addr(), node.ca_file());
+        cc.token = Some(issued.token);
+        tokens.push((Client::connect(cc).await?, topic));
+    }
+    let items = (args.bytes / args.size.max(1) as u64).max(1);
+    let size = args.size;
+    let run = move |client: Client, topic: String| async move {
+        let producer = Producer::new(&client, ProducerConfig::new(&topic)).await?;
+        let payload = synthetic_payload(size);
+        let started = Instant::now();
+        let mut acks = Vec::new();
+        for _ in 0..items {
+            acks.push(producer.send(payload_item(payload.clone())).await?);
+        }
+        for a in acks {
+            a.await?;
+        }
+        Ok::<f64, anyhow::Error>(items as f64 * size as f64 / 1e6 / started.elapsed().as_secs_f64())
+    };
+    let (quiet, noisy) = (tokens[0].clone(), tokens[1].clone());
+    let (mut alone, mut with, mut noisy_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds.max(1) {
+        alone.push(run(quiet.0.clone(), quiet.1.clone()).await?);
+        let n = tokio::spawn(run(noisy.0.clone(), noisy.1.clone()));
+        // Let the noisy tenant reach its throttled steady state first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        with.push(run(quiet.0.clone(), quiet.1.clone()).await?);
+        noisy_rates.push(n.await.context("noisy producer")??);
+    }
+    node.shutdown().await;
+    let (a, w) = (median_of(&alone), median_of(&with));
+    Ok(TenantsReport {
+        size: args.size,
+        bytes: args.bytes,
+        quota_bytes_per_s: args.quota_bytes_per_s,
+        quiet_slowdown_pct: (1.0 - w / a) * 100.0,
+        noisy_over_quota: median_of(&noisy_rates) / (args.quota_bytes_per_s as f64 / 1e6),
+        quiet_alone_mb_per_s: alone,
+        quiet_with_noisy_mb_per_s: with,
+        noisy_mb_per_s: noisy_rates,
+    })
 }

@@ -840,6 +840,17 @@ impl Broker {
             .map(|p| p.log.size_bytes())
             .sum()
     }
+
+    /// Bytes stored by the topics whose names start with `prefix` (a tenant's).
+    pub fn storage_bytes_under(&self, prefix: &str) -> u64 {
+        self.topics
+            .read()
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .flat_map(|(_, t)| t.partitions.iter())
+            .map(|p| p.log.size_bytes())
+            .sum()
+    }
 }
 
 /// The node id kept in `DATA_DIR/node_id`, made on first start.

@@ -171,7 +171,23 @@ pub struct Guard {
     audit: Mutex<Audit>,
     /// Requests refused (permission or authentication).
     pub refusals: AtomicU64,
+    /// Tenants' rate quotas: (tenant, produce?) → bucket.
+    buckets: Mutex<std::collections::HashMap<(String, bool), Bucket>>,
+    /// Time answers were held back by tenants' rate quotas, ms.
+    pub throttled_ms: AtomicU64,
 }
+
+/// A token bucket of bytes per second (burst: one second's worth); it may
+/// go into debt, which the caller waits off.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+/// Longest single wait a rate quota imposes on one answer; the rest of a
+/// debt is waited off by later requests.
+pub const THROTTLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -199,6 +215,8 @@ impl Guard {
                 bytes: 0,
             }),
             refusals: AtomicU64::new(0),
+            buckets: Mutex::new(Default::default()),
+            throttled_ms: AtomicU64::new(0),
         })
     }
 
@@ -285,28 +303,97 @@ impl Guard {
         !p.is_anonymous() && self.config.superusers.iter().any(|s| s == p.name())
     }
 
+    /// The ACL's and the tenant's verdict (authentication checked before).
+    fn decide(
+        &self,
+        session: &Session,
+        operation: Operation,
+        resource: &Resource,
+    ) -> std::result::Result<(), String> {
+        if self.is_superuser(&session.principal) {
+            return Ok(());
+        }
+        let state = self.state.read();
+        if resource.kind == ResourceKind::Topic {
+            if let Some((name, t)) = state.tenant_of(&session.principal) {
+                if !resource.name.starts_with(&t.prefix) {
+                    return Err(format!(
+                        "tenant {name} owns only topics under '{}'",
+                        t.prefix
+                    ));
+                }
+            }
+        }
+        match state.acl.check(
+            &session.principal,
+            state.groups_of(&session.principal),
+            operation,
+            resource,
+        ) {
+            crate::auth::Decision::Allowed => Ok(()),
+            crate::auth::Decision::Denied(Some(e)) => Err(format!("denied by `{e}`")),
+            crate::auth::Decision::Denied(None) => Err("no ACL entry allows it".into()),
+        }
+    }
+
     /// Whether `session` may do `operation` on `resource`, without
     /// auditing (for filtering lists).
     pub fn allows(&self, session: &Session, operation: Operation, resource: &Resource) -> bool {
+        !self.enforcing()
+            || (self.authenticated(session).is_ok()
+                && self.decide(session, operation, resource).is_ok())
+    }
+
+    /// How long to hold back the answer to a request of a tenant's user
+    /// that moved `bytes` (produced, or fetched): zero within the tenant's
+    /// rate quota, else the time its debt takes to pay off (at most
+    /// [`THROTTLE_MAX`]).
+    pub fn throttle(&self, session: &Session, produce: bool, bytes: u64) -> std::time::Duration {
+        use std::time::{Duration, Instant};
+        if !self.enforcing() || bytes == 0 {
+            return Duration::ZERO;
+        }
+        let (tenant, rate) = {
+            let state = self.state.read();
+            let Some((name, t)) = state.tenant_of(&session.principal) else {
+                return Duration::ZERO;
+            };
+            let rate = if produce {
+                t.produce_bytes_per_s
+            } else {
+                t.fetch_bytes_per_s
+            };
+            (name.to_string(), rate as f64)
+        };
+        if rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        let b = buckets.entry((tenant, produce)).or_insert(Bucket {
+            tokens: rate,
+            last: now,
+        });
+        b.tokens = (b.tokens + rate * now.duration_since(b.last).as_secs_f64()).min(rate);
+        b.last = now;
+        b.tokens -= bytes as f64;
+        if b.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        let wait = Duration::from_secs_f64(-b.tokens / rate).min(THROTTLE_MAX);
+        self.throttled_ms
+            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+        wait
+    }
+
+    /// The stored-bytes quota of the session's tenant: (tenant, prefix, quota).
+    pub fn stored_quota(&self, session: &Session) -> Option<(String, String, u64)> {
         if !self.enforcing() {
-            return true;
-        }
-        if self.authenticated(session).is_err() {
-            return false;
-        }
-        if self.is_superuser(&session.principal) {
-            return true;
+            return None;
         }
         let state = self.state.read();
-        state
-            .acl
-            .check(
-                &session.principal,
-                state.groups_of(&session.principal),
-                operation,
-                resource,
-            )
-            .is_allowed()
+        let (name, t) = state.tenant_of(&session.principal)?;
+        (t.stored_bytes > 0).then(|| (name.to_string(), t.prefix.clone(), t.stored_bytes))
     }
 
     /// Checks one request: refused with `UNAUTHENTICATED` or
@@ -321,25 +408,9 @@ impl Guard {
             return Ok(());
         }
         self.authenticated(session)?;
-        if self.is_superuser(&session.principal) {
-            return Ok(());
-        }
-        let decision = {
-            let state = self.state.read();
-            state.acl.check(
-                &session.principal,
-                state.groups_of(&session.principal),
-                operation,
-                resource,
-            )
-        };
-        match decision {
-            crate::auth::Decision::Allowed => Ok(()),
-            crate::auth::Decision::Denied(entry) => {
-                let reason = match entry {
-                    Some(e) => format!("denied by `{e}`"),
-                    None => "no ACL entry allows it".to_string(),
-                };
+        match self.decide(session, operation, resource) {
+            Ok(()) => Ok(()),
+            Err(reason) => {
                 self.record(
                     &session.principal,
                     "denied",

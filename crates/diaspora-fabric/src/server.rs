@@ -298,6 +298,21 @@ async fn handle_inner(
         }
         Body::ProduceRequest(p) => {
             check(broker, session, Op::Write, Topic, &p.topic)?;
+            let quota = broker.guard.stored_quota(&session.read());
+            if let Some((tenant, prefix, quota)) = quota {
+                let used = broker.storage_bytes_under(&prefix);
+                let after = used + p.batch.len() as u64;
+                if after > quota {
+                    return Err(FabricError::Limit {
+                        what: format!("tenant {tenant}'s stored bytes with this batch:"),
+                        unit: " bytes",
+                        value: after,
+                        limit_name: "its stored_bytes quota",
+                        limit: quota,
+                    });
+                }
+            }
+            let produced = p.batch.len() as u64;
             let big = p.batch.len() > (256 << 10)
                 || matches!(broker.config().fsync, diaspora_log::FsyncPolicy::Always);
             let ack = if big {
@@ -309,6 +324,12 @@ async fn handle_inner(
             } else {
                 broker.produce(&p.topic, p.partition, &p.batch)?
             };
+            // A tenant over its produce rate: the batch is stored and
+            // acknowledged, the answer held back (throttling, not refusal).
+            let wait = broker.guard.throttle(&session.read(), true, produced);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             Body::ProduceResponse(v1::ProduceResponse {
                 base_offset: ack.base_offset,
                 last_offset: ack.last_offset,
@@ -326,6 +347,11 @@ async fn handle_inner(
                     Duration::from_millis(f.max_wait_ms.into()),
                 )
                 .await?;
+            let fetched: u64 = r.batches.iter().map(|b| b.len() as u64).sum();
+            let wait = broker.guard.throttle(&session.read(), false, fetched);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             if f.metadata_only {
                 Body::FetchResponse(v1::FetchResponse {
                     batches: Vec::new(),

@@ -191,7 +191,7 @@ async fn admin_calls(a: &mut AdminClient) -> Vec<(&'static str, Result<(), Fabri
             a.commit_group_offset("g", "t", 0, 1).await,
         ),
         ("Stats", a.stats().await.map(drop)),
-        ("PutUser", a.put_user("dave", &[]).await.map(drop)),
+        ("PutUser", a.put_user("dave", &[], None).await.map(drop)),
         ("ListUsers", a.list_users().await.map(drop)),
         ("CreateToken", a.create_token("dave", "", 0).await.map(drop)),
         ("ListTokens", a.list_tokens("").await.map(drop)),
@@ -589,4 +589,173 @@ async fn a_bridge_has_its_own_identity_on_each_side_and_needs_only_what_it_does(
     .err()
     .expect("refused");
     assert!(e.to_string().contains("permission denied"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_only_their_own_topics_and_their_quotas_hold() {
+    let w = World::start(AuthMode::Certificate).await;
+    let certs = w.node.ca_file().parent().unwrap().to_path_buf();
+    for user in ["ana", "ben", "cid"] {
+        issue_client_cert(&certs, user, &w.clients).unwrap();
+    }
+    let mut root = w.admin(Some("root"), None).await;
+    let tenant = |name: &str, prefix: &str, produce: u64, stored: u64| v1::TenantInfo {
+        name: name.into(),
+        prefix: prefix.into(),
+        produce_bytes_per_s: produce,
+        stored_bytes: stored,
+        ..Default::default()
+    };
+    assert!(root
+        .put_tenant(tenant("lab-a", "a.", 2_000_000, 0))
+        .await
+        .unwrap());
+    root.put_tenant(tenant("lab-b", "b.", 0, 0)).await.unwrap();
+    root.put_tenant(tenant("lab-c", "c.", 0, 64 << 10))
+        .await
+        .unwrap();
+    // Prefixes may not overlap.
+    let e = root
+        .put_tenant(tenant("lab-x", "a.x", 0, 0))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("overlaps"), "{e}");
+    root.put_user("ana", &[], Some("lab-a")).await.unwrap();
+    root.put_user("ben", &[], Some("lab-b")).await.unwrap();
+    root.put_user("cid", &[], Some("lab-c")).await.unwrap();
+    // Even an ACL entry that allows everyone everything does not open
+    // another tenant's topics.
+    root.grant_acl(&["allow User:* all topic:*".into()])
+        .await
+        .unwrap();
+    let cfg = |partitions| v1::TopicConfig {
+        partitions,
+        ..Default::default()
+    };
+    for t in ["a.frames", "b.frames", "c.frames", "shared"] {
+        root.create_topic(t, cfg(1)).await.unwrap();
+    }
+
+    let mut ana_admin = w.admin(Some("ana"), None).await;
+    assert_eq!(
+        ana_admin.list_topics().await.unwrap(),
+        vec!["a.frames".to_string()]
+    );
+    let e = ana_admin.describe_topic("b.frames").await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::PermissionDenied), "{e}");
+    assert!(
+        e.to_string()
+            .contains("tenant lab-a owns only topics under 'a.'"),
+        "{e}"
+    );
+    // Its users may create topics under their prefix, and only there.
+    ana_admin.create_topic("a.more", cfg(1)).await.unwrap();
+    let e = ana_admin.create_topic("b.mine", cfg(1)).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::PermissionDenied), "{e}");
+    let ana = w.data(Some("ana"), None).await.unwrap();
+    for body in [
+        Body::MetadataRequest(v1::MetadataRequest {
+            topic: "b.frames".into(),
+        }),
+        Body::ProduceRequest(v1::ProduceRequest {
+            topic: "b.frames".into(),
+            partition: 0,
+            batch: batch(),
+        }),
+        Body::FetchRequest(v1::FetchRequest {
+            topic: "b.frames".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+            metadata_only: false,
+        }),
+    ] {
+        let e = ana.call(body).await.unwrap_err();
+        assert_eq!(code(&e), Some(ErrorCode::PermissionDenied), "{e}");
+    }
+
+    // lab-a's produce quota (2 MB/s, a burst of one second's worth): 6 MB
+    // take at least (6 − 2) / 2 = 2 s, all of it acknowledged.
+    let p = Producer::new(&ana, ProducerConfig::new("a.frames"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut acks = Vec::new();
+    for _ in 0..24 {
+        acks.push(
+            p.send(payload_item(Bytes::from(vec![7u8; 250_000])))
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "6 MB at 2 MB/s took {took:?}"
+    );
+    assert!(
+        w.node
+            .broker()
+            .guard
+            .throttled_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert_eq!(
+        w.node.broker().topic("a.frames").unwrap().partitions[0]
+            .log
+            .next_offset(),
+        24
+    );
+
+    // lab-c may keep 64 KiB: the batch that would go past it is refused
+    // whole, and what was acknowledged before stays.
+    let cid = w.data(Some("cid"), None).await.unwrap();
+    let mut stored = 0u64;
+    let refused = loop {
+        let r = cid
+            .call(Body::ProduceRequest(v1::ProduceRequest {
+                topic: "c.frames".into(),
+                partition: 0,
+                batch: {
+                    let mut b = BatchBuilder::new(Compression::None);
+                    b.push(&[1u8; 10_000], 1);
+                    b.finish()
+                },
+            }))
+            .await;
+        match r {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            stored < 100,
+            "the stored-bytes quota never stopped the tenant"
+        );
+    };
+    assert_eq!(code(&refused), Some(ErrorCode::LimitExceeded), "{refused}");
+    assert!(
+        refused.to_string().contains("stored_bytes quota"),
+        "{refused}"
+    );
+    assert!(
+        (5..=7).contains(&stored),
+        "{stored} batches of 10 kB under 64 KiB"
+    );
+    assert_eq!(
+        w.node.broker().topic("c.frames").unwrap().partitions[0]
+            .log
+            .next_offset(),
+        stored
+    );
+    let listed = root.list_tenants().await.unwrap();
+    let c = listed.iter().find(|t| t.name == "lab-c").unwrap();
+    assert!(
+        c.stored_bytes_used > 0 && c.stored_bytes_used <= 64 << 10,
+        "{c:?}"
+    );
 }

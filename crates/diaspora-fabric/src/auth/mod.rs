@@ -27,7 +27,7 @@ pub use acl::{
     ResourceKind, ResourcePattern, Subject, ACL_ENTRIES_MAX,
 };
 pub use principal::{principal_from_cert_der, valid_name, Principal, PrincipalError};
-pub use state::{AuthState, StateError, User};
+pub use state::{AuthState, StateError, Tenant, User, TENANTS_MAX};
 pub use token::{token_id, IssuedToken, TokenError, TokenRecord, TokenStore, TOKEN_PREFIX};
 
 /// Runs every auth parser on arbitrary bytes (the fuzz targets' bodies,

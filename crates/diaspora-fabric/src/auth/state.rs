@@ -42,6 +42,32 @@ pub struct User {
     /// The groups the user is in.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The tenant the user belongs to: it may touch only topics under the
+    /// tenant's prefix, and the tenant's quotas apply to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Most tenants one node keeps.
+pub const TENANTS_MAX: usize = 10_000;
+
+/// A tenant: owns the topics whose names start with its prefix; its users
+/// cannot see or touch any other topic; quotas bound what they move and keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Topic-name prefix the tenant owns (no other tenant's may overlap it).
+    pub prefix: String,
+    /// Most payload bytes per second its users may produce (0: no limit);
+    /// beyond it the node delays its answers (throttling, as Kafka does).
+    #[serde(default)]
+    pub produce_bytes_per_s: u64,
+    /// Most bytes per second its users may fetch (0: no limit), likewise.
+    #[serde(default)]
+    pub fetch_bytes_per_s: u64,
+    /// Most bytes its topics may hold on the node (0: no limit); a produce
+    /// beyond it is refused with LIMIT_EXCEEDED and nothing is written.
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +80,8 @@ struct Document {
     /// ACL entries in their one-line text form.
     #[serde(default)]
     acl: Vec<String>,
+    #[serde(default)]
+    tenants: BTreeMap<String, Tenant>,
 }
 
 /// Users, groups, tokens and the ACL.
@@ -65,6 +93,8 @@ pub struct AuthState {
     pub tokens: TokenStore,
     /// ACL entries.
     pub acl: Acl,
+    /// Tenants by name.
+    pub tenants: BTreeMap<String, Tenant>,
 }
 
 impl AuthState {
@@ -73,6 +103,50 @@ impl AuthState {
         self.users
             .get(principal.name())
             .map_or(&[], |u| u.groups.as_slice())
+    }
+
+    /// The tenant of a principal, if it belongs to one.
+    pub fn tenant_of(&self, principal: &Principal) -> Option<(&str, &Tenant)> {
+        let name = self.users.get(principal.name())?.tenant.as_deref()?;
+        self.tenants.get(name).map(|t| (name, t))
+    }
+
+    /// The tenant owning `topic`, if any.
+    pub fn owner_of(&self, topic: &str) -> Option<&str> {
+        self.tenants
+            .iter()
+            .find(|(_, t)| topic.starts_with(&t.prefix))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Checks tenants: names, prefixes that do not overlap, users' tenants
+    /// that exist.
+    pub fn check_tenants(&self) -> Result<(), String> {
+        if self.tenants.len() > TENANTS_MAX {
+            return Err(format!("more than {TENANTS_MAX} tenants"));
+        }
+        for (name, t) in &self.tenants {
+            valid_name("tenant", name).map_err(|e| e.to_string())?;
+            valid_name("tenant prefix", &t.prefix).map_err(|e| e.to_string())?;
+            for (other, o) in &self.tenants {
+                if other != name
+                    && (o.prefix.starts_with(&t.prefix) || t.prefix.starts_with(&o.prefix))
+                {
+                    return Err(format!(
+                        "tenant {name}'s prefix '{}' overlaps tenant {other}'s '{}'",
+                        t.prefix, o.prefix
+                    ));
+                }
+            }
+        }
+        for (user, u) in &self.users {
+            if let Some(t) = &u.tenant {
+                if !self.tenants.contains_key(t) {
+                    return Err(format!("user {user} is in unknown tenant {t}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Parses and checks a state document.
@@ -118,11 +192,14 @@ impl AuthState {
             })?;
             entries.push(e);
         }
-        Ok(AuthState {
+        let state = AuthState {
             users: doc.users,
             tokens: doc.tokens,
             acl: Acl::new(entries),
-        })
+            tenants: doc.tenants,
+        };
+        state.check_tenants()?;
+        Ok(state)
     }
 
     /// The state document.
@@ -132,6 +209,7 @@ impl AuthState {
             users: self.users.clone(),
             tokens: self.tokens.clone(),
             acl: self.acl.entries().iter().map(|e| e.to_string()).collect(),
+            tenants: self.tenants.clone(),
         };
         serde_json::to_vec_pretty(&doc).expect("the state serialises")
     }
@@ -190,6 +268,7 @@ mod tests {
             "alice".into(),
             User {
                 groups: vec!["trainers".into()],
+                tenant: None,
             },
         );
         let alice = Principal::user("alice").unwrap();
