@@ -25,7 +25,7 @@ impl As<'_> {
             c.args(["--addr", &self.node.data.to_string()]);
         }
         if let Some((cert, key)) = &self.cert {
-            c.args(["--cert", cert, "--key", key]);
+            c.args(["--cert", cert, "--cert-key", key]);
         }
         c.env_remove("DIASPORA_TOKEN");
         if let Some(t) = &self.token {
@@ -210,20 +210,12 @@ fn serve_says_when_it_is_open_and_will_not_open_a_public_address_by_accident() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("unknown auth mode 'open'"));
 }
 
-#[test]
-fn bench_fabric_runs_with_auth_off_and_on_in_the_same_run() {
+/// Runs `diaspora bench ARGS… --json` and returns its report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN)
-        .args([
-            "bench",
-            "fabric",
-            "--auth-compare",
-            "1",
-            "--items",
-            "3000",
-            "--size",
-            "256",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .output()
         .unwrap();
     assert!(
@@ -231,7 +223,20 @@ fn bench_fabric_runs_with_auth_off_and_on_in_the_same_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_fabric_runs_with_auth_off_and_on_in_the_same_run() {
+    let r = bench_json(&[
+        "fabric",
+        "--auth-compare",
+        "1",
+        "--items",
+        "3000",
+        "--size",
+        "256",
+    ]);
     for k in ["off_mb_per_s", "on_mb_per_s"] {
         let runs = r[k].as_array().unwrap();
         assert_eq!(runs.len(), 1, "{r}");
@@ -242,26 +247,15 @@ fn bench_fabric_runs_with_auth_off_and_on_in_the_same_run() {
 
 #[test]
 fn bench_tenants_holds_the_noisy_tenant_to_its_quota() {
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "tenants",
-            "--rounds",
-            "1",
-            "--bytes",
-            "5000000",
-            "--quota-bytes-per-s",
-            "2000000",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = bench_json(&[
+        "tenants",
+        "--rounds",
+        "1",
+        "--bytes",
+        "5000000",
+        "--quota-bytes-per-s",
+        "2000000",
+    ]);
     // 5 MB with a 2 MB burst and 2 MB/s after it take ≥ 1.5 s: ≤ 1.67× the quota.
     let over = r["noisy_over_quota"].as_f64().unwrap();
     assert!(over > 0.0 && over <= 1.8, "{r}");

@@ -37,22 +37,22 @@ pub struct BridgeArgs {
     /// CA for both nodes when they share one.
     #[arg(long, default_value = DEFAULT_CA)]
     ca: PathBuf,
-    /// The bridge's client certificate at the source (needs --from-key).
-    #[arg(long, requires = "from_key")]
+    /// The bridge's client certificate at the source (needs --from-cert-key).
+    #[arg(long, requires = "from_cert_key")]
     from_cert: Option<PathBuf>,
     /// Private key of --from-cert.
     #[arg(long, requires = "from_cert")]
-    from_key: Option<PathBuf>,
+    from_cert_key: Option<PathBuf>,
     /// The bridge's bearer token at the source (it reads the topic and
     /// commits group `bridge.NAME` there).
     #[arg(long, env = "DIASPORA_FROM_TOKEN", hide_env_values = true)]
     from_token: Option<String>,
-    /// The bridge's client certificate at the target (needs --to-key).
-    #[arg(long, requires = "to_key")]
+    /// The bridge's client certificate at the target (needs --to-cert-key).
+    #[arg(long, requires = "to_cert_key")]
     to_cert: Option<PathBuf>,
     /// Private key of --to-cert.
     #[arg(long, requires = "to_cert")]
-    to_key: Option<PathBuf>,
+    to_cert_key: Option<PathBuf>,
     /// The bridge's bearer token at the target (it writes the topic there).
     #[arg(long, env = "DIASPORA_TO_TOKEN", hide_env_values = true)]
     to_token: Option<String>,
@@ -114,8 +114,8 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
         }),
         _ => None,
     };
-    let from_identity = identity(&a.from_cert, &a.from_key);
-    let to_identity = identity(&a.to_cert, &a.to_key);
+    let from_identity = identity(&a.from_cert, &a.from_cert_key);
+    let to_identity = identity(&a.to_cert, &a.to_cert_key);
     let client_config = |addr, ca: &PathBuf, id: &Option<_>, token: &Option<String>| {
         let mut c = ClientConfig::new(addr, ca);
         c.congestion = a.congestion;

@@ -165,12 +165,12 @@ pub struct AdminConn {
 #[derive(Args, Clone, Default)]
 pub struct Credentials {
     /// Client certificate to present (`diaspora certs client --name NAME`);
-    /// the node takes its CN as this client's user. Needs --key.
-    #[arg(long, requires = "key")]
+    /// the node takes its CN as this client's user. Needs --cert-key.
+    #[arg(long, requires = "cert_key")]
     pub cert: Option<PathBuf>,
     /// Private key of --cert.
     #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
+    pub cert_key: Option<PathBuf>,
     /// Bearer token (`diaspora token create`); better given in the
     /// environment than on the command line, where `ps` shows it.
     #[arg(long, env = "DIASPORA_TOKEN", hide_env_values = true)]
@@ -180,7 +180,7 @@ pub struct Credentials {
 impl Credentials {
     /// The client certificate, if given.
     pub fn identity(&self) -> Option<diaspora_fabric::tls::ClientIdentity> {
-        match (&self.cert, &self.key) {
+        match (&self.cert, &self.cert_key) {
             (Some(cert), Some(key)) => Some(diaspora_fabric::tls::ClientIdentity {
                 cert: cert.clone(),
                 key: key.clone(),

@@ -201,7 +201,7 @@ pub fn certs(a: CertsArgs) -> Result<()> {
             id.key.display()
         );
         println!(
-            "connect with: --cert {} --key {}",
+            "connect with: --cert {} --cert-key {}",
             id.cert.display(),
             id.key.display()
         );
