@@ -73,6 +73,25 @@ fn fab(context: impl Into<String>) -> impl FnOnce(FabricError) -> PoolError {
     move |source| PoolError::Fabric { context, source }
 }
 
+/// Commits a group consumer's position. A `FENCED` answer — this member
+/// was dropped from its group's generation while it ran a task (it did not
+/// poll within the rebalance timeout) — is no failure: the consumer
+/// re-joins at its next poll, and the partition's owner reads from the last
+/// accepted commit, so at worst a task runs again and the one-result-per-key
+/// rule keeps its first result.
+async fn commit_fenced_ok(c: &mut Consumer, context: &str) -> Result<(), PoolError> {
+    match c.commit().await {
+        Err(FabricError::Remote {
+            code: diaspora_proto::v1::ErrorCode::Fenced,
+            message,
+        }) => {
+            tracing::info!(%message, "{context}: fenced; re-joining the group");
+            Ok(())
+        }
+        r => r.map_err(fab(context)),
+    }
+}
+
 /// The names of a pool's topics and groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolTopics {
@@ -707,10 +726,7 @@ pub async fn run_worker(
                 Ok(task) => {
                     if shared.lock().expect("lock").skip.contains(&task.key) {
                         summary.skipped += 1;
-                        tasks
-                            .commit()
-                            .await
-                            .map_err(fab("committing a skipped task"))?;
+                        commit_fenced_ok(&mut tasks, "committing a skipped task").await?;
                         continue;
                     }
                     // Re-delivered after a rebalance while another worker
@@ -728,10 +744,7 @@ pub async fn run_worker(
                     };
                     if !run {
                         summary.skipped += 1;
-                        tasks
-                            .commit()
-                            .await
-                            .map_err(fab("committing a task run elsewhere"))?;
+                        commit_fenced_ok(&mut tasks, "committing a task run elsewhere").await?;
                         continue;
                     }
                     {
@@ -762,7 +775,7 @@ pub async fn run_worker(
                                 // Its new worker publishes the outcome; the
                                 // pool re-publishes the task if that worker
                                 // is lost.
-                                tasks.commit().await.map_err(fab("committing a moved task"))?;
+                                commit_fenced_ok(&mut tasks, "committing a moved task").await?;
                                 let mut s = shared.lock().expect("lock");
                                 s.in_flight.clear();
                                 s.migratable.clear();
@@ -797,7 +810,7 @@ pub async fn run_worker(
                 .map_err(fab("publishing an outcome"))?
                 .await
                 .map_err(fab("publishing an outcome"))?;
-            tasks.commit().await.map_err(fab("committing a task"))?;
+            commit_fenced_ok(&mut tasks, "committing a task").await?;
             shared.lock().expect("lock").in_flight.clear();
         }
         Ok::<(), PoolError>(())
@@ -1677,10 +1690,7 @@ pub async fn run_pool(
                 }
             }
             if handled > 0 {
-                outcomes
-                    .commit()
-                    .await
-                    .map_err(fab("committing outcomes"))?;
+                commit_fenced_ok(&mut outcomes, "committing outcomes").await?;
             }
 
             // Supervise.
