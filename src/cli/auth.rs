@@ -237,13 +237,16 @@ pub async fn user(c: UserCommand) -> Result<()> {
                 .put_user(&name, &groups, tenant.as_deref())
                 .await?;
             println!(
-                "{} user {name}{}",
+                "{} user {name}{}{}",
                 if created { "added" } else { "updated" },
                 if groups.is_empty() {
                     String::new()
                 } else {
                     format!(" in group(s) {}", groups.join(", "))
-                }
+                },
+                tenant
+                    .map(|t| format!(" of tenant {t}"))
+                    .unwrap_or_default()
             );
         }
         UserCommand::Remove { name, conn } => {
