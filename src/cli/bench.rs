@@ -80,8 +80,8 @@ pub async fn tenants(a: TenantsBenchArgs) -> Result<()> {
             r.size,
             r.bytes / 1_000_000,
             r.quota_bytes_per_s as f64 / 1e6,
-            median(&r.quiet_alone_mb_per_s),
-            median(&r.quiet_with_noisy_mb_per_s),
+            diaspora_fabric::bench::median(&r.quiet_alone_mb_per_s),
+            diaspora_fabric::bench::median(&r.quiet_with_noisy_mb_per_s),
             r.quiet_slowdown_pct,
             r.noisy_over_quota
         )
@@ -360,17 +360,6 @@ pub struct AuthCompareReport {
     pub overhead_pct: f64,
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
 async fn auth_compare(a: &FabricBenchArgs, rounds: u32) -> Result<AuthCompareReport> {
     let mut cfg = a.config();
     cfg.no_baseline = true;
@@ -382,7 +371,10 @@ async fn auth_compare(a: &FabricBenchArgs, rounds: u32) -> Result<AuthCompareRep
             if auth { &mut on } else { &mut off }.push(r.mb_per_s);
         }
     }
-    let (m_off, m_on) = (median(&off), median(&on));
+    let (m_off, m_on) = (
+        diaspora_fabric::bench::median(&off),
+        diaspora_fabric::bench::median(&on),
+    );
     Ok(AuthCompareReport {
         size: a.size,
         items: a.items,

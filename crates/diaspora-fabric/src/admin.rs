@@ -368,7 +368,7 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         let r = req.get_ref().clone();
         let user = Principal::user(&r.user).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let now = Guard::now_us();
+        let now = crate::item::now_us();
         let expires =
             (r.ttl_s > 0).then(|| now.saturating_add((r.ttl_s as i64).saturating_mul(1_000_000)));
         let issued = self.change(&req, format!("create token for {user}"), |s| {
@@ -406,7 +406,7 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
         let id = req.get_ref().id.clone();
         let revoked = self.change(&req, format!("revoke token {id}"), |s| {
-            Ok(s.tokens.revoke(&id, Guard::now_us()))
+            Ok(s.tokens.revoke(&id, crate::item::now_us()))
         })?;
         Ok(Response::new(v1::RevokeTokenResponse { revoked }))
     }

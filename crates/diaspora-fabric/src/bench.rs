@@ -380,7 +380,7 @@ fn bench_identity(node: &Node) -> Result<String> {
             s.acl.grant(e.parse().expect("valid entry"));
         }
         s.tokens
-            .create(&user, "bench", crate::Guard::now_us(), None)
+            .create(&user, "bench", crate::item::now_us(), None)
             .map_err(|e| crate::FabricError::Invalid(e.to_string()))
     })?;
     Ok(issued.token)
@@ -549,7 +549,8 @@ pub struct TenantsReport {
     pub noisy_over_quota: f64,
 }
 
-fn median_of(v: &[f64]) -> f64 {
+/// The median of `v` (0 for none).
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     match s.len() {
@@ -596,7 +597,7 @@ pub async fn tenants(args: &TenantsBenchConfig) -> Result<TenantsReport> {
                     .expect("valid entry"),
             );
             s.tokens
-                .create(&user, "bench", crate::Guard::now_us(), None)
+                .create(&user, "bench", crate::item::now_us(), None)
                 .map_err(|e| crate::FabricError::Invalid(e.to_string()))
         })?;
         let topic = format!("{prefix}bench");
@@ -632,13 +633,13 @@ pub async fn tenants(args: &TenantsBenchConfig) -> Result<TenantsReport> {
         noisy_rates.push(n.await.context("noisy producer")??);
     }
     node.shutdown().await;
-    let (a, w) = (median_of(&alone), median_of(&with));
+    let (a, w) = (median(&alone), median(&with));
     Ok(TenantsReport {
         size: args.size,
         bytes: args.bytes,
         quota_bytes_per_s: args.quota_bytes_per_s,
         quiet_slowdown_pct: (1.0 - w / a) * 100.0,
-        noisy_over_quota: median_of(&noisy_rates) / (args.quota_bytes_per_s as f64 / 1e6),
+        noisy_over_quota: median(&noisy_rates) / (args.quota_bytes_per_s as f64 / 1e6),
         quiet_alone_mb_per_s: alone,
         quiet_with_noisy_mb_per_s: with,
         noisy_mb_per_s: noisy_rates,

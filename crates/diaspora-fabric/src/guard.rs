@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::auth::{token_id, AuthState, Operation, Principal, Resource, ResourceKind};
 use crate::error::{FabricError, Result};
+use crate::item::now_us;
 
 /// How a node authenticates its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -188,12 +189,6 @@ struct Bucket {
 /// Longest single wait a rate quota imposes on one answer; the rest of a
 /// debt is waited off by later requests.
 pub const THROTTLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
 
 impl Guard {
     /// Loads `DATA_DIR/auth/state.json` (absent: empty).
@@ -472,11 +467,6 @@ impl Guard {
         *self.state.write() = next;
         self.record(by, "changed", None, None, what);
         Ok(r)
-    }
-
-    /// The current time as the guard uses it (µs since the epoch).
-    pub fn now_us() -> i64 {
-        now_us()
     }
 }
 

@@ -397,7 +397,7 @@ async fn revoked_and_expired_tokens_are_refused_on_connections_opened_before() {
             .guard
             .change(&root, "bootstrap", |s| {
                 s.tokens
-                    .create(&root, "test", diaspora_fabric::Guard::now_us(), None)
+                    .create(&root, "test", diaspora_fabric::item::now_us(), None)
                     .map_err(|e| FabricError::Invalid(e.to_string()))
             })
             .unwrap()
