@@ -213,3 +213,41 @@ fn demo_records_lineage_and_explains_the_bad_frame() {
         (Some(63), Some(4))
     );
 }
+
+/// The stages of a workflow are separate processes that open one SQLite
+/// store at the same moment (the ptychography twin's three stages): each
+/// open waits its turn. Switching a new file to WAL and creating the schema
+/// upgrade a lock, and SQLite answers a contended upgrade with "database is
+/// locked" at once, busy timeout or not; the open retries those.
+#[test]
+fn processes_opening_one_new_store_at_once_all_succeed() {
+    for round in 0..15 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("shared.sqlite");
+        let children: Vec<_> = (0..6)
+            .map(|i| {
+                common::Reaped::new(
+                    std::process::Command::new(BIN)
+                        .args(["prov", "add", "--kind", "fact", "--name"])
+                        .arg(format!("opened-{i}"))
+                        .arg("--store")
+                        .arg(&store)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("run diaspora"),
+                )
+            })
+            .collect();
+        for c in children {
+            let out = c.take().wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let stats: serde_json::Value = serde_json::from_str(&ok(&store, &["stats"])).unwrap();
+        assert_eq!(stats["records"], 6, "round {round}: {stats}");
+    }
+}

@@ -183,6 +183,83 @@ impl Drop for Checkpointer {
     }
 }
 
+/// How long opening a store waits for other processes opening or writing
+/// it (the busy timeout, and the retries below).
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sets the connection up (WAL, durability, the schema, the namespace),
+/// retrying while another process holds the lock it needs. Switching a new
+/// file to WAL and creating the schema upgrade a read lock to a write lock;
+/// when two connections do that at once SQLite answers one of them
+/// "database is locked" at once, without waiting out the busy timeout (it
+/// would deadlock), so several stages opening one new store together need
+/// the retry. Each step is idempotent.
+fn initialise_retrying(conn: &Connection, path: &Path) -> Result<String> {
+    let deadline = std::time::Instant::now() + OPEN_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match initialise(conn) {
+            Ok(ns) => return Ok(ns),
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tracing::debug!(store = %path.display(), error = %e, "store busy while opening; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(ProvError::Store(format!(
+                    "setting up {}: {e}{}",
+                    path.display(),
+                    if is_busy(&e) {
+                        " (still locked by another process after 10 s)"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn initialise(conn: &Connection) -> rusqlite::Result<String> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -131072)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints (copying the WAL into the database file) run on a
+    // background thread, off the writer's path; see `Checkpointer`.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // The write lock up front (the busy timeout applies to taking it), not
+    // upgraded halfway through.
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+    let ns: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match ns {
+        Some(ns) => Ok(ns),
+        None => {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('namespace', ?1)",
+                [crate::new_namespace()],
+            )?;
+            conn.query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| {
+                r.get(0)
+            })
+        }
+    }
+}
+
 /// The embedded SQLite store.
 pub struct SqliteBackend {
     conn: Connection,
@@ -205,34 +282,9 @@ impl SqliteBackend {
         }
         let conn = Connection::open(&path)
             .map_err(|e| ProvError::Store(format!("open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "cache_size", -131072)?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        // Checkpoints (copying the WAL into the database file) run on a
-        // background thread, off the writer's path; see `Checkpointer`.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.execute_batch(SCHEMA)?;
+        conn.busy_timeout(OPEN_WAIT)?;
+        let ns = initialise_retrying(&conn, &path)?;
         rusqlite::vtab::array::load_module(&conn)?;
-        let ns: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let ns = match ns {
-            Some(ns) => ns,
-            None => {
-                let ns = crate::new_namespace();
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('namespace', ?1)",
-                    [&ns],
-                )?;
-                conn.query_row("SELECT value FROM meta WHERE key='namespace'", [], |r| {
-                    r.get(0)
-                })?
-            }
-        };
         let checkpointer = Checkpointer::start(&path)?;
         let mut me = SqliteBackend {
             conn,
