@@ -344,12 +344,17 @@ pub(crate) async fn run(
             }
         }
         progress(t, total, &status);
-        if running == 0 && actions.is_empty() {
+        if running.is_empty() && actions.is_empty() {
             break;
         }
         if t > scenario.duration_s + scenario.drain_s {
             hosts.kill_completing();
-            producer_failures.push("producers did not finish in duration + drain".into());
+            if !running.is_empty() {
+                producer_failures.push(format!(
+                    "{} did not finish in duration + drain",
+                    running.join(", ")
+                ));
+            }
             break;
         }
         if let Some(m) = metrics {

@@ -104,6 +104,15 @@ impl Host {
         self.kill();
     }
 
+    /// The last line this start wrote to its log (at most 300 characters).
+    fn last_log_line(&self) -> Option<String> {
+        let log = std::fs::read(&self.log).ok()?;
+        let this_start = log.get(self.log_start as usize..)?;
+        let text = String::from_utf8_lossy(this_start);
+        let line = text.lines().rev().find(|l| !l.trim().is_empty())?.trim();
+        Some(line.chars().take(300).collect())
+    }
+
     /// Waits until this start's log says it is ready (if its kind says how).
     async fn wait_ready(&mut self) -> Result<(), TwinError> {
         let Some(ready) = self.kind.ready() else {
@@ -295,15 +304,23 @@ impl Hosts {
         h.wait_ready().await
     }
 
-    /// Of the hosts the run waits for ([`HostKind::completes`]): how many
-    /// have not exited (a killed one never does), and the names of those
-    /// that exited uncleanly.
-    pub fn completing(&mut self) -> (usize, Vec<String>) {
-        let (mut running, mut failed) = (0, Vec::new());
+    /// Of the hosts the run waits for ([`HostKind::completes`]): the names
+    /// of those that have not exited (a killed one never does), and of
+    /// those that exited uncleanly, each with its status and last log line.
+    pub fn completing(&mut self) -> (Vec<String>, Vec<String>) {
+        let (mut running, mut failed) = (Vec::new(), Vec::new());
         for h in self.list.iter_mut().filter(|h| h.kind.completes()) {
             match h.exited() {
-                None => running += 1,
-                Some(st) if !st.success() => failed.push(h.name.clone()),
+                None => running.push(h.name.clone()),
+                Some(st) if !st.success() => {
+                    // The reason in the check itself: a CI log shows the
+                    // results, not the host's directory.
+                    let said = h.last_log_line();
+                    failed.push(match said {
+                        Some(l) => format!("{} ({st}: {l})", h.name),
+                        None => format!("{} ({st})", h.name),
+                    });
+                }
                 _ => {}
             }
         }
