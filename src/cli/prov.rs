@@ -21,7 +21,9 @@ use super::{print_report, DataConn};
 /// The provenance store a command works on.
 #[derive(Args, Clone)]
 pub struct StoreArg {
-    /// Provenance store: a SQLite file path, or postgres://USER:PASS@HOST/DB.
+    /// Provenance store: a SQLite file path, or postgres://USER:PASS@HOST/DB
+    /// (TLS: ?sslmode=disable|prefer|require|verify-ca|verify-full, default
+    /// prefer; verify-* need &sslrootcert=CA.pem).
     #[arg(
         long,
         env = "DIASPORA_PROV_STORE",

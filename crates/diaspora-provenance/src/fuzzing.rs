@@ -129,6 +129,66 @@ pub fn item_batch(data: &[u8]) {
     }
 }
 
+/// `pg_tls_url`: [`crate::pg_tls::split_url`] on arbitrary text (as a
+/// `postgres://` URL and as given) returns a value or a
+/// [`ProvError::Invalid`], never panics. What it returns must hold no
+/// `sslmode` or `sslrootcert` for the driver, and splitting it again must
+/// give it back unchanged with the defaults (`prefer`, no root file).
+///
+/// ```
+/// diaspora_provenance::fuzzing::pg_tls_url(b"u:p@h/db?sslmode=verify-ca&sslrootcert=%2Fca.pem&x=1");
+/// diaspora_provenance::fuzzing::pg_tls_url(b"h/db?a&sslmode=require=&&sslmode=bogus");
+/// diaspora_provenance::fuzzing::pg_tls_url(b"\xff?sslrootcert=%ff");
+/// ```
+pub fn pg_tls_url(data: &[u8]) {
+    use crate::pg_tls::{split_url, SslMode};
+    let text = String::from_utf8_lossy(data);
+    for url in [format!("postgres://{text}"), text.into_owned()] {
+        let (driver_url, tls) = match split_url(&url) {
+            Ok(split) => split,
+            Err(ProvError::Invalid(msg)) => {
+                assert!(!msg.is_empty(), "an empty error message");
+                continue;
+            }
+            Err(e) => panic!("split_url failed with a non-Invalid error: {e}"),
+        };
+        assert!(
+            tls.mode == SslMode::Prefer || driver_url.len() < url.len(),
+            "an sslmode was read but not taken out: {url:?} -> {driver_url:?}"
+        );
+        let (again, defaults) = split_url(&driver_url)
+            .unwrap_or_else(|e| panic!("{driver_url:?}, split from {url:?}, fails: {e}"));
+        assert_eq!(again, driver_url, "splitting is idempotent");
+        assert_eq!(defaults.mode, SslMode::Prefer, "{url:?} -> {driver_url:?}");
+        assert_eq!(defaults.root_cert, None, "{url:?} -> {driver_url:?}");
+    }
+}
+
+#[cfg(test)]
+mod pg_tls_url_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pg_tls_url_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            super::pg_tls_url(&data);
+        }
+
+        #[test]
+        fn pg_tls_url_holds_on_query_like_text(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "sslmode", "sslrootcert", "ssl%6dode", "=", "&", "?", "@", "require",
+                    "verify-ca", "verify-full", "disable", "bogus", "%ff", "/ca.pem", "h/db", "u:p",
+                ]),
+                0..16,
+            )
+        ) {
+            super::pg_tls_url(parts.concat().as_bytes());
+        }
+    }
+}
+
 #[cfg(test)]
 mod item_batch_tests {
     use proptest::prelude::*;

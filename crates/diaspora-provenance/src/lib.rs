@@ -35,6 +35,7 @@
 //! | [`backend`] | the [`Backend`] trait a store implements (storage only, no rules) |
 //! | [`codec`] | the row encoding both stores share: packed parents, item-batch blobs, the tags/URIs column |
 //! | [`sqlite`], [`postgres`] | the two stores; each depends on [`backend`] and [`codec`], never on the other |
+//! | [`pg_tls`] | TLS for PostgreSQL connections: `sslmode`/`sslrootcert` from the URL, rustls (ring) connector |
 //! | [`lineage`] | [`lineage::LineageRecorder`], per-item lineage from the stream layer |
 //! | [`fabric`] | the fabric side: the notice sink and the invalidation feed |
 //! | [`interchange`] | PROV-JSON export, parse and import; DOT and Mermaid rendering (one submodule per job) |
@@ -65,6 +66,7 @@ pub mod fuzzing;
 pub mod interchange;
 pub mod lineage;
 pub mod model;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;

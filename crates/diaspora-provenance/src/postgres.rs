@@ -19,6 +19,10 @@
 //!
 //! A connection that was lost (server restart) is re-established on the
 //! next call; a call that fails because of the loss returns an error.
+//!
+//! Connections use TLS as the URL's `sslmode` and `sslrootcert` ask, with
+//! libpq's meanings ([`crate::pg_tls`]); the default, `prefer`, encrypts
+//! whenever the server offers TLS.
 
 use crate::backend::Backend;
 use crate::codec::{
@@ -26,6 +30,7 @@ use crate::codec::{
     parents_column, tag_rows, unpack_parents, uri_rows, StoredRecord,
 };
 use crate::model::*;
+use crate::pg_tls;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
@@ -200,7 +205,8 @@ pub struct PgBackend {
 
 impl PgBackend {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
-    /// creating the schema if needed.
+    /// creating the schema if needed. TLS is as libpq's `sslmode` and
+    /// `sslrootcert` parameters ask (default `prefer`): see [`crate::pg_tls`].
     pub fn connect(url: &str) -> Result<PgBackend> {
         let redacted = redact_url(url);
         let client = Self::open_client(url, &redacted)?;
@@ -225,11 +231,35 @@ impl PgBackend {
                 pg_message(&e)
             ))
         };
-        let mut config: postgres::Config = url.parse().map_err(fail)?;
+        let (driver_url, tls) = pg_tls::split_url(url)
+            .map_err(|e| ProvError::Invalid(format!("postgres: {redacted}: {e}")))?;
+        let mut config: postgres::Config = driver_url.parse().map_err(fail)?;
+        config.ssl_mode(tls.mode.driver_mode());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(30));
         }
-        config.connect(NoTls).map_err(fail)
+        let connector = pg_tls::connector(&tls)
+            .map_err(|e| ProvError::Invalid(format!("postgres: {redacted}: {e}")))?;
+        match connector {
+            Some(tls) => config.connect(tls),
+            None => config.connect(NoTls),
+        }
+        .map_err(fail)
+    }
+
+    /// Whether this connection to the server is encrypted (TLS), as the
+    /// server itself reports it (`pg_stat_ssl`): what `sslmode=prefer`
+    /// ended up with, or a check that `require` did what it says.
+    pub fn connection_encrypted(&mut self) -> Result<bool> {
+        self.ensure_connected()?;
+        Ok(self
+            .client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .pg()?
+            .get(0))
     }
 
     /// Creates the schema (once, under an advisory lock) and returns the

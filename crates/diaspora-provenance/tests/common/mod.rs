@@ -11,17 +11,23 @@ pub struct TestStore {
     /// Its URL.
     pub url: String,
     _dir: Option<tempfile::TempDir>,
-    pg_drop: Option<(String, String)>,
+    _pg: Option<PgDatabase>,
 }
 
-impl Drop for TestStore {
+/// A fresh PostgreSQL database, dropped with this.
+pub struct PgDatabase {
+    /// Its URL (no query: parameters may be appended with `?`).
+    pub url: String,
+    /// The URL of `DIASPORA_TEST_PG`, which made it.
+    pub admin: String,
+    db: String,
+}
+
+impl Drop for PgDatabase {
     fn drop(&mut self) {
-        if let Some((admin, db)) = self.pg_drop.take() {
-            // The store's own connection is closed when `prov` drops, after
-            // this; FORCE ends it.
-            if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
-                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-            }
+        // A store's connection may still be open; FORCE ends it.
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db));
         }
     }
 }
@@ -34,14 +40,26 @@ pub fn sqlite() -> TestStore {
         prov: Provenance::open(&url).unwrap(),
         url,
         _dir: Some(dir),
-        pg_drop: None,
+        _pg: None,
     }
+}
+
+/// A fresh PostgreSQL store on the server named by `DIASPORA_TEST_PG`
+/// (see [`postgres_database`]).
+pub fn postgres() -> Option<TestStore> {
+    let pg = postgres_database()?;
+    Some(TestStore {
+        prov: Provenance::open(&pg.url).unwrap(),
+        url: pg.url.clone(),
+        _dir: None,
+        _pg: Some(pg),
+    })
 }
 
 /// A fresh PostgreSQL database on the server named by `DIASPORA_TEST_PG`
 /// (`./scripts/test` installs, starts and exports it). Without it the test
 /// fails, unless `DIASPORA_SKIP_PG=1` says to skip (then `None`).
-pub fn postgres() -> Option<TestStore> {
+pub fn postgres_database() -> Option<PgDatabase> {
     let Ok(admin) = std::env::var("DIASPORA_TEST_PG") else {
         if std::env::var("DIASPORA_SKIP_PG").as_deref() == Ok("1") {
             eprintln!("DIASPORA_SKIP_PG=1: PostgreSQL half of this test skipped");
@@ -71,12 +89,10 @@ pub fn postgres() -> Option<TestStore> {
         .rsplit_once('/')
         .map(|(b, _)| b)
         .expect("URL with a database");
-    let url = format!("{base}/{db}");
-    Some(TestStore {
-        prov: Provenance::open(&url).unwrap(),
-        url,
-        _dir: None,
-        pg_drop: Some((admin, db)),
+    Some(PgDatabase {
+        url: format!("{base}/{db}"),
+        admin,
+        db,
     })
 }
 
