@@ -38,20 +38,20 @@ pub struct BridgeArgs {
     #[arg(long, default_value = DEFAULT_CA)]
     ca: PathBuf,
     /// The bridge's client certificate at the source (needs --from-cert-key).
-    #[arg(long, requires = "from_cert_key")]
+    #[arg(long, requires = "from_cert_key", env = "DIASPORA_FROM_CERT")]
     from_cert: Option<PathBuf>,
     /// Private key of --from-cert.
-    #[arg(long, requires = "from_cert")]
+    #[arg(long, requires = "from_cert", env = "DIASPORA_FROM_CERT_KEY")]
     from_cert_key: Option<PathBuf>,
     /// The bridge's bearer token at the source (it reads the topic and
     /// commits group `bridge.NAME` there).
     #[arg(long, env = "DIASPORA_FROM_TOKEN", hide_env_values = true)]
     from_token: Option<String>,
     /// The bridge's client certificate at the target (needs --to-cert-key).
-    #[arg(long, requires = "to_cert_key")]
+    #[arg(long, requires = "to_cert_key", env = "DIASPORA_TO_CERT")]
     to_cert: Option<PathBuf>,
     /// Private key of --to-cert.
-    #[arg(long, requires = "to_cert")]
+    #[arg(long, requires = "to_cert", env = "DIASPORA_TO_CERT_KEY")]
     to_cert_key: Option<PathBuf>,
     /// The bridge's bearer token at the target (it writes the topic there).
     #[arg(long, env = "DIASPORA_TO_TOKEN", hide_env_values = true)]

@@ -129,6 +129,9 @@ pub struct DemoArgs {
     /// With --stage: write the stage's timeline here (JSON lines).
     #[arg(long, requires = "stage")]
     pub events: Option<PathBuf>,
+    /// With --stage: who the stage is to a node that requires identities.
+    #[command(flatten)]
+    pub creds: crate::cli::Credentials,
 }
 
 impl DemoArgs {
@@ -199,6 +202,8 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             acks: a.acks.clone(),
             deliveries: a.deliveries.clone(),
             events: a.events.clone(),
+            identity: a.creds.identity(),
+            token: a.creds.token.clone(),
         };
         let s = diaspora_demo::stage::run_stage(a.config(), o).await?;
         println!("{s}");

@@ -166,15 +166,26 @@ pub struct AdminConn {
 pub struct Credentials {
     /// Client certificate to present (`diaspora certs client --name NAME`);
     /// the node takes its CN as this client's user. Needs --cert-key.
-    #[arg(long, requires = "cert_key")]
+    #[arg(long, requires = "cert_key", env = "DIASPORA_CERT")]
     pub cert: Option<PathBuf>,
     /// Private key of --cert.
-    #[arg(long, requires = "cert")]
+    #[arg(long, requires = "cert", env = "DIASPORA_CERT_KEY")]
     pub cert_key: Option<PathBuf>,
     /// Bearer token (`diaspora token create`); better given in the
     /// environment than on the command line, where `ps` shows it.
     #[arg(long, env = "DIASPORA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Never prints the token itself.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("cert", &self.cert)
+            .field("cert_key", &self.cert_key)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Credentials {

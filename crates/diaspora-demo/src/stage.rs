@@ -73,6 +73,10 @@ pub struct StageOptions {
     pub deliveries: Option<PathBuf>,
     /// Its timeline, a JSON line per event.
     pub events: Option<PathBuf>,
+    /// Its client certificate, for a node that requires identities.
+    pub identity: Option<diaspora_fabric::tls::ClientIdentity>,
+    /// Its bearer token, for a node that requires identities.
+    pub token: Option<String>,
 }
 
 /// Runs one stage to its end; returns its summary (JSON). An error, or a
@@ -84,7 +88,10 @@ pub async fn run_stage(mut cfg: LoopConfig, o: StageOptions) -> Result<serde_jso
     std::fs::create_dir_all(&o.work_dir)
         .with_context(|| format!("creating {}", o.work_dir.display()))?;
     let shared = Arc::new(Shared::new());
-    let client = Client::connect(ClientConfig::new(o.node, o.ca.clone()))
+    let mut config = ClientConfig::new(o.node, o.ca.clone());
+    config.identity = o.identity.clone();
+    config.token = o.token.clone();
+    let client = Client::connect(config)
         .await
         .with_context(|| format!("connecting to the node at {}", o.node))?;
     let recorder = Arc::new(LineageRecorder::start(
