@@ -412,3 +412,42 @@ fn the_ptychography_loop_as_processes_over_a_faulty_wan_switches_rolls_back_and_
         assert!(html.contains(needle), "the report does not show {needle}");
     }
 }
+
+#[test]
+fn hosts_with_identities_and_acls_cross_a_faulty_wan_and_only_the_intruder_is_refused() {
+    // Both nodes enforce certificates and their ACL; each host is its own
+    // user; loss, an outage and a bridge restart on the way.
+    let r = run_scenario("twins/auth-wan.toml", "1");
+    let refused = r["auth_refusals"].as_object().expect("auth_refusals");
+    assert_eq!(refused.keys().collect::<Vec<_>>(), ["User:intruder"], "{r}");
+    assert!(refused["User:intruder"].as_u64().unwrap() >= 1);
+    // The check can fail: without one grant a real host is refused, and
+    // the run says who.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/twins/auth-wan.toml"))
+        .unwrap();
+    let grant = "  \"allow User:recon-b commit group:recon\",\n";
+    assert!(text.contains(grant));
+    let missing = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(missing.path(), text.replace(grant, "")).unwrap();
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (status, results, _) = twin_run(
+        missing.path().to_str().unwrap(),
+        &["--duration-scale", "0.5"],
+    );
+    assert!(!status.success());
+    assert_eq!(results["passed"], false);
+    let check = results["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["what"].as_str().unwrap().starts_with("refused exactly"))
+        .expect("the refused check")
+        .clone();
+    assert_eq!(check["passed"], false, "{check}");
+    assert!(
+        check["measured"].as_str().unwrap().contains("User:recon-b"),
+        "{check}"
+    );
+    // Nothing was lost for it: recon-a took every partition.
+    assert_eq!(results["lost"], 0, "{results}");
+}

@@ -38,6 +38,8 @@ pub struct Serve {
     pub admin: SocketAddr,
     /// `--fsync` policy.
     pub fsync: String,
+    /// `--auth MODE --superuser twin --certs DIR` (a twin's `[auth]`).
+    pub auth: Option<(String, PathBuf)>,
 }
 
 /// `diaspora topic create` (or `stream init` for a QoS stream topic).
@@ -283,6 +285,11 @@ impl Invocation {
                 flag(&mut a, "--listen", s.listen.to_string());
                 flag(&mut a, "--admin", s.admin.to_string());
                 flag(&mut a, "--fsync", s.fsync.clone());
+                if let Some((mode, certs)) = &s.auth {
+                    flag(&mut a, "--auth", mode.clone());
+                    flag(&mut a, "--superuser", crate::auth::TWIN_USER.into());
+                    flag(&mut a, "--certs", path(certs));
+                }
             }
             Invocation::CreateTopic(t) => {
                 let sub = if t.stream { "stream" } else { "topic" };

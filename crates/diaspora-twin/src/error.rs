@@ -134,6 +134,14 @@ pub enum TwinError {
         /// The OS error.
         source: io::Error,
     },
+    /// Setting up a scenario's identities or ACL failed.
+    #[error("[auth]: {what} failed: {stderr}")]
+    Auth {
+        /// The command.
+        what: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
     /// A one-shot `diaspora` command could not be run.
     #[error("{what}: {source}")]
     Command {

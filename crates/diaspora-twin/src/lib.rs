@@ -97,6 +97,7 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod auth;
 pub mod calibrate;
 pub mod cli_args;
 pub mod error;

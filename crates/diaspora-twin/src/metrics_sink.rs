@@ -96,6 +96,7 @@ impl MetricsSink {
         base: &HashMap<String, (LinkParams, LinkParams)>,
         env: &HostEnv,
         binary: &std::path::Path,
+        identity: &[(String, String)],
         t0: Instant,
     ) -> Result<MetricsSink, TwinError> {
         let mut sampler = LinkSampler::new(scenario, options.interval, t0);
@@ -113,10 +114,14 @@ impl MetricsSink {
             Some((node, topic)) => {
                 let (create, publish) = publisher_invocations(env, node, topic)?;
                 // Absent or already there: either way it exists after this.
-                let _ = Command::new(binary).args(create.argv()).output();
+                let _ = Command::new(binary)
+                    .args(create.argv())
+                    .envs(identity.iter().map(|(k, v)| (k, v)))
+                    .output();
                 Some(
                     Command::new(binary)
                         .args(publish.argv())
+                        .envs(identity.iter().map(|(k, v)| (k, v)))
                         .stdin(Stdio::piped())
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())

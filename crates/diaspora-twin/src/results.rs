@@ -93,6 +93,9 @@ pub struct RunResults {
     pub pool_catch_up: Option<CatchUpFigures>,
     /// The faults as the timeline applied them (times µs since the epoch).
     pub faults_applied: Vec<Applied>,
+    /// With `[auth]`: the nodes' refusals by principal (audit logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_refusals: Option<BTreeMap<String, u64>>,
 }
 
 /// An elastic pool's catch-up against a fixed one's, after the same
@@ -500,6 +503,10 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         .pool_catch_up
         .as_ref()
         .map(|c| CatchUpFigures::of(&c.elastic, &c.fixed, &pools));
+    let auth_refusals = scenario
+        .auth
+        .as_ref()
+        .map(|_| crate::auth::refusals(scenario, o.work_dir));
     let checks = checks(&Verdict {
         scenario,
         figures: &a,
@@ -511,6 +518,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         duplicated_after_resume,
         pools: &pools,
         pool_catch_up: pool_catch_up.as_ref(),
+        auth_refusals: auth_refusals.as_ref(),
     });
     Ok(RunResults {
         scenario: scenario.name.clone(),
@@ -533,6 +541,7 @@ pub(crate) fn analyse(o: Outcome<'_>) -> Result<RunResults, TwinError> {
         pools,
         pool_catch_up,
         faults_applied: o.applied,
+        auth_refusals,
     })
 }
 
@@ -656,6 +665,8 @@ pub struct Verdict<'a> {
     pub pools: &'a BTreeMap<String, PoolFigures>,
     /// The elastic pool against the fixed one, if compared.
     pub pool_catch_up: Option<&'a CatchUpFigures>,
+    /// With `[auth]`: the nodes' refusals by principal.
+    pub auth_refusals: Option<&'a BTreeMap<String, u64>>,
 }
 
 /// Checks the scenario's assertions against the figures. Pure.
@@ -688,6 +699,26 @@ pub fn checks(v: &Verdict<'_>) -> Vec<CheckRecord> {
             passed: v.producer_failures.is_empty(),
         },
     ];
+    if let Some(want) = &asrt.refused_exactly {
+        let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        let got: Vec<&str> = v
+            .auth_refusals
+            .map(|r| r.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        checks.push(CheckRecord {
+            what: format!("refused exactly: [{}]", want.join(", ")),
+            measured: match v.auth_refusals {
+                Some(r) if !r.is_empty() => r
+                    .iter()
+                    .map(|(who, n)| format!("{who} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "nobody".into(),
+            },
+            passed: got == want,
+        });
+    }
     if let Some(max) = asrt.duplicated_after_resume_max {
         checks.push(CheckRecord {
             what: format!("duplicated after a consumer's resume ≤ {max}"),
@@ -914,6 +945,7 @@ mod tests {
             duplicated_after_resume: 0,
             pools: &BTreeMap::new(),
             pool_catch_up: None,
+            auth_refusals: None,
         });
         let got: Vec<(&str, &str, bool)> = got
             .iter()
@@ -930,6 +962,53 @@ mod tests {
                 ("recovery ≤ 2.0 s", "1.50", true),
             ]
         );
+    }
+
+    #[test]
+    fn refused_exactly_holds_only_for_that_set_of_principals() {
+        let s = Scenario::parse(
+            "name = \"t\"\nduration_s = 10\n[[nodes]]\nname = \"n\"\n[auth]\n[assertions]\nrefused_exactly = [\"User:z\", \"User:a\"]",
+        )
+        .unwrap();
+        let figures = Analysis {
+            acked: 10,
+            ..Analysis::default()
+        };
+        let check = |refusals: &[(&str, u64)]| {
+            let r: BTreeMap<String, u64> =
+                refusals.iter().map(|(w, n)| (w.to_string(), *n)).collect();
+            let got = checks(&Verdict {
+                scenario: &s,
+                figures: &figures,
+                topics: &BTreeMap::new(),
+                summaries: &BTreeMap::new(),
+                producer_failures: &[],
+                recovery_s: 0.0,
+                catchup_ratio: None,
+                duplicated_after_resume: 0,
+                pools: &BTreeMap::new(),
+                pool_catch_up: None,
+                auth_refusals: Some(&r),
+            });
+            let c = got
+                .into_iter()
+                .find(|c| c.what.starts_with("refused exactly"))
+                .unwrap();
+            (c.measured, c.passed)
+        };
+        assert_eq!(
+            check(&[("User:a", 3), ("User:z", 1)]),
+            ("User:a ×3, User:z ×1".to_string(), true)
+        );
+        // Someone else refused too, or one of them never: it fails.
+        assert!(!check(&[("User:a", 3), ("User:z", 1), ("User:b", 1)]).1);
+        assert!(!check(&[("User:a", 3)]).1);
+        assert_eq!(check(&[]), ("nobody".to_string(), false));
+        // Only with [auth].
+        assert!(Scenario::parse(
+            "name = \"t\"\nduration_s = 10\n[assertions]\nrefused_exactly = []"
+        )
+        .is_err());
     }
 
     #[test]

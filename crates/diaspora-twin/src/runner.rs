@@ -146,8 +146,24 @@ async fn run_hosts(
     let bin = &options.binary;
     // Start hosts: nodes, topics, links, then the receivers, ready when
     // items flow.
+    let identities = match &scenario.auth {
+        Some(_) => Some(crate::auth::Identities::issue(
+            bin,
+            scenario,
+            &env.work_dir,
+        )?),
+        None => None,
+    };
+    let twin_env = identities
+        .as_ref()
+        .map(|i| i.twin_env())
+        .unwrap_or_default();
     hosts.start_phase(Phase::Serve, scenario, env).await?;
-    hosts::topic::create(bin, scenario, env)?;
+    if let Some(ids) = identities {
+        ids.grant(bin, scenario, env)?;
+        hosts.set_identities(ids);
+    }
+    hosts::topic::create(bin, scenario, env, &twin_env)?;
     let (mut relays, base) = start_links(scenario, env, seed).await?;
     hosts.start_phase(Phase::Receive, scenario, env).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -157,7 +173,15 @@ async fn run_hosts(
     let t0_us = now_us();
     let mut metrics = match metrics_sink::resolve(&options.metrics, &scenario.metrics) {
         None => None,
-        Some(m) => Some(MetricsSink::start(&m, &scenario.name, &base, env, bin, t0)?),
+        Some(m) => Some(MetricsSink::start(
+            &m,
+            &scenario.name,
+            &base,
+            env,
+            bin,
+            &twin_env,
+            t0,
+        )?),
     };
     hosts.start_phase(Phase::Watch, scenario, env).await?;
     hosts.start_phase(Phase::Send, scenario, env).await?;

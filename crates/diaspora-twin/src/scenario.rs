@@ -62,10 +62,48 @@ pub struct Scenario {
     /// The ptychography loop's stages.
     #[serde(default)]
     pub ptycho: Option<PtychoLoop>,
+    /// Identities and ACLs (none: every node in development mode).
+    #[serde(default)]
+    pub auth: Option<AuthSpec>,
     /// What must hold.
     #[serde(default)]
     pub assertions: Assertions,
 }
+
+/// `[auth]`: every node enforces identities and its ACL. The run makes
+/// one CA for all nodes; every host is a user named after itself with a
+/// client certificate of that name (bridges use it on both sides, pools
+/// hand it to their workers); the twin itself is the superuser `twin`
+/// (topics, grants, metrics). Nothing is allowed but what `grants` say.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSpec {
+    /// `serve --auth`: cert or cert-or-token (the hosts present
+    /// certificates).
+    #[serde(default = "default_auth_mode")]
+    pub mode: String,
+    /// ACL entries granted before any host but the nodes starts.
+    #[serde(default)]
+    pub grants: Vec<AuthGrant>,
+}
+
+/// Entries of one node's ACL (`diaspora acl grant` syntax).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthGrant {
+    /// The nodes (none: every node).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Entries, e.g. `allow User:det-a write topic:frames`.
+    pub acl: Vec<String>,
+}
+
+fn default_auth_mode() -> String {
+    "cert".into()
+}
+
+/// The `[auth]` modes a twin can run (its hosts present certificates).
+pub const TWIN_AUTH_MODES: [&str; 2] = ["cert", "cert-or-token"];
 
 /// Where a scenario publishes its link metrics.
 #[derive(Debug, Clone, Deserialize)]
@@ -470,6 +508,11 @@ pub struct Assertions {
     /// An elastic pool against a fixed one under the same tasks and faults.
     #[serde(default)]
     pub pool_catch_up: Option<CatchUpAssertion>,
+    /// With `[auth]`: exactly these principals (e.g. `User:intruder`) were
+    /// refused something, by the nodes' audit logs; every other host did
+    /// all it tried.
+    #[serde(default)]
+    pub refused_exactly: Option<Vec<String>>,
 }
 
 /// What must hold for one pool. Its bounds are not scaled by
@@ -571,6 +614,7 @@ impl Default for Assertions {
             topics: Default::default(),
             pools: Default::default(),
             pool_catch_up: None,
+            refused_exactly: None,
         }
     }
 }
@@ -644,6 +688,27 @@ impl Scenario {
             for n in &t.nodes {
                 node(n, &format!("topic '{}'", t.name))?;
             }
+        }
+        if let Some(a) = &self.auth {
+            if !TWIN_AUTH_MODES.contains(&a.mode.as_str()) {
+                return Err(TwinError::OutOfRange {
+                    field: "auth.mode".into(),
+                    value: format!("'{}'", a.mode),
+                    allowed: "cert or cert-or-token (a twin's hosts present certificates)",
+                });
+            }
+            for g in &a.grants {
+                for n in &g.nodes {
+                    node(n, "an [[auth.grants]] entry")?;
+                }
+            }
+        }
+        if self.assertions.refused_exactly.is_some() && self.auth.is_none() {
+            return Err(TwinError::OutOfRange {
+                field: "assertions.refused_exactly".into(),
+                value: "set".into(),
+                allowed: "only with [auth] (a development-mode node refuses nothing)",
+            });
         }
         for l in &self.links {
             node(&l.to, &format!("link '{}'", l.name))?;

@@ -295,7 +295,10 @@ impl HostEnv {
             let addrs = NodeAddrs {
                 data: addr(7000 + 2 * i),
                 admin: addr(7001 + 2 * i),
-                ca: node::ca_path(&env.host_dir(&n.name)),
+                ca: match &scenario.auth {
+                    Some(_) => crate::auth::certs_dir(work_dir).join("ca.pem"),
+                    None => node::ca_path(&env.host_dir(&n.name)),
+                },
             };
             env.nodes.insert(n.name.clone(), addrs);
         }

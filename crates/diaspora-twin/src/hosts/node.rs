@@ -35,7 +35,12 @@ pub fn allocate(scenario: &Scenario, work_dir: &Path) -> HashMap<String, NodeAdd
             let addrs = NodeAddrs {
                 data: port(),
                 admin: port(),
-                ca: ca_path(&work_dir.join(&n.name)),
+                ca: match &scenario.auth {
+                    // One CA for every node, so a host's one certificate
+                    // is good at each.
+                    Some(_) => crate::auth::certs_dir(work_dir).join("ca.pem"),
+                    None => ca_path(&work_dir.join(&n.name)),
+                },
             };
             (n.name.clone(), addrs)
         })
@@ -65,6 +70,10 @@ impl HostKind for Node {
                 listen: addrs.data,
                 admin: addrs.admin,
                 fsync: n.fsync.clone(),
+                auth: scenario
+                    .auth
+                    .as_ref()
+                    .map(|a| (a.mode.clone(), crate::auth::certs_dir(&env.work_dir))),
             }),
             stdout: None,
             files: Vec::new(),

@@ -28,6 +28,8 @@ struct Host {
     /// in what this start wrote.
     log_start: u64,
     child: Option<Child>,
+    /// Its environment beyond the twin's (its identity, with `[auth]`).
+    env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -51,6 +53,7 @@ impl Host {
         let child = Command::new(binary)
             .args(&self.args)
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::from(log))
@@ -210,6 +213,8 @@ fn kill_if_alive(p: &ProcStat) -> bool {
 pub struct Hosts {
     binary: PathBuf,
     list: Vec<Host>,
+    /// With `[auth]`: every host's identity.
+    identities: Option<crate::auth::Identities>,
     /// Children of hosts that were killed or stopped: killed at the end
     /// if still running.
     noted: Vec<ProcStat>,
@@ -221,8 +226,14 @@ impl Hosts {
         Hosts {
             binary: binary.to_path_buf(),
             list: Vec::new(),
+            identities: None,
             noted: Vec::new(),
         }
+    }
+
+    /// Gives every host started from now on (but the nodes) its identity.
+    pub fn set_identities(&mut self, ids: crate::auth::Identities) {
+        self.identities = Some(ids);
     }
 
     /// Starts every host of `phase`: creates its directory, writes its
@@ -245,6 +256,10 @@ impl Hosts {
             for (path, text) in &command.files {
                 std::fs::write(path, text).map_err(TwinError::io("write", path))?;
             }
+            let env = match &self.identities {
+                Some(ids) if h.kind.name != "node" => ids.env_for(&h.name),
+                _ => Vec::new(),
+            };
             let mut host = Host {
                 kind: h.kind,
                 name: h.name,
@@ -253,6 +268,7 @@ impl Hosts {
                 log: dir.join("log.txt"),
                 log_start: 0,
                 child: None,
+                env,
             };
             host.spawn(&self.binary)?;
             self.list.push(host);
@@ -429,6 +445,7 @@ mod tests {
             log: dir.join("log.txt"),
             log_start: 0,
             child: None,
+            env: Vec::new(),
         };
         host.spawn(Path::new("/bin/sh")).unwrap();
         let pid = host.child.as_ref().unwrap().id();

@@ -30,10 +30,16 @@ pub fn create_topics(scenario: &Scenario, env: &HostEnv) -> Vec<(String, String,
 
 /// Creates every topic of `scenario`; a failure names the topic and node
 /// and carries the command's stderr.
-pub fn create(binary: &Path, scenario: &Scenario, env: &HostEnv) -> Result<(), TwinError> {
+pub fn create(
+    binary: &Path,
+    scenario: &Scenario,
+    env: &HostEnv,
+    identity: &[(String, String)],
+) -> Result<(), TwinError> {
     for (topic, node, inv) in create_topics(scenario, env) {
         let out = Command::new(binary)
             .args(inv.argv())
+            .envs(identity.iter().map(|(k, v)| (k, v)))
             .output()
             .map_err(|source| TwinError::Command {
                 what: "topic create",
