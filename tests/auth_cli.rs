@@ -19,7 +19,9 @@ impl As<'_> {
     fn run(&self, args: &[&str]) -> Output {
         let mut c = Command::new(BIN);
         c.args(args).args(["--ca", self.node.ca.to_str().unwrap()]);
-        if ["topic", "user", "token", "acl", "whoami", "tenant"].contains(&args[0]) {
+        if ["topic", "user", "token", "acl", "whoami", "tenant"].contains(&args[0])
+            || args[..2] == ["trigger", "create"]
+        {
             c.args(["--admin", &self.node.admin.to_string()]);
         } else {
             c.args(["--addr", &self.node.data.to_string()]);
@@ -181,6 +183,99 @@ fn an_admin_grants_a_user_a_token_and_acl_and_the_node_enforces_them() {
         audit.contains("topic:secrets") && audit.contains("revoke token"),
         "{audit}"
     );
+}
+
+/// Octopus-style onboarding under ACLs (issue 20): a user creates and runs
+/// their own trigger with what the administrator granted them; another
+/// user without those grants is refused, naming the operation.
+#[test]
+fn a_user_onboards_and_runs_a_trigger_within_their_grants_and_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node = serve_with(
+        dir.path(),
+        data,
+        admin,
+        "interval",
+        &["--auth", "cert-or-token", "--superuser", "admin"],
+    );
+    let clients = dir.path().join("clients");
+    let out = Command::new(BIN)
+        .args(["certs", "client", "--name", "admin", "--ca-dir"])
+        .arg(dir.path().join("certs"))
+        .arg("--out")
+        .arg(&clients)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let root = As {
+        node: &node,
+        cert: Some((
+            clients.join("admin.pem").display().to_string(),
+            clients.join("admin.key").display().to_string(),
+        )),
+        token: None,
+    };
+    root.ok(&["topic", "create", "frames"]);
+    root.ok(&["topic", "create", "diaspora.triggers"]);
+    root.ok(&[
+        "produce",
+        "--topic",
+        "frames",
+        "--synthetic",
+        "20",
+        "--size",
+        "64",
+    ]);
+    let mut tokens = Vec::new();
+    for user in ["bob", "eve"] {
+        root.ok(&["user", "add", user]);
+        tokens.push(
+            root.ok(&["token", "create", "--user", user, "--ttl", "1h"])
+                .trim()
+                .to_string(),
+        );
+    }
+    root.ok(&[
+        "acl",
+        "grant",
+        "allow User:* read topic:frames",
+        "allow User:* describe topic:frames",
+        "allow User:* all topic:diaspora.triggers",
+        "allow User:bob all topic:triggers.mine.dlq",
+        "allow User:bob all group:trigger.mine",
+    ]);
+    let [bob, eve] = [0, 1].map(|i| As {
+        node: &node,
+        cert: None,
+        token: Some(tokens[i].clone()),
+    });
+    let spec = dir.path().join("mine.toml");
+    std::fs::write(
+        &spec,
+        "name = \"mine\"\nfilter = '@payload_len >= 64'\n[source]\ntopic = \"frames\"\n[action]\nkind = \"command\"\nargv = [\"true\"]\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    let e = eve.fails(&["trigger", "create", "--spec", spec]);
+    assert!(
+        e.contains("permission denied")
+            && e.contains("User:eve")
+            && e.contains("triggers.mine.dlq"),
+        "{e}"
+    );
+    assert!(bob
+        .ok(&["trigger", "create", "--spec", spec])
+        .contains("created topic triggers.mine.dlq"));
+    let runs = bob.ok(&["trigger", "run", "--spec", spec, "--idle-s", "2"]);
+    assert_eq!(runs.lines().count(), 20, "{runs}");
+    let e = eve.fails(&["trigger", "run", "--spec", spec, "--idle-s", "2"]);
+    assert!(
+        e.contains("permission denied") && e.contains("User:eve"),
+        "{e}"
+    );
+    assert!(bob.ok(&["trigger", "list"]).contains("20 ok"));
 }
 
 #[test]

@@ -40,6 +40,7 @@ pub mod ptycho;
 pub mod serve;
 pub mod stream;
 pub mod topic;
+pub mod trigger;
 pub mod twin;
 pub mod view;
 pub mod wan;
@@ -120,6 +121,12 @@ pub enum Command {
     /// predictions, tasks retried, one result per task key.
     #[command(subcommand)]
     Pool(pool::PoolCommand),
+    /// Triggers: actions (run a command, publish, submit a pool task, POST
+    /// to a URL) on the events of a topic that match a metadata filter;
+    /// retried with back-off, a dead-letter topic, the position kept as a
+    /// consumer group, every run recorded in provenance.
+    #[command(subcommand)]
+    Trigger(trigger::TriggerCommand),
     /// Users and their groups on a node that requires identities.
     #[command(subcommand)]
     User(auth::UserCommand),

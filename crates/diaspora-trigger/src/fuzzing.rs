@@ -17,6 +17,25 @@ pub fn filter_parse(data: &[u8]) {
     }
 }
 
+/// The status parser (`trigger list` reads statuses from the network) on
+/// arbitrary bytes: never panics; what it accepts serialises and parses
+/// back to the same.
+pub fn status_parse(data: &[u8]) {
+    if let Ok(s) = crate::status::TriggerStatus::parse(data) {
+        let again = crate::status::TriggerStatus::parse(&serde_json::to_vec(&s).unwrap())
+            .expect("a parsed status parses again");
+        assert_eq!(again, s);
+    }
+}
+
+/// A trigger spec (a file a user hands the runner) on arbitrary bytes:
+/// never panics.
+pub fn spec_parse(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::spec::TriggerSpec::parse(text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -37,6 +56,10 @@ mod tests {
             b"a == 1e309",
         ] {
             super::filter_parse(s);
+            super::status_parse(s);
+            super::spec_parse(s);
         }
+        super::status_parse(br#"{"name":"t","state":"running","source":"s","filter":"true","action":"command","dead_letter":"d","group":"g"}"#);
+        super::spec_parse(b"name = \"t\"\n[source]\ntopic = \"a\"\n[action]\nkind = \"http\"\nurl = \"http://[::1\"\n");
     }
 }

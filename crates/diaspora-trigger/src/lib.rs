@@ -1,10 +1,20 @@
 //! Triggers: actions that run when matching events arrive (issue 20).
 //!
-//! This crate holds, so far, the pure core a trigger decides with: the
-//! metadata filter language ([`filter`]). The trigger runner (sources,
-//! actions, retries, the dead-letter topic, positions as a consumer group,
-//! provenance of every run) is built on it next; until then nothing here
-//! runs an action.
+//! - [`filter`]: the metadata filter language a trigger decides with (pure).
+//! - [`spec`]: a trigger's TOML declaration — source, filter, action,
+//!   retries, dead-letter topic, provenance store — and its checks (pure).
+//! - [`action`]: one attempt of an action (run a command, publish to a
+//!   topic, submit a pool task, POST to a URL), classified as done, failed
+//!   for now or failed for good.
+//! - [`runner`]: the loop — the source read as a consumer group, the
+//!   filter, retries with back-off, the dead-letter topic, a provenance
+//!   activity per action run, the position committed after every acted-on
+//!   event; status published on `diaspora.triggers`.
+//! - [`status`]: the status and run records, and their parser.
+//!
+//! Sources are fabric topics; a Kafka source is refused with a clear error
+//! until the Kafka bridge lands (bridge the Kafka topic in, and trigger on
+//! the fabric topic).
 //!
 //! ```
 //! use diaspora_trigger::filter::{Filter, Value};
@@ -19,5 +29,9 @@
 //! assert!(!f.matches(&event));
 //! ```
 
+pub mod action;
 pub mod filter;
 pub mod fuzzing;
+pub mod runner;
+pub mod spec;
+pub mod status;
