@@ -622,3 +622,73 @@ async fn publish_http_and_pool_task_actions_act_on_exactly_the_matching_events()
     assert_eq!(all["hook"]["stats"]["dead_lettered"], 10);
     client.close();
 }
+
+/// A trigger stopped while it backs off from a failed attempt leaves the
+/// event in hand uncommitted: the next run acts on it (nothing skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_stopped_while_backing_off_acts_on_that_event_when_it_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(&dir.path().join("node"), "interval");
+    for t in ["frames", "triggers.hook.dlq"] {
+        cli(&node, &["topic", "create", t]);
+    }
+    let client = connect(&node).await;
+    let p = Producer::new(&client, ProducerConfig::new("frames"))
+        .await
+        .unwrap();
+    for n in 0..3u64 {
+        let mut item = Item::default();
+        item.metadata.insert("n".into(), meta::int(n as i64));
+        p.send(item).await.unwrap().await.unwrap();
+    }
+    p.close().await.unwrap();
+    // Every key is refused (503) the first time, accepted after.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (addr, server) = http_sink(seen.clone()).await;
+    let spec = format!(
+        "name = \"hook\"\n[source]\ntopic = \"frames\"\n[action]\nkind = \"http\"\nurl = \"http://{addr}/\"\n[retry]\nattempts = 5\nbackoff_ms = 5000\nbackoff_max_ms = 5000\n"
+    );
+    let stop = Stop::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.trigger();
+    });
+    let first = Runner::start(TriggerSpec::parse(&spec).unwrap(), &client)
+        .await
+        .unwrap()
+        .run(stop, RunOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((first.matched, first.succeeded, first.attempts), (1, 0, 1));
+    let second = Runner::start(TriggerSpec::parse(&spec).unwrap(), &client)
+        .await
+        .unwrap()
+        .run(
+            Stop::new(),
+            RunOptions {
+                idle: Some(Duration::from_secs(2)),
+                ..RunOptions::default()
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    server.abort();
+    // The event in hand at the stop is the first the second run acts on.
+    assert_eq!((second.matched, second.succeeded), (3, 3));
+    let keys: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.as_str() == "hook:frames/0/0")
+            .count(),
+        2
+    );
+    assert_eq!(keys.len(), 2 + 2 + 2);
+    client.close();
+}

@@ -291,12 +291,23 @@ impl Runner {
                 continue;
             }
             self.stats.matched += 1;
-            let Some(record) = self.act(&item, stop).await? else {
-                // Stopped while backing off: the event is not done, and
-                // its position is not committed.
-                return Ok(());
+            let record = match self.act(&item, stop).await {
+                Ok(Some(record)) => record,
+                // Stopped while backing off: the event is not done.
+                Ok(None) => {
+                    self.unread(&item);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.unread(&item);
+                    return Err(e);
+                }
             };
-            self.record(&record, &item).await?;
+            if let Err(e) = self.record(&record, &item).await {
+                // Run again (and recorded then) after a restart.
+                self.unread(&item);
+                return Err(e);
+            }
             on_run(&record);
             self.commit_or_warn().await;
             dirty = false;
@@ -485,6 +496,15 @@ impl Runner {
             prov.add(rec).map(|_| ()).map_err(|e| e.to_string())
         })
         .map_err(TriggerError::Provenance)
+    }
+
+    /// Moves the position back to an event in hand that is not done, so
+    /// that the commit on the way out does not pass it: it is read (and
+    /// acted on) again when the trigger restarts.
+    fn unread(&mut self, item: &ConsumedItem) {
+        if let Err(e) = self.consumer.seek(item.partition, item.offset) {
+            tracing::warn!(error = %e, "cannot move back to {}/{}", item.partition, item.offset);
+        }
     }
 
     async fn commit(&mut self) -> Result<(), TriggerError> {
