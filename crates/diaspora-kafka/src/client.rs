@@ -1,0 +1,90 @@
+//! The rdkafka clients the bridge uses, with the one client context that
+//! answers OAUTHBEARER token requests from a token file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::client::OAuthToken;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientContext;
+
+use crate::config::KafkaConfig;
+
+/// The bridge's client context: it reads an
+/// OAUTHBEARER token from a file whenever librdkafka asks for a fresh one.
+#[derive(Clone, Default)]
+pub struct Context {
+    token_file: Option<PathBuf>,
+}
+
+impl ClientContext for Context {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let path = self
+            .token_file
+            .as_ref()
+            .ok_or("OAUTHBEARER asked for a token, and no token file is configured")?;
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading the OAUTHBEARER token {}: {e}", path.display()))?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(format!("the OAUTHBEARER token file {} is empty", path.display()).into());
+        }
+        // Asked again before this runs out: the file may hold a fresh one by then.
+        let lifetime_ms = diaspora_fabric::item::now_us() / 1000 + 5 * 60 * 1000;
+        Ok(OAuthToken {
+            token,
+            principal_name: "diaspora".into(),
+            lifetime_ms,
+        })
+    }
+}
+
+impl ConsumerContext for Context {}
+
+/// A producer.
+pub type Producer = FutureProducer<Context>;
+/// A consumer.
+pub type Consumer = BaseConsumer<Context>;
+
+fn context(cfg: &KafkaConfig) -> Context {
+    Context {
+        token_file: cfg.token_file.clone(),
+    }
+}
+
+/// An idempotent producer (acks=all, in order, no duplicates within its
+/// session) that gives up on a message after `delivery_timeout`.
+pub fn producer(cfg: &KafkaConfig, delivery_timeout: Duration) -> Result<Producer, String> {
+    let ms = delivery_timeout.as_millis().to_string();
+    cfg.client_config(&[
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "2"),
+        ("delivery.timeout.ms", &ms),
+        ("queue.buffering.max.messages", "1000000"),
+        ("queue.buffering.max.kbytes", "1048576"),
+        ("message.max.bytes", "16777216"),
+    ])?
+    .create_with_context(context(cfg))
+    .map_err(|e| format!("a Kafka producer for {}: {e}", cfg.bootstrap))
+}
+
+/// A consumer of group `group` that commits only when told to.
+pub fn consumer(cfg: &KafkaConfig, group: &str) -> Result<Consumer, String> {
+    cfg.client_config(&[
+        ("group.id", group),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("enable.partition.eof", "false"),
+        ("fetch.message.max.bytes", "16777216"),
+    ])?
+    .create_with_context(context(cfg))
+    .map_err(|e| format!("a Kafka consumer for {}: {e}", cfg.bootstrap))
+}
