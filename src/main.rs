@@ -55,6 +55,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Twin(t) => cli::twin::run(t).await,
         Command::Pool(p) => cli::pool::run(p).await,
         Command::Trigger(t) => cli::trigger::run(t).await,
+        Command::KafkaBridge(a) => cli::kafka::run(a).await,
         Command::User(c) => cli::auth::user(c).await,
         Command::Token(c) => cli::auth::token(c).await,
         Command::Acl(c) => cli::auth::acl(c).await,

@@ -33,6 +33,7 @@ pub mod bench;
 pub mod bridge;
 pub mod data;
 pub mod demo;
+pub mod kafka;
 pub mod pool;
 pub mod predict;
 pub mod prov;
@@ -127,6 +128,10 @@ pub enum Command {
     /// consumer group, every run recorded in provenance.
     #[command(subcommand)]
     Trigger(trigger::TriggerCommand),
+    /// Mirror a fabric topic into a Kafka-API service's topic, or one of its
+    /// topics into the fabric, exactly once, partition to partition (the
+    /// cloud tier: MSK, Confluent Cloud; TLS and SASL).
+    KafkaBridge(kafka::KafkaBridgeArgs),
     /// Users and their groups on a node that requires identities.
     #[command(subcommand)]
     User(auth::UserCommand),

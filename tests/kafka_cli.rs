@@ -1,0 +1,220 @@
+//! `diaspora kafka-bridge` as a process against a real Kafka-protocol
+//! broker (Tansu, named by DIASPORA_TEST_TANSU; without it the test says it
+//! did not run): SIGKILLed mid-stream and restarted, the broker restarted,
+//! every item of the fabric topic once in Kafka, in order per partition.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{cli, start_node, Reaped, Served, BIN};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+struct Tansu {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        self.child = Some(
+            Command::new(&self.bin)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start tansu"),
+        );
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "tansu did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bridge(node: &Served, bootstrap: &str) -> Reaped {
+    Reaped::new(
+        Command::new(BIN)
+            .args([
+                "kafka-bridge",
+                "--direction",
+                "to-kafka",
+                "--topic",
+                "frames",
+            ])
+            .args(["--kafka", &format!("{bootstrap}/frames")])
+            .args(["--name", "cloud", "--commit-interval-ms", "1000"])
+            .args(["--ca", node.ca.to_str().unwrap()])
+            .args(["--addr", &node.data.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Records of the Kafka topic per partition: their `diaspora.source` offsets.
+fn sources(bootstrap: &str, partitions: i32) -> BTreeMap<i32, Vec<u64>> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset("frames", p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+    while let Some(m) = c.poll(Duration::from_secs(3)) {
+        let m = m.unwrap();
+        let src = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "diaspora.source"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("a diaspora.source header");
+        let offset = src.rsplit('/').next().unwrap().parse().unwrap();
+        out.entry(m.partition()).or_default().push(offset);
+    }
+    out
+}
+
+fn kafka_count(bootstrap: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks("frames", p, Duration::from_secs(5))
+                .map_or(0, |(lo, hi)| hi - lo)
+        })
+        .sum()
+}
+
+fn tansu_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("DIASPORA_TEST_TANSU").map(PathBuf::from);
+    if p.is_none() {
+        eprintln!("DIASPORA_TEST_TANSU is not set: the Kafka bridge CLI test did not run");
+    }
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_kafka_bridge_process_and_a_restarted_broker_lose_and_duplicate_nothing() {
+    let Some(bin) = tansu_bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("tansu");
+    std::fs::create_dir(&tdir).unwrap();
+    let mut tansu = Tansu {
+        bin,
+        dir: tdir,
+        port: common::free_port(),
+        child: None,
+    };
+    tansu.restart();
+    let bootstrap = format!("127.0.0.1:{}", tansu.port);
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    admin
+        .create_topics(
+            &[NewTopic::new("frames", 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let node = start_node(&dir.path().join("node"), "interval");
+    cli(&node, &["topic", "create", "frames", "--partitions", "3"]);
+    const N: i64 = 6000;
+    cli(
+        &node,
+        &[
+            "produce",
+            "--topic",
+            "frames",
+            "--synthetic",
+            &N.to_string(),
+            "--size",
+            "1024",
+        ],
+    );
+
+    let mut b = bridge(&node, &bootstrap);
+    let t0 = Instant::now();
+    while kafka_count(&bootstrap, 3) < N / 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the bridge did not start forwarding"
+        );
+        assert!(b.try_wait().unwrap().is_none(), "the bridge exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.kill().unwrap(); // SIGKILL
+    b.wait().unwrap();
+    tansu.restart();
+    let _b = bridge(&node, &bootstrap);
+    std::thread::sleep(Duration::from_millis(300));
+    tansu.restart();
+    let t0 = Instant::now();
+    while kafka_count(&bootstrap, 3) < N {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "{} of {N} in Kafka after 180 s",
+            kafka_count(&bootstrap, 3)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing more arrives: no duplicates.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = sources(&bootstrap, 3);
+    let mut total = 0;
+    for (p, offsets) in &got {
+        let want: Vec<u64> = (0..offsets.len() as u64).collect();
+        assert_eq!(
+            offsets, &want,
+            "partition {p}: each source offset once, in order"
+        );
+        total += offsets.len() as i64;
+    }
+    assert_eq!(total, N);
+}
