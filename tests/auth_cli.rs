@@ -53,22 +53,22 @@ impl As<'_> {
     }
 }
 
-#[test]
-fn an_admin_grants_a_user_a_token_and_acl_and_the_node_enforces_them() {
-    let dir = tempfile::tempdir().unwrap();
+/// A node that requires identities (`--auth cert-or-token`, superuser
+/// `admin`) in `dir`, and the superuser's client certificate and key.
+fn secured_node(dir: &std::path::Path) -> (Served, (String, String)) {
     let data = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let node = serve_with(
-        dir.path(),
+        dir,
         data,
         admin,
         "interval",
         &["--auth", "cert-or-token", "--superuser", "admin"],
     );
-    let clients = dir.path().join("clients");
+    let clients = dir.join("clients");
     let out = Command::new(BIN)
         .args(["certs", "client", "--name", "admin", "--ca-dir"])
-        .arg(dir.path().join("certs"))
+        .arg(dir.join("certs"))
         .arg("--out")
         .arg(&clients)
         .output()
@@ -78,12 +78,20 @@ fn an_admin_grants_a_user_a_token_and_acl_and_the_node_enforces_them() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let cert = (
+        clients.join("admin.pem").display().to_string(),
+        clients.join("admin.key").display().to_string(),
+    );
+    (node, cert)
+}
+
+#[test]
+fn an_admin_grants_a_user_a_token_and_acl_and_the_node_enforces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, admin_cert) = secured_node(dir.path());
     let root = As {
         node: &node,
-        cert: Some((
-            clients.join("admin.pem").display().to_string(),
-            clients.join("admin.key").display().to_string(),
-        )),
+        cert: Some(admin_cert),
         token: None,
     };
     let anonymous = As {
@@ -191,30 +199,10 @@ fn an_admin_grants_a_user_a_token_and_acl_and_the_node_enforces_them() {
 #[test]
 fn a_user_onboards_and_runs_a_trigger_within_their_grants_and_another_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let data = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let node = serve_with(
-        dir.path(),
-        data,
-        admin,
-        "interval",
-        &["--auth", "cert-or-token", "--superuser", "admin"],
-    );
-    let clients = dir.path().join("clients");
-    let out = Command::new(BIN)
-        .args(["certs", "client", "--name", "admin", "--ca-dir"])
-        .arg(dir.path().join("certs"))
-        .arg("--out")
-        .arg(&clients)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (node, admin_cert) = secured_node(dir.path());
     let root = As {
         node: &node,
-        cert: Some((
-            clients.join("admin.pem").display().to_string(),
-            clients.join("admin.key").display().to_string(),
-        )),
+        cert: Some(admin_cert),
         token: None,
     };
     root.ok(&["topic", "create", "frames"]);

@@ -6,66 +6,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{cli, start_node, Reaped, Served, BIN};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use diaspora_kafka::testing::{create_topic, Tansu};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-
-struct Tansu {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Tansu {
-    fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        self.child = Some(
-            Command::new(&self.bin)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "sqlite://tansu.db"])
-                .current_dir(&self.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start tansu"),
-        );
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "tansu did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn bridge(node: &Served, bootstrap: &str) -> Reaped {
     Reaped::new(
@@ -103,7 +51,17 @@ fn sources(bootstrap: &str, partitions: i32) -> BTreeMap<i32, Vec<u64>> {
     }
     c.assign(&tpl).unwrap();
     let mut out: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
-    while let Some(m) = c.poll(Duration::from_secs(3)) {
+    // Read up to the high watermarks (Tansu may pause between fetches).
+    let want = kafka_count(bootstrap, partitions) as usize;
+    let t0 = Instant::now();
+    while out.values().map(Vec::len).sum::<usize>() < want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "reading Kafka back stalled"
+        );
+        let Some(m) = c.poll(Duration::from_secs(1)) else {
+            continue;
+        };
         let m = m.unwrap();
         let src = m
             .headers()
@@ -130,39 +88,15 @@ fn kafka_count(bootstrap: &str, partitions: i32) -> i64 {
         .sum()
 }
 
-fn tansu_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("DIASPORA_TEST_TANSU").map(PathBuf::from);
-    if p.is_none() {
-        eprintln!("DIASPORA_TEST_TANSU is not set: the Kafka bridge CLI test did not run");
-    }
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_kafka_bridge_process_and_a_restarted_broker_lose_and_duplicate_nothing() {
-    let Some(bin) = tansu_bin() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let tdir = dir.path().join("tansu");
-    std::fs::create_dir(&tdir).unwrap();
-    let mut tansu = Tansu {
-        bin,
-        dir: tdir,
-        port: common::free_port(),
-        child: None,
+    let Some(bin) = Tansu::from_env("the Kafka bridge CLI test") else {
+        return;
     };
-    tansu.restart();
-    let bootstrap = format!("127.0.0.1:{}", tansu.port);
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    admin
-        .create_topics(
-            &[NewTopic::new("frames", 3, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tansu = Tansu::start(&bin, &dir.path().join("tansu")).unwrap();
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, "frames", 3).await.unwrap();
     let node = start_node(&dir.path().join("node"), "interval");
     cli(&node, &["topic", "create", "frames", "--partitions", "3"]);
     const N: i64 = 6000;
@@ -191,10 +125,10 @@ async fn a_sigkilled_kafka_bridge_process_and_a_restarted_broker_lose_and_duplic
     }
     b.kill().unwrap(); // SIGKILL
     b.wait().unwrap();
-    tansu.restart();
+    tansu.restart().unwrap();
     let _b = bridge(&node, &bootstrap);
     std::thread::sleep(Duration::from_millis(300));
-    tansu.restart();
+    tansu.restart().unwrap();
     let t0 = Instant::now();
     while kafka_count(&bootstrap, 3) < N {
         assert!(

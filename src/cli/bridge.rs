@@ -161,29 +161,49 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
     } else {
         None
     };
-    let stats = bridge.stats().clone();
-    let report = move || {
-        let o = std::sync::atomic::Ordering::Relaxed;
-        format!(
-            "bridge '{name}': forwarded {} items, {} duplicate batches absorbed, {} reconnects, {} commits",
-            stats.forwarded.load(o),
-            stats.duplicates_absorbed.load(o),
-            stats.reconnects.load(o),
-            stats.commits.load(o)
-        )
-    };
-    let stop = stop_on_signal()?;
-    let every = (a.stats_interval_s > 0).then(|| Duration::from_secs(a.stats_interval_s));
-    bridge
-        .run_until(&stop, every, |_| eprintln!("{}", report()))
-        .await;
-    let failed = bridge.stats().failed.lock().clone();
+    let label = format!("bridge '{name}'");
+    let failed = wait_for_signal(&bridge, &label, a.stats_interval_s).await?;
     if let Some(p) = publisher {
         p.stop().await;
     }
+    finish(bridge, &label, failed).await
+}
+
+/// One line of a bridge's counters, `LABEL: forwarded …`.
+fn report_line(label: &str, stats: &diaspora_fabric::BridgeStats) -> String {
+    let o = std::sync::atomic::Ordering::Relaxed;
+    format!(
+        "{label}: forwarded {} items, {} duplicate batches absorbed, {} reconnects, {} commits",
+        stats.forwarded.load(o),
+        stats.duplicates_absorbed.load(o),
+        stats.reconnects.load(o),
+        stats.commits.load(o)
+    )
+}
+
+/// Keeps a started bridge running until SIGTERM or Ctrl-C, printing its
+/// counters every `stats_interval_s` (never when 0); returns the first
+/// partition that stopped on an error, if any.
+pub async fn wait_for_signal(
+    bridge: &Bridge,
+    label: &str,
+    stats_interval_s: u64,
+) -> Result<Option<(u32, String)>> {
+    let stop = stop_on_signal()?;
+    let every = (stats_interval_s > 0).then(|| Duration::from_secs(stats_interval_s));
+    bridge
+        .run_until(&stop, every, |s| eprintln!("{}", report_line(label, s)))
+        .await;
+    Ok(bridge.stats().failed.lock().first().cloned())
+}
+
+/// Stops a bridge (it commits its acknowledged position), prints its
+/// counters, and fails if a partition had stopped.
+pub async fn finish(bridge: Bridge, label: &str, failed: Option<(u32, String)>) -> Result<()> {
+    let stats = bridge.stats().clone();
     bridge.stop().await;
-    eprintln!("{}", report());
-    if let Some((p, e)) = failed.first() {
+    eprintln!("{}", report_line(label, &stats));
+    if let Some((p, e)) = failed {
         bail!("partition {p} stopped: {e}");
     }
     Ok(())

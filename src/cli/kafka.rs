@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use diaspora_kafka::bridge::{from_kafka, to_kafka, KafkaBridgeConfig};
 use diaspora_kafka::config::KafkaConfig;
 
-use super::{check_ca, stop_on_signal, DataConn};
+use super::{check_ca, DataConn};
 
 /// Which way items go.
 #[derive(Clone, Copy, ValueEnum)]
@@ -125,27 +125,7 @@ pub async fn run(a: KafkaBridgeArgs) -> Result<()> {
         a.topic,
         bridge.partitions()
     );
-    let stats = bridge.stats().clone();
-    let report = move || {
-        let o = std::sync::atomic::Ordering::Relaxed;
-        format!(
-            "kafka bridge '{name}': forwarded {} items, {} duplicate batches absorbed, {} reconnects, {} commits",
-            stats.forwarded.load(o),
-            stats.duplicates_absorbed.load(o),
-            stats.reconnects.load(o),
-            stats.commits.load(o)
-        )
-    };
-    let stop = stop_on_signal()?;
-    let every = (a.stats_interval_s > 0).then(|| Duration::from_secs(a.stats_interval_s));
-    bridge
-        .run_until(&stop, every, |_| eprintln!("{}", report()))
-        .await;
-    let failed = bridge.stats().failed.lock().clone();
-    bridge.stop().await;
-    eprintln!("{}", report());
-    if let Some((p, e)) = failed.first() {
-        bail!("partition {p} stopped: {e}");
-    }
-    Ok(())
+    let label = format!("kafka bridge '{name}'");
+    let failed = super::bridge::wait_for_signal(&bridge, &label, a.stats_interval_s).await?;
+    super::bridge::finish(bridge, &label, failed).await
 }

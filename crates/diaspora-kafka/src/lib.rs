@@ -28,3 +28,4 @@ pub mod record;
 pub mod sink;
 #[cfg(feature = "client")]
 pub mod source;
+pub mod testing;

@@ -9,8 +9,6 @@
 //! item arrives exactly once, in per-partition order.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,107 +21,11 @@ use diaspora_fabric::{
 use diaspora_kafka::bridge::{from_kafka, to_kafka, KafkaBridgeConfig};
 use diaspora_kafka::config::KafkaConfig;
 use diaspora_kafka::record::{from_record, Record};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use diaspora_kafka::testing::{create_topic, Tansu};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-
-/// A Tansu broker, killed and reaped when dropped.
-struct Tansu {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Tansu {
-    fn start(bin: &Path, dir: &Path) -> Tansu {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut t = Tansu {
-            bin: bin.to_path_buf(),
-            dir: dir.to_path_buf(),
-            port,
-            child: None,
-        };
-        t.restart();
-        t
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "tansu did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn tansu_bin() -> Option<PathBuf> {
-    match std::env::var_os("DIASPORA_TEST_TANSU") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            eprintln!("DIASPORA_TEST_TANSU is not set: the Kafka bridge tests did not run");
-            None
-        }
-    }
-}
-
-async fn create_kafka_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
-}
 
 /// Every record of a Kafka topic, per partition, in order (blocking).
 fn read_kafka(
@@ -145,17 +47,22 @@ fn read_kafka(
     }
     c.assign(&tpl).unwrap();
     let mut out: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    // Until `want` arrived (Tansu may pause between fetches), then 2 s
+    // more: anything after `want` is a duplicate the caller sees.
     let t0 = Instant::now();
-    let mut quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_secs(3) && t0.elapsed() < Duration::from_secs(60) {
+    let mut done: Option<Instant> = None;
+    while done.map_or(true, |d| d.elapsed() < Duration::from_secs(2)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "reading Kafka stalled"
+        );
+        if done.is_none() && out.values().map(Vec::len).sum::<usize>() >= want {
+            done = Some(Instant::now());
+        }
         let Some(m) = c.poll(Duration::from_millis(200)) else {
-            if out.values().map(Vec::len).sum::<usize>() >= want {
-                quiet = quiet.min(Instant::now() - Duration::from_secs(2));
-            }
             continue;
         };
         let m = m.unwrap();
-        quiet = Instant::now();
         out.entry(m.partition()).or_default().push(Record {
             key: m.key().map(Bytes::copy_from_slice),
             value: m.payload().map(Bytes::copy_from_slice),
@@ -203,10 +110,11 @@ async fn wait_forwarded(b: &Bridge, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fabric_to_kafka_and_back_exactly_once_through_bridge_kills_and_a_broker_restart() {
-    let Some(bin) = tansu_bin() else { return };
+    let Some(bin) = Tansu::from_env("the Kafka bridge tests") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tansu")).unwrap();
-    let mut tansu = Tansu::start(&bin, &dir.path().join("tansu"));
+    let mut tansu = Tansu::start(&bin, &dir.path().join("tansu")).unwrap();
     let node = Node::start(NodeConfig::new(dir.path().join("node")))
         .await
         .unwrap();
@@ -215,7 +123,7 @@ async fn fabric_to_kafka_and_back_exactly_once_through_bridge_kills_and_a_broker
             .create_topic(t, TopicSettings::with_partitions(2))
             .unwrap();
     }
-    create_kafka_topic(&tansu.bootstrap(), "frames", 2).await;
+    create_topic(&tansu.bootstrap(), "frames", 2).await.unwrap();
     let fabric = ClientConfig::new(node.data_addr(), node.ca_file());
     let client = Client::connect(fabric.clone()).await.unwrap();
     const N: u64 = 3000;
@@ -239,11 +147,11 @@ async fn fabric_to_kafka_and_back_exactly_once_through_bridge_kills_and_a_broker
     let b = to_kafka(cfg.clone()).await.unwrap();
     wait_forwarded(&b, N / 3).await;
     drop(b); // aborts the partition tasks: no commit, as a SIGKILL
-    tansu.restart();
+    tansu.restart().unwrap();
     cfg.commit_interval = Duration::from_millis(200);
     let b = to_kafka(cfg.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tansu.restart();
+    tansu.restart().unwrap();
     wait_forwarded(&b, 1).await;
     let bs = tansu.bootstrap();
     let got = tokio::task::spawn_blocking(move || read_kafka(&bs, "frames", 2, N as usize))
@@ -260,7 +168,7 @@ async fn fabric_to_kafka_and_back_exactly_once_through_bridge_kills_and_a_broker
             let src = src.expect("a diaspora.source header");
             assert_eq!(src.partition as i32, *p);
             assert!(
-                last.is_none_or(|l| src.offset == l + 1),
+                last.map_or(true, |l| src.offset == l + 1),
                 "partition {p}: {last:?} then {}",
                 src.offset
             );
@@ -327,7 +235,7 @@ async fn fabric_to_kafka_and_back_exactly_once_through_bridge_kills_and_a_broker
                 let mut it = it.clone();
                 it.producer_key = None;
                 assert_eq!(it, item(n as u64));
-                assert!(last_n.is_none_or(|l| n > l), "partition {p} out of order");
+                assert!(last_n.map_or(true, |l| n > l), "partition {p} out of order");
                 last_n = Some(n);
                 ns.push(n);
             } else {
