@@ -88,3 +88,23 @@ pub fn consumer(cfg: &KafkaConfig, group: &str) -> Result<Consumer, String> {
     .create_with_context(context(cfg))
     .map_err(|e| format!("a Kafka consumer for {}: {e}", cfg.bootstrap))
 }
+
+/// A consumed Kafka message as a [`crate::record::Record`] (copied out of
+/// librdkafka's buffer).
+pub fn record_of(m: &impl rdkafka::message::Message) -> crate::record::Record {
+    use bytes::Bytes;
+    use rdkafka::message::Headers;
+    crate::record::Record {
+        key: m.key().map(Bytes::copy_from_slice),
+        value: m.payload().map(Bytes::copy_from_slice),
+        timestamp_ms: m.timestamp().to_millis(),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}

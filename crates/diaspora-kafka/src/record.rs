@@ -134,7 +134,7 @@ pub fn from_record(r: &Record) -> Result<(Item, Option<ItemRef>), RecordError> {
             .map(|(_, v)| v.clone().unwrap_or_default())
     };
     let source = match header(SOURCE_HEADER) {
-        Some(v) => Some(source_of(&v)?),
+        Some(v) => Some(parse_source(&v)?),
         None => None,
     };
     let key = r.key.clone().unwrap_or_default();
@@ -178,7 +178,8 @@ pub fn from_record(r: &Record) -> Result<(Item, Option<ItemRef>), RecordError> {
     Ok((item, source))
 }
 
-fn source_of(v: &[u8]) -> Result<ItemRef, RecordError> {
+/// The place a `diaspora.source` header names, `topic/partition/offset`.
+pub fn parse_source(v: &[u8]) -> Result<ItemRef, RecordError> {
     let bad = |why: String| RecordError::Header {
         header: SOURCE_HEADER,
         why,

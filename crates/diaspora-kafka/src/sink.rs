@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{self, Producer};
 use crate::config::KafkaConfig;
-use crate::record::{to_record, Record, SOURCE_HEADER};
+use crate::record::{parse_source, to_record, Record, SOURCE_HEADER};
 
 /// How far back the tail read looks for the sink's last record.
 pub const TAIL_SCAN_MAX: i64 = 10_000;
@@ -124,22 +124,13 @@ pub fn read_tail(
             };
             let m = m.map_err(|e| unavailable("reading the Kafka tail", e))?;
             next = m.offset() + 1;
-            let Some(h) = m.headers() else { continue };
-            for h in h.iter() {
-                if h.key != SOURCE_HEADER {
-                    continue;
-                }
-                let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) else {
-                    continue;
-                };
-                let Some((rest, off)) = v.rsplit_once('/') else {
-                    continue;
-                };
-                if rest == format!("{source_topic}/{source_partition}") {
-                    if let Ok(o) = off.parse::<u64>() {
-                        found = Some(o);
-                    }
-                }
+            let mine = m
+                .headers()
+                .and_then(|h| h.iter().filter(|h| h.key == SOURCE_HEADER).last())
+                .and_then(|h| parse_source(h.value.unwrap_or_default()).ok())
+                .filter(|s| &*s.topic == source_topic && s.partition == source_partition);
+            if let Some(s) = mine {
+                found = Some(s.offset);
             }
         }
         if found.is_some() || start == lo {

@@ -15,12 +15,12 @@ use diaspora_fabric::bridge::{BridgeError, BridgeSource, Fetched, Pending};
 use diaspora_fabric::item::ConsumedItem;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{self, Consumer};
 use crate::config::KafkaConfig;
-use crate::record::{from_record, Record};
+use crate::record::from_record;
 
 /// Most records one fetch returns.
 pub const FETCH_RECORDS_MAX: usize = 512;
@@ -156,24 +156,7 @@ impl BridgeSource for KafkaSource {
                             return Err(unavailable("reading Kafka", e));
                         }
                     };
-                    let r = Record {
-                        key: m.key().map(bytes::Bytes::copy_from_slice),
-                        value: m.payload().map(bytes::Bytes::copy_from_slice),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        headers: m
-                            .headers()
-                            .map(|h| {
-                                h.iter()
-                                    .map(|h| {
-                                        (
-                                            h.key.to_string(),
-                                            h.value.map(bytes::Bytes::copy_from_slice),
-                                        )
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    };
+                    let r = client::record_of(&m);
                     let offset = m.offset() as u64;
                     let (item, _) = from_record(&r).map_err(|e| {
                         BridgeError::fatal(format!(

@@ -23,7 +23,7 @@ use diaspora_kafka::config::KafkaConfig;
 use diaspora_kafka::record::{from_record, Record};
 use diaspora_kafka::testing::{create_topic, Tansu};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -63,19 +63,9 @@ fn read_kafka(
             continue;
         };
         let m = m.unwrap();
-        out.entry(m.partition()).or_default().push(Record {
-            key: m.key().map(Bytes::copy_from_slice),
-            value: m.payload().map(Bytes::copy_from_slice),
-            timestamp_ms: m.timestamp().to_millis(),
-            headers: m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        });
+        out.entry(m.partition())
+            .or_default()
+            .push(diaspora_kafka::client::record_of(&m));
     }
     out
 }

@@ -109,6 +109,25 @@ impl Event {
     }
 }
 
+/// The item a trigger publishes for `event` (an action's `publish`, the
+/// dead-letter topic): keyed by the idempotency key, the event's metadata
+/// and timestamp, `payload`, and `trigger.name`, `trigger.key` and
+/// `trigger.source` added to the metadata.
+pub fn event_item(event: &Event, item: &ConsumedItem, payload: Bytes) -> Item {
+    let mut out = Item {
+        key: Bytes::from(event.key.clone().into_bytes()),
+        metadata: item.item.metadata.clone(),
+        timestamp_us: item.item.timestamp_us,
+        payload,
+        ..Default::default()
+    };
+    let m = &mut out.metadata;
+    m.insert("trigger.name".into(), meta::string(&event.trigger));
+    m.insert("trigger.key".into(), meta::string(&event.key));
+    m.insert("trigger.source".into(), meta::string(&event.location()));
+    out
+}
+
 /// The idempotency key of `item` for trigger `trigger`.
 pub fn idempotency_key(trigger: &str, item: &ConsumedItem) -> String {
     format!(
@@ -308,28 +327,17 @@ impl Actions {
         with_payload: bool,
     ) -> Result<String, Failure> {
         let producer = self.producer.as_ref().expect("publish has a producer");
-        let mut out = Item {
-            key: Bytes::from(event.key.clone().into_bytes()),
-            metadata: item.item.metadata.clone(),
-            timestamp_us: item.item.timestamp_us,
-            ..Default::default()
+        let payload = if !with_payload {
+            Bytes::new()
+        } else if item.payload_left_out() {
+            self.client
+                .read_payload(&event.topic, event.partition, event.offset)
+                .await
+                .map_err(|e| Failure::Transient(format!("reading the payload: {e}")))?
+        } else {
+            item.item.payload.clone()
         };
-        if with_payload {
-            out.payload = if item.payload_left_out() {
-                self.client
-                    .read_payload(&event.topic, event.partition, event.offset)
-                    .await
-                    .map_err(|e| Failure::Transient(format!("reading the payload: {e}")))?
-            } else {
-                item.item.payload.clone()
-            };
-        }
-        out.metadata
-            .insert("trigger.name".into(), meta::string(&event.trigger));
-        out.metadata
-            .insert("trigger.key".into(), meta::string(&event.key));
-        out.metadata
-            .insert("trigger.source".into(), meta::string(&event.location()));
+        let out = event_item(event, item, payload);
         let d = producer
             .send(out)
             .await

@@ -403,17 +403,8 @@ impl Runner {
                 }
             }
         }
-        let mut out = Item {
-            key: Bytes::from(event.key.clone().into_bytes()),
-            metadata: item.item.metadata.clone(),
-            timestamp_us: item.item.timestamp_us,
-            payload,
-            ..Default::default()
-        };
+        let mut out = crate::action::event_item(event, item, payload);
         let m = &mut out.metadata;
-        m.insert("trigger.name".into(), meta::string(&event.trigger));
-        m.insert("trigger.key".into(), meta::string(&event.key));
-        m.insert("trigger.source".into(), meta::string(&event.location()));
         m.insert("trigger.error".into(), meta::string(error));
         m.insert("trigger.attempts".into(), meta::int(i64::from(attempts)));
         if payload_missing {
