@@ -56,6 +56,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Pool(p) => cli::pool::run(p).await,
         Command::Trigger(t) => cli::trigger::run(t).await,
         Command::KafkaBridge(a) => cli::kafka::run(a).await,
+        Command::KafkaConsume(a) => cli::kafka::consume(a).await,
         Command::User(c) => cli::auth::user(c).await,
         Command::Token(c) => cli::auth::token(c).await,
         Command::Acl(c) => cli::auth::acl(c).await,

@@ -16,6 +16,10 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 fn bridge(node: &Served, bootstrap: &str) -> Reaped {
+    bridge_with(node, bootstrap, &[])
+}
+
+fn bridge_with(node: &Served, bootstrap: &str, extra: &[&str]) -> Reaped {
     Reaped::new(
         Command::new(BIN)
             .args([
@@ -29,6 +33,7 @@ fn bridge(node: &Served, bootstrap: &str) -> Reaped {
             .args(["--name", "cloud", "--commit-interval-ms", "1000"])
             .args(["--ca", node.ca.to_str().unwrap()])
             .args(["--addr", &node.data.to_string()])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -151,4 +156,77 @@ async fn a_sigkilled_kafka_bridge_process_and_a_restarted_broker_lose_and_duplic
         total += offsets.len() as i64;
     }
     assert_eq!(total, N);
+}
+
+/// `diaspora kafka-consume --json` of `count` records (or until 3 s idle)
+/// for `group`: the item ids it printed.
+fn kafka_consume(bootstrap: &str, group: &str, count: Option<u64>) -> Vec<u64> {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["kafka-consume", "--kafka", &format!("{bootstrap}/frames")])
+        .args(["--group", group, "--json", "--idle-timeout-ms", "3000"]);
+    if let Some(n) = count {
+        cmd.args(["--count", &n.to_string()]);
+    }
+    let out = cmd.env("RUST_LOG", "warn").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v["source"].as_str().unwrap().starts_with("frames/"), "{v}");
+            assert_eq!(v["size"], 100, "{v}");
+            v["id"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// A bridge that creates its Kafka topic, and a cloud-side reader of it in
+/// three runs of one group: each run resumes after what the last
+/// committed, so together they print every item once.
+#[test]
+fn kafka_consume_resumes_its_group_on_a_topic_the_bridge_created() {
+    let Some(bin) = Tansu::from_env("the kafka-consume test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Tansu::start(&bin, &dir.path().join("tansu")).unwrap();
+    let bootstrap = tansu.bootstrap();
+    let node = start_node(&dir.path().join("node"), "interval");
+    cli(&node, &["topic", "create", "frames", "--partitions", "2"]);
+    const N: u64 = 500;
+    cli(
+        &node,
+        &[
+            "produce",
+            "--topic",
+            "frames",
+            "--synthetic",
+            "500",
+            "--size",
+            "100",
+        ],
+    );
+    let _b = bridge_with(&node, &bootstrap, &["--create-topic"]);
+    let t0 = Instant::now();
+    while kafka_count(&bootstrap, 2) < N as i64 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{} of {N} in Kafka",
+            kafka_count(&bootstrap, 2)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut ids = kafka_consume(&bootstrap, "cloud", Some(300));
+    assert_eq!(ids.len(), 300);
+    ids.extend(kafka_consume(&bootstrap, "cloud", Some(200)));
+    assert!(kafka_consume(&bootstrap, "cloud", None).is_empty());
+    ids.sort_unstable();
+    assert_eq!(ids, (0..N).collect::<Vec<_>>());
+    // Another group reads it all again.
+    assert_eq!(kafka_consume(&bootstrap, "other", None).len(), N as usize);
 }

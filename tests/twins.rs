@@ -16,7 +16,12 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// at a time); its exit status, JSON results and HTML report.
 fn twin_run(file: &str, extra: &[&str]) -> (std::process::ExitStatus, serde_json::Value, String) {
     let report = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    // A scenario with a broker runs the Tansu that ./scripts/test built.
+    if let Some(t) = std::env::var_os("DIASPORA_TEST_TANSU") {
+        cmd.env("DIASPORA_TANSU", t);
+    }
+    let out = cmd
         .args(["twin", "run", file, "--json"])
         .args(extra)
         .arg("--report")
@@ -91,6 +96,30 @@ fn broker_crash_loses_and_duplicates_nothing() {
         .as_str()
         .unwrap()
         .contains("SIGKILL"));
+}
+
+/// The three tiers: edge → WAN → HPC → Kafka bridge → Tansu → a cloud
+/// consumer, through a WAN outage, the Kafka bridge SIGKILLed in the
+/// catch-up burst after it, and the broker restarted: every acknowledged
+/// frame reaches the cloud consumer once.
+#[test]
+fn three_tiers_to_a_kafka_cloud_through_an_outage_a_killed_kafka_bridge_and_a_broker_restart() {
+    if diaspora_kafka::testing::Tansu::from_env("the edge-hpc-cloud twin").is_none() {
+        return;
+    }
+    let r = run_scenario("twins/edge-hpc-cloud.toml", "0.5");
+    assert_eq!(r["consumed"], r["acked"], "{r}");
+    let labels: Vec<&str> = r["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["outage wan", "SIGKILL hpc-cloud", "SIGKILL cloud"],
+        "{r}"
+    );
 }
 
 #[test]

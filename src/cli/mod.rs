@@ -132,6 +132,9 @@ pub enum Command {
     /// topics into the fabric, exactly once, partition to partition (the
     /// cloud tier: MSK, Confluent Cloud; TLS and SASL).
     KafkaBridge(kafka::KafkaBridgeArgs),
+    /// Read a Kafka topic's records as items (a cloud-side consumer), its
+    /// position kept as a consumer group on the Kafka service.
+    KafkaConsume(kafka::KafkaConsumeArgs),
     /// Users and their groups on a node that requires identities.
     #[command(subcommand)]
     User(auth::UserCommand),

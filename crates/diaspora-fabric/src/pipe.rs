@@ -227,6 +227,41 @@ pub struct ConsumeOptions {
     pub commit: bool,
 }
 
+/// The JSON line of a read item (`consume --json`, `kafka-consume
+/// --json`): `topic`, `partition`, `offset`, `size` (`payload_bytes`),
+/// `timestamp_us`, `latency_us` (now minus the item's timestamp), `id`
+/// (metadata "id" when an integer), `crc32c` of the payload (null when the
+/// payload was `left_out` on the node, which adds `payload_left_out`), and
+/// with `with_payload` the payload as text.
+pub fn item_json(
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    item: &crate::item::Item,
+    payload_bytes: u64,
+    left_out: bool,
+    with_payload: bool,
+) -> serde_json::Value {
+    let payload = &item.payload;
+    let mut line = serde_json::json!({
+        "topic": topic, "partition": partition, "offset": offset,
+        "size": payload_bytes, "timestamp_us": item.timestamp_us,
+        "latency_us": now_us() - item.timestamp_us,
+        "id": match item.metadata.get("id").and_then(|v| v.kind.as_ref()) {
+            Some(v1::value::Kind::I(i)) => serde_json::json!(i),
+            _ => serde_json::Value::Null,
+        },
+        "crc32c": if left_out { serde_json::Value::Null } else { crc32c::crc32c(payload).into() },
+    });
+    if left_out {
+        line["payload_left_out"] = true.into();
+    }
+    if with_payload {
+        line["payload"] = String::from_utf8_lossy(payload).into();
+    }
+    line
+}
+
 /// Reads items and writes one line each to `out` until the count, the idle
 /// timeout or `stop`; returns how many were read. Output is flushed at
 /// least every 100 ms while items flow, and whenever the consumer waits, so
@@ -273,22 +308,15 @@ pub async fn consume(
         // known, its checksum is not.
         let left_out = item.payload_left_out();
         if opts.json {
-            let mut line = serde_json::json!({
-                "topic": &*item.topic, "partition": item.partition, "offset": item.offset,
-                "size": item.payload_bytes, "timestamp_us": item.item.timestamp_us,
-                "latency_us": now_us() - item.item.timestamp_us,
-                "id": match item.item.metadata.get("id").and_then(|v| v.kind.as_ref()) {
-                    Some(v1::value::Kind::I(i)) => serde_json::json!(i),
-                    _ => serde_json::Value::Null,
-                },
-                "crc32c": if left_out { serde_json::Value::Null } else { crc32c::crc32c(payload).into() },
-            });
-            if left_out {
-                line["payload_left_out"] = true.into();
-            }
-            if opts.payload {
-                line["payload"] = String::from_utf8_lossy(payload).into();
-            }
+            let line = item_json(
+                &item.topic,
+                item.partition,
+                item.offset,
+                &item.item,
+                item.payload_bytes,
+                left_out,
+                opts.payload,
+            );
             writeln!(out, "{line}").map_err(werr())?;
         } else {
             let preview = String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned();

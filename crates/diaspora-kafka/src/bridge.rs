@@ -10,7 +10,6 @@ use diaspora_fabric::bridge::{
 };
 use diaspora_fabric::item::key_hash;
 use diaspora_fabric::{Client, ClientConfig, Compression};
-use rdkafka::consumer::Consumer as _;
 
 use crate::client;
 use crate::config::KafkaConfig;
@@ -40,6 +39,9 @@ pub struct KafkaBridgeConfig {
     /// A Kafka delivery not acknowledged within this is retried (after a
     /// reconnect and a tail read).
     pub delivery_timeout: Duration,
+    /// Towards Kafka: create the Kafka topic, with the fabric topic's
+    /// partitions, when it does not exist.
+    pub create_topic: bool,
 }
 
 impl KafkaBridgeConfig {
@@ -61,6 +63,7 @@ impl KafkaBridgeConfig {
             commit_interval: Duration::from_millis(500),
             retry_backoff_max: Duration::from_secs(2),
             delivery_timeout: Duration::from_secs(30),
+            create_topic: false,
         }
     }
 
@@ -96,22 +99,9 @@ pub enum KafkaBridgeError {
     Kafka(String),
 }
 
-fn kafka_partitions(cfg: &KafkaConfig, topic: &str) -> Result<u32, KafkaBridgeError> {
+fn kafka_partitions(cfg: &KafkaConfig, topic: &str) -> Result<Option<u32>, KafkaBridgeError> {
     let c = client::consumer(cfg, "diaspora.bridge.metadata").map_err(KafkaBridgeError::Kafka)?;
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| KafkaBridgeError::Kafka(format!("metadata of {topic}: {e}")))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| KafkaBridgeError::Kafka(format!("no topic {topic}")))?;
-    if t.error().is_some() || t.partitions().is_empty() {
-        return Err(KafkaBridgeError::Kafka(format!(
-            "topic {topic} does not exist (create it with as many partitions as the source has)"
-        )));
-    }
-    Ok(t.partitions().len() as u32)
+    client::partitions(&c, topic).map_err(KafkaBridgeError::Kafka)
 }
 
 /// Starts a bridge from a fabric topic into a Kafka topic with at least as
@@ -123,6 +113,25 @@ pub async fn to_kafka(cfg: KafkaBridgeConfig) -> Result<Bridge, KafkaBridgeError
     let n = tokio::task::spawn_blocking(move || kafka_partitions(&kcfg, &ktopic))
         .await
         .map_err(|e| KafkaBridgeError::Kafka(e.to_string()))??;
+    let n = match n {
+        Some(n) => n,
+        None if cfg.create_topic => {
+            let n = sources.len() as u32;
+            client::create_topic(&cfg.kafka, &cfg.kafka_topic, n)
+                .await
+                .map_err(KafkaBridgeError::Kafka)?;
+            n
+        }
+        None => {
+            return Err(KafkaBridgeError::Kafka(format!(
+                "topic {} does not exist: create it with at least the {} partitions of {} \
+                 (or let the bridge create it)",
+                cfg.kafka_topic,
+                sources.len(),
+                cfg.fabric_topic
+            )))
+        }
+    };
     if (n as usize) < sources.len() {
         return Err(KafkaBridgeError::Kafka(format!(
             "Kafka topic {} has {n} partitions, fewer than the {} of {}",

@@ -108,3 +108,42 @@ pub fn record_of(m: &impl rdkafka::message::Message) -> crate::record::Record {
             .unwrap_or_default(),
     }
 }
+
+/// How many partitions `topic` has, or `None` when it does not exist.
+pub fn partitions(c: &Consumer, topic: &str) -> Result<Option<u32>, String> {
+    use rdkafka::consumer::Consumer as _;
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("Kafka metadata of {topic}: {e}"))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as u32))
+}
+
+/// Creates the Kafka topic `topic` of `partitions` partitions (replication
+/// factor: the broker's default).
+pub async fn create_topic(cfg: &KafkaConfig, topic: &str, partitions: u32) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<Context> = cfg
+        .client_config(&[])?
+        .create_with_context(context(cfg))
+        .map_err(|e| format!("a Kafka admin client for {}: {e}", cfg.bootstrap))?;
+    let r = admin
+        .create_topics(
+            &[NewTopic::new(
+                topic,
+                partitions as i32,
+                TopicReplication::Fixed(-1),
+            )],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .map_err(|e| format!("creating Kafka topic {topic}: {e}"))?;
+    for t in r {
+        t.map_err(|(name, code)| format!("creating Kafka topic {name}: {code}"))?;
+    }
+    Ok(())
+}

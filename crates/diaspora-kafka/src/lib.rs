@@ -10,6 +10,8 @@
 //!   on the fabric's `BridgeSink`/`BridgeSource` seam, so the fabric's
 //!   bridge loop (acknowledge, commit, reconnect) runs them.
 //! - [`bridge`]: [`bridge::to_kafka`] and [`bridge::from_kafka`].
+//! - [`reader`]: a plain reader of a Kafka topic as items, for consumers
+//!   outside the fabric (`diaspora kafka-consume`, triggers).
 //!
 //! Exactly once without Kafka transactions: towards Kafka, every record
 //! names its source place and a reconnecting sink reads its partition's
@@ -23,6 +25,8 @@ pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod fuzzing;
+#[cfg(feature = "client")]
+pub mod reader;
 pub mod record;
 #[cfg(feature = "client")]
 pub mod sink;

@@ -52,39 +52,11 @@ impl KafkaSource {
         group: &str,
     ) -> Result<Vec<KafkaSource>, String> {
         let c = client::consumer(&cfg, group)?;
-        let md = c
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| format!("Kafka metadata of {topic}: {e}"))?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .ok_or_else(|| format!("Kafka has no topic {topic}"))?;
-        if let Some(e) = t.error() {
-            return Err(format!("Kafka topic {topic}: {e:?}"));
-        }
-        let n = t.partitions().len() as i32;
-        if n == 0 {
-            return Err(format!("Kafka topic {topic} has no partitions"));
-        }
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n {
-            tpl.add_partition(topic, p);
-        }
-        let committed = c
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .map_err(|e| format!("the committed offsets of group {group} on {topic}: {e}"))?;
+        let resume = crate::reader::resume_positions(&c, topic, group)?;
+        let n = resume.len() as i32;
         let mut out = Vec::with_capacity(n as usize);
         for p in 0..n {
-            let resume = match committed.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) if o >= 0 => o as u64,
-                _ => {
-                    let (lo, _) = c
-                        .fetch_watermarks(topic, p, Duration::from_secs(10))
-                        .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
-                    lo.max(0) as u64
-                }
-            };
+            let resume = resume[p as usize];
             out.push(KafkaSource {
                 cfg: cfg.clone(),
                 group: group.to_string(),

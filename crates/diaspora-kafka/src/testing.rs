@@ -97,20 +97,6 @@ impl Drop for Tansu {
 /// Creates a Kafka topic of `partitions` partitions.
 #[cfg(feature = "client")]
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    for t in r {
-        t.map_err(|(name, code)| format!("creating Kafka topic {name}: {code}"))?;
-    }
-    Ok(())
+    let cfg = crate::config::KafkaConfig::new(bootstrap);
+    crate::client::create_topic(&cfg, topic, partitions as u32).await
 }

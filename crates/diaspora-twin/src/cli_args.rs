@@ -214,7 +214,50 @@ pub struct ProduceLines {
     pub ca: PathBuf,
 }
 
-/// One `diaspora` command line.
+/// A Kafka-protocol broker: Tansu (not the `diaspora` binary), run in its
+/// directory with SQLite storage there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broker {
+    /// The Tansu binary.
+    pub program: PathBuf,
+    /// Its working directory (its storage, `tansu.db`, is there).
+    pub dir: PathBuf,
+    /// `--listener-url` and `--advertised-listener-url` (`tcp://ADDR`).
+    pub listen: SocketAddr,
+}
+
+/// `diaspora kafka-bridge`: a fabric topic to or from a Kafka topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaBridge {
+    /// `--name`.
+    pub name: String,
+    /// `--direction`: `to-kafka` or `from-kafka`.
+    pub direction: String,
+    /// `--topic`: the fabric topic.
+    pub topic: String,
+    /// `--addr`: the node's data plane.
+    pub addr: SocketAddr,
+    /// `--ca`.
+    pub ca: PathBuf,
+    /// `--kafka BOOTSTRAP/TOPIC`: the broker and the Kafka topic.
+    pub bootstrap: SocketAddr,
+    /// The Kafka topic.
+    pub kafka_topic: String,
+}
+
+/// `diaspora kafka-consume --json`: a Kafka topic's records as items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaConsume {
+    /// `--kafka BOOTSTRAP/TOPIC`: the broker.
+    pub bootstrap: SocketAddr,
+    /// The Kafka topic.
+    pub topic: String,
+    /// `--group`.
+    pub group: String,
+}
+
+/// One command line: of the `diaspora` binary, or of another program a
+/// twin runs ([`Invocation::program`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Invocation {
     /// A node.
@@ -237,6 +280,12 @@ pub enum Invocation {
     ProduceLines(ProduceLines),
     /// A stage of the ptychography loop.
     DemoStage(DemoStage),
+    /// A Kafka-protocol broker (Tansu).
+    Broker(Broker),
+    /// A Kafka bridge.
+    KafkaBridge(KafkaBridge),
+    /// A consumer of a Kafka topic.
+    KafkaConsume(KafkaConsume),
 }
 
 /// `diaspora demo --stage`: one stage of the ptychography loop.
@@ -271,6 +320,15 @@ fn path(p: &Path) -> String {
 }
 
 impl Invocation {
+    /// For a program other than the `diaspora` binary: the program and the
+    /// directory it runs in.
+    pub fn program(&self) -> Option<(&Path, &Path)> {
+        match self {
+            Invocation::Broker(b) => Some((&b.program, &b.dir)),
+            _ => None,
+        }
+    }
+
     /// The arguments after the binary's name.
     pub fn argv(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
@@ -402,6 +460,35 @@ impl Invocation {
                 flag(&mut a, "--addr", r.addr.to_string());
                 flag(&mut a, "--ca", path(&r.ca));
             }
+            Invocation::Broker(b) => {
+                let url = format!("tcp://{}", b.listen);
+                a.push("broker".into());
+                flag(&mut a, "--listener-url", url.clone());
+                flag(&mut a, "--advertised-listener-url", url);
+                flag(&mut a, "--storage-engine", "sqlite://tansu.db".into());
+            }
+            Invocation::KafkaBridge(k) => {
+                a.push("kafka-bridge".into());
+                flag(&mut a, "--name", k.name.clone());
+                flag(&mut a, "--direction", k.direction.clone());
+                flag(&mut a, "--topic", k.topic.clone());
+                flag(&mut a, "--addr", k.addr.to_string());
+                flag(&mut a, "--ca", path(&k.ca));
+                flag(
+                    &mut a,
+                    "--kafka",
+                    format!("{}/{}", k.bootstrap, k.kafka_topic),
+                );
+                if k.direction == "to-kafka" {
+                    a.push("--create-topic".into());
+                }
+            }
+            Invocation::KafkaConsume(k) => {
+                a.push("kafka-consume".into());
+                flag(&mut a, "--kafka", format!("{}/{}", k.bootstrap, k.topic));
+                flag(&mut a, "--group", k.group.clone());
+                a.push("--json".into());
+            }
             Invocation::ProduceLines(p) => {
                 a.push("produce".into());
                 flag(&mut a, "--topic", p.topic.clone());
@@ -453,16 +540,18 @@ pub fn scenario_invocations(
     };
     for phase in crate::hosts::Phase::ALL {
         for h in crate::hosts::planned(scenario, phase) {
-            push(
-                h.kind.name,
-                &h.kind
-                    .command(crate::hosts::HostAt {
-                        scenario,
-                        index: h.index,
-                        env: &env,
-                    })?
-                    .invocation,
-            );
+            let inv = h
+                .kind
+                .command(crate::hosts::HostAt {
+                    scenario,
+                    index: h.index,
+                    env: &env,
+                })?
+                .invocation;
+            // Another program's command line (a broker) is not the binary's.
+            if inv.program().is_none() {
+                push(h.kind.name, &inv);
+            }
         }
         if phase == crate::hosts::Phase::Serve {
             for (_, _, inv) in crate::hosts::topic::create_topics(scenario, &env) {

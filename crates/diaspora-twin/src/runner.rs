@@ -122,10 +122,13 @@ pub async fn run(
         std::fs::remove_dir_all(work).map_err(TwinError::io("clear", work))?;
     }
     std::fs::create_dir_all(work).map_err(TwinError::io("create", work))?;
+    let nodes = hosts::node::allocate(&scenario, work);
+    let brokers = hosts::kafka::allocate(&scenario, &nodes);
     let mut env = HostEnv {
         work_dir: work.clone(),
-        nodes: hosts::node::allocate(&scenario, work),
+        nodes,
         links: HashMap::new(),
+        brokers,
     };
     let mut hosts = Hosts::new(&options.binary);
     let result = run_hosts(&scenario, options, seed, &mut env, &mut hosts, progress).await;

@@ -65,6 +65,15 @@ pub struct Scenario {
     /// Identities and ACLs (none: every node in development mode).
     #[serde(default)]
     pub auth: Option<AuthSpec>,
+    /// Kafka-protocol brokers (Tansu): the cloud tier.
+    #[serde(default)]
+    pub brokers: Vec<BrokerHost>,
+    /// Kafka bridges (`diaspora kafka-bridge`) between a node and a broker.
+    #[serde(default)]
+    pub kafka_bridges: Vec<KafkaBridgeHost>,
+    /// Consumers of a broker's topic (`diaspora kafka-consume`).
+    #[serde(default)]
+    pub kafka_consumers: Vec<KafkaConsumerHost>,
     /// What must hold.
     #[serde(default)]
     pub assertions: Assertions,
@@ -373,6 +382,59 @@ pub struct ProducerHost {
     /// Synthetic payload: `random` (default) or `frame` (u16 detector frames).
     #[serde(default)]
     pub payload: Option<String>,
+}
+
+/// A Kafka-protocol broker (`[[brokers]]`): Tansu, its SQLite storage in
+/// the host's directory (kept across a restart), on a loopback port. The
+/// binary is `DIASPORA_TANSU`, else `tansu` on the `PATH`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerHost {
+    /// Host name.
+    pub name: String,
+}
+
+/// A Kafka bridge (`[[kafka_bridges]]`): `diaspora kafka-bridge` between a
+/// fabric topic on a node and a topic on a broker. Towards Kafka it creates
+/// the Kafka topic (with the fabric topic's partitions) if absent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaBridgeHost {
+    /// Host name (also the bridge's name: its position's group).
+    pub name: String,
+    /// The node.
+    pub node: String,
+    /// The fabric topic.
+    pub topic: String,
+    /// The broker.
+    pub broker: String,
+    /// The Kafka topic (default: the fabric topic's name).
+    #[serde(default)]
+    pub kafka_topic: Option<String>,
+    /// `to-kafka` (default) or `from-kafka`.
+    #[serde(default = "default_kafka_direction")]
+    pub direction: String,
+}
+
+fn default_kafka_direction() -> String {
+    "to-kafka".into()
+}
+
+/// A consumer of a broker's topic (`[[kafka_consumers]]`): `diaspora
+/// kafka-consume --json`, its position a consumer group on the broker.
+/// Its deliveries count as the topic's of the same name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConsumerHost {
+    /// Host name.
+    pub name: String,
+    /// The broker.
+    pub broker: String,
+    /// The Kafka topic.
+    pub topic: String,
+    /// Consumer group (default: the host name).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// A consumer host.
@@ -777,6 +839,33 @@ impl Scenario {
             }
             link(&c.via, &format!("consumer '{}'", c.name))?;
         }
+        let broker = |b: &str, what: &str| -> Result<(), TwinError> {
+            if self.brokers.iter().any(|x| x.name == b) {
+                Ok(())
+            } else {
+                Err(TwinError::Undeclared {
+                    what: what.to_string(),
+                    kind: "broker",
+                    name: b.to_string(),
+                    where_: " under [[brokers]]",
+                })
+            }
+        };
+        for k in &self.kafka_bridges {
+            let what = format!("kafka bridge '{}'", k.name);
+            node(&k.node, &what)?;
+            broker(&k.broker, &what)?;
+            if !["to-kafka", "from-kafka"].contains(&k.direction.as_str()) {
+                return Err(TwinError::OutOfRange {
+                    field: format!("{what}: direction"),
+                    value: format!("'{}'", k.direction),
+                    allowed: "to-kafka or from-kafka",
+                });
+            }
+        }
+        for c in &self.kafka_consumers {
+            broker(&c.broker, &format!("kafka consumer '{}'", c.name))?;
+        }
         if let Some(m) = &self.metrics {
             node(&m.node, "[metrics]")?;
             if m.interval_ms < 10 {
@@ -1058,5 +1147,34 @@ recovery_s_max = 8
             .unwrap_err()
             .to_string();
         assert!(e.contains("explode"), "{e}");
+    }
+
+    #[test]
+    fn the_cloud_tier_names_its_broker_and_a_known_direction() {
+        let cloud = format!(
+            "{SMALL}\n[[brokers]]\nname = \"cloud\"\n[[kafka_bridges]]\nname = \"k\"\n\
+             node = \"hpc\"\ntopic = \"frames\"\nbroker = \"cloud\"\n\
+             [[kafka_consumers]]\nname = \"a\"\nbroker = \"cloud\"\ntopic = \"frames\"\n"
+        );
+        let s = Scenario::parse(&cloud).unwrap();
+        assert_eq!(s.kafka_bridges[0].direction, "to-kafka");
+        let e =
+            Scenario::parse(&cloud.replace("broker = \"cloud\"\ntopic", "broker = \"sky\"\ntopic"))
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            e,
+            "kafka consumer 'a' names broker 'sky', which is not declared under [[brokers]]"
+        );
+        let e = Scenario::parse(&cloud.replace(
+            "broker = \"cloud\"\n[[kafka_consumers]]",
+            "broker = \"cloud\"\ndirection = \"sideways\"\n[[kafka_consumers]]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sideways") && e.contains("to-kafka or from-kafka"),
+            "{e}"
+        );
     }
 }

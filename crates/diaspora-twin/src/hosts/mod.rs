@@ -13,6 +13,9 @@
 //! | [`ptycho`] (`ptycho-service`) | `[ptycho]`: `hpc` and `edge` | `diaspora demo --stage hpc` / `--stage edge` | [`Phase::Receive`] | — (they wait for their inputs) |
 //! | [`ptycho`] (`ptycho-detector`) | `[ptycho]`: `detector` | `diaspora demo --stage detector` | [`Phase::Send`] | — |
 //! | [`tasks`] | `[[tasks]]`, one per partition of the pool's tasks topic | `diaspora produce --file --partition` of task messages | [`Phase::Send`] | — |
+//! | [`kafka`] (`broker`) | `[[brokers]]` | Tansu (`tansu broker`, not the binary) | [`Phase::Serve`] | `ready in` (30 s) |
+//! | [`kafka`] (`kafka-bridge`) | `[[kafka_bridges]]` | `diaspora kafka-bridge` | [`Phase::Receive`] | `kafka bridge '` (60 s) |
+//! | [`kafka`] (`kafka-consumer`) | `[[kafka_consumers]]` | `diaspora kafka-consume --json` | [`Phase::Watch`] (its topic exists once the bridges are ready) | — |
 //!
 //! A kind says which hosts a scenario has of it ([`HostKind::plan`]), the
 //! command line of each ([`HostKind::command`], built through
@@ -28,6 +31,7 @@
 
 pub mod bridge;
 pub mod consumer;
+pub mod kafka;
 pub mod monitor;
 pub mod node;
 pub mod pool;
@@ -223,12 +227,15 @@ impl std::ops::Deref for Kind {
 /// Every host kind, in start order within a phase.
 pub static KINDS: &[Kind] = &[
     Kind::new("node", Phase::Serve, &node::Node),
+    Kind::new("broker", Phase::Serve, &kafka::Broker),
+    Kind::new("kafka-bridge", Phase::Receive, &kafka::KafkaBridge),
     Kind::new("bridge", Phase::Receive, &bridge::Bridge),
     Kind::new("consumer", Phase::Receive, &consumer::Consumer),
     Kind::new("pool", Phase::Receive, &pool::Pool),
     Kind::new("ptycho-service", Phase::Receive, &ptycho::Service),
     Kind::new("monitor", Phase::Watch, &monitor::Monitor),
     Kind::new("pool-recorder", Phase::Watch, &pool::PoolRecorder),
+    Kind::new("kafka-consumer", Phase::Watch, &kafka::KafkaConsumer),
     Kind::new("producer", Phase::Send, &producer::Producer),
     Kind::new("tasks", Phase::Send, &tasks::Tasks),
     Kind::new("ptycho-detector", Phase::Send, &ptycho::Detector),
@@ -279,6 +286,8 @@ pub struct HostEnv {
     pub nodes: HashMap<String, NodeAddrs>,
     /// Every started link's relay address.
     pub links: HashMap<String, SocketAddr>,
+    /// Every broker's address.
+    pub brokers: HashMap<String, SocketAddr>,
 }
 
 impl HostEnv {
@@ -290,6 +299,7 @@ impl HostEnv {
             work_dir: work_dir.to_path_buf(),
             nodes: HashMap::new(),
             links: HashMap::new(),
+            brokers: HashMap::new(),
         };
         for (i, n) in scenario.nodes.iter().enumerate() {
             let addrs = NodeAddrs {
@@ -304,6 +314,9 @@ impl HostEnv {
         }
         for (i, l) in scenario.links.iter().enumerate() {
             env.links.insert(l.name.clone(), addr(9000 + i));
+        }
+        for (i, b) in scenario.brokers.iter().enumerate() {
+            env.brokers.insert(b.name.clone(), addr(9092 + i));
         }
         env
     }

@@ -50,7 +50,15 @@ impl Host {
             ),
             None => Stdio::null(),
         };
-        let child = Command::new(binary)
+        let mut cmd = match self.command.invocation.program() {
+            Some((program, dir)) => {
+                let mut c = Command::new(program);
+                c.current_dir(dir);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = cmd
             .args(&self.args)
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -60,7 +68,17 @@ impl Host {
             .spawn()
             .map_err(|source| TwinError::Spawn {
                 host: self.name.clone(),
-                source,
+                source: match self.command.invocation.program() {
+                    Some((program, _)) => std::io::Error::new(
+                        source.kind(),
+                        format!(
+                            "{}: {source}{}",
+                            program.display(),
+                            super::kafka::missing_hint(&self.command.invocation)
+                        ),
+                    ),
+                    None => source,
+                },
             })?;
         self.child = Some(child);
         Ok(())
