@@ -43,6 +43,79 @@ pub enum BenchCommand {
     /// Tenant isolation: a quiet tenant's produce throughput alone and
     /// beside a neighbour held to its produce quota, same run.
     Tenants(TenantsBenchArgs),
+    /// The Kafka bridge (fabric → Kafka) against a plain Kafka producer
+    /// writing the same records to the same broker, same run: items/s and
+    /// MB/s at 1 KiB and 1 MiB. Starts a Tansu broker unless --bootstrap.
+    KafkaBridge(KafkaBenchArgs),
+}
+
+/// Arguments of `diaspora bench kafka-bridge`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaBenchArgs {
+    /// Items of 1 KiB per round (0: leave this size out).
+    #[arg(long, default_value_t = 20_000)]
+    pub items_1kib: u64,
+    /// Items of 1 MiB per round (0: leave this size out).
+    #[arg(long, default_value_t = 200)]
+    pub items_1mib: u64,
+    /// Rounds; the bridge and the plain producer alternate going first.
+    /// Medians (min–max) are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 2)]
+    pub partitions: u32,
+    /// A Kafka-API broker to bench against (HOST:PORT, plaintext) instead
+    /// of a Tansu started for the run.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// The Tansu binary.
+    #[arg(long, env = "DIASPORA_TANSU", default_value = "tansu")]
+    pub tansu: std::path::PathBuf,
+    /// A run fails when nothing is acknowledged for this long, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub stall_timeout_s: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `diaspora bench kafka-bridge`.
+pub async fn kafka_bridge(a: KafkaBenchArgs) -> Result<()> {
+    let workloads: Vec<(usize, u64)> = [(1024, a.items_1kib), (1 << 20, a.items_1mib)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    anyhow::ensure!(!workloads.is_empty(), "no items to bench (--items-1kib and --items-1mib are 0)");
+    let r = diaspora_kafka::bench::run(&diaspora_kafka::bench::KafkaBenchConfig {
+        workloads,
+        rounds: a.rounds,
+        partitions: a.partitions,
+        bootstrap: a.bootstrap.clone(),
+        tansu: a.tansu.clone(),
+        stall_timeout: std::time::Duration::from_secs(a.stall_timeout_s.max(1)),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    print_report(&r, a.json, |r| {
+        let mut out = format!(
+            "kafka bridge vs a plain producer, {}, {} partition(s), {} round(s), medians (min–max):",
+            r.broker, r.partitions, r.rounds
+        );
+        for row in &r.rows {
+            out.push_str(&format!(
+                "\n  {} B × {}: bridge {} items/s = {} MB/s; plain {} items/s = {} MB/s; bridge/plain {:.2}",
+                row.size,
+                row.items,
+                row.bridge_items_per_s.text(0),
+                row.bridge_mb_per_s.text(1),
+                row.plain_items_per_s.text(0),
+                row.plain_mb_per_s.text(1),
+                row.ratio_to_plain
+            ));
+        }
+        out
+    })
 }
 
 /// Arguments of `diaspora bench tenants`.

@@ -87,6 +87,7 @@ pub mod pipe;
 pub mod producer;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 pub mod tls;
 pub mod topic;
 pub mod wire;

@@ -10,6 +10,8 @@
 //!   on the fabric's `BridgeSink`/`BridgeSource` seam, so the fabric's
 //!   bridge loop (acknowledge, commit, reconnect) runs them.
 //! - [`bridge`]: [`bridge::to_kafka`] and [`bridge::from_kafka`].
+//! - [`bench`]: `diaspora bench kafka-bridge`, the bridge against a plain
+//!   Kafka producer on the same broker.
 //! - [`reader`]: a plain reader of a Kafka topic as items, for consumers
 //!   outside the fabric (`diaspora kafka-consume`, triggers).
 //!
@@ -19,6 +21,8 @@
 //! only after the fabric acknowledged, and the fabric sink recognises a
 //! re-sent record by its offset.
 
+#[cfg(feature = "client")]
+pub mod bench;
 #[cfg(feature = "client")]
 pub mod bridge;
 #[cfg(feature = "client")]

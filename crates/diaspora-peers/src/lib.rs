@@ -67,7 +67,6 @@ mod nats;
 mod process;
 mod redis;
 mod report;
-mod stats;
 mod workload;
 
 use std::time::Duration;
@@ -76,7 +75,7 @@ use anyhow::{Context, Result};
 
 pub use config::{format_size, parse_size, ConfigError, PeersConfig, System, Workload};
 pub use report::{PeersReport, RoundSample, SystemInfo, SystemResult, WorkloadReport};
-pub use stats::Spread;
+pub use diaspora_fabric::stats::Spread;
 pub use workload::Latency;
 
 use diaspora::{DiasporaBinary, DiasporaServer};

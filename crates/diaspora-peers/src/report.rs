@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::{format_size, PeersConfig, System};
-use crate::stats::Spread;
+use crate::Spread;
 use crate::workload::Latency;
 
 /// What one system is in this comparison.

@@ -39,31 +39,7 @@ pub struct PoolBenchConfig {
     pub kills: u32,
 }
 
-/// Median, min and max.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Spread {
-    /// Median.
-    pub median: f64,
-    /// Least.
-    pub min: f64,
-    /// Most.
-    pub max: f64,
-}
-
-impl Spread {
-    /// The spread of `v` (the upper median for an even count; all zero when empty).
-    pub fn of(mut v: Vec<f64>) -> Spread {
-        if v.is_empty() {
-            return Spread::default();
-        }
-        v.sort_by(f64::total_cmp);
-        Spread {
-            median: v[v.len() / 2],
-            min: v[0],
-            max: v[v.len() - 1],
-        }
-    }
-}
+pub use diaspora_fabric::stats::Spread;
 
 /// The report.
 #[derive(Debug, Clone, serde::Serialize)]

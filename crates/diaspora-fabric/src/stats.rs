@@ -1,4 +1,5 @@
-//! Medians over rounds. Pure.
+//! Medians over rounds, for every benchmark's report (the fabric's, the
+//! peers', the pools', the WAN's, the Kafka bridge's). Pure.
 
 /// Median, least and most of one measure over the rounds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -15,7 +16,7 @@ impl Spread {
     /// The spread of `values`; NaNs are left out, and no values give zeros.
     ///
     /// ```
-    /// use diaspora_peers::Spread;
+    /// use diaspora_fabric::stats::Spread;
     /// let s = Spread::of([3.0, 1.0, 2.0]);
     /// assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
     /// ```
