@@ -230,3 +230,41 @@ fn kafka_consume_resumes_its_group_on_a_topic_the_bridge_created() {
     // Another group reads it all again.
     assert_eq!(kafka_consume(&bootstrap, "other", None).len(), N as usize);
 }
+
+/// `diaspora bench kafka-bridge --json` on a small load: both sizes, the
+/// bridge and the plain producer each measured, rates consistent with the
+/// item counts (speed itself is for BENCHMARKS.md, not asserted).
+#[test]
+fn bench_kafka_bridge_reports_the_bridge_and_a_plain_producer_at_both_sizes() {
+    let Some(bin) = Tansu::from_env("the Kafka bridge bench test") else {
+        return;
+    };
+    let out = Command::new(BIN)
+        .args(["bench", "kafka-bridge", "--items-1kib", "300"])
+        .args(["--items-1mib", "3", "--rounds", "2", "--json"])
+        .arg("--tansu")
+        .arg(&bin)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["broker"].as_str().unwrap().starts_with("tansu"), "{r}");
+    let rows = r["rows"].as_array().unwrap();
+    let sizes: Vec<u64> = rows.iter().map(|w| w["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [1024, 1 << 20], "{r}");
+    for w in rows {
+        for side in ["bridge", "plain"] {
+            let items = w[format!("{side}_items_per_s")]["median"].as_f64().unwrap();
+            let mb = w[format!("{side}_mb_per_s")]["median"].as_f64().unwrap();
+            assert!(items > 0.0, "{w}");
+            let size = w["size"].as_f64().unwrap();
+            assert!((mb - items * size / 1e6).abs() <= 1e-6 * mb.max(1.0), "{w}");
+        }
+        assert!(w["ratio_to_plain"].as_f64().unwrap() > 0.0, "{w}");
+    }
+}
