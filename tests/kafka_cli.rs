@@ -9,37 +9,14 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cli, start_node, Reaped, Served, BIN};
+use common::{cli, start_kafka_bridge, start_node, wait_kafka_count, Reaped, Served, BIN};
 use diaspora_kafka::testing::{create_topic, Tansu};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 fn bridge(node: &Served, bootstrap: &str) -> Reaped {
-    bridge_with(node, bootstrap, &[])
-}
-
-fn bridge_with(node: &Served, bootstrap: &str, extra: &[&str]) -> Reaped {
-    Reaped::new(
-        Command::new(BIN)
-            .args([
-                "kafka-bridge",
-                "--direction",
-                "to-kafka",
-                "--topic",
-                "frames",
-            ])
-            .args(["--kafka", &format!("{bootstrap}/frames")])
-            .args(["--name", "cloud", "--commit-interval-ms", "1000"])
-            .args(["--ca", node.ca.to_str().unwrap()])
-            .args(["--addr", &node.data.to_string()])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    start_kafka_bridge(node, bootstrap, "frames", &[])
 }
 
 /// Records of the Kafka topic per partition: their `diaspora.source` offsets.
@@ -81,16 +58,7 @@ fn sources(bootstrap: &str, partitions: i32) -> BTreeMap<i32, Vec<u64>> {
 }
 
 fn kafka_count(bootstrap: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    (0..partitions)
-        .map(|p| {
-            c.fetch_watermarks("frames", p, Duration::from_secs(5))
-                .map_or(0, |(lo, hi)| hi - lo)
-        })
-        .sum()
+    common::kafka_count(bootstrap, "frames", partitions)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,16 +179,8 @@ fn kafka_consume_resumes_its_group_on_a_topic_the_bridge_created() {
             "100",
         ],
     );
-    let _b = bridge_with(&node, &bootstrap, &["--create-topic"]);
-    let t0 = Instant::now();
-    while kafka_count(&bootstrap, 2) < N as i64 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "{} of {N} in Kafka",
-            kafka_count(&bootstrap, 2)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _b = start_kafka_bridge(&node, &bootstrap, "frames", &["--create-topic"]);
+    wait_kafka_count(&bootstrap, "frames", 2, N as i64, Duration::from_secs(120));
     let mut ids = kafka_consume(&bootstrap, "cloud", Some(300));
     assert_eq!(ids.len(), 300);
     ids.extend(kafka_consume(&bootstrap, "cloud", Some(200)));

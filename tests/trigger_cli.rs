@@ -127,10 +127,45 @@ async fn ten_thousand_events_one_percent_matching_retried_dead_lettered_and_resu
     let node = start_node(&dir.path().join("node"), "interval");
     cli(&node, &["topic", "create", "frames", "--partitions", "4"]);
     produce_events(&node, "frames").await;
+    acceptance(&node, dir.path(), "[source]\ntopic = \"frames\"\n").await;
+}
 
-    let effects = dir.path().join("effects");
+/// The same with a Kafka source: the events go into Kafka through the
+/// Kafka bridge (metadata and all), and the trigger reads the Kafka topic
+/// as the group trigger.flagged on the Kafka service (Tansu).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_from_a_kafka_topic_with_the_position_kept_on_the_kafka_service() {
+    let Some(bin) = diaspora_kafka::testing::Tansu::from_env("the Kafka trigger test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = diaspora_kafka::testing::Tansu::start(&bin, &dir.path().join("tansu")).unwrap();
+    let bootstrap = tansu.bootstrap();
+    let node = start_node(&dir.path().join("node"), "interval");
+    cli(&node, &["topic", "create", "frames", "--partitions", "4"]);
+    produce_events(&node, "frames").await;
+    let bridge = common::start_kafka_bridge(&node, &bootstrap, "frames", &["--create-topic"]);
+    common::wait_kafka_count(
+        &bootstrap,
+        "frames",
+        4,
+        EVENTS as i64,
+        Duration::from_secs(180),
+    );
+    drop(bridge);
+    let source = format!(
+        "[source]\nkind = \"kafka\"\ntopic = \"frames\"\n[source.kafka]\nbootstrap = \"{bootstrap}\"\n"
+    );
+    acceptance(&node, dir.path(), &source).await;
+}
+
+/// Runs the acceptance of triggers against the events on `source` (a
+/// spec's `[source]` table): the trigger is created, SIGKILLed mid-run and
+/// run again; effects, runs, dead letters, provenance and status checked.
+async fn acceptance(node: &Served, dir: &Path, source: &str) {
+    let effects = dir.join("effects");
     std::fs::create_dir(&effects).unwrap();
-    let runs = dir.path().join("runs.log");
+    let runs = dir.join("runs.log");
     // The action: log the run; poison fails for good (exit 42); "t" events
     // fail on their first two attempts; otherwise write the effect under
     // the event's place (atomic rename: a repeated run rewrites the same
@@ -149,8 +184,8 @@ echo "$k" > "$f.tmp" && mv "$f.tmp" "$f"
         runs = runs.display(),
         effects = effects.display()
     );
-    let prov = dir.path().join("prov.db");
-    let spec_path = dir.path().join("flagged.toml");
+    let prov = dir.join("prov.db");
+    let spec_path = dir.join("flagged.toml");
     std::fs::write(
         &spec_path,
         format!(
@@ -158,9 +193,7 @@ echo "$k" > "$f.tmp" && mv "$f.tmp" "$f"
 filter = 'flagged == true and n in [0, {EVENTS}) and has(n)'
 provenance = "sqlite:{prov}"
 
-[source]
-topic = "frames"
-
+{source}
 [action]
 kind = "command"
 argv = ["sh", "-c", {script:?}]
@@ -204,7 +237,7 @@ backoff_max_ms = 200
             &["run", "--spec", spec, "--status-interval-ms", "200"],
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("first.err")).unwrap())
         .spawn()
         .unwrap(),
     );
@@ -216,7 +249,10 @@ backoff_max_ms = 200
             lines(&runs).len()
         );
         if let Some(st) = first.try_wait().unwrap() {
-            panic!("the trigger exited early: {st}");
+            panic!(
+                "the trigger exited early: {st}: {}",
+                std::fs::read_to_string(dir.join("first.err")).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -238,7 +274,11 @@ backoff_max_ms = 200
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(!records.is_empty());
+    assert!(
+        !records.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Effects: exactly the matching, non-poison events, each once.
     let want_ok: BTreeSet<String> = (0..EVENTS)

@@ -86,7 +86,10 @@ pub async fn kafka_bridge(a: KafkaBenchArgs) -> Result<()> {
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect();
-    anyhow::ensure!(!workloads.is_empty(), "no items to bench (--items-1kib and --items-1mib are 0)");
+    anyhow::ensure!(
+        !workloads.is_empty(),
+        "no items to bench (--items-1kib and --items-1mib are 0)"
+    );
     let r = diaspora_kafka::bench::run(&diaspora_kafka::bench::KafkaBenchConfig {
         workloads,
         rounds: a.rounds,

@@ -26,7 +26,8 @@ pub enum TriggerCommand {
     },
     /// Onboard a trigger (admin plane): create its dead-letter topic, the
     /// status topic (diaspora.triggers) and a publish action's topic, where
-    /// they do not exist. The source topic must exist.
+    /// they do not exist. A fabric source topic must exist (a Kafka one is
+    /// looked up when the trigger runs).
     Create {
         /// The spec file.
         #[arg(long)]
@@ -39,7 +40,8 @@ pub enum TriggerCommand {
         conn: AdminConn,
     },
     /// Run a trigger against a node until Ctrl-C (or --max-events,
-    /// --idle-s): read the source as the consumer group trigger.NAME, run
+    /// --idle-s): read the source (a fabric topic, or a Kafka topic with
+    /// [source.kafka]) as the consumer group trigger.NAME, run
     /// the action on every event the filter matches (retried with back-off;
     /// events that keep failing go to the dead-letter topic), commit the
     /// position after each. Prints each action run as a JSON line. A
@@ -120,12 +122,16 @@ pub async fn run(cmd: TriggerCommand) -> Result<()> {
         } => {
             let s = load(&spec)?;
             let mut a = admin(&conn).await?;
-            a.describe_topic(&s.source.topic).await.with_context(|| {
-                format!(
-                    "the source topic {} (create it first: diaspora topic create {})",
-                    s.source.topic, s.source.topic
-                )
-            })?;
+            // A Kafka source's topic is on the Kafka service, checked when
+            // the trigger runs.
+            if s.source.kind == diaspora_trigger::spec::SourceKind::Fabric {
+                a.describe_topic(&s.source.topic).await.with_context(|| {
+                    format!(
+                        "the source topic {} (create it first: diaspora topic create {})",
+                        s.source.topic, s.source.topic
+                    )
+                })?;
+            }
             let mut topics = vec![s.dead_letter_topic(), STATUS_TOPIC.to_string()];
             if let ActionSpec::Publish { topic, .. } = &s.action {
                 topics.push(topic.clone());

@@ -287,3 +287,56 @@ pub fn metric_events(
         got
     })
 }
+
+/// `diaspora kafka-bridge --direction to-kafka` of `topic` on `node` into
+/// the Kafka topic of the same name at `bootstrap`, as bridge `cloud`,
+/// with `extra` flags.
+pub fn start_kafka_bridge(node: &Served, bootstrap: &str, topic: &str, extra: &[&str]) -> Reaped {
+    Reaped::new(
+        Command::new(BIN)
+            .args(["kafka-bridge", "--direction", "to-kafka", "--topic", topic])
+            .args(["--kafka", &format!("{bootstrap}/{topic}")])
+            .args(["--name", "cloud", "--commit-interval-ms", "1000"])
+            .args(["--ca", node.ca.to_str().unwrap()])
+            .args(["--addr", &node.data.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Records in the Kafka topic `topic` (its partitions `0..partitions`),
+/// from the watermarks.
+pub fn kafka_count(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map_or(0, |(lo, hi)| hi - lo)
+        })
+        .sum()
+}
+
+/// Waits (at most `within`) until the Kafka topic holds `n` records.
+pub fn wait_kafka_count(bootstrap: &str, topic: &str, partitions: i32, n: i64, within: Duration) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let got = kafka_count(bootstrap, topic, partitions);
+        if got >= n {
+            return;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{got} of {n} in Kafka topic {topic} after {within:?}"
+        );
+        // Not more often: each look costs a broker such as Tansu a scan.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use diaspora_fabric::item::{meta, payload_item, Item, ItemRef};
 use diaspora_fabric::node::Node;
 use diaspora_fabric::stats::Spread;
-use diaspora_fabric::{NodeConfig, TopicSettings};
 use diaspora_fabric::{Client, ClientConfig, Producer, ProducerConfig};
+use diaspora_fabric::{NodeConfig, TopicSettings};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -310,7 +310,12 @@ async fn plain_producer(
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err((e, _)))) => return Err(format!("a delivery to {topic}: {e}")),
             Ok(Err(_)) => return Err(format!("a delivery to {topic} was cancelled")),
-            Err(_) => return Err(format!("no delivery to {topic} for {:?}", cfg.stall_timeout)),
+            Err(_) => {
+                return Err(format!(
+                    "no delivery to {topic} for {:?}",
+                    cfg.stall_timeout
+                ))
+            }
         }
     }
     Ok(t0.elapsed().as_secs_f64())

@@ -52,59 +52,106 @@ pub struct KafkaReader {
     done: BTreeMap<i32, u64>,
     /// Per partition, the position last committed.
     committed: BTreeMap<i32, u64>,
+    /// Per partition, its end when the reader opened.
+    end_at_open: BTreeMap<i32, u64>,
 }
+
+/// How long one metadata call (offsets, watermarks) may take: a busy
+/// broker (Tansu scanning a large partition) answers slowly.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where `group` resumes on each partition of `topic`: its committed
 /// offset, or the partition's earliest record. The topic must exist.
 pub fn resume_positions(c: &Consumer, topic: &str, group: &str) -> Result<Vec<u64>, String> {
+    Ok(positions(c, topic, group, false)?
+        .into_iter()
+        .map(|(at, _)| at)
+        .collect())
+}
+
+/// Per partition of `topic`: where `group` resumes (its committed offset,
+/// or without one the partition's start, or its end when `latest`), and
+/// the partition's end now.
+fn positions(
+    c: &Consumer,
+    topic: &str,
+    group: &str,
+    latest: bool,
+) -> Result<Vec<(u64, u64)>, String> {
     let n = client::partitions(c, topic)?.ok_or_else(|| format!("Kafka has no topic {topic}"))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..n as i32 {
         tpl.add_partition(topic, p);
     }
     let committed = c
-        .committed_offsets(tpl, Duration::from_secs(10))
+        .committed_offsets(tpl, METADATA_TIMEOUT)
         .map_err(|e| format!("the committed offsets of group {group} on {topic}: {e}"))?;
     (0..n as i32)
-        .map(
-            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) if o >= 0 => Ok(o as u64),
-                _ => c
-                    .fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .map(|(lo, _)| lo.max(0) as u64)
-                    .map_err(|e| format!("watermarks of {topic}/{p}: {e}")),
-            },
-        )
+        .map(|p| {
+            let (lo, hi) = c
+                .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
+            let (lo, hi) = (lo.max(0) as u64, hi.max(0) as u64);
+            let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => o as u64,
+                _ if latest => hi,
+                _ => lo,
+            };
+            Ok((at, hi))
+        })
         .collect()
 }
 
 impl KafkaReader {
     /// A reader of `topic` for `group`, every partition assigned where the
-    /// group left off.
+    /// group left off (a partition it never committed: from its earliest
+    /// record).
     pub fn open(cfg: &KafkaConfig, topic: &str, group: &str) -> Result<KafkaReader, String> {
+        KafkaReader::open_from(cfg, topic, group, false)
+    }
+
+    /// As [`KafkaReader::open`]; a partition the group never committed is
+    /// read from its end when `latest`.
+    pub fn open_from(
+        cfg: &KafkaConfig,
+        topic: &str,
+        group: &str,
+        latest: bool,
+    ) -> Result<KafkaReader, String> {
         let consumer = client::consumer(cfg, group)?;
-        let resume = resume_positions(&consumer, topic, group)?;
+        let at = positions(&consumer, topic, group, latest)?;
         let mut tpl = TopicPartitionList::new();
-        for (p, at) in resume.iter().enumerate() {
-            tpl.add_partition_offset(topic, p as i32, Offset::Offset(*at as i64))
+        for (p, (from, _)) in at.iter().enumerate() {
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(*from as i64))
                 .map_err(|e| e.to_string())?;
         }
         consumer
             .assign(&tpl)
             .map_err(|e| format!("assigning {topic}: {e}"))?;
-        let at: BTreeMap<i32, u64> = resume
+        let resume: BTreeMap<i32, u64> = at
             .iter()
             .enumerate()
-            .map(|(p, o)| (p as i32, *o))
+            .map(|(p, (from, _))| (p as i32, *from))
+            .collect();
+        let end_at_open = at
+            .iter()
+            .enumerate()
+            .map(|(p, (_, end))| (p as i32, *end))
             .collect();
         Ok(KafkaReader {
             consumer,
             topic: topic.to_string(),
             group: group.to_string(),
-            partitions: resume.len() as u32,
-            done: at.clone(),
-            committed: at,
+            partitions: at.len() as u32,
+            done: resume.clone(),
+            committed: resume,
+            end_at_open,
         })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     /// The topic's partitions.
@@ -155,6 +202,28 @@ impl KafkaReader {
     pub fn done(&mut self, partition: u32, offset: u64) {
         let e = self.done.entry(partition as i32).or_insert(0);
         *e = (*e).max(offset + 1);
+    }
+
+    /// Moves the position to commit on `partition` back to `offset` (a
+    /// record in hand that is not done after all): the next commit does not
+    /// pass it. Reading goes on where it was.
+    pub fn rewind(&mut self, partition: u32, offset: u64) {
+        let e = self.done.entry(partition as i32).or_insert(offset);
+        *e = (*e).min(offset);
+    }
+
+    /// Whether the caller is done with every record the topic held when
+    /// the reader opened (a reader that is not has events to wait for,
+    /// however long the broker takes to hand over the first of them).
+    pub fn caught_up(&self) -> bool {
+        self.end_at_open
+            .iter()
+            .all(|(p, end)| self.done.get(p).is_some_and(|d| d >= end))
+    }
+
+    /// The position to commit on each partition.
+    pub fn positions(&self) -> BTreeMap<u32, u64> {
+        self.done.iter().map(|(p, o)| (*p as u32, *o)).collect()
     }
 
     /// Commits the group's position on every partition that moved since

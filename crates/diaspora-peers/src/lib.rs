@@ -74,8 +74,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 pub use config::{format_size, parse_size, ConfigError, PeersConfig, System, Workload};
-pub use report::{PeersReport, RoundSample, SystemInfo, SystemResult, WorkloadReport};
 pub use diaspora_fabric::stats::Spread;
+pub use report::{PeersReport, RoundSample, SystemInfo, SystemResult, WorkloadReport};
 pub use workload::Latency;
 
 use diaspora::{DiasporaBinary, DiasporaServer};

@@ -7,8 +7,8 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::{format_size, PeersConfig, System};
-use crate::Spread;
 use crate::workload::Latency;
+use crate::Spread;
 
 /// What one system is in this comparison.
 #[derive(Debug, Clone, Serialize)]

@@ -11,10 +11,9 @@
 //!   activity per action run, the position committed after every acted-on
 //!   event; status published on `diaspora.triggers`.
 //! - [`status`]: the status and run records, and their parser.
-//!
-//! Sources are fabric topics; a Kafka source is refused with a clear error
-//! until the Kafka bridge lands (bridge the Kafka topic in, and trigger on
-//! the fabric topic).
+//! - `source`: a fabric topic (the group on the node) or a Kafka topic
+//!   (the group on the Kafka service; feature `kafka`, on by default), read
+//!   the same way by the runner.
 //!
 //! ```
 //! use diaspora_trigger::filter::{Filter, Value};
@@ -33,5 +32,6 @@ pub mod action;
 pub mod filter;
 pub mod fuzzing;
 pub mod runner;
+mod source;
 pub mod spec;
 pub mod status;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use diaspora_fabric::item::{meta, now_us, ConsumedItem, Item};
+use diaspora_fabric::item::{meta, now_us, ConsumedItem, Item, ItemRef};
 use diaspora_fabric::{
     Client, Consumer, ConsumerConfig, FabricError, Producer, ProducerConfig, StartFrom, Stop,
 };
@@ -29,7 +29,8 @@ use diaspora_provenance::{EdgeKind, Kind, Provenance, Record, TagValue, Target};
 
 use crate::action::{Actions, Event, Failure};
 use crate::filter::{Fields, Filter, Value};
-use crate::spec::{Start, TriggerSpec, STATUS_TOPIC};
+use crate::source::EventSource;
+use crate::spec::{SourceKind, TriggerSpec, STATUS_TOPIC};
 use crate::status::{Outcome, RunRecord, State, TriggerStats, TriggerStatus};
 
 /// Why a runner stopped short.
@@ -46,6 +47,9 @@ pub enum TriggerError {
         /// The error.
         source: FabricError,
     },
+    /// The Kafka source failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// The provenance store failed.
     #[error("provenance: {0}")]
     Provenance(String),
@@ -102,7 +106,7 @@ pub struct Runner {
     spec: Arc<TriggerSpec>,
     filter: Filter,
     client: Client,
-    consumer: Consumer,
+    source: EventSource,
     actions: Actions,
     dead_letter: Producer,
     status: Option<Producer>,
@@ -139,10 +143,12 @@ impl Runner {
                 }
             }
         };
-        client
-            .metadata(&spec.source.topic)
-            .await
-            .map_err(missing(&spec.source.topic))?;
+        if spec.source.kind == SourceKind::Fabric {
+            client
+                .metadata(&spec.source.topic)
+                .await
+                .map_err(missing(&spec.source.topic))?;
+        }
         client.metadata(&dlq).await.map_err(missing(&dlq))?;
         let status = match client.metadata(STATUS_TOPIC).await {
             Ok(_) => Some(
@@ -171,28 +177,12 @@ impl Runner {
             ),
             None => None,
         };
-        let start = match spec.source.start {
-            Start::Earliest => StartFrom::Earliest,
-            Start::Latest => StartFrom::Latest,
-        };
-        let consumer = Consumer::subscribe(
-            client,
-            ConsumerConfig::new(spec.source.topic.clone())
-                .group(spec.group())
-                .start(start)
-                .metadata_only(),
-        )
-        .await
-        .map_err(fab(format!(
-            "joining group {} on {}",
-            spec.group(),
-            spec.source.topic
-        )))?;
+        let source = EventSource::open(&spec, client).await?;
         Ok(Runner {
             spec,
             filter,
             client: client.clone(),
-            consumer,
+            source,
             actions,
             dead_letter,
             status,
@@ -230,7 +220,7 @@ impl Runner {
         }
         let _ = self.dead_letter.flush().await;
         let Runner {
-            consumer,
+            source,
             actions,
             dead_letter,
             stats,
@@ -238,7 +228,7 @@ impl Runner {
         } = self;
         actions.close().await;
         let _ = dead_letter.close().await;
-        consumer.close().await;
+        source.close().await;
         r?;
         committed?;
         Ok(stats)
@@ -267,13 +257,9 @@ impl Runner {
                 dirty = false;
                 last_commit = Instant::now();
             }
-            let item = self
-                .consumer
-                .poll(Duration::from_millis(250))
-                .await
-                .map_err(fab(format!("reading {}", self.spec.source.topic)))?;
-            let Some(item) = item else {
-                if self.consumer.assignment().is_empty() {
+            let polled = self.source.poll(Duration::from_millis(250)).await?;
+            let Some(crate::source::Polled { item, origin }) = polled else {
+                if self.source.waiting() {
                     // Waiting for the group to hand this member its
                     // partitions (after a crash, the dead member's session
                     // has to time out first): not idle.
@@ -303,7 +289,7 @@ impl Runner {
                     return Err(e);
                 }
             };
-            if let Err(e) = self.record(&record, &item).await {
+            if let Err(e) = self.record(&record, origin.as_ref()).await {
                 // Run again (and recorded then) after a restart.
                 self.unread(&item);
                 return Err(e);
@@ -434,11 +420,16 @@ impl Runner {
     /// Records an action run as a provenance activity that used the event's
     /// record (when the store has one). A run repeated after a crash is
     /// recorded again, tagged `trigger.rerun`.
-    async fn record(&mut self, run: &RunRecord, item: &ConsumedItem) -> Result<(), TriggerError> {
+    async fn record(
+        &mut self,
+        run: &RunRecord,
+        origin: Option<&ItemRef>,
+    ) -> Result<(), TriggerError> {
         let Some(prov) = self.prov.as_mut() else {
             return Ok(());
         };
         let spec = &self.spec;
+        let scheme = self.source.scheme();
         tokio::task::block_in_place(|| {
             let rerun = !prov
                 .find_tag("trigger.key", &TagValue::Str(run.key.clone()), 1)
@@ -446,7 +437,7 @@ impl Runner {
                 .is_empty();
             let mut rec = Record::new(Kind::Activity, format!("trigger:{}", spec.name));
             rec.time_us = run.ended_us;
-            rec.uris.push(format!("fabric:{}", run.source));
+            rec.uris.push(format!("{scheme}:{}", run.source));
             let tags = [
                 ("trigger.name", TagValue::Str(spec.name.clone())),
                 ("trigger.key", TagValue::Str(run.key.clone())),
@@ -475,12 +466,17 @@ impl Runner {
                 rec.tags
                     .insert("trigger.rerun".into(), TagValue::Bool(true));
             }
-            let used = prov
-                .resolve(&Target::Items {
-                    topic: item.topic.to_string(),
-                    partition: item.partition,
-                    from: item.offset,
-                    to: item.offset,
+            // The record of the item the event stands for: itself, or for a
+            // Kafka record a bridge wrote, the item it was bridged from.
+            let used = origin
+                .map(|o| {
+                    prov.resolve(&Target::Items {
+                        topic: o.topic.to_string(),
+                        partition: o.partition,
+                        from: o.offset,
+                        to: o.offset,
+                    })
+                    .unwrap_or_default()
                 })
                 .unwrap_or_default();
             rec.parents = used.into_iter().map(|id| (id, EdgeKind::Used)).collect();
@@ -493,16 +489,11 @@ impl Runner {
     /// that the commit on the way out does not pass it: it is read (and
     /// acted on) again when the trigger restarts.
     fn unread(&mut self, item: &ConsumedItem) {
-        if let Err(e) = self.consumer.seek(item.partition, item.offset) {
-            tracing::warn!(error = %e, "cannot move back to {}/{}", item.partition, item.offset);
-        }
+        self.source.unread(item);
     }
 
     async fn commit(&mut self) -> Result<(), TriggerError> {
-        self.consumer
-            .commit()
-            .await
-            .map_err(fab(format!("committing group {}", self.spec.group())))?;
+        self.source.commit(&self.spec.group()).await?;
         self.stats.commits += 1;
         Ok(())
     }
@@ -526,7 +517,7 @@ impl Runner {
             action: self.spec.action.kind().to_string(),
             dead_letter: self.spec.dead_letter_topic(),
             group: self.spec.group(),
-            committed: self.consumer.positions().clone(),
+            committed: self.source.positions(),
             stats: self.stats.clone(),
             error,
             pid: std::process::id(),

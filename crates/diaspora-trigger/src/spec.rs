@@ -7,8 +7,16 @@
 //! filter = 'scan.kind == "fly" and qa.ssim < 0.5'
 //!
 //! [source]
-//! topic = "frames"          # a fabric topic (kind = "kafka" is refused: not built yet)
+//! topic = "frames"          # a fabric topic, or with kind = "kafka" a Kafka topic:
 //! start = "earliest"        # where a new trigger starts: earliest | latest
+//! # kind = "kafka"
+//! # [source.kafka]          # the Kafka service (password: DIASPORA_KAFKA_PASSWORD)
+//! # bootstrap = "b-1.msk.example:9096"
+//! # security = "sasl_ssl"   # plaintext | ssl | sasl_plaintext | sasl_ssl
+//! # sasl_mechanism = "SCRAM-SHA-512"   # or PLAIN, OAUTHBEARER (token_file = "…")
+//! # username = "beamline"
+//! # ca = "/etc/ssl/msk-ca.pem"
+//! # settings = { "client.id" = "trigger" }   # any other librdkafka setting
 //!
 //! [action]
 //! kind = "command"          # command | publish | pool_task | http
@@ -85,9 +93,69 @@ pub struct SourceSpec {
     #[serde(default)]
     pub start: Start,
     /// The consumer group its position is committed in (default
-    /// `trigger.NAME`).
+    /// `trigger.NAME`): on the node, or on the Kafka service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// With `kind = "kafka"`: how to reach the Kafka service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSourceSpec>,
+}
+
+/// How a Kafka source reaches its Kafka service. The SASL password is
+/// never in the spec: it is read from `DIASPORA_KAFKA_PASSWORD` when the
+/// trigger runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceSpec {
+    /// `host:port[,host:port…]`.
+    pub bootstrap: String,
+    /// `plaintext` (the default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<String>,
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-512`, `PLAIN` or `OAUTHBEARER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user (SCRAM, PLAIN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// OAUTHBEARER: a file holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// A CA (PEM) to verify the brokers with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Other librdkafka settings, as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+}
+
+impl KafkaSourceSpec {
+    /// The connection settings, the password taken from `password`
+    /// (`DIASPORA_KAFKA_PASSWORD` when the trigger runs). Checks what can
+    /// be checked without connecting.
+    pub fn config(
+        &self,
+        password: Option<String>,
+    ) -> Result<diaspora_kafka::config::KafkaConfig, String> {
+        let mut k = diaspora_kafka::config::KafkaConfig::new(self.bootstrap.clone());
+        if let Some(s) = &self.security {
+            k.security = s
+                .parse()
+                .map_err(|e: String| format!("source.kafka.security: {e}"))?;
+        }
+        k.mechanism = self
+            .sasl_mechanism
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| format!("source.kafka.sasl_mechanism: {e}"))?;
+        k.username = self.username.clone();
+        k.password = password;
+        k.token_file = self.token_file.clone();
+        k.ca = self.ca.clone();
+        k.extra = self.settings.clone();
+        Ok(k)
+    }
 }
 
 /// The kind of source.
@@ -97,7 +165,7 @@ pub enum SourceKind {
     /// A diaspora topic.
     #[default]
     Fabric,
-    /// A Kafka topic (not built yet: refused when the spec is checked).
+    /// A Kafka topic (`[source.kafka]` says where).
     Kafka,
 }
 
@@ -281,11 +349,24 @@ impl TriggerSpec {
     pub fn check(&self) -> Result<(), SpecError> {
         check_name("name", &self.name)?;
         self.compiled_filter()?;
-        if self.source.kind == SourceKind::Kafka {
-            return Err(invalid(
-                "source.kind = \"kafka\": a Kafka source is not built yet (the Kafka bridge of issue 20 \
-                 is); bridge the Kafka topic into a fabric topic and trigger on that",
-            ));
+        match (self.source.kind, &self.source.kafka) {
+            (SourceKind::Kafka, None) => {
+                return Err(invalid(
+                    "source.kind = \"kafka\" needs [source.kafka] with at least bootstrap = \"HOST:PORT\"",
+                ))
+            }
+            (SourceKind::Fabric, Some(_)) => {
+                return Err(invalid(
+                    "[source.kafka] is for source.kind = \"kafka\" (the source is a fabric topic)",
+                ))
+            }
+            (SourceKind::Kafka, Some(k)) => {
+                if k.bootstrap.trim().is_empty() {
+                    return Err(invalid("source.kafka.bootstrap is empty"));
+                }
+                k.config(None).map_err(|e| invalid(&e))?;
+            }
+            (SourceKind::Fabric, None) => {}
         }
         check_topic("source.topic", &self.source.topic)?;
         if let Some(g) = &self.source.group {
@@ -450,11 +531,9 @@ argv = ["true"]
     fn unknown_fields_kafka_sources_and_loops_are_refused() {
         let e = TriggerSpec::parse(&format!("{MINIMAL}\nbogus = 1\n")).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
-        let e = TriggerSpec::parse(
-            &MINIMAL.replace("topic = \"frames\"", "kind = \"kafka\"\ntopic = \"frames\""),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("not built yet"), "{e}");
+        let kafka = MINIMAL.replace("topic = \"frames\"", "kind = \"kafka\"\ntopic = \"frames\"");
+        let e = TriggerSpec::parse(&kafka).unwrap_err();
+        assert!(e.to_string().contains("needs [source.kafka]"), "{e}");
         let looped = MINIMAL.replace(
             "kind = \"command\"\nargv = [\"true\"]",
             "kind = \"publish\"\ntopic = \"frames\"",
@@ -463,6 +542,43 @@ argv = ["true"]
         assert!(e.to_string().contains("trigger again"), "{e}");
         let dlq_is_source = format!("{MINIMAL}\n[dead_letter]\ntopic = \"frames\"\n");
         assert!(TriggerSpec::parse(&dlq_is_source).is_err());
+    }
+
+    #[test]
+    fn a_kafka_source_names_its_service_and_keeps_the_password_out() {
+        let kafka = MINIMAL.replace(
+            "topic = \"frames\"",
+            "kind = \"kafka\"\ntopic = \"frames\"\n[source.kafka]\nbootstrap = \"b1:9096\"\n\
+             security = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"u\"",
+        );
+        let s = TriggerSpec::parse(&kafka).unwrap();
+        let k = s.source.kafka.as_ref().unwrap();
+        // Without the password the settings are refused when it runs.
+        assert!(k.config(None).unwrap().settings().is_err());
+        let c = k.config(Some("pw".into())).unwrap();
+        assert_eq!(c.settings().unwrap()["sasl.mechanism"], "SCRAM-SHA-512");
+        assert!(!format!("{c:?}").contains("pw\""));
+        for (from, to, says) in [
+            ("sasl_ssl", "carrier-pigeon", "source.kafka.security"),
+            ("SCRAM-SHA-512", "MD5", "source.kafka.sasl_mechanism"),
+            (
+                "bootstrap = \"b1:9096\"",
+                "bootstrap = \" \"",
+                "bootstrap is empty",
+            ),
+            ("password", "password", "source.kafka"),
+        ] {
+            if from == "password" {
+                let e = TriggerSpec::parse(&format!("{kafka}\npassword = \"x\"\n")).unwrap_err();
+                assert!(e.to_string().contains("password"), "{e}");
+                continue;
+            }
+            let e = TriggerSpec::parse(&kafka.replace(from, to)).unwrap_err();
+            assert!(e.to_string().contains(says), "{from} → {to}: {e}");
+        }
+        let fabric_with_kafka = kafka.replace("kind = \"kafka\"\n", "");
+        let e = TriggerSpec::parse(&fabric_with_kafka).unwrap_err();
+        assert!(e.to_string().contains("is for source.kind"), "{e}");
     }
 
     #[test]
