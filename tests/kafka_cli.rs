@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{cli, start_kafka_bridge, start_node, wait_kafka_count, Reaped, Served, BIN};

@@ -212,7 +212,7 @@ backoff_max_ms = 200
     let spec = spec_path.to_str().unwrap();
 
     // Before `create`, the dead-letter topic is missing: a clear refusal.
-    let out = trigger(&node, &["run", "--spec", spec, "--idle-s", "1"])
+    let out = trigger(node, &["run", "--spec", spec, "--idle-s", "1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -233,7 +233,7 @@ backoff_max_ms = 200
     // First run: SIGKILLed once a third of the matching events were acted on.
     let mut first = Reaped::new(
         trigger(
-            &node,
+            node,
             &["run", "--spec", spec, "--status-interval-ms", "200"],
         )
         .stdout(Stdio::null())
@@ -261,12 +261,12 @@ backoff_max_ms = 200
     let runs_at_kill = lines(&runs).len();
 
     // While it is down, `list` shows the status it last published.
-    let out = trigger(&node, &["list"]).output().unwrap();
+    let out = trigger(node, &["list"]).output().unwrap();
     common::assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("flagged"));
 
     // Second run: resumes from the committed position, stops when idle.
-    let out = trigger(&node, &["run", "--spec", spec, "--idle-s", "3", "--json"])
+    let out = trigger(node, &["run", "--spec", spec, "--idle-s", "3", "--json"])
         .output()
         .unwrap();
     common::assert_success(&out);
@@ -349,7 +349,7 @@ backoff_max_ms = 200
     }
 
     // The dead-letter topic: the poison events, with why.
-    let client = connect(&node).await;
+    let client = connect(node).await;
     let dlq = read_all(&client, "triggers.flagged.dlq", 10).await;
     let mut dead: BTreeSet<String> = BTreeSet::new();
     for item in &dlq {
@@ -391,13 +391,13 @@ backoff_max_ms = 200
     assert_eq!((ok_keys.len(), dead_keys.len()), (90, 10));
 
     // The status the second run left: stopped, with its counters.
-    let out = trigger(&node, &["status", "flagged"]).output().unwrap();
+    let out = trigger(node, &["status", "flagged"]).output().unwrap();
     common::assert_success(&out);
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["state"], "stopped");
     assert_eq!(st["dead_letter"], "triggers.flagged.dlq");
     assert!(st["stats"]["matched"].as_u64().unwrap() >= 1);
-    let out = trigger(&node, &["status", "nope"]).output().unwrap();
+    let out = trigger(node, &["status", "nope"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no status of trigger nope"));
     client.close();

@@ -27,9 +27,9 @@ pub(crate) struct Polled {
 /// A trigger's source.
 pub(crate) enum EventSource {
     /// The group's consumer, and the topic's name.
-    Fabric(Consumer, String),
+    Fabric(Box<Consumer>, String),
     #[cfg(feature = "kafka")]
-    Kafka(Box<diaspora_kafka::reader::KafkaReader>),
+    Kafka(diaspora_kafka::reader::KafkaReader),
 }
 
 impl EventSource {
@@ -55,7 +55,10 @@ impl EventSource {
                     what: format!("joining group {} on {}", spec.group(), spec.source.topic),
                     source,
                 })?;
-                Ok(EventSource::Fabric(consumer, spec.source.topic.clone()))
+                Ok(EventSource::Fabric(
+                    Box::new(consumer),
+                    spec.source.topic.clone(),
+                ))
             }
             #[cfg(feature = "kafka")]
             SourceKind::Kafka => {
@@ -74,7 +77,7 @@ impl EventSource {
                 .map_err(|e| {
                     TriggerError::Kafka(format!("opening {topic} at {}: {e}", k.bootstrap))
                 })?;
-                Ok(EventSource::Kafka(Box::new(reader)))
+                Ok(EventSource::Kafka(reader))
             }
             #[cfg(not(feature = "kafka"))]
             SourceKind::Kafka => Err(TriggerError::Spec(
