@@ -61,18 +61,23 @@ fn kafka_count(bootstrap: &str, partitions: i32) -> i64 {
     common::kafka_count(bootstrap, "frames", partitions)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_kafka_bridge_process_and_a_restarted_broker_lose_and_duplicate_nothing() {
-    let Some(bin) = Tansu::from_env("the Kafka bridge CLI test") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut tansu = Tansu::start(&bin, &dir.path().join("tansu")).unwrap();
-    let bootstrap = tansu.bootstrap();
-    create_topic(&bootstrap, "frames", 3).await.unwrap();
-    let node = start_node(&dir.path().join("node"), "interval");
-    cli(&node, &["topic", "create", "frames", "--partitions", "3"]);
-    const N: i64 = 6000;
+/// A Tansu broker and a node (in `dir`) whose topic `frames` of
+/// `partitions` partitions holds `n` synthetic items of `size` bytes.
+fn broker_and_node(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    partitions: u32,
+    n: u64,
+    size: usize,
+) -> (Tansu, Served) {
+    let tansu = Tansu::start(bin, &dir.join("tansu")).unwrap();
+    let node = start_node(&dir.join("node"), "interval");
+    let parts = partitions.to_string();
+    cli(
+        &node,
+        &["topic", "create", "frames", "--partitions", &parts],
+    );
+    let (n, size) = (n.to_string(), size.to_string());
     cli(
         &node,
         &[
@@ -80,11 +85,24 @@ async fn a_sigkilled_kafka_bridge_process_and_a_restarted_broker_lose_and_duplic
             "--topic",
             "frames",
             "--synthetic",
-            &N.to_string(),
+            &n,
             "--size",
-            "1024",
+            &size,
         ],
     );
+    (tansu, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_kafka_bridge_process_and_a_restarted_broker_lose_and_duplicate_nothing() {
+    let Some(bin) = Tansu::from_env("the Kafka bridge CLI test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    const N: i64 = 6000;
+    let (mut tansu, node) = broker_and_node(&bin, dir.path(), 3, N as u64, 1024);
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, "frames", 3).await.unwrap();
 
     let mut b = bridge(&node, &bootstrap);
     let t0 = Instant::now();
@@ -162,23 +180,9 @@ fn kafka_consume_resumes_its_group_on_a_topic_the_bridge_created() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tansu = Tansu::start(&bin, &dir.path().join("tansu")).unwrap();
-    let bootstrap = tansu.bootstrap();
-    let node = start_node(&dir.path().join("node"), "interval");
-    cli(&node, &["topic", "create", "frames", "--partitions", "2"]);
     const N: u64 = 500;
-    cli(
-        &node,
-        &[
-            "produce",
-            "--topic",
-            "frames",
-            "--synthetic",
-            "500",
-            "--size",
-            "100",
-        ],
-    );
+    let (tansu, node) = broker_and_node(&bin, dir.path(), 2, N, 100);
+    let bootstrap = tansu.bootstrap();
     let _b = start_kafka_bridge(&node, &bootstrap, "frames", &["--create-topic"]);
     wait_kafka_count(&bootstrap, "frames", 2, N as i64, Duration::from_secs(120));
     let mut ids = kafka_consume(&bootstrap, "cloud", Some(300));

@@ -27,9 +27,6 @@ use diaspora_fabric::node::Node;
 use diaspora_fabric::stats::Spread;
 use diaspora_fabric::{Client, ClientConfig, Producer, ProducerConfig};
 use diaspora_fabric::{NodeConfig, TopicSettings};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
 
 use crate::bridge::{to_kafka, KafkaBridgeConfig};
 use crate::client;
@@ -273,37 +270,10 @@ async fn plain_producer(
     let producer = client::producer(kafka, Duration::from_secs(30))?;
     let mut pending = Vec::with_capacity(records.len());
     for (p, r) in &records {
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: v.as_deref(),
-            });
-        }
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-            .partition(*p)
-            .headers(headers)
-            .timestamp(r.timestamp_ms.unwrap_or(0));
-        if let Some(v) = &r.value {
-            rec = rec.payload(v);
-        }
-        if let Some(k) = &r.key {
-            rec = rec.key(k);
-        }
-        let mut rec = rec;
-        loop {
-            match producer.send_result(rec) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
-            }
-        }
+        let f = client::send_record(&producer, topic, *p, r)
+            .await
+            .map_err(|e| format!("producing to {topic}: {e}"))?;
+        pending.push(f);
     }
     for f in pending {
         match tokio::time::timeout(cfg.stall_timeout, f).await {

@@ -147,3 +147,44 @@ pub async fn create_topic(cfg: &KafkaConfig, topic: &str, partitions: u32) -> Re
     }
     Ok(())
 }
+
+/// Hands `r` to `producer` for `topic`/`partition`, waiting while its
+/// queue is full; the delivery future resolves when Kafka acknowledged it.
+pub async fn send_record(
+    producer: &Producer,
+    topic: &str,
+    partition: i32,
+    r: &crate::record::Record,
+) -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    for (k, v) in &r.headers {
+        headers = headers.insert(Header {
+            key: k.as_str(),
+            value: v.as_deref(),
+        });
+    }
+    let empty: &[u8] = &[];
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+        .partition(partition)
+        .headers(headers)
+        .payload(r.value.as_deref().unwrap_or(empty));
+    if let Some(k) = &r.key {
+        record = record.key(k.as_ref());
+    }
+    if let Some(ts) = r.timestamp_ms {
+        record = record.timestamp(ts);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}

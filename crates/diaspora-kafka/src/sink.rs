@@ -17,13 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use diaspora_fabric::bridge::{Acked, BatchId, BridgeError, BridgeSink, Pending};
 use diaspora_fabric::item::{ConsumedItem, ItemRef};
 use rdkafka::consumer::Consumer as _;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer as _};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{self, Producer};
@@ -222,37 +220,10 @@ impl BridgeSink for KafkaSink {
             if self.held.is_some_and(|h| *offset <= h) {
                 continue;
             }
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(Header {
-                    key: k.as_str(),
-                    value: v.as_deref(),
-                });
-            }
-            let empty = Bytes::new();
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-                .partition(self.partition)
-                .headers(headers);
-            record = record.payload(r.value.as_ref().unwrap_or(&empty).as_ref());
-            if let Some(k) = &r.key {
-                record = record.key(k.as_ref());
-            }
-            if let Some(ts) = r.timestamp_ms {
-                record = record.timestamp(ts);
-            }
-            loop {
-                match producer.send_result(record) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(unavailable("producing to Kafka", e)),
-                }
-            }
+            let f = client::send_record(producer, &self.topic, self.partition, r)
+                .await
+                .map_err(|e| unavailable("producing to Kafka", e))?;
+            pending.push(f);
         }
         self.held = Some(batch.last);
         Ok(Box::pin(async move {
