@@ -54,6 +54,8 @@ pub struct KafkaReader {
     committed: BTreeMap<i32, u64>,
     /// Per partition, its end when the reader opened.
     end_at_open: BTreeMap<i32, u64>,
+    /// The last error librdkafka reported while reading (said once).
+    last_error: Option<String>,
 }
 
 /// How long one metadata call (offsets, watermarks) may take: a busy
@@ -146,6 +148,7 @@ impl KafkaReader {
             done: resume.clone(),
             committed: resume,
             end_at_open,
+            last_error: None,
         })
     }
 
@@ -173,10 +176,18 @@ impl KafkaReader {
                 | RDKafkaErrorCode::UnknownTopicOrPartition),
             )) => return Err(format!("reading Kafka topic {}: {code}", self.topic)),
             Err(e) => {
-                tracing::debug!(error = %e, topic = %self.topic, "Kafka read; librdkafka retries");
+                // librdkafka retries (a broker away, a connection lost);
+                // an error that persists (refused credentials) is said
+                // once, not on every poll.
+                let e = e.to_string();
+                if self.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(error = %e, topic = %self.topic, "reading Kafka; retrying");
+                    self.last_error = Some(e);
+                }
                 return Ok(None);
             }
         };
+        self.last_error = None;
         let r = client::record_of(&m);
         let (partition, offset) = (m.partition(), m.offset().max(0) as u64);
         let (item, source) = match from_record(&r) {
