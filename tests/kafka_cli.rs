@@ -196,7 +196,7 @@ fn kafka_consume_resumes_its_group_on_a_topic_the_bridge_created() {
 }
 
 /// `diaspora bench kafka-bridge --json` on a small load: both sizes, the
-/// bridge and the plain client each measured both ways, rates consistent with the
+/// bridge and the plain producer each measured, rates consistent with the
 /// item counts (speed itself is for BENCHMARKS.md, not asserted).
 #[test]
 fn bench_kafka_bridge_reports_the_bridge_and_a_plain_producer_at_both_sizes() {
@@ -222,7 +222,7 @@ fn bench_kafka_bridge_reports_the_bridge_and_a_plain_producer_at_both_sizes() {
     let sizes: Vec<u64> = rows.iter().map(|w| w["size"].as_u64().unwrap()).collect();
     assert_eq!(sizes, [1024, 1 << 20], "{r}");
     for w in rows {
-        for side in ["bridge", "plain", "back", "plain_read"] {
+        for side in ["bridge", "plain"] {
             let items = w[format!("{side}_items_per_s")]["median"].as_f64().unwrap();
             let mb = w[format!("{side}_mb_per_s")]["median"].as_f64().unwrap();
             assert!(items > 0.0, "{w}");
@@ -230,6 +230,5 @@ fn bench_kafka_bridge_reports_the_bridge_and_a_plain_producer_at_both_sizes() {
             assert!((mb - items * size / 1e6).abs() <= 1e-6 * mb.max(1.0), "{w}");
         }
         assert!(w["ratio_to_plain"].as_f64().unwrap() > 0.0, "{w}");
-        assert!(w["back_ratio_to_plain_read"].as_f64().unwrap() > 0.0, "{w}");
     }
 }

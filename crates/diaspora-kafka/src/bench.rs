@@ -14,15 +14,8 @@
 //!   the clock runs until every delivery is acknowledged.
 //!
 //! Both Kafka topics are created before the clock starts. Which of the two
-//! goes first alternates between rounds. Then the way back, each from a
-//! topic the step before filled:
-//! - **back**: a bridge from the bridged Kafka topic into a fresh fabric
-//!   topic, timed from its start until the fabric acknowledged every item;
-//! - **plain read**: a plain Kafka reader ([`crate::reader`]) of the plain
-//!   producer's topic, timed until it has every record as an item.
-//!
-//! The broker is the one named (`--bootstrap`) or a Tansu started for the
-//! run.
+//! goes first alternates between rounds. The broker is the one named
+//! (`--bootstrap`) or a Tansu started for the run.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -35,7 +28,7 @@ use diaspora_fabric::stats::Spread;
 use diaspora_fabric::{Client, ClientConfig, Producer, ProducerConfig};
 use diaspora_fabric::{NodeConfig, TopicSettings};
 
-use crate::bridge::{from_kafka, to_kafka, KafkaBridgeConfig};
+use crate::bridge::{to_kafka, KafkaBridgeConfig};
 use crate::client;
 use crate::config::KafkaConfig;
 use crate::record::to_record;
@@ -75,16 +68,6 @@ pub struct KafkaBenchRow {
     pub plain_mb_per_s: Spread,
     /// Median bridge rate over median plain rate.
     pub ratio_to_plain: f64,
-    /// Back through a bridge (Kafka → fabric), items/s.
-    pub back_items_per_s: Spread,
-    /// Back through a bridge, payload MB/s.
-    pub back_mb_per_s: Spread,
-    /// A plain Kafka reader of the same records, items/s.
-    pub plain_read_items_per_s: Spread,
-    /// A plain Kafka reader, payload MB/s.
-    pub plain_read_mb_per_s: Spread,
-    /// Median back rate over median plain read rate.
-    pub back_ratio_to_plain_read: f64,
 }
 
 /// The report.
@@ -150,7 +133,6 @@ pub async fn run(cfg: &KafkaBenchConfig) -> Result<KafkaBenchReport, String> {
     let mut rows = Vec::new();
     for &(size, items) in &cfg.workloads {
         let (mut bridged, mut plain) = (Vec::new(), Vec::new());
-        let (mut back, mut read) = (Vec::new(), Vec::new());
         for round in 0..cfg.rounds.max(1) {
             let tag = format!("{size}-{items}-{round}");
             let fabric_topic = format!("bench.{tag}");
@@ -187,24 +169,6 @@ pub async fn run(cfg: &KafkaBenchConfig) -> Result<KafkaBenchReport, String> {
                     );
                 }
             }
-            let back_topic = format!("back.{tag}");
-            diaspora_fabric::topic::ensure_topic(
-                node.broker(),
-                &back_topic,
-                &TopicSettings::with_partitions(p),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let mut bc = KafkaBridgeConfig::new(
-                format!("bench-back-{tag}"),
-                ClientConfig::new(node.data_addr(), node.ca_file()),
-                &back_topic,
-                kafka.clone(),
-                &kb,
-            );
-            bc.commit_interval = Duration::from_millis(500);
-            back.push(through_bridge_back(bc, items, cfg.stall_timeout).await?);
-            read.push(plain_read(&kafka, &kp, items, cfg.stall_timeout).await?);
         }
         let mb = |v: &[f64]| Spread::of(v.iter().map(|s| items as f64 * size as f64 / 1e6 / s));
         let per_s = |v: &[f64]| Spread::of(v.iter().map(|s| items as f64 / s));
@@ -217,11 +181,6 @@ pub async fn run(cfg: &KafkaBenchConfig) -> Result<KafkaBenchReport, String> {
             plain_items_per_s: pl,
             plain_mb_per_s: mb(&plain),
             ratio_to_plain: b.median / pl.median.max(1e-9),
-            back_items_per_s: per_s(&back),
-            back_mb_per_s: mb(&back),
-            plain_read_items_per_s: per_s(&read),
-            plain_read_mb_per_s: mb(&read),
-            back_ratio_to_plain_read: per_s(&back).median / per_s(&read).median.max(1e-9),
         });
     }
     client.close();
@@ -263,62 +222,6 @@ async fn through_bridge(
 ) -> Result<f64, String> {
     let t0 = Instant::now();
     let bridge = to_kafka(cfg).await.map_err(|e| e.to_string())?;
-    until_forwarded(bridge, t0, items, stall).await
-}
-
-/// Seconds from the bridge's start (Kafka → fabric) until the fabric
-/// acknowledged `items`.
-async fn through_bridge_back(
-    cfg: KafkaBridgeConfig,
-    items: u64,
-    stall: Duration,
-) -> Result<f64, String> {
-    let t0 = Instant::now();
-    let bridge = from_kafka(cfg).await.map_err(|e| e.to_string())?;
-    until_forwarded(bridge, t0, items, stall).await
-}
-
-/// Seconds for a plain reader of `topic` (a fresh group) to have `items`
-/// records as items.
-async fn plain_read(
-    kafka: &KafkaConfig,
-    topic: &str,
-    items: u64,
-    stall: Duration,
-) -> Result<f64, String> {
-    let (kafka, topic) = (kafka.clone(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let t0 = Instant::now();
-        let mut r = crate::reader::KafkaReader::open(&kafka, &topic, "bench.plain-read")?;
-        let (mut n, mut last_move) = (0u64, Instant::now());
-        while n < items {
-            match r.poll(Duration::from_millis(100))? {
-                Some(read) => {
-                    read.item?;
-                    n += 1;
-                    last_move = Instant::now();
-                }
-                None if last_move.elapsed() > stall => {
-                    return Err(format!(
-                        "the plain reader stalled at {n} of {items} for {stall:?}"
-                    ))
-                }
-                None => {}
-            }
-        }
-        Ok(t0.elapsed().as_secs_f64())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
-/// Seconds from `t0` until `bridge` forwarded `items`; stops it.
-async fn until_forwarded(
-    bridge: diaspora_fabric::Bridge,
-    t0: Instant,
-    items: u64,
-    stall: Duration,
-) -> Result<f64, String> {
     let (mut last, mut last_move) = (0, Instant::now());
     loop {
         let n = bridge.stats().forwarded.load(Ordering::Relaxed);
