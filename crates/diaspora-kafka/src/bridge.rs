@@ -193,9 +193,16 @@ pub async fn from_kafka(cfg: KafkaBridgeConfig) -> Result<Bridge, KafkaBridgeErr
             )),
         ));
     }
+    // The fabric sink answers re-sends plainly only within its window; a
+    // fetch (one record per batch) adds at most the window's room.
+    let mut mirror = cfg.mirror();
+    mirror.in_flight_max = mirror
+        .in_flight_max
+        .min(<FabricSink as diaspora_fabric::bridge::BridgeSink>::DUPLICATE_WINDOW);
     let parts = sources
         .into_iter()
         .map(|source| {
+            let source = source.with_fetch_max(mirror.in_flight_max);
             let p = diaspora_fabric::bridge::BridgeSource::partition(&source);
             MirrorPartition {
                 sink: sinks[p as usize].take().expect("one sink per partition"),
@@ -204,11 +211,6 @@ pub async fn from_kafka(cfg: KafkaBridgeConfig) -> Result<Bridge, KafkaBridgeErr
             }
         })
         .collect();
-    // The fabric sink answers re-sends plainly only within its window.
-    let mut mirror = cfg.mirror();
-    mirror.in_flight_max = mirror
-        .in_flight_max
-        .min(<FabricSink as diaspora_fabric::bridge::BridgeSink>::DUPLICATE_WINDOW);
     Ok(Bridge::spawn(
         parts,
         mirror,

@@ -22,7 +22,9 @@ use crate::client::{self, Consumer};
 use crate::config::KafkaConfig;
 use crate::record::from_record;
 
-/// Most records one fetch returns.
+/// Most records one fetch returns (each is a batch of its own; the bridge
+/// lowers it to its in-flight window, so that a fetch never puts more
+/// batches in flight than the fabric sink takes at once).
 pub const FETCH_RECORDS_MAX: usize = 512;
 
 /// One Kafka partition read by a bridge.
@@ -36,6 +38,8 @@ pub struct KafkaSource {
     consumer: Option<Arc<Consumer>>,
     /// Where the consumer will read next, as far as this source knows.
     at: Arc<Mutex<Option<u64>>>,
+    /// Most records (batches) one fetch returns.
+    fetch_max: usize,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> BridgeError {
@@ -66,9 +70,16 @@ impl KafkaSource {
                 resume,
                 consumer: None,
                 at: Arc::new(Mutex::new(None)),
+                fetch_max: FETCH_RECORDS_MAX,
             });
         }
         Ok(out)
+    }
+
+    /// Returns at most `n` records (at least 1) per fetch.
+    pub fn with_fetch_max(mut self, n: usize) -> KafkaSource {
+        self.fetch_max = n.clamp(1, FETCH_RECORDS_MAX);
+        self
     }
 
     fn consumer(&self) -> Result<Arc<Consumer>, BridgeError> {
@@ -101,6 +112,7 @@ impl BridgeSource for KafkaSource {
         let at = self.at.clone();
         let (topic, partition, name) =
             (self.topic.clone(), self.partition, self.topic_name.clone());
+        let fetch_max = self.fetch_max;
         Ok(Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let mut at_now = at.lock().unwrap();
@@ -114,7 +126,7 @@ impl BridgeSource for KafkaSource {
                 }
                 let mut batches = Vec::new();
                 let mut wait = Duration::from_millis(500);
-                while batches.len() < FETCH_RECORDS_MAX {
+                while batches.len() < fetch_max {
                     let Some(m) = c.poll(wait) else { break };
                     wait = Duration::ZERO;
                     let m = match m {
@@ -123,9 +135,14 @@ impl BridgeSource for KafkaSource {
                             *at_now = None;
                             return Ok(Fetched::OutOfRange);
                         }
+                        // librdkafka reports what it retries by itself (a
+                        // request timed out, a broker away): keep the
+                        // consumer and its fetch position — a new one would
+                        // start over, and a broker such as Tansu pays for a
+                        // first fetch with a scan of the partition.
                         Err(e) => {
-                            *at_now = None;
-                            return Err(unavailable("reading Kafka", e));
+                            tracing::debug!(error = %e, topic, partition, "reading Kafka; librdkafka retries");
+                            break;
                         }
                     };
                     let r = client::record_of(&m);
