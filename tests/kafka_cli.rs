@@ -154,11 +154,7 @@ fn kafka_consume(bootstrap: &str, group: &str, count: Option<u64>) -> Vec<u64> {
         cmd.args(["--count", &n.to_string()]);
     }
     let out = cmd.env("RUST_LOG", "warn").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -211,11 +207,7 @@ fn bench_kafka_bridge_reports_the_bridge_and_a_plain_producer_at_both_sizes() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["broker"].as_str().unwrap().starts_with("tansu"), "{r}");
     let rows = r["rows"].as_array().unwrap();
