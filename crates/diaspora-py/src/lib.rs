@@ -1,0 +1,43 @@
+//! # pydiaspora: diaspora from Python
+//!
+//! The extension module behind the `pydiaspora` package (pyo3; maturin
+//! builds the wheel from `pyproject.toml`). Python code imports
+//! `pydiaspora`, whose `__init__.py` re-exports these classes.
+//!
+//! - [`client`]: `Node` (an embedded node), `Client`, `Producer` with
+//!   `Delivery` acknowledgements, `Consumer` (assign or group, commit,
+//!   seek, iteration, asyncio).
+//! - [`item`]: `Item` and its zero-copy `Payload`; NumPy arrays in and out
+//!   under the `ndarray.dtype` / `ndarray.shape` metadata convention of
+//!   `diaspora_stream::ndarray`.
+//! - [`prov`]: `Provenance` (lineage, why, invalidate, model_at).
+//! - [`errors`]: one Python exception class per kind of fabric error.
+//!
+//! One tokio runtime serves the process ([`runtime`]); every wait releases
+//! the GIL and checks for Ctrl-C every 100 ms.
+
+use pyo3::prelude::*;
+
+pub mod client;
+pub mod errors;
+pub mod item;
+pub mod prov;
+pub mod runtime;
+
+/// The `pydiaspora._native` module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    runtime::init_async();
+    errors::register(m)?;
+    m.add_class::<client::Node>()?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<client::Producer>()?;
+    m.add_class::<client::Delivery>()?;
+    m.add_class::<client::Delivered>()?;
+    m.add_class::<client::Consumer>()?;
+    m.add_class::<item::Item>()?;
+    m.add_class::<item::Payload>()?;
+    m.add_class::<prov::Provenance>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
