@@ -67,6 +67,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Bench(BenchCommand::Wan(a)) => cli::bench::wan(a).await,
         Command::Bench(BenchCommand::Tenants(a)) => cli::bench::tenants(a).await,
         Command::Bench(BenchCommand::KafkaBridge(a)) => cli::bench::kafka_bridge(a).await,
+        Command::Bench(BenchCommand::Python(a)) => cli::pybench::python(a).await,
         Command::Bench(BenchCommand::Peers(a)) => cli::bench::peers(a).await,
         Command::Bench(BenchCommand::Stream(a)) => cli::bench::stream(a).await,
         Command::Bench(BenchCommand::Predict(a)) => {

@@ -47,6 +47,10 @@ pub enum BenchCommand {
     /// writing the same records to the same broker, same run: items/s and
     /// MB/s at 1 KiB and 1 MiB. Starts a Tansu broker unless --bootstrap.
     KafkaBridge(KafkaBenchArgs),
+    /// The Python client (pydiaspora, run as `python -m pydiaspora.bench`)
+    /// against the Rust client on the same node, same run: items/s and
+    /// MB/s producing and consuming at 128 B and 1 MiB.
+    Python(super::pybench::PythonBenchArgs),
 }
 
 /// Arguments of `diaspora bench kafka-bridge`.

@@ -38,6 +38,7 @@ pub mod pool;
 pub mod predict;
 pub mod prov;
 pub mod ptycho;
+pub mod pybench;
 pub mod serve;
 pub mod stream;
 pub mod topic;
