@@ -61,6 +61,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Token(c) => cli::auth::token(c).await,
         Command::Acl(c) => cli::auth::acl(c).await,
         Command::Whoami(c) => cli::auth::whoami(c).await,
+        Command::Dashboard(a) => cli::dashboard::run(a).await,
         Command::Tenant(c) => cli::auth::tenant(c).await,
         Command::Bench(BenchCommand::Fabric(a)) => cli::bench::fabric(a).await,
         Command::Bench(BenchCommand::Pool(a)) => cli::bench::pool(a).await,

@@ -31,6 +31,7 @@ use diaspora_fabric::{AdminClient, Client, ClientConfig, Stop};
 pub mod auth;
 pub mod bench;
 pub mod bridge;
+pub mod dashboard;
 pub mod data;
 pub mod demo;
 pub mod kafka;
@@ -150,6 +151,10 @@ pub enum Command {
     Tenant(auth::TenantCommand),
     /// Who the node takes this client to be.
     Whoami(AdminConn),
+    /// A live web page of a node (topics, rates, lag, bridges, streams,
+    /// pools, predictions, lineage), read through its admin and data
+    /// planes; `serve --dashboard ADDR` serves the same page from the node.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 impl Command {

@@ -73,6 +73,16 @@ pub struct ServeArgs {
     /// from `diaspora certs client --name admin`.
     #[arg(long = "superuser")]
     superusers: Vec<String>,
+    /// Also serve the live web dashboard on this address (e.g.
+    /// 127.0.0.1:8090): topics, rates, lag, services, lineage. On a
+    /// development node (auth=dev) it is open to whoever reaches it, so a
+    /// non-loopback address needs --dashboard-open; otherwise it asks for a
+    /// token the node accepts. `diaspora dashboard` serves the same page
+    /// for a node that runs elsewhere.
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<SocketAddr>,
+    #[command(flatten)]
+    dashboard_opts: super::dashboard::DashboardOpts,
 }
 
 /// The user name of the node's own clients (its metrics publisher): a
@@ -137,8 +147,16 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         ),
     };
     cfg.auth.superusers = a.superusers.clone();
+    if a.dashboard.is_none() && a.dashboard_opts.any_given() {
+        anyhow::bail!(
+            "--prov-store, --dashboard-group, --dashboard-open and --dashboard-interval-ms \
+             configure the dashboard: give --dashboard ADDR too"
+        );
+    }
     let metrics = a.metrics.metrics_interval_ms > 0;
-    if metrics && cfg.auth.mode != diaspora_fabric::AuthMode::Dev {
+    // The node's own clients (its metrics publisher, its dashboard) are a
+    // superuser with a certificate the node issues itself.
+    if (metrics || a.dashboard.is_some()) && cfg.auth.mode != diaspora_fabric::AuthMode::Dev {
         cfg.auth.superusers.push(NODE_USER.into());
     }
     let node = Node::start(cfg)
@@ -158,18 +176,18 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             ""
         }
     );
+    let mut own = ClientConfig::new(node.data_addr(), node.ca_file());
+    if (metrics || a.dashboard.is_some()) && mode != diaspora_fabric::AuthMode::Dev {
+        let dir = node.ca_file().parent().unwrap_or(&a.data_dir).to_path_buf();
+        own.identity = Some(
+            diaspora_fabric::tls::issue_client_cert(&dir, NODE_USER, &dir.join("clients"))
+                .context("issuing the node's own client certificate")?,
+        );
+    }
     let publisher = if metrics {
         let registry = diaspora_telemetry::Registry::new();
         diaspora_telemetry::collect_broker(&registry, node.broker().clone())?;
-        let mut own = ClientConfig::new(node.data_addr(), node.ca_file());
-        if mode != diaspora_fabric::AuthMode::Dev {
-            let dir = node.ca_file().parent().unwrap_or(&a.data_dir).to_path_buf();
-            own.identity = Some(
-                diaspora_fabric::tls::issue_client_cert(&dir, NODE_USER, &dir.join("clients"))
-                    .context("issuing the node's own client certificate for its metrics")?,
-            );
-        }
-        let client = Client::connect(own).await?;
+        let client = Client::connect(own.clone()).await?;
         a.metrics
             .start(
                 client,
@@ -181,8 +199,38 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    let dashboard = match a.dashboard {
+        Some(listen) => {
+            let source = diaspora_dashboard::NodeSource {
+                admin: node.admin_addr().context("the node has no admin plane")?,
+                ca: node.ca_file().to_path_buf(),
+                identity: own.identity.clone(),
+                token: None,
+                data: Some(own.clone()),
+                metrics_topic: a.metrics.metrics_topic.clone(),
+                groups: Vec::new(),
+                interval: Duration::from_secs(1),
+            };
+            let d =
+                diaspora_dashboard::Dashboard::start(a.dashboard_opts.config(listen, source)).await;
+            match d {
+                Ok(d) => {
+                    super::dashboard::announce(&d);
+                    Some(d)
+                }
+                Err(e) => {
+                    node.shutdown().await;
+                    return Err(anyhow::Error::new(e).context("starting the dashboard"));
+                }
+            }
+        }
+        None => None,
+    };
     shutdown_signal()?.await;
     eprintln!("shutting down");
+    if let Some(d) = dashboard {
+        d.stop().await;
+    }
     if let Some(p) = publisher {
         p.stop().await;
     }
