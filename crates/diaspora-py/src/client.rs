@@ -360,6 +360,97 @@ impl Client {
         })
     }
 
+    /// Creates the three topics a QoS stream on `topic` needs (`topic`,
+    /// `topic.qos`, `topic.replay`), skipping those that exist; returns the
+    /// names created. Needs the admin address.
+    #[pyo3(signature = (topic, partitions = 1))]
+    fn init_stream(&self, py: Python<'_>, topic: String, partitions: u32) -> PyResult<Vec<String>> {
+        self.with_admin(py, move |a| {
+            Box::pin(async move {
+                let config = diaspora_proto::v1::TopicConfig {
+                    partitions,
+                    ..Default::default()
+                };
+                diaspora_stream::init_topics(a, &topic, config).await
+            })
+        })
+    }
+
+    /// The producer side of a QoS stream on `topic`/`partition`, under the
+    /// policy in the TOML file `policy` (None: the defaults). With
+    /// `provenance`, accepted items are recorded with their lineage.
+    #[pyo3(signature = (topic, *, policy = None, partition = 0, provenance = None, tag_keys = None))]
+    fn stream_producer(
+        &self,
+        py: Python<'_>,
+        topic: String,
+        policy: Option<PathBuf>,
+        partition: u32,
+        provenance: Option<String>,
+        tag_keys: Option<Vec<String>>,
+    ) -> PyResult<crate::stream::StreamProducer> {
+        let policy = crate::stream::policy(policy)?;
+        let recorder = match provenance {
+            None => None,
+            Some(url) => {
+                let prov = py
+                    .allow_threads(|| Provenance::open(&url))
+                    .map_err(errors::prov)?;
+                let config = RecorderConfig {
+                    tag_keys: tag_keys.unwrap_or_default(),
+                    ..RecorderConfig::default()
+                };
+                Some(Arc::new(LineageRecorder::start(prov, config)))
+            }
+        };
+        crate::stream::StreamProducer::start(py, &self.client, topic, partition, policy, recorder)
+    }
+
+    /// The consumer side of a QoS stream on `topic` (its `partitions`;
+    /// None: all), called `name`, under the policy in the TOML file
+    /// `policy`. With `checkpoint` (a file), its position survives a restart.
+    #[pyo3(signature = (topic, *, policy = None, partitions = None, name = "python", checkpoint = None))]
+    fn stream_consumer(
+        &self,
+        py: Python<'_>,
+        topic: String,
+        policy: Option<PathBuf>,
+        partitions: Option<Vec<u32>>,
+        name: &str,
+        checkpoint: Option<PathBuf>,
+    ) -> PyResult<crate::stream::StreamConsumer> {
+        let policy = crate::stream::policy(policy)?;
+        crate::stream::StreamConsumer::start(
+            py,
+            &self.client,
+            topic,
+            partitions.unwrap_or_default(),
+            name.to_string(),
+            policy,
+            checkpoint,
+        )
+    }
+
+    /// A view over topics, joined as `spec` says (a view spec: a TOML file
+    /// path or the TOML text). Sources start at `start` ("earliest",
+    /// "latest" or an offset); with `invalidations` (a notice topic, e.g.
+    /// "prov.invalidations"), invalidated members retract view items.
+    #[pyo3(signature = (spec, *, start = None, invalidations = None))]
+    fn view(
+        &self,
+        py: Python<'_>,
+        spec: &str,
+        start: Option<&Bound<'_, PyAny>>,
+        invalidations: Option<String>,
+    ) -> PyResult<crate::view::View> {
+        let spec = crate::view::spec(spec)?;
+        let start = match start {
+            Some(s) => start_from(s)?,
+            None => StartFrom::Earliest,
+        };
+        crate::view::View::start(py, &self.client, spec, start, invalidations)
+    }
+
     /// Creates a topic with `partitions` partitions, or finds it with that
     /// count; True if it was created. Needs the admin address.
     #[pyo3(signature = (name, partitions = 1))]

@@ -10,6 +10,10 @@
 //! - [`item`]: `Item` and its zero-copy `Payload`; NumPy arrays in and out
 //!   under the `ndarray.dtype` / `ndarray.shape` metadata convention of
 //!   `diaspora_stream::ndarray`.
+//! - [`stream`]: QoS streams, `StreamProducer` / `StreamConsumer` under a
+//!   policy file, and the `StreamItem`s they deliver.
+//! - [`view`]: `View` (a join over topics from a view spec) and its
+//!   `ViewItem`s, whose members are the source items.
 //! - [`prov`]: `Provenance` (lineage, why, invalidate, model_at).
 //! - [`errors`]: one Python exception class per kind of fabric error.
 //!
@@ -23,6 +27,8 @@ pub mod errors;
 pub mod item;
 pub mod prov;
 pub mod runtime;
+pub mod stream;
+pub mod view;
 
 /// The `pydiaspora._native` module.
 #[pymodule]
@@ -38,6 +44,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<item::Item>()?;
     m.add_class::<item::Payload>()?;
     m.add_class::<prov::Provenance>()?;
+    m.add_class::<stream::StreamProducer>()?;
+    m.add_class::<stream::StreamConsumer>()?;
+    m.add_class::<stream::StreamItem>()?;
+    m.add_class::<view::View>()?;
+    m.add_class::<view::ViewItem>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

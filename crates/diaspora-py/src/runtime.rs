@@ -55,6 +55,19 @@ where
     }
 }
 
+/// Runs the future `make` builds, with the GIL released, for futures that
+/// are not `Send` (they borrow a value that is not `Sync` across an
+/// await). It cannot be interrupted with Ctrl-C: use it only for waits
+/// that are bounded (a flush or close with a timeout).
+pub fn wait_bounded<M, F, T>(py: Python<'_>, make: M) -> T
+where
+    M: FnOnce() -> F + Send,
+    F: Future<Output = T>,
+    T: Send,
+{
+    py.allow_threads(move || rt().block_on(make()))
+}
+
 /// Like [`wait`], but gives up after `timeout` (`None`: never) with `Ok(None)`.
 pub fn wait_for<F, T>(py: Python<'_>, timeout: Option<Duration>, fut: F) -> PyResult<Option<T>>
 where
