@@ -123,6 +123,24 @@ async fn the_page_shows_rates_rising_and_an_items_why_chain_in_chromium() {
     );
     wait_tcp(page, "the dashboard");
     cli(&node, &["topic", "create", "frames", "--partitions", "2"]);
+    cli(&node, &["stream", "init", "scans"]);
+    // A second node that a bridge mirrors frames to: its metrics come back
+    // to this node's metrics topic, and so to the page.
+    let hpc = common::start_node(&dir.path().join("hpc"), "never");
+    cli(&hpc, &["topic", "create", "frames", "--partitions", "2"]);
+    let _bridge = Reaped::new(
+        Command::new(BIN)
+            .args(["bridge", "--name", "edge-hpc", "--stats-interval-s", "0"])
+            .args(["--from", &format!("{}/frames", node.data)])
+            .args(["--to", &format!("{}/frames", hpc.data)])
+            .args(["--from-ca", node.ca.to_str().unwrap()])
+            .args(["--to-ca", hpc.ca.to_str().unwrap()])
+            .args(["--metrics-interval-ms", "500"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn diaspora bridge"),
+    );
 
     // The item's record is invalidated through the CLI, as an operator would.
     let out = Command::new(BIN)
@@ -148,7 +166,7 @@ async fn the_page_shows_rates_rising_and_an_items_why_chain_in_chromium() {
         json!({
             "binary": chromium.to_str().unwrap(),
             "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1500,1100"],
+                     "--disable-gpu", "--window-size=1500,1250"],
         }),
     );
     let browser =
@@ -232,6 +250,53 @@ async fn drive(
     )
     .await;
     eprintln!("page shows frames at {rate} items/s");
+    // A QoS stream publishing its figures, and the bridge's.
+    let _stream = Reaped::new(
+        Command::new(BIN)
+            .args([
+                "stream",
+                "produce",
+                "--topic",
+                "scans",
+                "--synthetic",
+                "3000",
+            ])
+            .args([
+                "--size",
+                "4096",
+                "--rate",
+                "300",
+                "--metrics-interval-ms",
+                "500",
+            ])
+            .args([
+                "--ca",
+                node.ca.to_str().unwrap(),
+                "--addr",
+                &node.data.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let bridge = wait_js(
+        b,
+        "const t = document.getElementById('bridges').textContent;\
+         return t.includes('bridge=edge-hpc') ? t : null",
+        Duration::from_secs(20),
+        "the bridge on the page",
+    )
+    .await;
+    assert!(bridge.as_str().unwrap().contains("running"), "{bridge}");
+    wait_js(
+        b,
+        "const t = document.getElementById('streams').textContent;\
+         return t.includes('stream producer') && t.includes('topic=scans') ? t : null",
+        Duration::from_secs(20),
+        "the QoS stream on the page",
+    )
+    .await;
     let bytes_rate = js(
         b,
         "return Number(document.querySelector('tr[data-topic=\"frames\"] .rate-bytes').dataset.value)",
@@ -458,4 +523,52 @@ fn a_port_in_use_an_open_network_address_and_a_missing_store_are_clear_errors() 
     let e = run(&["--prov-store", missing.to_str().unwrap()]);
     assert!(e.contains("give --dashboard"), "{e}");
     drop(taken);
+}
+
+#[test]
+fn diaspora_dashboard_reads_a_node_that_runs_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start_node(dir.path(), "never");
+    cli(
+        &node,
+        &["topic", "create", "remote-frames", "--partitions", "3"],
+    );
+    let page: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _dashboard = Reaped::new(
+        Command::new(BIN)
+            .args(["dashboard", "--listen", &page.to_string()])
+            .args(["--admin", &node.admin.to_string()])
+            .args(["--addr", &node.data.to_string()])
+            .args(["--ca", node.ca.to_str().unwrap()])
+            .args(["--dashboard-interval-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_tcp(page, "diaspora dashboard");
+    let t0 = Instant::now();
+    loop {
+        let (status, body) = http_get(page, "/api/state", "");
+        assert_eq!(status, 200, "{body}");
+        let json = &body[body.find("\r\n\r\n").unwrap() + 4..];
+        // The body may be chunked; the frame is one JSON object inside.
+        let start = json.find('{').unwrap();
+        let end = json.rfind('}').unwrap();
+        let frame: serde_json::Value = serde_json::from_str(&json[start..=end]).unwrap();
+        if let Some(t) = frame["topics"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == "remote-frames"))
+        {
+            assert_eq!(t["partitions"].as_array().unwrap().len(), 3);
+            assert_eq!(frame["node"]["auth"], "dev");
+            assert_eq!(frame["lineage"], false);
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no topic in {frame}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

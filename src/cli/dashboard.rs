@@ -62,24 +62,13 @@ impl DashboardOpts {
 
 /// Arguments of `diaspora dashboard`.
 #[derive(Args)]
-#[command(
-    long_about = "Serves the live web dashboard of a node that runs elsewhere (or of one started \
-without --dashboard): topics and partitions with produce rates, sizes, retention and \
-consumer-group lag; bridges, QoS streams, views and pools as their metric events \
-(--metrics-interval-ms) describe them; predictions and alerts; the loop's model topics; and a \
-lineage explorer over --prov-store.\n\nIt reads the node as a client, through the admin plane \
-(--admin) and the data plane (--addr), with --ca and, on a node that requires identities, \
---token or --cert. The page then requires a token the node accepts (open \
-http://ADDR/?token=TOKEN once); on a development node it is open and stays on loopback unless \
---dashboard-open."
-)]
 pub struct DashboardArgs {
     /// Address to serve the page on.
     #[arg(long, default_value = DEFAULT_DASHBOARD)]
     listen: SocketAddr,
     /// The node's host: its data plane at HOST:7400 and admin plane at
     /// HOST:7401 (the defaults of `serve`). Use --addr and --admin for other ports.
-    #[arg(long, value_name = "HOST", conflicts_with_all = ["admin"])]
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["admin", "addr"])]
     node: Option<IpAddr>,
     /// gRPC admin address of the node.
     #[arg(long, default_value = DEFAULT_ADMIN)]

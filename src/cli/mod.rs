@@ -154,6 +154,20 @@ pub enum Command {
     /// A live web page of a node (topics, rates, lag, bridges, streams,
     /// pools, predictions, lineage), read through its admin and data
     /// planes; `serve --dashboard ADDR` serves the same page from the node.
+    ///
+    /// Topics and partitions with produce rates (items/s, bytes/s), sizes,
+    /// retention and the lag of --dashboard-group groups; bridges, QoS
+    /// streams, views and pools as their metric events (--metrics-interval-ms)
+    /// describe them; predictions and alerts; the loop's model topics; and a
+    /// lineage explorer over --prov-store. Updated every second by
+    /// server-sent events; every asset is in the binary.
+    ///
+    /// It reads the node as a client, through the admin plane (--admin) and
+    /// the data plane (--addr), or both on --node HOST, with --ca and, on a
+    /// node that requires identities, --token or --cert. The page then asks
+    /// for a token the node accepts (open http://ADDR/?token=TOKEN once); on
+    /// a development node it is open, and stays on loopback unless
+    /// --dashboard-open.
     Dashboard(dashboard::DashboardArgs),
 }
 

@@ -111,11 +111,20 @@ function renderComponents(id, list, f) {
   fill(id, list.map(c => el("div", { class: "component" },
     el("div", {}, el("span", { class: "state " + stateClass(c.state) }, c.state), " ",
        c.kind, " ", c.id, el("span", { class: "note" }, ` · ${c.source} · ${c.age_s.toFixed(0)} s ago`)),
-    el("div", { class: "fields" },
-      Object.entries(c.fields)
-        .filter(([k]) => !k.endsWith(".rate") || c.fields[k] > 0)
-        .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(2)}`).join("  ")))));
+    c.summary ? el("div", { class: "summary" }, c.summary) : null,
+    el("details", {}, el("summary", {}, "all figures"),
+      el("div", { class: "fields" },
+        Object.entries(c.fields)
+          .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(2)}`).join("  "))))));
 }
+
+// What each tailed role reads, for "none reported" to say where it looked.
+const TAIL_SOURCES = {
+  "predictions": "diaspora.predictions",
+  "pool events": "pool.NAME.events",
+  "loop": "models, edge.models",
+  "invalidations": "prov.invalidations",
+};
 
 function renderTail(id, tails, role) {
   const ts = tails.filter(t => t.role === role);
@@ -123,7 +132,8 @@ function renderTail(id, tails, role) {
   entries.sort((a, b) => b.t_us - a.t_us);
   if (!entries.length) {
     fill(id, el("div", { class: "none" },
-      ts.length ? `none reported yet on ${ts.map(t => t.topic).join(", ")}` : "none reported"));
+      ts.length ? `none reported yet on ${ts.map(t => t.topic).join(", ")}`
+                : `none reported (no topic ${TAIL_SOURCES[role]} on this node)`));
     return;
   }
   fill(id, entries.slice(0, 40).map(e => el("div", {},

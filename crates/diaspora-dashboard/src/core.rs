@@ -206,6 +206,9 @@ pub struct Component {
     pub age_s: f64,
     /// A one-word summary: `running`, `stale`, `congested`, `failed N`, …
     pub state: String,
+    /// The figures that matter for its kind in one line (a stream's buffer
+    /// fill, quality mix and flow state; a bridge's progress), from `fields`.
+    pub summary: String,
     /// Its series (the name after the kind's prefix) and values.
     pub fields: BTreeMap<String, f64>,
 }
@@ -281,12 +284,14 @@ impl Services {
             }
             for ((kind, id), fields) in groups {
                 let state = state_of(kind, &fields, stale);
+                let summary = summary_of(kind, &fields);
                 let c = Component {
                     kind,
                     id,
                     source: e.source.clone(),
                     age_s,
                     state,
+                    summary,
                     fields,
                 };
                 match kind {
@@ -332,6 +337,86 @@ fn state_of(kind: &str, f: &BTreeMap<String, f64>, stale: bool) -> String {
         }
         "stream consumer" if get("lost.rate") > 0.0 => "losing items".into(),
         _ => "running".into(),
+    }
+}
+
+/// A count as text: whole numbers without decimals.
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The one line of figures that matter for a component of `kind`; the
+/// series it reads are those of the telemetry crate's table (a series
+/// absent from the event is left out of the line).
+fn summary_of(kind: &str, f: &BTreeMap<String, f64>) -> String {
+    let part = |label: &str, key: &str| f.get(key).map(|v| format!("{label} {}", num(*v)));
+    let rate = |key: &str| {
+        f.get(&format!("{key}.rate"))
+            .map(|v| format!(" ({}/s)", num((v * 10.0).round() / 10.0)))
+            .unwrap_or_default()
+    };
+    let join =
+        |parts: Vec<Option<String>>| parts.into_iter().flatten().collect::<Vec<_>>().join(", ");
+    match kind {
+        "bridge" => format!(
+            "{}{} · {}",
+            part("forwarded", "forwarded").unwrap_or_default(),
+            rate("forwarded"),
+            join(vec![
+                part("duplicates absorbed", "duplicates_absorbed"),
+                part("reconnects", "reconnects"),
+                part("expired before read", "skipped_expired"),
+                part("failed partitions", "failed_partitions"),
+            ])
+        ),
+        "stream producer" => {
+            let fill = f
+                .get("memory_fill")
+                .map(|v| format!("buffer {:.0}% of memory", v * 100.0));
+            let spill = part("spilled", "spilled");
+            let quality = join(vec![
+                part("offered", "offered"),
+                part("acked", "acked"),
+                part("reduced away", "reduced_away"),
+                part("aggregated", "aggregates"),
+                part("compressed", "compressed"),
+                part("shed", "shed"),
+            ]);
+            let flow = format!(
+                "flow {}{}",
+                if f.get("congested").copied().unwrap_or(0.0) > 0.0 {
+                    "congested"
+                } else {
+                    "clear"
+                },
+                part(", stages", "stages").unwrap_or_default()
+            );
+            join(vec![
+                fill,
+                spill,
+                (!quality.is_empty()).then(|| format!("quality: {quality}")),
+                Some(flow),
+            ])
+        }
+        "stream consumer" => join(vec![
+            part("delivered", "delivered").map(|d| d + &rate("delivered")),
+            part("reconstructed", "reconstructed_missing"),
+            part("lost", "lost"),
+            part("duplicates", "duplicates"),
+            part("held", "held"),
+            f.get("latency_ms").map(|v| format!("latency {v:.0} ms")),
+        ]),
+        "view" => join(vec![
+            part("read", "items_read"),
+            part("emitted", "emitted"),
+            part("pending", "pending"),
+            part("held", "held"),
+        ]),
+        _ => String::new(),
     }
 }
 
@@ -529,6 +614,8 @@ mod tests {
         assert_eq!(v.bridges[0].fields["forwarded"], 5.0);
         assert_eq!(v.streams[0].kind, "stream producer");
         assert_eq!(v.streams[0].state, "congested, 2 stage(s)");
+        assert_eq!(v.streams[0].summary, "flow congested, stages 2");
+        assert_eq!(v.bridges[0].summary, "forwarded 5 · failed partitions 0");
         assert!(v.pools.is_empty() && v.views.is_empty());
         // An older event of the same source is ignored; silence goes stale.
         s.observe(event("bridge:a", 1, &[]));
