@@ -533,6 +533,29 @@ fn diaspora_dashboard_reads_a_node_that_runs_elsewhere() {
         &node,
         &["topic", "create", "remote-frames", "--partitions", "3"],
     );
+    // A monitor's alert, as `diaspora predict serve` would publish it.
+    cli(&node, &["topic", "create", "diaspora.predictions"]);
+    let mut produce = Command::new(BIN)
+        .args(["produce", "--topic", "diaspora.predictions"])
+        .args([
+            "--ca",
+            node.ca.to_str().unwrap(),
+            "--addr",
+            &node.data.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            br#"{"kind":"alert","monitor":"wan","metric":"quic.rtt_ms","labels":{},"t_us":1,"value":250.0,"expected":12.0,"likelihood":0.99999,"confidence":0.99}"#,
+        )
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
     let page: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _dashboard = Reaped::new(
         Command::new(BIN)
@@ -563,6 +586,27 @@ fn diaspora_dashboard_reads_a_node_that_runs_elsewhere() {
             assert_eq!(t["partitions"].as_array().unwrap().len(), 3);
             assert_eq!(frame["node"]["auth"], "dev");
             assert_eq!(frame["lineage"], false);
+            let tail = &frame["tails"][0];
+            assert_eq!(tail["role"], "predictions", "{frame}");
+            let alert = &tail["tail"]["entries"][0];
+            if alert.is_null() {
+                // The tail's first read may come a frame later.
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "no alert in {frame}"
+                );
+                continue;
+            }
+            assert_eq!(alert["kind"], "alert", "{frame}");
+            assert!(
+                alert["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("metric=quic.rtt_ms"),
+                "{alert}"
+            );
+            assert_eq!(alert["item"], "diaspora.predictions/0/0");
             break;
         }
         assert!(
