@@ -457,12 +457,24 @@ fn a_node_with_tokens_gets_a_dashboard_that_asks_for_one() {
         401
     );
     // Alice's token: as a header, or once in the address, which sets a cookie.
-    let (status, body) = http_get(
-        page,
-        "/api/state",
-        &format!("Authorization: Bearer {alice}\r\n"),
-    );
-    assert_eq!(status, 200, "{body}");
+    // The page polls until its first frame: the node's own identity reads
+    // the node whatever its ACLs.
+    let t0 = Instant::now();
+    loop {
+        let (status, body) = http_get(
+            page,
+            "/api/state",
+            &format!("Authorization: Bearer {alice}\r\n"),
+        );
+        assert_eq!(status, 200, "{body}");
+        if body.contains("\"node_id\":\"node-") {
+            assert!(body.contains("\"error\":null"), "{body}");
+            assert!(body.contains("\"auth\":\"cert-or-token\""), "{body}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no frame: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (status, head) = http_get(page, &format!("/?token={alice}"), "");
     assert_eq!(status, 303, "{head}");
     let cookie = head
