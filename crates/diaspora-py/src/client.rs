@@ -14,10 +14,11 @@ use diaspora_fabric::{
 };
 use diaspora_provenance::lineage::{LineageRecorder, RecorderConfig};
 use diaspora_provenance::Provenance;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::errors::{self, InvalidRequest, ShutDown};
 use crate::item::{self, Extras, Item};
@@ -575,9 +576,12 @@ impl Delivered {
     }
 }
 
-type Outcome = Option<Result<Delivered, Arc<FabricError>>>;
+/// An acknowledgement as every waiter on it sees it.
+type Settled = Result<Delivered, Arc<FabricError>>;
+/// The acknowledgement, awaitable by any number of waiters.
+type Settle = Shared<BoxFuture<'static, Settled>>;
 
-/// Deliveries not yet settled (and, with provenance, not yet recorded).
+/// Deliveries not yet recorded in provenance (with a recorder only).
 #[derive(Default)]
 struct Pending {
     count: AtomicU64,
@@ -588,23 +592,14 @@ struct Pending {
 /// or `await` it with `wait_async()`.
 #[pyclass(module = "pydiaspora._native", frozen)]
 pub struct Delivery {
-    rx: watch::Receiver<Outcome>,
-}
-
-impl Delivery {
-    async fn settle(mut rx: watch::Receiver<Outcome>) -> Result<Delivered, Arc<FabricError>> {
-        match rx.wait_for(|v| v.is_some()).await {
-            Ok(v) => v.clone().expect("waited for Some"),
-            Err(_) => Err(Arc::new(FabricError::Shutdown)),
-        }
-    }
+    fut: Settle,
 }
 
 #[pymethods]
 impl Delivery {
     /// Whether the node has answered (acknowledged or failed).
     fn done(&self) -> bool {
-        self.rx.borrow().is_some()
+        self.fut.clone().now_or_never().is_some()
     }
 
     /// Waits for the acknowledgement (at most `timeout` seconds; None:
@@ -612,8 +607,7 @@ impl Delivery {
     /// the error the node answered with; `TimeoutError` when time runs out.
     #[pyo3(signature = (timeout = None))]
     fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Delivered> {
-        let rx = self.rx.clone();
-        match wait_for(py, seconds(timeout)?, Delivery::settle(rx))? {
+        match wait_for(py, seconds(timeout)?, self.fut.clone())? {
             Some(Ok(d)) => Ok(d),
             Some(Err(e)) => Err(errors::fabric_ref(&e)),
             None => Err(pyo3::exceptions::PyTimeoutError::new_err(
@@ -624,16 +618,14 @@ impl Delivery {
 
     /// An awaitable of the acknowledgement (asyncio).
     fn wait_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let rx = self.rx.clone();
+        let fut = self.fut.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Delivery::settle(rx)
-                .await
-                .map_err(|e| errors::fabric_ref(&e))
+            fut.await.map_err(|e| errors::fabric_ref(&e))
         })
     }
 
     fn __repr__(&self) -> String {
-        match &*self.rx.borrow() {
+        match self.fut.peek() {
             None => "<Delivery pending>".into(),
             Some(Ok(d)) => format!("<Delivery {}>", d.location_text()),
             Some(Err(e)) => format!("<Delivery failed: {e}>"),
@@ -660,8 +652,9 @@ impl Producer {
             .ok_or_else(|| ShutDown::new_err(format!("the producer of {} is closed", self.topic)))
     }
 
-    /// Queues one item; its acknowledgement settles the returned channel
-    /// (and, with provenance, records it first).
+    /// Queues one item and returns its acknowledgement. With provenance,
+    /// a task records the item as soon as it is acknowledged (whether or
+    /// not anyone waits for it), and the acknowledgement settles after that.
     async fn enqueue(
         p: Arc<diaspora_fabric::Producer>,
         partition: Option<u32>,
@@ -669,41 +662,49 @@ impl Producer {
         recorder: Option<Arc<LineageRecorder>>,
         tags: Vec<(String, String)>,
         pending: Arc<Pending>,
-    ) -> Result<watch::Receiver<Outcome>, FabricError> {
+    ) -> Result<Settle, FabricError> {
         let topic: Arc<str> = p.topic().into();
-        let lineage = it.lineage.clone();
-        let quality = it.quality.clone();
+        let lineage = recorder.as_ref().and_then(|_| it.lineage.clone());
+        let quality = recorder.as_ref().and_then(|_| it.quality.clone());
         let timestamp_us = it.timestamp_us;
         let delivery = match partition {
             Some(n) => p.send_to(n, it).await?,
             None => p.send(it).await?,
         };
-        let (tx, rx) = watch::channel(None);
+        let place = move |d: FDelivered| Delivered {
+            topic: topic.to_string(),
+            partition: d.partition,
+            offset: d.offset,
+        };
+        let Some(rec) = recorder else {
+            return Ok(async move { delivery.await.map(place).map_err(Arc::new) }
+                .boxed()
+                .shared());
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<Settled>();
         pending.count.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let r = delivery.await;
-            if let (Ok(d), Some(rec)) = (&r, &recorder) {
+            if let Ok(d) = &r {
+                let topic: Arc<str> = p.topic().into();
                 rec.record(AckedItem {
-                    item: ItemRef::new(topic.clone(), d.partition, d.offset),
+                    item: ItemRef::new(topic, d.partition, d.offset),
                     timestamp_us,
                     lineage,
                     quality,
                     tags,
                 });
             }
-            let _ = tx.send(Some(
-                r.map(|d: FDelivered| Delivered {
-                    topic: topic.to_string(),
-                    partition: d.partition,
-                    offset: d.offset,
-                })
-                .map_err(Arc::new),
-            ));
+            let _ = tx.send(r.map(place).map_err(Arc::new));
             if pending.count.fetch_sub(1, Ordering::SeqCst) == 1 {
                 pending.settled.notify_waiters();
             }
         });
-        Ok(rx)
+        Ok(
+            async move { rx.await.unwrap_or(Err(Arc::new(FabricError::Shutdown))) }
+                .boxed()
+                .shared(),
+        )
     }
 
     fn tags(&self, it: &diaspora_proto::v1::Item) -> Vec<(String, String)> {
@@ -774,7 +775,7 @@ impl Producer {
         )?;
         let tags = self.tags(&it);
         let p = self.producer()?;
-        let rx = wait(
+        let fut = wait(
             py,
             Producer::enqueue(
                 p,
@@ -786,7 +787,7 @@ impl Producer {
             ),
         )?
         .map_err(errors::fabric)?;
-        Ok(Delivery { rx })
+        Ok(Delivery { fut })
     }
 
     /// Sends one item and waits for its acknowledgement (the blocking form
@@ -857,12 +858,10 @@ impl Producer {
         let rec = self.recorder.clone();
         let pending = self.pending.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let rx = Producer::enqueue(p, partition, it, rec, tags, pending)
+            let fut = Producer::enqueue(p, partition, it, rec, tags, pending)
                 .await
                 .map_err(errors::fabric)?;
-            Delivery::settle(rx)
-                .await
-                .map_err(|e| errors::fabric_ref(&e))
+            fut.await.map_err(|e| errors::fabric_ref(&e))
         })
     }
 

@@ -38,12 +38,23 @@ pub fn init_async() {
 /// Runs `fut` to completion with the GIL released. Every
 /// [`SIGNAL_TICK`] it takes the GIL back to check for signals, so Ctrl-C
 /// interrupts a wait (raising `KeyboardInterrupt`) instead of hanging.
+///
+/// A future that is ready at its first poll (a send with room in the
+/// buffer, an item already fetched) completes without releasing the GIL
+/// or entering the runtime's scheduler: that is most calls at high rates,
+/// and the GIL hand-over would cost more than the work.
 pub fn wait<F, T>(py: Python<'_>, fut: F) -> PyResult<T>
 where
     F: Future<Output = T> + Send,
     T: Send,
 {
     let mut fut = Box::pin(fut);
+    {
+        let _in_runtime = rt().enter();
+        if let Some(v) = futures_util::FutureExt::now_or_never(fut.as_mut()) {
+            return Ok(v);
+        }
+    }
     loop {
         let r = py.allow_threads(|| {
             rt().block_on(async { tokio::time::timeout(SIGNAL_TICK, fut.as_mut()).await })
