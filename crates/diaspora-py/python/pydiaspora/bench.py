@@ -8,7 +8,7 @@ one JSON object: {"produce_s": ..., "consume_s": ..., "bytes": ...}.
 
 Payloads of 64 KiB and more are NumPy uint8 arrays (sent with their dtype
 and shape, read back with `Item.array()`, which does not copy); smaller ones
-are `bytes` (read back with `len()` of the zero-copy payload).
+are `bytes` (each item read back is measured with `len(item)`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 nbytes += it.array().nbytes
         else:
             for it in batch:
-                nbytes += len(it.payload)
+                nbytes += len(it)
     consume_s = time.perf_counter() - t0
     c.close()
     client.close()
