@@ -50,8 +50,12 @@ def free_port() -> int:
 class ServedNode:
     """A `diaspora serve` child process."""
 
-    def __init__(self, data_dir: pathlib.Path, *extra: str) -> None:
+    def __init__(self, data_dir: pathlib.Path, *extra: str, ready: bool = True) -> None:
+        """Starts the node; with `ready`, waits until it answers (a node
+        that requires identities is waited for with `wait_ready` once
+        `identity` is set)."""
         self.data_dir = data_dir
+        self.identity: tuple[str, str] | None = None
         self.addr = f"127.0.0.1:{free_port()}"
         self.admin = f"127.0.0.1:{free_port()}"
         self.ca = str(data_dir / "certs" / "ca.pem")
@@ -71,21 +75,35 @@ class ServedNode:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        if ready:
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()
+                raise
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"diaspora serve exited with {self.proc.returncode}: "
+                + pathlib.Path(self.log.name).read_text(errors="replace")
+            )
+
+    def wait_for_ca(self, timeout: float = 30.0) -> None:
+        """Waits until the node has written its CA."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.ca):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no CA at {self.ca} after {timeout} s")
+            time.sleep(0.05)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Waits until the node answers a client (as `identity`, if set)."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"diaspora serve exited with {self.proc.returncode}: "
-                    + pathlib.Path(self.log.name).read_text(errors="replace")
-                )
+            self._check_alive()
             if os.path.exists(self.ca):
                 try:
                     c = self.client(connect_timeout=1.0)
@@ -98,6 +116,9 @@ class ServedNode:
         raise RuntimeError(f"diaspora serve not ready in {timeout} s: {last}")
 
     def client(self, **kw) -> dsp.Client:
+        if self.identity is not None:
+            kw.setdefault("cert", self.identity[0])
+            kw.setdefault("key", self.identity[1])
         return dsp.Client(self.addr, self.ca, admin=self.admin, **kw)
 
     def stop(self) -> None:
