@@ -9,17 +9,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use diaspora_fabric::item::{meta, now_us, ConsumedItem, ItemRef};
 use diaspora_proto::v1::{self, value::Kind};
+use diaspora_stream::ndarray::{
+    array_meta, dtype_size, tag_array, DTYPE_KEY, MAX_AXIS_LEN, MAX_DIMS,
+};
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{ArrayError, InvalidRequest};
-
-/// Metadata key of an array item's element type (diaspora_stream::ndarray).
-pub const DTYPE_KEY: &str = "ndarray.dtype";
-/// Metadata key of an array item's shape, axis lengths comma separated.
-pub const SHAPE_KEY: &str = "ndarray.shape";
 
 /// Element types of array items: (diaspora name, NumPy type string).
 const DTYPES: [(&str, &str); 10] = [
@@ -34,9 +32,6 @@ const DTYPES: [(&str, &str); 10] = [
     ("f32", "<f4"),
     ("f64", "<f8"),
 ];
-
-/// Most axes an array item may have (as diaspora_stream::ndarray).
-const MAX_DIMS: usize = 8;
 
 /// The diaspora dtype name of a NumPy dtype (`kind` + item size), if it has one.
 fn dtype_name(kind: &str, itemsize: usize) -> Option<&'static str> {
@@ -262,23 +257,19 @@ impl Item {
     /// makes an aligned, writable copy).
     fn array<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let it = &self.item;
-        let dtype = meta::get_str(it, DTYPE_KEY).ok_or_else(|| {
-            ArrayError::new_err(format!("item is not an array: no `{DTYPE_KEY}` metadata"))
-        })?;
-        let np_dtype = numpy_dtype(dtype).ok_or_else(|| {
-            ArrayError::new_err(format!("dtype {dtype:?} has no NumPy equivalent here"))
-        })?;
-        let shape_text = meta::get_str(it, SHAPE_KEY)
-            .ok_or_else(|| ArrayError::new_err(format!("no `{SHAPE_KEY}` metadata")))?;
-        let shape = parse_shape(shape_text)?;
-        let elem = np_dtype[2..].parse::<u64>().unwrap_or(1);
+        let (dtype, shape) = array_meta(it).map_err(|e| ArrayError::new_err(e.to_string()))?;
+        let (Some(np_dtype), Some(elem)) = (numpy_dtype(&dtype), dtype_size(&dtype)) else {
+            return Err(ArrayError::new_err(format!(
+                "dtype {dtype:?} has no NumPy equivalent here"
+            )));
+        };
         let want = shape
             .iter()
             .try_fold(elem, |a, &n| a.checked_mul(n))
-            .ok_or_else(|| ArrayError::new_err(format!("shape {shape_text:?} overflows")))?;
-        if want != it.payload.len() as u64 {
+            .ok_or_else(|| ArrayError::new_err(format!("shape {shape:?} overflows")))?;
+        if want != it.payload.len() {
             return Err(ArrayError::new_err(format!(
-                "payload holds {} bytes; {dtype} {shape_text:?} needs {want}",
+                "payload holds {} bytes; {dtype} {shape:?} needs {want}",
                 it.payload.len()
             )));
         }
@@ -297,25 +288,6 @@ impl Item {
             self.topic, self.partition, self.offset, self.payload_bytes
         )
     }
-}
-
-/// Parses `ndarray.shape`: axis lengths, comma separated ("" is 0-d).
-fn parse_shape(s: &str) -> PyResult<Vec<u64>> {
-    if s.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let axes: Vec<u64> = s
-        .split(',')
-        .map(|a| a.trim().parse::<u64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| ArrayError::new_err(format!("bad `{SHAPE_KEY}` {s:?}")))?;
-    if axes.len() > MAX_DIMS {
-        return Err(ArrayError::new_err(format!(
-            "array has {} axes; at most {MAX_DIMS} are allowed",
-            axes.len()
-        )));
-    }
-    Ok(axes)
 }
 
 /// What a producer is asked to send, besides the payload.
@@ -369,7 +341,7 @@ fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 /// bytes-like objects are taken as they are, a `str` as UTF-8, `None` as
 /// empty, and an array in little-endian C order (others are converted
 /// with one copy).
-fn payload_of(obj: &Bound<'_, PyAny>) -> PyResult<(Bytes, Option<(&'static str, String)>)> {
+fn payload_of(obj: &Bound<'_, PyAny>) -> PyResult<(Bytes, Option<(&'static str, Vec<usize>)>)> {
     let py = obj.py();
     if obj.is_none() {
         return Ok((Bytes::new(), None));
@@ -399,18 +371,12 @@ fn payload_of(obj: &Bound<'_, PyAny>) -> PyResult<(Bytes, Option<(&'static str, 
             let le = numpy_dtype(name).expect("every name has a NumPy type");
             arr = np.call_method1("ascontiguousarray", (arr, le))?;
         }
-        let shape: Vec<u64> = arr.getattr("shape")?.extract()?;
-        if shape.len() > MAX_DIMS {
+        let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+        if shape.len() > MAX_DIMS || shape.iter().any(|&n| n as u64 > MAX_AXIS_LEN) {
             return Err(ArrayError::new_err(format!(
-                "array has {} axes; at most {MAX_DIMS} are allowed",
-                shape.len()
+                "array of shape {shape:?}: at most {MAX_DIMS} axes of at most {MAX_AXIS_LEN} each"
             )));
         }
-        let shape = shape
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
         return Ok((buffer_bytes(&arr)?, Some((name, shape))));
     }
     match buffer_bytes(obj) {
@@ -481,8 +447,8 @@ pub fn build(payload: &Bound<'_, PyAny>, x: Extras<'_>) -> PyResult<v1::Item> {
         }
     }
     if let Some((dtype, shape)) = array {
-        item.metadata.insert(DTYPE_KEY.into(), meta::string(dtype));
-        item.metadata.insert(SHAPE_KEY.into(), meta::string(&shape));
+        // Checked above: at most MAX_DIMS axes of at most MAX_AXIS_LEN.
+        tag_array(&mut item, dtype, &shape);
     }
     if let Some(h) = x.headers {
         item.headers.extend(h);

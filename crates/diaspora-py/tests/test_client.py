@@ -195,3 +195,23 @@ def test_an_embedded_node_in_this_process(tmp_path):
         np.testing.assert_array_equal(c.poll(timeout=10).array(), np.eye(3))
         c.close()
         client.close()
+
+
+def test_array_metadata_from_the_wire_is_checked_not_trusted(client, topic):
+    client.create_topic(topic)
+    with client.producer(topic) as p:
+        p.send_wait(np.array(7.5, dtype=np.float64))  # 0-d
+        p.send_wait(b"\x00" * 6, metadata={"ndarray.dtype": "u16", "ndarray.shape": "3,x"})
+        p.send_wait(b"\x00" * 6, metadata={"ndarray.dtype": "u16", "ndarray.shape": "4"})
+        p.send_wait(b"\x00" * 6, metadata={"ndarray.dtype": "c64", "ndarray.shape": "3"})
+        p.send_wait(b"\x00" * 6, metadata={"ndarray.dtype": "u16", "ndarray.shape": "1,1,1,1,1,1,1,1,3"})
+        with pytest.raises(dsp.ArrayError, match="axes"):
+            p.send(np.zeros((1,) * 9, dtype=np.uint8))
+    c = client.consumer(topic)
+    scalar, bad_shape, short, unknown, deep = (c.poll(timeout=10) for _ in range(5))
+    c.close()
+    a = scalar.array()
+    assert a.shape == () and float(a) == 7.5
+    for it, match in ((bad_shape, "shape"), (short, "needs 8"), (unknown, "c64"), (deep, "axes")):
+        with pytest.raises(dsp.ArrayError, match=match):
+            it.array()
