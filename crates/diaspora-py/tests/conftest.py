@@ -4,11 +4,14 @@ directory, stopped and reaped on every path."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from typing import Iterator
 
@@ -35,6 +38,14 @@ def diaspora_bin() -> str:
     raise RuntimeError(
         "no diaspora binary: build it with `cargo build` or set DIASPORA_BIN"
     )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when pytest dies, whatever
+    kills pytest (the fixtures' cleanup covers every other path)."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -74,6 +85,7 @@ class ServedNode:
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         if ready:
             try:
