@@ -21,7 +21,7 @@ use pyo3::types::{PyDict, PyList};
 use tokio::sync::Notify;
 
 use crate::errors::{self, InvalidRequest, ShutDown};
-use crate::item::{self, Extras, Item};
+use crate::item::{self, take_kwarg, Extras, Item};
 use crate::runtime::{rt, seconds, wait, wait_for};
 
 fn parse_addr(what: &str, s: &str) -> PyResult<SocketAddr> {
@@ -744,35 +744,18 @@ impl Producer {
     /// dtype and shape as `ndarray.dtype` / `ndarray.shape` metadata, which
     /// `Item.array()` reads back). `metadata` values are str, int, float,
     /// bool or bytes; `sources` are Items or `topic/partition/offset`
-    /// strings this item was derived from.
-    #[pyo3(signature = (payload, *, metadata = None, headers = None, key = None, partition = None,
-        sources = None, activity = None, model_versions = None, timestamp_us = None))]
-    #[allow(clippy::too_many_arguments)]
+    /// strings this item was derived from; `partition` picks one (else
+    /// `key` or round robin decides).
+    #[pyo3(signature = (payload, **options),
+        text_signature = "(payload, *, metadata=None, headers=None, key=None, partition=None, sources=None, activity=None, model_versions=None, timestamp_us=None)")]
     fn send<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        metadata: Option<Bound<'py, PyDict>>,
-        headers: Option<std::collections::HashMap<String, String>>,
-        key: Option<Bound<'py, PyAny>>,
-        partition: Option<u32>,
-        sources: Option<Bound<'py, PyAny>>,
-        activity: Option<String>,
-        model_versions: Option<Vec<String>>,
-        timestamp_us: Option<i64>,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Delivery> {
-        let it = item::build(
-            payload,
-            Extras {
-                metadata,
-                headers,
-                key,
-                sources,
-                activity,
-                model_versions,
-                timestamp_us,
-            },
-        )?;
+        let partition = take_kwarg(options, "partition")?;
+        let it = item::build(payload, Extras::from_kwargs(options)?)?;
         let tags = self.tags(&it);
         let p = self.producer()?;
         let fut = wait(
@@ -790,69 +773,31 @@ impl Producer {
         Ok(Delivery { fut })
     }
 
-    /// Sends one item and waits for its acknowledgement (the blocking form
-    /// of `send(...).result()`).
-    #[pyo3(signature = (payload, *, metadata = None, headers = None, key = None, partition = None,
-        sources = None, activity = None, model_versions = None, timestamp_us = None, timeout = None))]
-    #[allow(clippy::too_many_arguments)]
+    /// Sends one item and waits (at most `timeout` seconds) for its
+    /// acknowledgement: the blocking form of `send(...).result()`.
+    #[pyo3(signature = (payload, **options),
+        text_signature = "(payload, *, metadata=None, headers=None, key=None, partition=None, sources=None, activity=None, model_versions=None, timestamp_us=None, timeout=None)")]
     fn send_wait<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        metadata: Option<Bound<'py, PyDict>>,
-        headers: Option<std::collections::HashMap<String, String>>,
-        key: Option<Bound<'py, PyAny>>,
-        partition: Option<u32>,
-        sources: Option<Bound<'py, PyAny>>,
-        activity: Option<String>,
-        model_versions: Option<Vec<String>>,
-        timestamp_us: Option<i64>,
-        timeout: Option<f64>,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Delivered> {
-        let d = self.send(
-            py,
-            payload,
-            metadata,
-            headers,
-            key,
-            partition,
-            sources,
-            activity,
-            model_versions,
-            timestamp_us,
-        )?;
-        d.result(py, timeout)
+        let timeout = take_kwarg(options, "timeout")?;
+        self.send(py, payload, options)?.result(py, timeout)
     }
 
     /// The asyncio form of `send_wait`: an awaitable of where the item landed.
-    #[pyo3(signature = (payload, *, metadata = None, headers = None, key = None, partition = None,
-        sources = None, activity = None, model_versions = None, timestamp_us = None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (payload, **options),
+        text_signature = "(payload, *, metadata=None, headers=None, key=None, partition=None, sources=None, activity=None, model_versions=None, timestamp_us=None)")]
     fn send_async<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        metadata: Option<Bound<'py, PyDict>>,
-        headers: Option<std::collections::HashMap<String, String>>,
-        key: Option<Bound<'py, PyAny>>,
-        partition: Option<u32>,
-        sources: Option<Bound<'py, PyAny>>,
-        activity: Option<String>,
-        model_versions: Option<Vec<String>>,
-        timestamp_us: Option<i64>,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let it = item::build(
-            payload,
-            Extras {
-                metadata,
-                headers,
-                key,
-                sources,
-                activity,
-                model_versions,
-                timestamp_us,
-            },
-        )?;
+        let partition = take_kwarg(options, "partition")?;
+        let it = item::build(payload, Extras::from_kwargs(options)?)?;
         let tags = self.tags(&it);
         let p = self.producer()?;
         let rec = self.recorder.clone();

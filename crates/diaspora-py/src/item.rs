@@ -290,7 +290,12 @@ impl Item {
     }
 }
 
-/// What a producer is asked to send, besides the payload.
+/// An array payload's dtype name and shape.
+type ArrayShape = (&'static str, Vec<usize>);
+
+/// What a producer is asked to send, besides the payload: the keyword
+/// arguments every send method takes (`metadata`, `headers`, `key`,
+/// `sources`, `activity`, `model_versions`, `timestamp_us`).
 #[derive(Default)]
 pub struct Extras<'py> {
     pub metadata: Option<Bound<'py, PyDict>>,
@@ -300,6 +305,63 @@ pub struct Extras<'py> {
     pub activity: Option<String>,
     pub model_versions: Option<Vec<String>>,
     pub timestamp_us: Option<i64>,
+}
+
+/// The keyword arguments of the send methods, for their `text_signature`.
+pub const SEND_KEYWORDS: &str = "metadata=None, headers=None, key=None, sources=None, \
+     activity=None, model_versions=None, timestamp_us=None";
+
+impl<'py> Extras<'py> {
+    /// Reads the send keywords from `kw`, refusing any other: a method
+    /// takes its own keywords (e.g. `partition`) out of `kw` first.
+    pub fn from_kwargs(kw: Option<&Bound<'py, PyDict>>) -> PyResult<Extras<'py>> {
+        let mut x = Extras::default();
+        let Some(kw) = kw else { return Ok(x) };
+        for (k, v) in kw.iter() {
+            let k: String = k.extract()?;
+            if v.is_none() {
+                continue;
+            }
+            let bad = |what: &str| InvalidRequest::new_err(format!("{k} must be {what}"));
+            match k.as_str() {
+                "metadata" => x.metadata = Some(v.downcast_into().map_err(|_| bad("a dict"))?),
+                "headers" => {
+                    x.headers = Some(v.extract().map_err(|_| bad("a dict of str to str"))?)
+                }
+                "key" => x.key = Some(v),
+                "sources" => x.sources = Some(v),
+                "activity" => x.activity = Some(v.extract().map_err(|_| bad("a str"))?),
+                "model_versions" => {
+                    x.model_versions = Some(v.extract().map_err(|_| bad("a list of str"))?)
+                }
+                "timestamp_us" => x.timestamp_us = Some(v.extract().map_err(|_| bad("an int"))?),
+                _ => {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "unexpected keyword argument {k:?} (the send keywords are {SEND_KEYWORDS})"
+                    )))
+                }
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// Takes keyword `name` out of `kw`, if there.
+pub fn take_kwarg<'py, T: FromPyObject<'py>>(
+    kw: Option<&Bound<'py, PyDict>>,
+    name: &str,
+) -> PyResult<Option<T>> {
+    let Some(kw) = kw else { return Ok(None) };
+    let Some(v) = kw.get_item(name)? else {
+        return Ok(None);
+    };
+    kw.del_item(name)?;
+    if v.is_none() {
+        return Ok(None);
+    }
+    v.extract()
+        .map(Some)
+        .map_err(|e| InvalidRequest::new_err(format!("{name}: {e}")))
 }
 
 /// A raw pointer and length the GIL-free copy reads (the buffer view it
@@ -341,7 +403,7 @@ fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 /// bytes-like objects are taken as they are, a `str` as UTF-8, `None` as
 /// empty, and an array in little-endian C order (others are converted
 /// with one copy).
-fn payload_of(obj: &Bound<'_, PyAny>) -> PyResult<(Bytes, Option<(&'static str, Vec<usize>)>)> {
+fn payload_of(obj: &Bound<'_, PyAny>) -> PyResult<(Bytes, Option<ArrayShape>)> {
     let py = obj.py();
     if obj.is_none() {
         return Ok((Bytes::new(), None));

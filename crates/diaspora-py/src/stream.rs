@@ -94,35 +94,18 @@ impl StreamProducer {
     }
 
     /// Offers one item to the stream (payload and keywords as
-    /// `Producer.send`). Waits only when the policy's flow mode is
-    /// backpressure and the buffers are full.
-    #[pyo3(signature = (payload, *, metadata = None, headers = None, key = None,
-        sources = None, activity = None, model_versions = None, timestamp_us = None))]
-    #[allow(clippy::too_many_arguments)]
+    /// `Producer.send`, without `partition`: the stream has one). Waits
+    /// only when the policy's flow mode is backpressure and the buffers
+    /// are full.
+    #[pyo3(signature = (payload, **options),
+        text_signature = "(payload, *, metadata=None, headers=None, key=None, sources=None, activity=None, model_versions=None, timestamp_us=None)")]
     fn send<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        metadata: Option<Bound<'py, PyDict>>,
-        headers: Option<std::collections::HashMap<String, String>>,
-        key: Option<Bound<'py, PyAny>>,
-        sources: Option<Bound<'py, PyAny>>,
-        activity: Option<String>,
-        model_versions: Option<Vec<String>>,
-        timestamp_us: Option<i64>,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let it = item::build(
-            payload,
-            Extras {
-                metadata,
-                headers,
-                key,
-                sources,
-                activity,
-                model_versions,
-                timestamp_us,
-            },
-        )?;
+        let it = item::build(payload, Extras::from_kwargs(options)?)?;
         let inner = self.inner.clone();
         let sent = wait(py, async move {
             let mut g = inner.lock().await;

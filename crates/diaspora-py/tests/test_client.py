@@ -171,6 +171,10 @@ def test_each_fabric_error_is_its_own_exception(client, node, topic):
         p.send_wait(too_big, timeout=30)
     with pytest.raises(dsp.InvalidRequest):
         p.send(b"x", metadata={"bad": [1, 2]})
+    with pytest.raises(TypeError, match='unexpected keyword argument "metdata"'):
+        p.send(b"x", metdata={"scan": 1})
+    with pytest.raises(dsp.InvalidRequest, match="activity must be a str"):
+        p.send(b"x", activity=3)
     with pytest.raises(dsp.ArrayError):
         p.send(np.zeros(3, dtype=np.complex64))
     p.close()
