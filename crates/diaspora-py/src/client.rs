@@ -205,8 +205,9 @@ impl Client {
     /// Connects to the node at `addr` (its QUIC data plane), verifying it
     /// with the CA in `ca`. Authenticate with a client certificate
     /// (`cert` and `key`, from `diaspora certs client`) and/or a bearer
-    /// `token` (`diaspora token create`); `admin` is the node's admin
-    /// address, needed for creating and listing topics.
+    /// `token` (`diaspora token create`; default: $DIASPORA_TOKEN, as the
+    /// command line reads it); `admin` is the node's admin address, needed
+    /// for creating and listing topics.
     #[new]
     #[pyo3(signature = (addr = "127.0.0.1:7400", ca = PathBuf::from("diaspora-data/certs/ca.pem"), *,
         admin = None, cert = None, key = None, token = None, server_name = "localhost",
@@ -242,7 +243,11 @@ impl Client {
                 ))
             }
         };
-        cfg.token = token;
+        cfg.token = token.or_else(|| {
+            std::env::var("DIASPORA_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+        });
         let admin = admin.map(|a| parse_addr("admin", a)).transpose()?;
         Client::connect(py, cfg, admin)
     }
@@ -622,6 +627,11 @@ impl Delivery {
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             fut.await.map_err(|e| errors::fabric_ref(&e))
         })
+    }
+
+    /// `await delivery` is `await delivery.wait_async()`.
+    fn __await__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.wait_async(py)?.call_method0("__await__")
     }
 
     fn __repr__(&self) -> String {

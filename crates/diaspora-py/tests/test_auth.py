@@ -40,14 +40,15 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
         node.stop()
 
 
-def test_a_certificate_and_a_token_authenticate_and_the_acl_holds(secured):
+def test_a_certificate_and_a_token_authenticate_and_the_acl_holds(secured, monkeypatch):
     node, token = secured
     cert, key = node.identity
     admin = dsp.Client(node.addr, node.ca, admin=node.admin, cert=cert, key=key)
     assert {"frames", "secrets"} <= set(admin.topics())
     admin.close()
 
-    alice = dsp.Client(node.addr, node.ca, admin=node.admin, token=token)
+    monkeypatch.setenv("DIASPORA_TOKEN", token)  # read as the command line reads it
+    alice = dsp.Client(node.addr, node.ca, admin=node.admin)
     with alice.producer("frames") as p:
         assert p.send_wait(b"from alice", timeout=10).offset == 0
     c = alice.consumer("frames")
@@ -58,8 +59,9 @@ def test_a_certificate_and_a_token_authenticate_and_the_acl_holds(secured):
     alice.close()
 
 
-def test_an_anonymous_or_badly_identified_client_is_refused(secured):
+def test_an_anonymous_or_badly_identified_client_is_refused(secured, monkeypatch):
     node, _ = secured
+    monkeypatch.delenv("DIASPORA_TOKEN", raising=False)
     anonymous = dsp.Client(node.addr, node.ca, admin=node.admin)
     with pytest.raises(dsp.Unauthenticated):
         anonymous.producer("frames").send_wait(b"x", timeout=10)

@@ -139,6 +139,7 @@ def test_asyncio_produce_and_async_iteration(client, topic):
         assert sorted(d.offset for d in delivered) == list(range(20))
         d = p.send(np.zeros(1, dtype=np.int32))
         assert (await d.wait_async()).offset == 20
+        assert (await d).offset == 20  # a Delivery is awaitable itself
         c = client.consumer(topic, group="async")
         out = []
         async for it in c:

@@ -4,7 +4,7 @@ classes at run time for the full text)."""
 from __future__ import annotations
 
 import os
-from typing import Any, AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Generator, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -132,6 +132,7 @@ class Delivery:
     def done(self) -> bool: ...
     def result(self, timeout: Optional[float] = None) -> Delivered: ...
     def wait_async(self) -> Awaitable[Delivered]: ...
+    def __await__(self) -> Generator[Any, None, Delivered]: ...
 
 class Producer:
     """Sends items to one topic: batched, pipelined, idempotent."""
