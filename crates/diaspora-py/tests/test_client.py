@@ -220,3 +220,26 @@ def test_array_metadata_from_the_wire_is_checked_not_trusted(client, topic):
     for it, match in ((bad_shape, "shape"), (short, "needs 8"), (unknown, "c64"), (deep, "axes")):
         with pytest.raises(dsp.ArrayError, match=match):
             it.array()
+
+
+def test_a_blocking_wait_releases_the_gil(client, topic):
+    import threading
+    import time
+
+    client.create_topic(topic)
+    c = client.consumer(topic)
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(c.poll(timeout=1.0)))
+    t.start()
+    # While the other thread waits in poll for a second, this one keeps
+    # running Python: had poll held the GIL, one gap here would be ~1 s.
+    longest = 0.0
+    last = time.monotonic()
+    while t.is_alive():
+        now = time.monotonic()
+        longest = max(longest, now - last)
+        last = now
+    t.join()
+    c.close()
+    assert result == [None]
+    assert longest < 0.3, f"this thread stood still for {longest:.2f} s while poll waited"
