@@ -45,6 +45,11 @@ pub struct PythonBenchArgs {
     /// Give up when nothing arrives for this long, seconds.
     #[arg(long, default_value_t = 60)]
     pub stall_timeout_s: u64,
+    /// Where the node keeps the bench's topics (a fresh directory is made
+    /// in it and removed after). Default: the system's temporary directory.
+    /// On a tmpfs (/dev/shm) the figures are the clients', not the disk's.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -250,7 +255,11 @@ fn rate(items: u64, size: usize, secs: &[f64]) -> Rate {
 /// Runs `diaspora bench python`.
 pub async fn python(a: PythonBenchArgs) -> Result<()> {
     let (python, pydiaspora) = check_python(&a.python).await?;
-    let dir = tempfile::tempdir().context("making the bench's data directory")?;
+    let dir = match &a.data_dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("making the bench's data directory")?;
     let mut cfg = NodeConfig::new(dir.path());
     cfg.listen = "127.0.0.1:0".parse()?;
     cfg.admin_listen = None;
