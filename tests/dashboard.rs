@@ -628,3 +628,97 @@ fn diaspora_dashboard_reads_a_node_that_runs_elsewhere() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The frame's JSON from an `/api/state` answer (the body may be chunked).
+fn state_frame(page: SocketAddr) -> Option<serde_json::Value> {
+    let Ok(mut s) = TcpStream::connect(page) else {
+        return None;
+    };
+    drop(s.set_read_timeout(Some(Duration::from_secs(10))));
+    write!(
+        s,
+        "GET /api/state HTTP/1.1\r\nHost: {page}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let body = &out[out.find("\r\n\r\n")? + 4..];
+    serde_json::from_str(&body[body.find('{')?..=body.rfind('}')?]).ok()
+}
+
+#[test]
+fn the_demo_shows_its_phases_and_latest_reconstruction() {
+    let dir = tempfile::tempdir().unwrap();
+    let page: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // The small loop of tests/demo.rs.
+    let demo = Reaped::new(
+        Command::new(BIN)
+            .args(["demo", "--scans", "12", "--positions", "40", "--rate", "40"])
+            .args(["--switch-ssim", "0.05", "--fine-tune-every", "1"])
+            .args(["--epie-iterations", "10", "--channels", "4", "--batch", "8"])
+            .args([
+                "--validate-every",
+                "5",
+                "--json",
+                "--no-report",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .args(["--dashboard", &page.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    let (mut phases, mut image) = (std::collections::BTreeSet::new(), None);
+    while t0.elapsed() < Duration::from_secs(120) {
+        if let Some(f) = state_frame(page) {
+            let st = &f["loop_status"];
+            if let Some(p) = st["phase"].as_str() {
+                phases.insert(p.to_string());
+            }
+            if st["image"].is_object() {
+                image = Some(st["image"].clone());
+            }
+            if phases.contains("edge inference + fine-tune")
+                && image
+                    .as_ref()
+                    .is_some_and(|i| i["label"].as_str().unwrap().contains("edge model"))
+            {
+                // The edge's node and the loop's store, on the same page.
+                assert!(
+                    f["topics"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|t| t["name"] == "edge.models"),
+                    "{f}"
+                );
+                assert!(f["lineage"] == true);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("phases seen: {phases:?}");
+    assert!(phases.contains("warm-up") || phases.contains("edge inference + fine-tune"));
+    assert!(
+        phases.contains("edge inference + fine-tune"),
+        "the switch not seen: {phases:?}"
+    );
+    let image = image.expect("a reconstruction on the page");
+    let (w, h) = (
+        image["width"].as_u64().unwrap(),
+        image["height"].as_u64().unwrap(),
+    );
+    assert!((1..=128).contains(&w) && (1..=128).contains(&h), "{w}×{h}");
+    let gray = image["gray"].as_array().unwrap();
+    assert_eq!(gray.len() as u64, w * h);
+    assert!(
+        gray.iter().any(|v| v != &gray[0]),
+        "an image, not a flat field"
+    );
+    let out = demo.take().wait_with_output().unwrap();
+    common::assert_success(&out);
+}

@@ -129,6 +129,12 @@ pub struct DemoArgs {
     /// With --stage: write the stage's timeline here (JSON lines).
     #[arg(long, requires = "stage")]
     pub events: Option<PathBuf>,
+    /// Serve the edge node's live dashboard on this address while the loop
+    /// runs (e.g. 127.0.0.1:8090): the loop's phase, timeline and latest
+    /// reconstruction, the topics and their rates, and the lineage
+    /// explorer over the experiment's provenance store. Loopback only.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["stage", "skeleton"])]
+    pub dashboard: Option<std::net::SocketAddr>,
     /// With --stage: who the stage is to a node that requires identities.
     #[command(flatten)]
     pub creds: crate::cli::Credentials,
@@ -156,6 +162,7 @@ impl DemoArgs {
             report: (!self.no_report).then(|| self.report.clone()),
             data_dir: self.data_dir.clone(),
             json: self.json,
+            dashboard: self.dashboard,
             ..LoopConfig::default()
         }
     }

@@ -142,6 +142,35 @@ function renderTail(id, tails, role) {
     e.text, " ", el("span", { class: "note" }, e.item))));
 }
 
+function renderLoop(st) {
+  if (!st) {
+    fill("loop-status");
+    return;
+  }
+  const parts = [
+    el("div", { id: "loop-phase" }, el("strong", {}, "phase: "), st.phase),
+    st.summary ? el("div", { class: "summary" }, st.summary) : null,
+  ];
+  if (st.image) {
+    const img = st.image;
+    const canvas = el("canvas", { id: "loop-image", width: img.width, height: img.height });
+    const ctx = canvas.getContext("2d");
+    const data = ctx.createImageData(img.width, img.height);
+    for (let i = 0; i < img.gray.length; i++) {
+      data.data[4 * i] = data.data[4 * i + 1] = data.data[4 * i + 2] = img.gray[i];
+      data.data[4 * i + 3] = 255;
+    }
+    ctx.putImageData(data, 0, 0);
+    parts.push(el("figure", {}, canvas, el("figcaption", { class: "note" }, img.label)));
+  } else {
+    parts.push(el("div", { class: "none" }, "no reconstruction yet"));
+  }
+  parts.push(el("div", { class: "tail", id: "loop-events" }, st.events.map(e => el("div", {},
+    el("span", { class: "note" }, time(e.t_us) + " "),
+    el("span", { class: "kind " + e.kind }, e.kind), e.text))));
+  fill("loop-status", parts);
+}
+
 let frames = 0;
 function render(f) {
   frames++;
@@ -153,6 +182,7 @@ function render(f) {
   renderComponents("views", f.services.views, f);
   renderTail("predictions", f.tails, "predictions");
   renderTail("pool-events", f.tails, "pool events");
+  renderLoop(f.loop_status);
   renderTail("loop", f.tails, "loop");
   renderTail("notices", f.tails, "invalidations");
   fill("metrics-state", "metrics: " + f.metrics_state + " · updated " + time(f.t_us));

@@ -420,6 +420,108 @@ fn summary_of(kind: &str, f: &BTreeMap<String, f64>) -> String {
     }
 }
 
+/// Most pixels of a [`LoopImage`] (a larger image is refused by
+/// [`LoopImage::gray`]; callers downsample first, see [`downsample_gray`]).
+pub const IMAGE_PIXELS_MAX: usize = 256 * 256;
+/// Most events a [`LoopStatus`] carries.
+pub const LOOP_EVENTS_MAX: usize = 30;
+
+/// One event of an in-process loop's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoopEvent {
+    /// When, µs since the Unix epoch.
+    pub t_us: i64,
+    /// What kind (`phase`, `model`, `fault`, `invalidation`, `rollback`).
+    pub kind: String,
+    /// What happened.
+    pub text: String,
+}
+
+/// A grayscale image for the page (row-major, one byte per pixel).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoopImage {
+    /// What it shows (`scan-7, edge model v3`).
+    pub label: String,
+    /// Width, pixels.
+    pub width: usize,
+    /// Height, pixels.
+    pub height: usize,
+    /// The pixels, `width × height` bytes.
+    pub gray: Vec<u8>,
+}
+
+impl LoopImage {
+    /// An image of `values` (row-major, `width` per row) scaled from their
+    /// least (black) to their most (white); `None` if the sizes disagree, it
+    /// is empty or larger than [`IMAGE_PIXELS_MAX`].
+    ///
+    /// ```
+    /// use diaspora_dashboard::core::LoopImage;
+    /// let i = LoopImage::gray("x", 2, &[0.0, 1.0, 0.5, 1.0]).unwrap();
+    /// assert_eq!(i.gray, [0, 255, 128, 255]);
+    /// ```
+    pub fn gray(label: impl Into<String>, width: usize, values: &[f32]) -> Option<LoopImage> {
+        if width == 0 || values.is_empty() || values.len() % width != 0 {
+            return None;
+        }
+        if values.len() > IMAGE_PIXELS_MAX {
+            return None;
+        }
+        let finite = values.iter().copied().filter(|v| v.is_finite());
+        let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let gray = values
+            .iter()
+            .map(|v| {
+                if v.is_finite() {
+                    (((v - lo) / span) * 255.0).round().clamp(0.0, 255.0) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        Some(LoopImage {
+            label: label.into(),
+            width,
+            height: values.len() / width,
+            gray,
+        })
+    }
+}
+
+/// Keeps every `step`-th row and column of a `width`-wide image so that at
+/// most `side_max` remain each way; returns (width, values).
+pub fn downsample_gray(width: usize, values: &[f32], side_max: usize) -> (usize, Vec<f32>) {
+    if width == 0 || values.is_empty() {
+        return (0, Vec::new());
+    }
+    let height = values.len() / width;
+    let step = width.max(height).div_ceil(side_max.max(1)).max(1);
+    let out_w = width.div_ceil(step);
+    let mut out = Vec::with_capacity(out_w * height.div_ceil(step));
+    for r in (0..height).step_by(step) {
+        for c in (0..width).step_by(step) {
+            out.push(values[r * width + c]);
+        }
+    }
+    (out_w, out)
+}
+
+/// What an in-process loop (the demo) says of itself each interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoopStatus {
+    /// The phase now (`warm-up`, `inference and fine-tuning`, …).
+    pub phase: String,
+    /// Its figures in one line.
+    pub summary: String,
+    /// The latest events, newest first (at most [`LOOP_EVENTS_MAX`]).
+    pub events: Vec<LoopEvent>,
+    /// The latest reconstruction.
+    pub image: Option<LoopImage>,
+}
+
 /// Most entries a [`Tail`] keeps.
 pub const TAIL_MAX: usize = 40;
 
@@ -631,6 +733,25 @@ mod tests {
         }
         assert_eq!(s.latest.len(), SOURCES_MAX);
         assert!(!s.latest.contains_key("s0"), "the oldest goes first");
+    }
+
+    #[test]
+    fn images_are_scaled_bounded_and_downsampled() {
+        assert!(LoopImage::gray("x", 3, &[1.0; 4]).is_none(), "ragged");
+        assert!(LoopImage::gray("x", 0, &[]).is_none());
+        let big = vec![0.0; IMAGE_PIXELS_MAX + 1];
+        assert!(LoopImage::gray("x", 1, &big).is_none());
+        let flat = LoopImage::gray("x", 2, &[3.0, 3.0, f32::NAN, 3.0]).unwrap();
+        assert_eq!(flat.gray, [0, 0, 0, 0]);
+        assert_eq!(flat.height, 2);
+        let v: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        let (w, d) = downsample_gray(10, &v, 4);
+        assert_eq!(w, 4);
+        assert_eq!(d.len(), 16);
+        assert_eq!(&d[..4], &[0.0, 3.0, 6.0, 9.0]);
+        assert_eq!(d[4], 30.0);
+        let (w, d) = downsample_gray(10, &v, 100);
+        assert_eq!((w, d.len()), (10, 100));
     }
 
     #[test]

@@ -50,9 +50,15 @@
 //! [`server::QUERIES_MAX`] lineage queries at once, each listing at most
 //! [`server::LINEAGE_NODES_MAX`] records per direction.
 //!
+//! - An **in-process loop** (the demo: `diaspora demo --dashboard`) can
+//!   hand in a probe ([`source::LoopProbe`]) that the poller asks each
+//!   interval for its phase, timeline and latest reconstruction
+//!   ([`core::LoopStatus`], a grayscale image of at most
+//!   [`core::IMAGE_PIXELS_MAX`] pixels drawn on a canvas).
+//!
 //! What it does not do: keep history (a rate is the last interval's),
-//! change anything on the node, or show images (the loop's reconstructions
-//! are listed by their metadata only).
+//! change anything on the node, or show images of a loop that runs
+//! elsewhere (its model topics are listed by their metadata only).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), diaspora_dashboard::DashboardError> {
@@ -125,7 +131,7 @@ pub enum DashboardError {
 }
 
 /// How to run a dashboard.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DashboardConfig {
     /// Where to serve the page.
     pub listen: SocketAddr,
@@ -135,6 +141,9 @@ pub struct DashboardConfig {
     pub prov_store: Option<String>,
     /// The node.
     pub source: NodeSource,
+    /// An in-process loop to ask for its phase, events and latest image
+    /// each interval (the demo's; `None` elsewhere).
+    pub loop_probe: Option<source::LoopProbe>,
 }
 
 impl DashboardConfig {
@@ -145,6 +154,7 @@ impl DashboardConfig {
             allow_open: false,
             prov_store: None,
             source,
+            loop_probe: None,
         }
     }
 }
@@ -230,7 +240,11 @@ impl Dashboard {
             message: e.to_string(),
         })?;
         let (tx, rx) = tokio::sync::watch::channel::<Arc<str>>(Arc::from("{}"));
-        let poller = source::Poller::new(config.source.clone(), config.prov_store.is_some());
+        let poller = source::Poller::new(
+            config.source.clone(),
+            config.prov_store.is_some(),
+            config.loop_probe.clone(),
+        );
         let poller = tokio::spawn(poller.run(tx));
         let state = Arc::new(server::AppState::new(
             rx,
@@ -273,16 +287,24 @@ impl Dashboard {
 
     /// Stops polling and serving: browsers' event streams end, and
     /// connections still open after a second are dropped.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.poller.abort();
-        let _ = self.poller.await;
+        let _ = (&mut self.poller).await;
         let _ = self.stop.send(true);
-        let mut server = self.server;
-        if tokio::time::timeout(Duration::from_secs(1), &mut server)
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.server)
             .await
             .is_err()
         {
-            server.abort();
+            self.server.abort();
         }
+    }
+}
+
+/// A dashboard dropped without [`Dashboard::stop`] (an error path) stops
+/// polling and serving at once.
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.poller.abort();
+        self.server.abort();
     }
 }

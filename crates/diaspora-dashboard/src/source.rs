@@ -118,6 +118,8 @@ pub struct Frame {
     pub groups_watched: Vec<String>,
     /// Whether the lineage explorer has a store.
     pub lineage: bool,
+    /// What an in-process loop says of itself (`diaspora demo --dashboard`).
+    pub loop_status: Option<crate::core::LoopStatus>,
     /// What went wrong reading the node this time, if anything.
     pub error: Option<String>,
 }
@@ -146,10 +148,14 @@ struct Tailer {
     tail: Tail,
 }
 
+/// Asked each interval for an in-process loop's status (the demo's).
+pub type LoopProbe = std::sync::Arc<dyn Fn() -> crate::core::LoopStatus + Send + Sync>;
+
 /// The sampling loop's state.
 pub struct Poller {
     source: NodeSource,
     lineage: bool,
+    loop_probe: Option<LoopProbe>,
     admin: Option<AdminClient>,
     client: Option<Client>,
     mode: String,
@@ -163,10 +169,11 @@ pub struct Poller {
 
 impl Poller {
     /// A poller for `source`; `lineage` says whether the explorer has a store.
-    pub fn new(source: NodeSource, lineage: bool) -> Poller {
+    pub fn new(source: NodeSource, lineage: bool, loop_probe: Option<LoopProbe>) -> Poller {
         Poller {
             source,
             lineage,
+            loop_probe,
             admin: None,
             client: None,
             mode: String::new(),
@@ -210,6 +217,11 @@ impl Poller {
         }
         self.read_events(&frame.topics).await;
         frame.services = self.services.view(frame.t_us);
+        frame.loop_status = self.loop_probe.as_ref().map(|p| {
+            let mut status = p();
+            status.events.truncate(crate::core::LOOP_EVENTS_MAX);
+            status
+        });
         frame.metrics_state = self.metrics_state.clone();
         frame.tails = self
             .tailers

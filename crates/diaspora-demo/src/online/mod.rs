@@ -178,6 +178,10 @@ pub struct LoopConfig {
     /// The WAN link's name in monitors' predictions (label `link`): a
     /// prediction for it engages the uplink's reduction.
     pub wan_link: String,
+    /// Serve the live dashboard of the edge node here while the loop runs,
+    /// with the loop's phase, timeline and latest reconstruction and the
+    /// lineage explorer over the experiment's provenance store.
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 impl Default for LoopConfig {
@@ -203,6 +207,7 @@ impl Default for LoopConfig {
             data_dir: None,
             json: false,
             wan_link: "wan".into(),
+            dashboard: None,
         }
     }
 }
@@ -406,6 +411,101 @@ impl Shared {
     }
 }
 
+/// The loop's phase as the progress line and the dashboard name it.
+fn phase_of(shared: &Shared) -> &'static str {
+    if shared.rollback.lock().is_some() {
+        "fine-tune (rolled back)"
+    } else if shared.switched.load(Ordering::Relaxed) {
+        "edge inference + fine-tune"
+    } else {
+        "warm-up"
+    }
+}
+
+/// The newest reconstruction: the edge's if it has made one, else ePIE's;
+/// its phase, downsampled for the page.
+fn latest_image(shared: &Shared) -> Option<diaspora_dashboard::core::LoopImage> {
+    let (label, object) = {
+        let edge = shared.edge.lock();
+        match edge.iter().max_by(|a, b| a.1.t_s.total_cmp(&b.1.t_s)) {
+            Some((scan, e)) => (
+                format!("{scan}, edge model v{}", e.version),
+                e.object.clone(),
+            ),
+            None => {
+                let epie = shared.epie.lock();
+                let (scan, e) = epie.iter().next_back()?;
+                (format!("{scan}, ePIE"), e.object.clone())
+            }
+        }
+    };
+    let phase: Vec<f32> = object.iter().map(|c| c.arg()).collect();
+    let (w, small) = diaspora_dashboard::core::downsample_gray(object.ncols(), &phase, 128);
+    diaspora_dashboard::core::LoopImage::gray(format!("phase of {label}"), w, &small)
+}
+
+/// Serves the edge node's dashboard, with the loop's own status.
+async fn start_dashboard(
+    listen: std::net::SocketAddr,
+    edge_node: &Node,
+    store_url: &str,
+    shared: &Arc<Shared>,
+    cfg: &LoopConfig,
+) -> Result<diaspora_dashboard::Dashboard> {
+    let source = diaspora_dashboard::NodeSource {
+        admin: edge_node
+            .admin_addr()
+            .context("the edge node has no admin plane")?,
+        ca: edge_node.ca_file(),
+        identity: None,
+        token: None,
+        data: Some(ClientConfig::new(
+            edge_node.data_addr(),
+            edge_node.ca_file(),
+        )),
+        metrics_topic: "diaspora.metrics".into(),
+        groups: Vec::new(),
+        interval: Duration::from_secs(1),
+    };
+    let mut dcfg = diaspora_dashboard::DashboardConfig::new(listen, source);
+    dcfg.prov_store = Some(store_url.to_string());
+    let (probe_shared, scans) = (shared.clone(), cfg.scans);
+    dcfg.loop_probe = Some(Arc::new(move || {
+        let s = &probe_shared;
+        let v = s.validations.lock().last().copied();
+        diaspora_dashboard::core::LoopStatus {
+            phase: phase_of(s).into(),
+            summary: format!(
+                "scans {}/{scans} · ePIE {} scans · trainer {} steps, held-out SSIM {} · edge model v{}, {} frames inferred",
+                s.scans_taken.load(Ordering::Relaxed),
+                s.epie_scans.load(Ordering::Relaxed),
+                v.map_or(0, |v| v.steps),
+                v.map_or("–".into(), |v| format!("{:.2}", v.phase_ssim)),
+                s.edge_version.load(Ordering::Relaxed),
+                s.edge_frames.load(Ordering::Relaxed),
+            ),
+            events: s
+                .events
+                .lock()
+                .iter()
+                .rev()
+                .take(diaspora_dashboard::core::LOOP_EVENTS_MAX)
+                .map(|e| diaspora_dashboard::core::LoopEvent {
+                    t_us: e.t_us,
+                    kind: e.kind.clone(),
+                    text: e.text.clone(),
+                })
+                .collect(),
+            image: latest_image(s),
+        }
+    }));
+    let d = diaspora_dashboard::Dashboard::start(dcfg)
+        .await
+        .context("starting the dashboard")?;
+    eprintln!("dashboard: http://{}/", d.local_addr());
+    Ok(d)
+}
+
 /// The loop's summary (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -512,7 +612,10 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
 
     // Two nodes: the beamline's edge and the HPC centre.
     let mut ecfg = NodeConfig::new(data_dir.join("edge"));
-    ecfg.admin_listen = None;
+    // The edge's admin plane only for its dashboard, on a free loopback port.
+    ecfg.admin_listen = cfg
+        .dashboard
+        .map(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let edge_node = Node::start(ecfg).await.context("starting the edge node")?;
     let mut hcfg = NodeConfig::new(data_dir.join("hpc"));
     hcfg.admin_listen = None;
@@ -569,6 +672,11 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
             ..Default::default()
         },
     ));
+
+    let dashboard = match cfg.dashboard {
+        Some(listen) => Some(start_dashboard(listen, &edge_node, &store_url, &shared, &cfg).await?),
+        None => None,
+    };
 
     let bar = progress(cfg.json);
     shared.event("phase", "warm-up: every frame goes to HPC".into());
@@ -636,13 +744,7 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         tokio::spawn(async move {
             while !shared.stop.load(Ordering::Relaxed) {
                 let v = shared.validations.lock().last().copied();
-                let phase = if shared.rollback.lock().is_some() {
-                    "fine-tune (rolled back)"
-                } else if shared.switched.load(Ordering::Relaxed) {
-                    "edge inference + fine-tune"
-                } else {
-                    "warm-up"
-                };
+                let phase = phase_of(&shared);
                 bar.set_message(format!(
                     "{phase} │ scans {}/{} │ ePIE {} │ trainer {} steps, SSIM {} │ edge v{} {} frames",
                     shared.scans_taken.load(Ordering::Relaxed),
@@ -707,6 +809,9 @@ pub async fn run(cfg: LoopConfig) -> Result<Summary> {
         rstats.lost
     );
     let checks = check_rollback(&mut prov, &shared)?;
+    if let Some(d) = dashboard {
+        d.stop().await;
+    }
     edge_node.shutdown().await;
     hpc_node.shutdown().await;
 
