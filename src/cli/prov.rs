@@ -34,22 +34,12 @@ pub struct StoreArg {
 
 impl StoreArg {
     fn open(&self) -> Result<Provenance> {
-        Provenance::open(&self.store)
-            .with_context(|| format!("opening store {}", redact(&self.store)))
-    }
-}
-
-/// The URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let cred = &url[s + 3..at];
-            match cred.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+        Provenance::open(&self.store).with_context(|| {
+            format!(
+                "opening store {}",
+                diaspora_provenance::redact_url(&self.store)
+            )
+        })
     }
 }
 

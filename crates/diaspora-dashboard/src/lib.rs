@@ -159,26 +159,12 @@ impl DashboardConfig {
     }
 }
 
-/// The URL without its password.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let cred = &url[s + 3..at];
-            match cred.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// Opens the store once, so that a wrong URL is an error at start rather
 /// than on the first query; a SQLite path must exist (the dashboard only
 /// reads: an empty new store would hide a typo).
 pub async fn check_store(url: &str) -> Result<(), DashboardError> {
     let err = |message: String| DashboardError::Store {
-        url: redact(url),
+        url: diaspora_provenance::redact_url(url),
         message,
     };
     let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");

@@ -73,6 +73,7 @@ pub mod store;
 
 pub use backend::Backend;
 pub use model::*;
+pub use postgres::redact_url;
 pub use store::{
     ActionContext, Direction, EventSink, InvalidationReport, Limits, Lineage, ModelKnowledge,
     Provenance, Target, Validity, WhyChain,

@@ -157,8 +157,9 @@ impl<T> PgResult<T> for std::result::Result<T, postgres::Error> {
 
 /// `url` with any password removed: the one in the user info (parsed as
 /// the driver parses it: the user info ends at the first `@`) and any
-/// `password=` parameter.
-pub(crate) fn redact_url(url: &str) -> String {
+/// `password=` parameter. For showing a store URL in errors, logs and
+/// pages (re-exported as `diaspora_provenance::redact_url`).
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

@@ -297,12 +297,7 @@ impl Provenance {
     }
 
     fn __repr__(&self) -> String {
-        let shown = match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                format!("{}***{}", &self.url[..s + 3], &self.url[at..])
-            }
-            _ => self.url.clone(),
-        };
+        let shown = diaspora_provenance::redact_url(&self.url);
         format!("<Provenance {shown}>")
     }
 }
