@@ -30,6 +30,18 @@ pub mod runtime;
 pub mod stream;
 pub mod view;
 
+/// A serde value as plain Python values (dicts, lists, str, numbers),
+/// through JSON: reports and provenance answers reach Python in the same
+/// shape as the command line's `--json`.
+pub(crate) fn to_py<'py, T: serde::Serialize>(
+    py: Python<'py>,
+    v: &T,
+) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(v)
+        .map_err(|e| errors::DiasporaError::new_err(format!("encoding an answer: {e}")))?;
+    py.import("json")?.call_method1("loads", (text,))
+}
+
 /// The `pydiaspora._native` module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {

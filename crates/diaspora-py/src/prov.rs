@@ -11,11 +11,11 @@ use diaspora_provenance::{
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use serde::Serialize;
 
 use crate::client::Delivered;
 use crate::errors::{self, InvalidRequest, NotFound};
 use crate::item::Item;
+use crate::to_py;
 
 /// A provenance store: a SQLite file or a PostgreSQL database. Records
 /// are named by a *target*: a record id (int), an `Item` or `Delivered`,
@@ -51,13 +51,6 @@ fn target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
         InvalidRequest::new_err("a target is a record id, an Item, a Delivered or a str")
     })?;
     Target::parse(&s).map_err(errors::prov)
-}
-
-/// A serde value as a Python value (through JSON: the store's own shape).
-fn to_py<'py, T: Serialize>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
-    let text = serde_json::to_string(v)
-        .map_err(|e| errors::ProvenanceError::new_err(format!("encoding an answer: {e}")))?;
-    py.import("json")?.call_method1("loads", (text,))
 }
 
 impl Provenance {

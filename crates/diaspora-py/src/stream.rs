@@ -14,6 +14,7 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::errors::{self, InvalidRequest, ShutDown};
 use crate::item::{self, Extras, Item};
 use crate::runtime::{seconds, wait, wait_bounded};
+use crate::to_py;
 
 /// A stream error as a Python exception: fabric errors keep their classes.
 pub fn stream_err(e: StreamError) -> PyErr {
@@ -35,12 +36,6 @@ pub fn policy(path: Option<PathBuf>) -> PyResult<Policy> {
         Some(p) => Policy::from_file(&p)
             .map_err(|e| InvalidRequest::new_err(format!("policy {}: {e}", p.display()))),
     }
-}
-
-fn to_py<'py, T: serde::Serialize>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
-    let text = serde_json::to_string(v)
-        .map_err(|e| errors::DiasporaError::new_err(format!("encoding a report: {e}")))?;
-    py.import("json")?.call_method1("loads", (text,))
 }
 
 /// The producer side of a QoS stream on one partition: `send` returns what
