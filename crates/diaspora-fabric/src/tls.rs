@@ -193,6 +193,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 }
 
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // rustls 0.23.48 deprecates the ring provider because it has no post-quantum
+    // key exchange; the project builds with ring alone (one crypto backend, no
+    // C/CMake toolchain for aws-lc), so the warning is acknowledged here.
+    #[allow(deprecated)]
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

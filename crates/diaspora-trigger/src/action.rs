@@ -474,7 +474,11 @@ fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     if roots.is_empty() {
         return Err("https: no CA certificates (none in the system, no action.ca)".into());
     }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    // ring alone, as everywhere in the project (rustls 0.23.48 deprecates it for
+    // lacking post-quantum key exchange; see diaspora-fabric's tls::provider).
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
