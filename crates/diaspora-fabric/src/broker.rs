@@ -169,6 +169,8 @@ pub struct Broker {
     pub guard: crate::guard::Guard,
     started: Instant,
     node_id: String,
+    /// Memory for the partitions' newest batches (`Limits::tail_bytes_max`).
+    tail_budget: Option<Arc<diaspora_log::TailBudget>>,
 }
 
 fn valid_name(kind: &str, name: &str) -> Result<()> {
@@ -238,6 +240,12 @@ impl Broker {
             None => stable_node_id(&config.data_dir)?,
         };
         let guard = crate::guard::Guard::open(&config.data_dir, config.auth.clone())?;
+        let tail_budget = (config.limits.tail_bytes_max > 0).then(|| {
+            Arc::new(diaspora_log::TailBudget::new(
+                config.limits.tail_bytes_max,
+                config.limits.tail_partition_bytes_max,
+            ))
+        });
         let broker = Broker {
             guard,
             config,
@@ -247,6 +255,7 @@ impl Broker {
             counters: Counters::default(),
             started: Instant::now(),
             node_id,
+            tail_budget,
         };
         let entries = std::fs::read_dir(&topics_dir)
             .map_err(|e| FabricError::io(format!("list {}", topics_dir.display()), e))?;
@@ -344,7 +353,10 @@ impl Broker {
         let mut partitions = Vec::with_capacity(settings.partitions as usize);
         for p in 0..settings.partitions {
             let pdir = dir.join(format!("p{p}"));
-            let (log, report) = Log::open(&pdir, self.log_config(&settings))?;
+            let (mut log, report) = Log::open(&pdir, self.log_config(&settings))?;
+            if let Some(budget) = &self.tail_budget {
+                log.hold_tail(budget.clone());
+            }
             tracing::info!(topic = name, partition = p, ?report, "partition recovered");
             partitions.push(Arc::new(Partition {
                 log,
@@ -478,7 +490,7 @@ impl Broker {
 
     /// Appends one raw record batch. The log validates it (CRC, limits,
     /// producer sequence) before anything is written.
-    pub fn produce(&self, topic: &str, partition: u32, batch: &[u8]) -> Result<ProduceAck> {
+    pub fn produce(&self, topic: &str, partition: u32, batch: Bytes) -> Result<ProduceAck> {
         let limits = &self.config.limits;
         if batch.len() as u64 > limits.batch_bytes_max {
             return Err(FabricError::Limit {
@@ -490,7 +502,8 @@ impl Broker {
             });
         }
         let p = self.partition(topic, partition)?;
-        let outcome = p.log.append(batch)?;
+        let len = batch.len() as u64;
+        let outcome = p.log.append_bytes(batch)?;
         let ack = match outcome {
             AppendOutcome::Appended {
                 base_offset,
@@ -501,7 +514,7 @@ impl Broker {
                     .fetch_add(last_offset - base_offset + 1, Ordering::Relaxed);
                 self.counters
                     .bytes_appended
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    .fetch_add(len, Ordering::Relaxed);
                 p.appended.notify_waiters();
                 ProduceAck {
                     base_offset,

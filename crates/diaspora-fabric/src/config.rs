@@ -29,6 +29,12 @@ pub struct Limits {
     pub group_members_max: u32,
     /// Most concurrent client connections. Default 4096.
     pub connections_max: u32,
+    /// Bytes of newly appended batches the node keeps in memory over all
+    /// partitions, so that consumers at the head are served without reading
+    /// the files (0 turns this off). Default 256 MiB.
+    pub tail_bytes_max: u64,
+    /// Of those, the most one partition keeps. Default 32 MiB.
+    pub tail_partition_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +50,8 @@ impl Default for Limits {
             records_per_batch_max: 1_000_000,
             group_members_max: 1024,
             connections_max: 4096,
+            tail_bytes_max: 256 << 20,
+            tail_partition_bytes_max: 32 << 20,
         }
     }
 }

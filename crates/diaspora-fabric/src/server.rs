@@ -318,11 +318,11 @@ async fn handle_inner(
             let ack = if big {
                 // Writes that may block on the disk run on the blocking pool.
                 let b = broker.clone();
-                tokio::task::spawn_blocking(move || b.produce(&p.topic, p.partition, &p.batch))
+                tokio::task::spawn_blocking(move || b.produce(&p.topic, p.partition, p.batch))
                     .await
                     .map_err(|e| FabricError::Invalid(format!("append task: {e}")))??
             } else {
-                broker.produce(&p.topic, p.partition, &p.batch)?
+                broker.produce(&p.topic, p.partition, p.batch)?
             };
             // A tenant over its produce rate: the batch is stored and
             // acknowledged, the answer held back (throttling, not refusal).

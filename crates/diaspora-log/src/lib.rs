@@ -74,6 +74,7 @@ mod index;
 mod log;
 mod producer;
 mod scan;
+mod tail;
 
 pub use batch::{
     decode_header, records, records_with_limits, restamp_producer, set_base_offset, validate_batch,
@@ -91,6 +92,7 @@ pub use producer::PRODUCER_BATCHES_RETAINED;
 pub use scan::{
     scan_segment, scan_segment_file, BatchLocation, ScanMode, ScanOutcome, ScanSummary, StopReason,
 };
+pub use tail::TailBudget;
 
 #[cfg(test)]
 mod tests {

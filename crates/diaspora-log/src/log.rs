@@ -17,6 +17,7 @@ use crate::error::LogError;
 use crate::index::{self, IndexBuilder, IndexEntry};
 use crate::producer::{ProducerTable, SequenceCheck};
 use crate::scan::{scan_segment_file, BatchLocation, ScanMode, StopReason};
+use crate::tail::{Tail, TailBudget};
 use crate::BATCH_HEADER_BYTES;
 
 /// Most segments one [`Log::read`] call visits; callers loop for more.
@@ -170,6 +171,9 @@ pub struct Log {
     /// Serialises `sync`: a caller returns only once every append before its
     /// call is on stable storage, even while another caller's fsync runs.
     sync_lock: Mutex<()>,
+    /// The newest batches in memory, when [`Log::hold_tail`] gave a budget.
+    tail: Mutex<Tail>,
+    tail_budget: Option<Arc<TailBudget>>,
 }
 
 fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
@@ -464,6 +468,8 @@ impl Log {
                 failed: None,
             }),
             sync_lock: Mutex::new(()),
+            tail: Mutex::new(Tail::default()),
+            tail_budget: None,
         };
         Ok((log, report))
     }
@@ -494,7 +500,26 @@ impl Log {
     /// assert_eq!(log.append(&batch).unwrap(), AppendOutcome::Duplicate { base_offset: 0, last_offset: 0 });
     /// ```
     pub fn append(&self, batch: &[u8]) -> Result<AppendOutcome, LogError> {
-        let h = validate_batch(batch, &self.config.limits)?;
+        self.append_inner(Input::Borrowed(batch))
+    }
+
+    /// [`Log::append`] for a batch the caller hands over. When nothing else
+    /// shares its buffer (a frame just read off the network), the base offset
+    /// is stamped in place and, with [`Log::hold_tail`], the same bytes serve
+    /// readers at the head: no copy on the way in or out.
+    pub fn append_bytes(&self, batch: Bytes) -> Result<AppendOutcome, LogError> {
+        self.append_inner(Input::Owned(batch))
+    }
+
+    /// Keeps the newest batches in memory within `budget` (shared by the
+    /// logs of a node), so that a reader at the head is served without
+    /// reading the file.
+    pub fn hold_tail(&mut self, budget: Arc<TailBudget>) {
+        self.tail_budget = Some(budget);
+    }
+
+    fn append_inner(&self, input: Input<'_>) -> Result<AppendOutcome, LogError> {
+        let h = validate_batch(input.as_slice(), &self.config.limits)?;
         let mut guard = self.writer.lock();
         let w = &mut *guard;
         if let Some(reason) = &w.failed {
@@ -541,7 +566,7 @@ impl Log {
                 base_offset,
                 record_count: h.record_count,
             })?;
-        let total = batch.len() as u64;
+        let total = input.as_slice().len() as u64;
         let size = w.active.size();
         let relative_last = last_offset - w.active.base_offset;
         if size > 0
@@ -553,7 +578,39 @@ impl Log {
         let position = active.size();
         // Written at the committed size: a failed or torn write is simply
         // overwritten by the next append (or truncated by recovery).
-        if batch.len() > ZERO_COPY_WRITE_MIN_BYTES {
+        let (owned, shared, borrowed) = match input {
+            Input::Owned(b) => match b.try_into_mut() {
+                Ok(own) => (Some(own), None, None),
+                Err(b) => (None, Some(b), None),
+            },
+            Input::Borrowed(b) => (None, None, Some(b)),
+        };
+        let batch: &[u8] = match (&shared, borrowed) {
+            (Some(b), _) => b,
+            (None, Some(b)) => b,
+            (None, None) => &[],
+        };
+        let held = if let Some(mut own) = owned {
+            // Ours alone: stamped in place, written as it is, held as it is.
+            set_base_offset(&mut own, base_offset);
+            let own = own.freeze();
+            active
+                .file
+                .write_all_at(&own, position)
+                .map_err(LogError::io(&active.log_path))?;
+            Some(own)
+        } else if self.tail_budget.is_some() && batch.len() <= ZERO_COPY_WRITE_MIN_BYTES {
+            // A small batch is copied to be stamped anyway: into a buffer of
+            // its own, which the tail then holds.
+            let mut own = BytesMut::from(batch);
+            set_base_offset(&mut own, base_offset);
+            let own = own.freeze();
+            active
+                .file
+                .write_all_at(&own, position)
+                .map_err(LogError::io(&active.log_path))?;
+            Some(own)
+        } else if batch.len() > ZERO_COPY_WRITE_MIN_BYTES {
             // Large batches are not copied: the stamped 8-byte base offset, then
             // the caller's bytes as they are.
             let mut head = [0u8; 8];
@@ -563,6 +620,7 @@ impl Log {
                 .write_all_at(&head, position)
                 .and_then(|()| active.file.write_all_at(&batch[8..], position + 8))
                 .map_err(LogError::io(&active.log_path))?;
+            None
         } else {
             w.buf.clear();
             w.buf.extend_from_slice(batch);
@@ -573,6 +631,15 @@ impl Log {
                 .map_err(LogError::io(&active.log_path))?;
             if w.buf.capacity() > WRITE_BUFFER_RETAINED_BYTES {
                 w.buf = Vec::new();
+            }
+            None
+        };
+        if let Some(budget) = &self.tail_budget {
+            // Under the writer lock, so the tail sees appends in order.
+            let mut tail = self.tail.lock();
+            match held {
+                Some(bytes) => tail.push(budget, base_offset, last_offset, bytes),
+                None => tail.clear(budget),
             }
         }
         if let Some(e) = w.index_builder.observe(
@@ -722,8 +789,11 @@ impl Log {
 
     /// Reads whole raw batches starting with the one that contains
     /// `from_offset`, up to about `max_bytes` (at least one batch, however
-    /// large), crossing segment boundaries. Every batch is CRC-checked on the
-    /// way out; a damaged one is a [`LogError::Corrupt`] error, never data.
+    /// large), crossing segment boundaries. Every batch read from a file is
+    /// CRC-checked on the way out; a damaged one is a [`LogError::Corrupt`]
+    /// error, never data. Batches still in the tail held in memory
+    /// ([`Log::hold_tail`]) are returned from there: they were checked on
+    /// append and have not touched the disk since.
     ///
     /// `from_offset == next_offset()` returns an empty vector; offsets below
     /// `start_offset()` or above `next_offset()` are
@@ -742,6 +812,11 @@ impl Log {
             }
             if from_offset == next {
                 return Ok(Vec::new());
+            }
+            if self.tail_budget.is_some() {
+                if let Some(batches) = self.tail.lock().read(from_offset, next, max_bytes as u64) {
+                    return Ok(batches);
+                }
             }
             let i = all
                 .partition_point(|s| s.base_offset <= from_offset)
@@ -885,12 +960,31 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        if let Some(budget) = &self.tail_budget {
+            self.tail.get_mut().clear(budget);
+        }
         // Best effort: a clean shutdown should not lose an interval's data.
         let w = self.writer.get_mut();
         if w.dirty && w.failed.is_none() && self.config.fsync != FsyncPolicy::Never {
             if let Err(e) = w.active.file.sync_data() {
                 tracing::warn!(path = %w.active.log_path.display(), error = %e, "fsync at close failed");
             }
+        }
+    }
+}
+
+/// A batch to append: borrowed (copied where it must be stamped) or handed
+/// over (stamped in place when nothing else shares it).
+enum Input<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Bytes),
+}
+
+impl Input<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Input::Borrowed(b) => b,
+            Input::Owned(b) => b,
         }
     }
 }
