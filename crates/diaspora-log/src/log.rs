@@ -989,6 +989,53 @@ impl Input<'_> {
     }
 }
 
+/// Reads `len` bytes at `position` into a new buffer. On Linux the buffer is
+/// not zeroed first (a fetch of a few MiB would otherwise write every byte
+/// twice): `pread` fills it and only what it reported is exposed.
+fn read_fresh(file: &File, len: usize, position: u64) -> std::io::Result<BytesMut> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let done = buf.len();
+            let at = libc::off_t::try_from(position + done as u64).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "file position past off_t")
+            })?;
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: `spare` has room for at least `len - done` bytes and
+            // pread writes at most that many into it.
+            let n =
+                unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len - done, at) };
+            match n {
+                n if n > 0 => {
+                    // SAFETY: pread initialised the next `n` bytes (n ≤ len - done).
+                    unsafe { buf.set_len(done + n as usize) }
+                }
+                0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("file ended {} bytes into a read of {len}", done),
+                    ))
+                }
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(buf)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut buf = BytesMut::zeroed(len);
+        file.read_exact_at(&mut buf, position)?;
+        Ok(buf)
+    }
+}
+
 /// Reads and checks the header at `position`, which must hold the batch with
 /// base offset `expected`.
 fn read_header(
@@ -1070,12 +1117,9 @@ fn read_segment(
             return Ok(false);
         }
         let chunk_len = (*budget).max(first.total_bytes()).min(size - position);
-        let mut buf = BytesMut::zeroed(chunk_len as usize);
-        segment
-            .file
-            .read_exact_at(&mut buf, position)
-            .map_err(LogError::io(&segment.log_path))?;
-        let chunk = buf.freeze();
+        let chunk = read_fresh(&segment.file, chunk_len as usize, position)
+            .map_err(LogError::io(&segment.log_path))?
+            .freeze();
         let mut at = 0u64;
         while at < chunk_len && expected < next_offset {
             let rest = &chunk[at as usize..];
