@@ -54,10 +54,12 @@ pub(crate) fn parse_serving_line(line: &str) -> Result<(SocketAddr, SocketAddr, 
     };
     let data = word("quic://")?.parse().context("data-plane address")?;
     let admin = word("https://")?.parse().context("admin address")?;
-    // The CA path is the rest of the line (it may contain spaces).
+    // The CA path runs to ` auth=` (the last word group since issue 19) or
+    // to the end of the line; it may contain spaces.
     let ca = line
         .split_once(" ca=")
-        .map(|(_, p)| PathBuf::from(p.trim()))
+        .map(|(_, rest)| rest.rsplit_once(" auth=").map_or(rest, |(p, _)| p))
+        .map(|p| PathBuf::from(p.trim()))
         .with_context(|| format!("no ca=… in {line:?}"))?;
     Ok((data, admin, ca))
 }
@@ -207,8 +209,11 @@ mod tests {
 
     #[test]
     fn the_serving_line_gives_addresses_and_ca() {
-        let line = "diaspora node serving: data plane quic://127.0.0.1:40001 admin https://127.0.0.1:40002 fsync=interval:100ms ca=/tmp/a b/data/certs/ca.pem";
+        let line = "diaspora node serving: data plane quic://127.0.0.1:40001 admin https://127.0.0.1:40002 fsync=interval:100ms ca=/tmp/a b/data/certs/ca.pem auth=dev (DEVELOPMENT MODE: anonymous clients allowed, no ACL checked)";
         let (data, admin, ca) = parse_serving_line(line).unwrap();
+        // The line before issue 19 ended with the CA path.
+        let old = line.split(" auth=").next().unwrap();
+        assert_eq!(parse_serving_line(old).unwrap().2, ca);
         assert_eq!(data, "127.0.0.1:40001".parse().unwrap());
         assert_eq!(admin, "127.0.0.1:40002".parse().unwrap());
         assert_eq!(ca, PathBuf::from("/tmp/a b/data/certs/ca.pem"));
