@@ -590,19 +590,14 @@ impl Log {
             (None, Some(b)) => b,
             (None, None) => &[],
         };
-        let held = if let Some(mut own) = owned {
-            // Ours alone: stamped in place, written as it is, held as it is.
-            set_base_offset(&mut own, base_offset);
-            let own = own.freeze();
-            active
-                .file
-                .write_all_at(&own, position)
-                .map_err(LogError::io(&active.log_path))?;
-            Some(own)
-        } else if self.tail_budget.is_some() && batch.len() <= ZERO_COPY_WRITE_MIN_BYTES {
-            // A small batch is copied to be stamped anyway: into a buffer of
-            // its own, which the tail then holds.
-            let mut own = BytesMut::from(batch);
+        // A buffer of our own: the caller's when nothing else shares it, or,
+        // when the tail is held, a copy of a small batch (which is copied to
+        // be stamped anyway). It is stamped, written and held as it is.
+        let own = owned.or_else(|| {
+            (self.tail_budget.is_some() && batch.len() <= ZERO_COPY_WRITE_MIN_BYTES)
+                .then(|| BytesMut::from(batch))
+        });
+        let held = if let Some(mut own) = own {
             set_base_offset(&mut own, base_offset);
             let own = own.freeze();
             active
