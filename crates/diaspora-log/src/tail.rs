@@ -36,11 +36,6 @@ impl TailBudget {
         self.used.load(Ordering::Acquire)
     }
 
-    /// The limit over all logs.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     fn try_reserve(&self, n: u64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
